@@ -1,0 +1,301 @@
+//! The config file's shape: the names here are the user-facing contract (see config/example.toml).
+//! Every table rejects unknown keys so a typo is an error, not a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+pub const MAX_ACCOUNTS: usize = 20;
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    pub tickets: Option<TicketsConfig>,
+    pub smtp: Option<SmtpConfig>,
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<AccountConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub http_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Global default for accounts that do not set their own.
+    pub max_message_size: Option<ByteSize>,
+    /// Deadline for every single network operation (connect, login, fetch of one batch ...).
+    #[serde(default = "default_network_timeout", with = "humantime_serde")]
+    pub network_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            poll_interval: default_poll_interval(),
+            http_listen: None,
+            log_format: LogFormat::default(),
+            max_message_size: None,
+            network_timeout: default_network_timeout(),
+        }
+    }
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_network_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsConfig {
+    #[serde(default)]
+    pub types: Vec<String>,
+    #[serde(default)]
+    pub statuses: Vec<String>,
+    #[serde(default = "default_subject_tag")]
+    pub subject_tag: String,
+}
+
+pub fn default_subject_tag() -> String {
+    "Ticket#".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// Implicit TLS from the first byte.
+    Ssl,
+    /// Plain connection upgraded by STARTTLS (IMAP, SMTP) or STLS (POP3); "tls" is the spelling
+    /// of the settings screen this replaces.
+    #[default]
+    #[serde(alias = "tls")]
+    Starttls,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Imap,
+    Pop3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Move,
+    Delete,
+    Keep,
+}
+
+/// Where a password comes from; exactly one per account and for SMTP.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct PasswordSource {
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub encryption: Encryption,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_network_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Domain of the Message-IDs of our automatic replies; default: the first account's domain.
+    pub message_id_domain: Option<String>,
+    /// Filled in by validation from whichever password source is set.
+    #[serde(skip)]
+    pub resolved_password: Option<Secret>,
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.encryption {
+            Encryption::Ssl => 465,
+            Encryption::Starttls => 587,
+            Encryption::None => 25,
+        })
+    }
+    pub fn password_source(&self) -> PasswordSource {
+        PasswordSource {
+            password: self.password.clone(),
+            password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub name: String,
+    pub email: String,
+    #[serde(default = "yes")]
+    pub active: bool,
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub encryption: Encryption,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_folder")]
+    pub folder: String,
+    pub ticket_type: String,
+    pub ticket_status: String,
+    pub sender_name: Option<String>,
+    pub reply_to: Option<String>,
+    pub action: Action,
+    pub move_to: Option<String>,
+    #[serde(default)]
+    pub auto_reply: bool,
+    pub auto_reply_subject: Option<String>,
+    pub auto_reply_body: Option<String>,
+    pub auto_reply_template_file: Option<PathBuf>,
+    #[serde(default = "default_auto_reply_limit")]
+    pub auto_reply_limit: u32,
+    #[serde(default = "default_auto_reply_max_age", with = "humantime_serde")]
+    pub auto_reply_max_age: Duration,
+    pub max_message_size: Option<ByteSize>,
+    #[serde(skip)]
+    pub resolved_password: Option<Secret>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_folder() -> String {
+    "INBOX".into()
+}
+fn default_auto_reply_limit() -> u32 {
+    5
+}
+fn default_auto_reply_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl AccountConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match (self.protocol, self.encryption) {
+            (Protocol::Imap, Encryption::Ssl) => 993,
+            (Protocol::Imap, _) => 143,
+            (Protocol::Pop3, Encryption::Ssl) => 995,
+            (Protocol::Pop3, _) => 110,
+        })
+    }
+    pub fn password_source(&self) -> PasswordSource {
+        PasswordSource {
+            password: self.password.clone(),
+            password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
+        }
+    }
+    /// The resolved password; validation guarantees it is set on a loaded config.
+    pub fn password(&self) -> Secret {
+        self.resolved_password
+            .clone()
+            .unwrap_or_else(|| Secret::new(""))
+    }
+}
+
+/// A size written as a number of bytes or a string such as "50MB", "512 KiB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => parse_byte_size(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {text:?}: expected e.g. \"50MB\" or a number of bytes")
+    })?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {text:?}: use B, KB, MB, GB, KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+/// Durations are written as humantime strings ("60s", "5m", "24h").
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e}; write e.g. \"60s\", \"5m\" or \"24h\""
+            ))
+        })
+    }
+}

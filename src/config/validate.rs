@@ -1,0 +1,406 @@
+//! The rules a config must satisfy beyond its shape. Every rule adds to one list instead of
+//! returning early, so the admin sees every problem of the file in one run.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use toml::de::{DeTable, DeValue};
+
+use super::model::*;
+use super::Severity;
+use crate::secret::Secret;
+
+pub type Found = Vec<(Severity, Key, String)>;
+
+/// A key path such as `account[2].move_to` (accounts are numbered from 1 as they appear in the
+/// file), able to find its own position in the parsed document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    section: &'static str,
+    account: Option<usize>,
+    field: Option<&'static str>,
+}
+
+impl Key {
+    pub fn account(file_index: usize) -> Key {
+        Key {
+            section: "account",
+            account: Some(file_index),
+            field: None,
+        }
+    }
+    fn section(section: &'static str) -> Key {
+        Key {
+            section,
+            account: None,
+            field: None,
+        }
+    }
+    fn field(mut self, field: &'static str) -> Key {
+        self.field = Some(field);
+        self
+    }
+
+    /// Byte offset of the key in the document: the field if present, else its table.
+    pub fn locate(&self, doc: &DeTable) -> Option<usize> {
+        let (section_key, section) = doc.iter().find(|(k, _)| k.get_ref() == self.section)?;
+        let table = match (self.account, section.get_ref()) {
+            (Some(i), DeValue::Array(items)) => items.get(i)?,
+            (None, _) => section,
+            _ => return Some(section_key.span().start),
+        };
+        let fallback = table.span().start;
+        let Some(field) = self.field else {
+            return Some(fallback);
+        };
+        match table.get_ref() {
+            DeValue::Table(t) => Some(
+                t.iter()
+                    .find(|(k, _)| k.get_ref() == field)
+                    .map_or(fallback, |(k, _)| k.span().start),
+            ),
+            _ => Some(fallback),
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.section)?;
+        if let Some(i) = self.account {
+            write!(f, "[{}]", i + 1)?;
+        }
+        if let Some(field) = self.field {
+            write!(f, ".{field}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Checker<'a> {
+    found: &'a mut Found,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, key: Key, message: impl Into<String>) {
+        self.found.push((Severity::Error, key, message.into()));
+    }
+    fn warning(&mut self, key: Key, message: impl Into<String>) {
+        self.found.push((Severity::Warning, key, message.into()));
+    }
+
+    fn address(&mut self, key: Key, value: &str) {
+        if let Err(e) = lettre::Address::from_str(value.trim()) {
+            self.error(
+                key,
+                format!("{value:?} is not a valid e-mail address ({e})"),
+            );
+        }
+    }
+
+    fn non_empty(&mut self, key: Key, value: &str) {
+        if value.trim().is_empty() {
+            self.error(key, "must not be empty");
+        }
+    }
+
+    fn readable_file(&mut self, key: Key, path: &Path) {
+        if let Err(e) = std::fs::metadata(path) {
+            self.error(key, format!("cannot read {}: {e}", path.display()));
+        }
+    }
+
+    /// Resolves exactly one of password / password_file / password_env.
+    fn password(&mut self, at: Key, source: &PasswordSource, required: bool) -> Option<Secret> {
+        let given = [
+            source.password.is_some(),
+            source.password_file.is_some(),
+            source.password_env.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count();
+        if given > 1 {
+            self.error(
+                at.field("password"),
+                "set exactly one of password, password_file, password_env",
+            );
+            return None;
+        }
+        if given == 0 {
+            if required {
+                self.error(
+                    at.field("password"),
+                    "missing: set one of password, password_file (e.g. a systemd credential) or password_env",
+                );
+            }
+            return None;
+        }
+        if let Some(p) = &source.password {
+            return Some(p.clone());
+        }
+        if let Some(var) = &source.password_env {
+            return match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    self.error(
+                        at.field("password_env"),
+                        format!("environment variable {var} is not set or empty"),
+                    );
+                    None
+                }
+            };
+        }
+        let path = source.password_file.as_ref()?;
+        let key = at.field("password_file");
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                warn_if_world_readable(self, key.clone(), path);
+                // Files written by `echo` end in a newline that is not part of the password.
+                let password = text.trim_end_matches(['\r', '\n']);
+                if password.is_empty() {
+                    self.error(key, format!("{} is empty", path.display()));
+                    None
+                } else {
+                    Some(Secret::new(password))
+                }
+            }
+            Err(e) => {
+                self.error(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(checker: &mut Checker, key: Key, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            checker.warning(
+                key,
+                format!(
+                    "{} is readable by every user of this machine: chmod 600 it (or o-r)",
+                    path.display()
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_: &mut Checker, _: Key, _: &Path) {}
+
+/// Checks the whole config; `file_indices[n]` is the position in the file of `accounts[n]`, and
+/// `accounts_in_file` also counts accounts that could not be read at all.
+pub fn check(
+    config: &mut Config,
+    file_indices: &[usize],
+    accounts_in_file: usize,
+    found: &mut Found,
+) {
+    let mut c = Checker { found };
+
+    if config.store.path.as_os_str().is_empty() {
+        c.error(
+            Key::section("store").field("path"),
+            "must name the SQLite file",
+        );
+    }
+    if config.daemon.poll_interval.as_secs() < 1 {
+        c.error(
+            Key::section("daemon").field("poll_interval"),
+            "must be at least 1s",
+        );
+    }
+    if config.daemon.network_timeout.as_secs() < 1 {
+        c.error(
+            Key::section("daemon").field("network_timeout"),
+            "must be at least 1s",
+        );
+    }
+    if let Some(tickets) = &config.tickets {
+        if tickets.subject_tag.trim().is_empty() || tickets.subject_tag.contains([']', '[']) {
+            c.error(
+                Key::section("tickets").field("subject_tag"),
+                "must be non-empty and without brackets, e.g. \"Ticket#\"",
+            );
+        }
+    }
+
+    if let Some(smtp) = &mut config.smtp {
+        let at = Key::section("smtp");
+        c.non_empty(at.clone().field("host"), &smtp.host);
+        let required = smtp.user.is_some();
+        smtp.resolved_password = c.password(at.clone(), &smtp.password_source(), required);
+        if smtp.user.is_none() && smtp.resolved_password.is_some() {
+            c.error(
+                at.clone().field("user"),
+                "a password is set but no user: set `user` too",
+            );
+        }
+        if let Some(ca) = &smtp.ca_file {
+            c.readable_file(at.clone().field("ca_file"), ca);
+        }
+    }
+
+    if accounts_in_file == 0 {
+        c.error(
+            Key::section("account"),
+            "no [[account]] configured: add at least one",
+        );
+    }
+    if accounts_in_file > MAX_ACCOUNTS {
+        c.error(
+            Key::account(MAX_ACCOUNTS),
+            format!("{accounts_in_file} accounts configured; the limit is {MAX_ACCOUNTS}"),
+        );
+    }
+
+    let has_smtp = config.smtp.is_some();
+    let tickets = config.tickets.clone();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut emails: HashMap<String, usize> = HashMap::new();
+    for (account, &i) in config.accounts.iter_mut().zip(file_indices) {
+        let at = Key::account(i);
+        let key = |f: &'static str| at.clone().field(f);
+        c.non_empty(key("name"), &account.name);
+        if let Some(first) = names.insert(account.name.clone(), i) {
+            c.error(
+                key("name"),
+                format!(
+                    "{:?} is already the name of account[{}]",
+                    account.name,
+                    first + 1
+                ),
+            );
+        }
+        c.address(key("email"), &account.email);
+        if let Some(first) = emails.insert(account.email.trim().to_lowercase(), i) {
+            c.error(
+                key("email"),
+                format!(
+                    "{} is already the address of account[{}]",
+                    account.email,
+                    first + 1
+                ),
+            );
+        }
+        if let Some(reply_to) = &account.reply_to {
+            c.address(key("reply_to"), reply_to);
+        }
+        c.non_empty(key("host"), &account.host);
+        c.non_empty(key("user"), &account.user);
+        c.non_empty(key("folder"), &account.folder);
+        account.resolved_password = c.password(at.clone(), &account.password_source(), true);
+        if let Some(ca) = &account.ca_file {
+            c.readable_file(key("ca_file"), ca);
+        }
+
+        match (account.protocol, account.action) {
+            (Protocol::Pop3, Action::Move) => c.error(
+                key("action"),
+                "POP3 cannot move: POP3 has no folders; use \"delete\" or \"keep\"",
+            ),
+            (Protocol::Imap, Action::Keep) => c.error(
+                key("action"),
+                "IMAP accounts \"move\" or \"delete\"; \"keep\" would leave every mail in the folder for ever",
+            ),
+            _ => {}
+        }
+        match (&account.move_to, account.action) {
+            (None, Action::Move) => c.error(
+                key("move_to"),
+                "required when action = \"move\": without it nothing would be moved",
+            ),
+            (Some(folder), Action::Move) if folder.trim().is_empty() => c.error(
+                key("move_to"),
+                "empty folder name: nothing would be moved; name the folder, e.g. \"Archive\"",
+            ),
+            (Some(folder), Action::Move) if folder == &account.folder => c.error(
+                key("move_to"),
+                format!(
+                    "{folder:?} is the folder being read; moving there would fetch mails again"
+                ),
+            ),
+            (Some(_), _) if account.action != Action::Move => {
+                c.warning(key("move_to"), "ignored: only used when action = \"move\"")
+            }
+            _ => {}
+        }
+        if account.protocol == Protocol::Pop3 && account.folder != "INBOX" {
+            c.warning(
+                key("folder"),
+                "ignored for POP3: a POP3 maildrop has no folders",
+            );
+        }
+
+        if let Some(t) = &tickets {
+            if !t.types.is_empty() && !t.types.contains(&account.ticket_type) {
+                c.error(
+                    key("ticket_type"),
+                    format!(
+                        "{:?} is not in [tickets] types {:?}",
+                        account.ticket_type, t.types
+                    ),
+                );
+            }
+            if !t.statuses.is_empty() && !t.statuses.contains(&account.ticket_status) {
+                c.error(
+                    key("ticket_status"),
+                    format!(
+                        "{:?} is not in [tickets] statuses {:?}",
+                        account.ticket_status, t.statuses
+                    ),
+                );
+            }
+        }
+        c.non_empty(key("ticket_type"), &account.ticket_type);
+        c.non_empty(key("ticket_status"), &account.ticket_status);
+
+        if account.auto_reply && !has_smtp {
+            c.error(
+                key("auto_reply"),
+                "needs an [smtp] section to send the replies through",
+            );
+        }
+        if account.auto_reply_body.is_some() && account.auto_reply_template_file.is_some() {
+            c.error(
+                key("auto_reply_template_file"),
+                "set auto_reply_body or auto_reply_template_file, not both",
+            );
+        }
+        if let Some(subject) = &account.auto_reply_subject {
+            if let Err(e) = crate::template::check(subject) {
+                c.error(key("auto_reply_subject"), e);
+            }
+        }
+        if let Some(body) = &account.auto_reply_body {
+            if let Err(e) = crate::template::check(body) {
+                c.error(key("auto_reply_body"), e);
+            }
+        }
+        if let Some(path) = &account.auto_reply_template_file {
+            match std::fs::read_to_string(path) {
+                Ok(body) => {
+                    if let Err(e) = crate::template::check(&body) {
+                        c.error(
+                            key("auto_reply_template_file"),
+                            format!("{}: {e}", path.display()),
+                        );
+                    }
+                }
+                Err(e) => c.error(
+                    key("auto_reply_template_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                ),
+            }
+        }
+        if matches!(account.max_message_size, Some(ByteSize(0))) {
+            c.error(key("max_message_size"), "must be larger than 0");
+        }
+    }
+}

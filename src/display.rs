@@ -1,0 +1,84 @@
+//! Human-readable output of `tickets list` and `tickets show`.
+
+use std::fmt::Write;
+
+use crate::store::{TicketDetail, TicketSummary};
+
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(width.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+pub fn ticket_table(list: &[TicketSummary]) -> String {
+    if list.is_empty() {
+        return "no tickets yet\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<8} {:<12} {:<10} {:<8} {:>3}  {:<20} {:<28} SUBJECT",
+        "NUMBER", "ACCOUNT", "TYPE", "STATUS", "ART", "CREATED", "CUSTOMER"
+    );
+    for t in list {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<12} {:<10} {:<8} {:>3}  {:<20} {:<28} {}",
+            t.number,
+            clip(&t.account, 12),
+            clip(&t.ticket_type, 10),
+            clip(&t.status, 8),
+            t.articles,
+            clip(&t.created_at, 19),
+            clip(&t.customer, 28),
+            clip(&t.subject, 60)
+        );
+    }
+    out
+}
+
+pub fn ticket_detail(t: &TicketDetail) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Ticket {}: {}", t.number, t.subject);
+    let _ = writeln!(
+        out,
+        "  account {} · type {} · status {} · customer {} <{}> · created {}",
+        t.account, t.ticket_type, t.status, t.customer_name, t.customer, t.created_at
+    );
+    for (i, a) in t.articles.iter().enumerate() {
+        let kind = if a.followup {
+            "follow-up"
+        } else {
+            "first mail"
+        };
+        let _ = writeln!(
+            out,
+            "\n  Article {} ({kind}), received {}",
+            i + 1,
+            a.received_at
+        );
+        let _ = writeln!(out, "    From:       {} <{}>", a.from_name, a.from);
+        let _ = writeln!(out, "    Subject:    {}", a.subject);
+        let _ = writeln!(out, "    Message-ID: {}", a.message_id);
+        if let Some(problem) = &a.malformed {
+            let _ = writeln!(out, "    Malformed:  {problem} (raw message kept)");
+        }
+        if !a.auto_reply.is_empty() {
+            let _ = writeln!(out, "    Auto-reply: {}", a.auto_reply);
+        }
+        for att in &a.attachments {
+            let _ = writeln!(
+                out,
+                "    Attachment: {} ({}, {} bytes)",
+                att.filename, att.content_type, att.size
+            );
+        }
+        for line in a.text.lines() {
+            let _ = writeln!(out, "    | {line}");
+        }
+    }
+    out
+}

@@ -1,0 +1,281 @@
+//! Connects and logs in. STARTTLS is negotiated by hand before async-imap takes the stream, so
+//! that a server that does not offer STARTTLS is refused before any password is sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::Session;
+use rustls::ClientConfig;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::config::{AccountConfig, Encryption};
+use crate::net::{self, ConnectError, MailStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("{host} does not offer STARTTLS; refusing to log in without encryption (use encryption = \"ssl\" with the implicit-TLS port, or \"none\" if you really mean it)")]
+    StartTlsNotOffered { host: String },
+    #[error("login rejected for {user}: check `user` and `password` (server said: {server})")]
+    AuthRejected { user: String, server: String },
+    #[error("IMAP {operation} timed out after {secs}s")]
+    Timeout { operation: String, secs: u64 },
+    #[error("IMAP {operation} failed: {source}")]
+    Imap {
+        operation: String,
+        source: async_imap::error::Error,
+    },
+    #[error("IMAP server sent an unexpected reply to {operation}: {reply}")]
+    Protocol { operation: String, reply: String },
+    #[error("folder {folder:?} cannot be opened: {reason}; check `folder`")]
+    FolderMissing { folder: String, reason: String },
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ImapError {
+    /// Errors that retrying soon will not fix (the admin must change something).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ImapError::StartTlsNotOffered { .. } | ImapError::AuthRejected { .. }
+        )
+    }
+}
+
+pub struct ImapConnection {
+    pub session: Session<MailStream>,
+    pub capabilities: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl ImapConnection {
+    pub fn has(&self, capability: &str) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(capability))
+    }
+}
+
+/// Runs `fut` with the per-operation deadline, mapping both failure kinds to `ImapError`.
+pub async fn timed<T>(
+    timeout: Duration,
+    operation: &str,
+    fut: impl std::future::Future<Output = Result<T, async_imap::error::Error>>,
+) -> Result<T, ImapError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(ImapError::Imap {
+            operation: operation.into(),
+            source,
+        }),
+        Err(_) => Err(ImapError::Timeout {
+            operation: operation.into(),
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
+pub async fn connect(
+    account: &AccountConfig,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+) -> Result<ImapConnection, ImapError> {
+    let host = account.host.as_str();
+    let tcp = net::connect_tcp(host, account.port(), timeout).await?;
+    let stream = match account.encryption {
+        Encryption::Ssl => {
+            let mut tls_stream = net::start_tls(tcp, host, tls, timeout).await?;
+            read_greeting(&mut tls_stream, timeout).await?;
+            tls_stream
+        }
+        Encryption::Starttls => {
+            let tcp = negotiate_starttls(tcp, host, timeout).await?;
+            net::start_tls(tcp, host, tls, timeout).await?
+        }
+        Encryption::None => {
+            let mut plain = MailStream::Plain(tcp);
+            read_greeting(&mut plain, timeout).await?;
+            plain
+        }
+    };
+    let client = async_imap::Client::new(stream);
+    let login = tokio::time::timeout(
+        timeout,
+        client.login(&account.user, account.password().expose()),
+    )
+    .await;
+    let mut session = match login {
+        Ok(Ok(session)) => session,
+        Ok(Err((async_imap::error::Error::No(text), _)))
+        | Ok(Err((async_imap::error::Error::Bad(text), _))) => {
+            return Err(ImapError::AuthRejected {
+                user: account.user.clone(),
+                server: text.trim().to_string(),
+            })
+        }
+        Ok(Err((source, _))) => {
+            return Err(ImapError::Imap {
+                operation: "LOGIN".into(),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ImapError::Timeout {
+                operation: "LOGIN".into(),
+                secs: timeout.as_secs(),
+            })
+        }
+    };
+    let caps = timed(timeout, "CAPABILITY", session.capabilities()).await?;
+    let capabilities = caps
+        .iter()
+        .map(|c| match c {
+            async_imap::types::Capability::Imap4rev1 => "IMAP4rev1".to_string(),
+            async_imap::types::Capability::Auth(a) => format!("AUTH={a}"),
+            async_imap::types::Capability::Atom(a) => a.to_string(),
+        })
+        .collect();
+    Ok(ImapConnection {
+        session,
+        capabilities,
+        timeout,
+    })
+}
+
+async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut S,
+    timeout: Duration,
+    operation: &str,
+) -> Result<String, ImapError> {
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(timeout, reader.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| ImapError::Timeout {
+            operation: operation.into(),
+            secs: timeout.as_secs(),
+        })?
+        .map_err(|e| ImapError::Protocol {
+            operation: operation.into(),
+            reply: e.to_string(),
+        })?;
+    if read == 0 {
+        return Err(ImapError::Protocol {
+            operation: operation.into(),
+            reply: "connection closed by the server".into(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+async fn read_greeting(stream: &mut MailStream, timeout: Duration) -> Result<(), ImapError> {
+    // Unbuffered single reads would be slow, but a BufReader could swallow bytes that belong to
+    // async-imap; the greeting is the only thing the server sends unasked, so read byte-wise.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(timeout, tokio::io::AsyncReadExt::read(stream, &mut byte))
+            .await
+            .map_err(|_| ImapError::Timeout {
+                operation: "greeting".into(),
+                secs: timeout.as_secs(),
+            })?
+            .map_err(|e| ImapError::Protocol {
+                operation: "greeting".into(),
+                reply: e.to_string(),
+            })?;
+        if n == 0 {
+            return Err(ImapError::Protocol {
+                operation: "greeting".into(),
+                reply: "connection closed before the greeting".into(),
+            });
+        }
+        line.push(byte[0]);
+        if byte[0] == b'\n' || line.len() > 8192 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&line);
+    if text.starts_with("* OK") || text.starts_with("* PREAUTH") {
+        Ok(())
+    } else {
+        Err(ImapError::Protocol {
+            operation: "greeting".into(),
+            reply: text.trim_end().to_string(),
+        })
+    }
+}
+
+/// Greeting, CAPABILITY, STARTTLS on the plain socket; returns the socket ready for TLS.
+async fn negotiate_starttls(
+    tcp: TcpStream,
+    host: &str,
+    timeout: Duration,
+) -> Result<TcpStream, ImapError> {
+    let mut reader = BufReader::new(tcp);
+    let greeting = read_line(&mut reader, timeout, "greeting").await?;
+    if !greeting.starts_with("* OK") {
+        return Err(ImapError::Protocol {
+            operation: "greeting".into(),
+            reply: greeting,
+        });
+    }
+    reader
+        .get_mut()
+        .write_all(b"S1 CAPABILITY\r\n")
+        .await
+        .map_err(|e| ImapError::Protocol {
+            operation: "CAPABILITY".into(),
+            reply: e.to_string(),
+        })?;
+    let mut offered = false;
+    loop {
+        let line = read_line(&mut reader, timeout, "CAPABILITY").await?;
+        if line.starts_with("* CAPABILITY") {
+            offered = line
+                .split_ascii_whitespace()
+                .any(|c| c.eq_ignore_ascii_case("STARTTLS"));
+        } else if let Some(status) = line.strip_prefix("S1 ") {
+            if !status.starts_with("OK") {
+                return Err(ImapError::Protocol {
+                    operation: "CAPABILITY".into(),
+                    reply: line,
+                });
+            }
+            break;
+        }
+    }
+    if !offered {
+        return Err(ImapError::StartTlsNotOffered { host: host.into() });
+    }
+    reader
+        .get_mut()
+        .write_all(b"S2 STARTTLS\r\n")
+        .await
+        .map_err(|e| ImapError::Protocol {
+            operation: "STARTTLS".into(),
+            reply: e.to_string(),
+        })?;
+    loop {
+        let line = read_line(&mut reader, timeout, "STARTTLS").await?;
+        if let Some(status) = line.strip_prefix("S2 ") {
+            if !status.starts_with("OK") {
+                return Err(ImapError::Protocol {
+                    operation: "STARTTLS".into(),
+                    reply: line,
+                });
+            }
+            break;
+        }
+    }
+    if !reader.buffer().is_empty() {
+        // Bytes after the OK before the handshake would be a STARTTLS injection attempt.
+        return Err(ImapError::Protocol {
+            operation: "STARTTLS".into(),
+            reply: "server sent data after STARTTLS before the TLS handshake".into(),
+        });
+    }
+    Ok(reader.into_inner())
+}

@@ -1,0 +1,7 @@
+//! IMAP: connecting (TLS, STARTTLS without silent downgrade), and the ingestion pass.
+
+pub mod connect;
+pub mod pass;
+pub mod utf7;
+
+pub use connect::{connect, ImapConnection, ImapError};

@@ -1,0 +1,456 @@
+//! One ingestion pass over an IMAP folder.
+//!
+//! Mails are tracked by UIDVALIDITY + UID in the store's `processed` table, never by sequence
+//! numbers or \Seen. The order is always: fetch a batch with BODY.PEEK[] → store it in one
+//! fsynced transaction → only then move/delete it. A crash between the two leaves mails whose
+//! key is recorded; the next pass disposes them without storing them again.
+//!
+//! UIDVALIDITY change: the keys of the old validity no longer match, so every mail in the folder
+//! looks new and is fetched again. The store recognises a mail whose exact bytes are already
+//! stored for the account as a duplicate and records the new key without a new ticket, so the
+//! mail is disposed and nothing is lost or doubled.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::TryStreamExt;
+use tracing::{error, info, warn};
+
+use super::connect::{timed, ImapConnection, ImapError};
+use super::utf7;
+use crate::config::{AccountConfig, Action};
+use crate::ingest::parse::parse;
+use crate::store::{Incoming, Outcome, Store, TicketRules};
+
+/// IMAP keyword set on a mail whose storage failed `QUARANTINE_AFTER` times: skipped afterwards.
+pub const QUARANTINE_KEYWORD: &str = "$mail2ticket-failed";
+pub const QUARANTINE_AFTER: u32 = 3;
+/// Batch limits: many small mails per durable transaction, but bounded memory.
+const BATCH_MAILS: usize = 500;
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub fetched: usize,
+    pub new_tickets: usize,
+    pub followups: usize,
+    pub duplicates: usize,
+    pub test_mails: usize,
+    pub disposed: usize,
+    pub oversized: usize,
+    pub quarantined: usize,
+    pub backlog_seen: usize,
+    /// Disposal problems (e.g. the move_to folder is missing): tickets exist, mails stay.
+    pub dispose_errors: Vec<String>,
+}
+
+/// Everything a pass needs besides the connection.
+pub struct PassContext<'a> {
+    pub account: &'a AccountConfig,
+    pub rules: &'a TicketRules,
+    pub store: &'a Store,
+    pub max_message_size: u64,
+}
+
+struct Listed {
+    uid: u32,
+    size: u64,
+    quarantined: bool,
+}
+
+pub async fn run_pass(
+    conn: &mut ImapConnection,
+    ctx: &PassContext<'_>,
+) -> Result<PassReport, ImapError> {
+    let account = ctx.account;
+    let folder = account.folder.as_str();
+    let t = conn.timeout;
+    let mut report = PassReport::default();
+
+    let mailbox = match tokio::time::timeout(t, conn.session.select(utf7::encode(folder))).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(async_imap::error::Error::No(reason))) => {
+            return Err(ImapError::FolderMissing {
+                folder: folder.into(),
+                reason,
+            })
+        }
+        Ok(Err(source)) => {
+            return Err(ImapError::Imap {
+                operation: format!("SELECT {folder}"),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ImapError::Timeout {
+                operation: format!("SELECT {folder}"),
+                secs: t.as_secs(),
+            })
+        }
+    };
+    let uidvalidity = mailbox.uid_validity.unwrap_or(0);
+    if let Some(previous) = ctx.store.uidvalidity(&account.name, folder).await? {
+        if previous != uidvalidity {
+            warn!(account = %account.name, folder, previous, uidvalidity,
+                "UIDVALIDITY changed: every mail is checked again; already stored ones are recognised by their bytes");
+        }
+    }
+    ctx.store
+        .set_uidvalidity(&account.name, folder, uidvalidity)
+        .await?;
+    if mailbox.exists == 0 {
+        return Ok(report);
+    }
+
+    let listed = list_folder(conn).await?;
+    report.backlog_seen = listed.len();
+    let prefix = format!("imap:{folder}:{uidvalidity}:");
+    let key = |uid: u32| format!("{prefix}{uid}");
+    let processed = ctx.store.processed(&account.name, &prefix).await?;
+
+    let mut to_dispose = Vec::new();
+    let mut new = Vec::new();
+    for m in &listed {
+        match processed.get(&key(m.uid)) {
+            Some(state) if state.outcome == "oversized" => {}
+            Some(_) => to_dispose.push(m.uid),
+            None if m.quarantined => {}
+            None if m.size > ctx.max_message_size => {
+                report.oversized += 1;
+                if ctx
+                    .store
+                    .record_skipped(&account.name, &key(m.uid), "oversized")
+                    .await?
+                {
+                    warn!(account = %account.name, uid = m.uid, size = m.size, limit = ctx.max_message_size,
+                        "mail larger than max_message_size left on the server (not fetched)");
+                }
+            }
+            None => new.push(m),
+        }
+    }
+
+    // Mails stored in an earlier pass (or before a crash) whose disposal did not happen yet.
+    if !to_dispose.is_empty() {
+        dispose(conn, ctx, &to_dispose, &prefix, &mut report).await;
+    }
+
+    for batch in batches(&new) {
+        let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
+        let fetched = fetch_bodies(conn, &uids).await?;
+        report.fetched += fetched.len();
+        let incoming: Vec<Incoming> = tokio::task::spawn_blocking({
+            let prefix = prefix.clone();
+            move || {
+                fetched
+                    .into_iter()
+                    .map(|(uid, raw)| Incoming {
+                        source_key: format!("{prefix}{uid}"),
+                        parsed: parse(&raw),
+                        raw,
+                        received_at: Utc::now(),
+                    })
+                    .collect()
+            }
+        })
+        .await
+        .map_err(|e| ImapError::Protocol {
+            operation: "parse".into(),
+            reply: e.to_string(),
+        })?;
+
+        let stored = store_with_quarantine(conn, ctx, &incoming, &mut report).await?;
+        for (mail, outcome) in &stored {
+            let uid = mail.source_key.rsplit(':').next().unwrap_or_default();
+            match outcome {
+                Outcome::NewTicket { number } => {
+                    report.new_tickets += 1;
+                    info!(account = %account.name, uid, ticket = %number, kind = "new", "mail stored");
+                }
+                Outcome::FollowUp { number } => {
+                    report.followups += 1;
+                    info!(account = %account.name, uid, ticket = %number, kind = "follow-up", "mail stored");
+                }
+                Outcome::Duplicate { number } => {
+                    report.duplicates += 1;
+                    info!(account = %account.name, uid, ticket = %number, kind = "duplicate", "mail already stored");
+                }
+                Outcome::TestMail => {
+                    report.test_mails += 1;
+                    info!(account = %account.name, uid, kind = "test", "test-fetch mail recognised, no ticket");
+                }
+                Outcome::AlreadyProcessed => {}
+            }
+        }
+        // The batch is durable now: only these mails may leave the folder.
+        let done: Vec<u32> = stored
+            .iter()
+            .filter_map(|(m, _)| m.source_key.rsplit(':').next()?.parse().ok())
+            .collect();
+        if !done.is_empty() {
+            dispose(conn, ctx, &done, &prefix, &mut report).await;
+        }
+    }
+    Ok(report)
+}
+
+async fn list_folder(conn: &mut ImapConnection) -> Result<Vec<Listed>, ImapError> {
+    let t = conn.timeout;
+    let fut = async {
+        let stream = conn
+            .session
+            .uid_fetch("1:*", "(UID RFC822.SIZE FLAGS)")
+            .await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let fetches = timed(t, "UID FETCH (list)", fut).await?;
+    let mut listed: Vec<Listed> = fetches
+        .iter()
+        .filter_map(|f| {
+            Some(Listed {
+                uid: f.uid?,
+                size: f.size.unwrap_or(0) as u64,
+                quarantined: f.flags().any(|fl| {
+                    matches!(fl, async_imap::types::Flag::Custom(ref c) if c.eq_ignore_ascii_case(QUARANTINE_KEYWORD))
+                }),
+            })
+        })
+        .collect();
+    listed.sort_by_key(|l| l.uid);
+    listed.dedup_by_key(|l| l.uid);
+    Ok(listed)
+}
+
+fn batches<'a>(mails: &'a [&'a Listed]) -> Vec<&'a [&'a Listed]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, m) in mails.iter().enumerate() {
+        if i > start && (i - start >= BATCH_MAILS || bytes + m.size > BATCH_BYTES) {
+            out.push(&mails[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += m.size;
+    }
+    if start < mails.len() {
+        out.push(&mails[start..]);
+    }
+    out
+}
+
+async fn fetch_bodies(
+    conn: &mut ImapConnection,
+    uids: &[u32],
+) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+    let set = uid_set(uids);
+    // Large batches take longer; allow the per-operation timeout per 8 MB fetched.
+    let t = conn.timeout;
+    let fut = async {
+        let stream = conn.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let fetches = timed(t * 4, "UID FETCH BODY.PEEK[]", fut).await?;
+    let wanted: HashSet<u32> = uids.iter().copied().collect();
+    let mut out: Vec<(u32, Vec<u8>)> = fetches
+        .iter()
+        .filter_map(|f| {
+            let uid = f.uid?;
+            // A mail expunged by another client between listing and fetching simply is absent.
+            wanted
+                .contains(&uid)
+                .then(|| (uid, f.body().unwrap_or_default().to_vec()))
+        })
+        .collect();
+    out.sort_by_key(|(uid, _)| *uid);
+    out.dedup_by_key(|(uid, _)| *uid);
+    Ok(out)
+}
+
+/// Stores a batch; if the batch transaction fails, stores mails one by one so one bad mail
+/// cannot block the mailbox, and quarantines a mail after repeated failures.
+async fn store_with_quarantine<'m>(
+    conn: &mut ImapConnection,
+    ctx: &PassContext<'_>,
+    incoming: &'m [Incoming],
+    report: &mut PassReport,
+) -> Result<Vec<(&'m Incoming, Outcome)>, ImapError> {
+    match ctx.store.store_batch(ctx.rules, incoming).await {
+        Ok(outcomes) => return Ok(incoming.iter().zip(outcomes).collect()),
+        Err(e) => {
+            warn!(account = %ctx.account.name, error = %e, "storing a batch failed; storing its mails one by one")
+        }
+    }
+    let mut stored = Vec::new();
+    for mail in incoming {
+        match ctx
+            .store
+            .store_batch(ctx.rules, std::slice::from_ref(mail))
+            .await
+        {
+            Ok(mut outcome) => stored.push((mail, outcome.remove(0))),
+            Err(e) => {
+                let attempts = ctx
+                    .store
+                    .record_failure(&ctx.account.name, &mail.source_key, &e.to_string())
+                    .await?;
+                error!(account = %ctx.account.name, source = %mail.source_key, attempts, error = %e, "storing a mail failed");
+                if attempts >= QUARANTINE_AFTER {
+                    let uid = mail.source_key.rsplit(':').next().unwrap_or_default();
+                    let flag = format!("+FLAGS.SILENT ({QUARANTINE_KEYWORD})");
+                    let t = conn.timeout;
+                    let res = timed(t, "UID STORE (quarantine)", async {
+                        conn.session
+                            .uid_store(uid, &flag)
+                            .await?
+                            .try_collect::<Vec<_>>()
+                            .await
+                    })
+                    .await;
+                    match res {
+                        Ok(_) => {
+                            report.quarantined += 1;
+                            error!(account = %ctx.account.name, uid, keyword = QUARANTINE_KEYWORD,
+                                "mail quarantined after {attempts} failed attempts: it stays on the server, marked, and is skipped");
+                        }
+                        Err(e) => {
+                            error!(account = %ctx.account.name, uid, error = %e, "could not mark mail as quarantined")
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// Moves or deletes stored mails. Failures are logged loudly and reported; the mails stay and
+/// are retried next pass. A failed move never falls back to deleting.
+async fn dispose(
+    conn: &mut ImapConnection,
+    ctx: &PassContext<'_>,
+    uids: &[u32],
+    prefix: &str,
+    report: &mut PassReport,
+) {
+    let account = ctx.account;
+    let set = uid_set(uids);
+    let result = match account.action {
+        Action::Move => {
+            let target = account.move_to.as_deref().unwrap_or_default();
+            move_mails(conn, &set, target).await.map_err(|e| {
+                format!(
+                    "moving {} mail(s) to folder {target:?} failed: {e}; the tickets exist and the mails stay in {:?} \
+                     until the move works (create the folder or fix `move_to`); retrying next pass",
+                    uids.len(),
+                    account.folder
+                )
+            })
+        }
+        Action::Delete | Action::Keep => delete_mails(conn, &set).await.map_err(|e| {
+            format!(
+                "deleting {} mail(s) failed: {e}; the tickets exist and the mails stay; retrying next pass",
+                uids.len()
+            )
+        }),
+    };
+    match result {
+        Ok(()) => {
+            report.disposed += uids.len();
+            let keys: Vec<String> = uids.iter().map(|u| format!("{prefix}{u}")).collect();
+            if let Err(e) = ctx.store.mark_disposed(&account.name, &keys).await {
+                warn!(account = %account.name, error = %e, "could not record disposal (harmless: the mails are gone)");
+            }
+        }
+        Err(message) => {
+            error!(account = %account.name, "{message}");
+            report.dispose_errors.push(message);
+        }
+    }
+}
+
+async fn move_mails(conn: &mut ImapConnection, set: &str, target: &str) -> Result<(), ImapError> {
+    let t = conn.timeout;
+    let target = utf7::encode(target);
+    if conn.has("MOVE") {
+        return timed(t, "UID MOVE", conn.session.uid_mv(set, &target)).await;
+    }
+    if !conn.has("UIDPLUS") {
+        return Err(ImapError::Protocol {
+            operation: "move".into(),
+            reply: "server offers neither MOVE nor UIDPLUS; a plain EXPUNGE would also remove other clients' deleted mail".into(),
+        });
+    }
+    timed(t, "UID COPY", conn.session.uid_copy(set, &target)).await?;
+    delete_mails(conn, set).await
+}
+
+async fn delete_mails(conn: &mut ImapConnection, set: &str) -> Result<(), ImapError> {
+    if !conn.has("UIDPLUS") {
+        return Err(ImapError::Protocol {
+            operation: "delete".into(),
+            reply: "server lacks UIDPLUS (UID EXPUNGE); a plain EXPUNGE would also remove other clients' deleted mail".into(),
+        });
+    }
+    let t = conn.timeout;
+    timed(t, "UID STORE \\Deleted", async {
+        conn.session
+            .uid_store(set, "+FLAGS.SILENT (\\Deleted)")
+            .await?
+            .try_collect::<Vec<_>>()
+            .await
+    })
+    .await?;
+    timed(t, "UID EXPUNGE", async {
+        conn.session
+            .uid_expunge(set)
+            .await?
+            .try_collect::<Vec<_>>()
+            .await
+    })
+    .await?;
+    Ok(())
+}
+
+/// "1:3,5,7:8" from sorted or unsorted UIDs.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// How long to wait in IDLE before re-issuing it (servers may drop IDLE after 30 minutes).
+pub const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_compress_runs() {
+        assert_eq!(uid_set(&[5, 1, 2, 3, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[]), "");
+    }
+}

@@ -1,0 +1,4 @@
+//! Turning fetched mails into tickets, independent of the protocol that fetched them.
+
+pub mod parse;
+pub mod thread;

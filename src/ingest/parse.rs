@@ -1,0 +1,267 @@
+//! Raw message bytes → the fields a ticket needs. Never fails: a mail the parser cannot make sense
+//! of still becomes a ticket, flagged, with its raw bytes kept.
+
+use chrono::{DateTime, TimeZone, Utc};
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// What the reply rules need to know about the headers (see the replies module).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutomationHeaders {
+    pub auto_submitted: Option<String>,
+    pub precedence: Option<String>,
+    pub has_list_id: bool,
+    pub has_list_unsubscribe: bool,
+    pub x_auto_response_suppress: Option<String>,
+    /// `Some("")` for an empty Return-Path (`<>`), as bounces carry.
+    pub return_path: Option<String>,
+    pub is_delivery_report: bool,
+    /// Our own loop marker, set on every mail we send.
+    pub loop_marker: Option<String>,
+    /// Set on test-fetch mails: they are disposed without a ticket.
+    pub test_marker: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedMail {
+    /// Without angle brackets; empty when the mail has none.
+    pub message_id: String,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub from_email: String,
+    pub from_name: String,
+    pub reply_to_email: Option<String>,
+    pub to: String,
+    pub cc: String,
+    pub subject: String,
+    pub date: Option<DateTime<Utc>>,
+    pub text: String,
+    pub html: String,
+    pub attachments: Vec<Attachment>,
+    pub automation: AutomationHeaders,
+    /// Why the mail is flagged as malformed, if it is.
+    pub parse_problem: Option<String>,
+}
+
+pub const LOOP_HEADER: &str = "X-Mail2ticket-Loop";
+pub const TEST_HEADER: &str = "X-Mail2ticket-Test";
+pub const UNPARSEABLE_SUBJECT: &str = "(unparseable message)";
+
+pub fn parse(raw: &[u8]) -> ParsedMail {
+    let Some(msg) = MessageParser::default().parse(raw) else {
+        return unparseable(raw, "no message headers could be parsed");
+    };
+    // mail-parser accepts almost anything; without a single core header it is not an e-mail.
+    let looks_like_mail = msg.from().is_some()
+        || msg.subject().is_some()
+        || msg.message_id().is_some()
+        || msg.date().is_some()
+        || msg.header_raw("Received").is_some();
+    if !looks_like_mail {
+        return unparseable(raw, "no From, Subject, Date, Message-ID or Received header");
+    }
+
+    let (from_email, from_name) = first_address(msg.from());
+    let reply_to_email = first_address(msg.reply_to()).0;
+    let text_header =
+        |name: &str| -> Option<String> { msg.header_raw(name).map(|v| v.trim().to_string()) };
+    let content_type = msg
+        .content_type()
+        .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase());
+    let return_path = msg.header_raw("Return-Path").map(|v| {
+        v.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .trim()
+            .to_string()
+    });
+
+    let automation = AutomationHeaders {
+        auto_submitted: text_header("Auto-Submitted"),
+        precedence: text_header("Precedence"),
+        has_list_id: msg.header_raw("List-Id").is_some(),
+        has_list_unsubscribe: msg.header_raw("List-Unsubscribe").is_some(),
+        x_auto_response_suppress: text_header("X-Auto-Response-Suppress"),
+        return_path,
+        is_delivery_report: content_type.as_deref() == Some("multipart/report"),
+        loop_marker: text_header(LOOP_HEADER),
+        test_marker: text_header(TEST_HEADER),
+    };
+
+    let attachments = msg
+        .attachments()
+        .map(|part| Attachment {
+            filename: part
+                .attachment_name()
+                .map(str::to_string)
+                .unwrap_or_else(|| "attachment".into()),
+            content_type: part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            data: part.contents().to_vec(),
+        })
+        .collect();
+
+    ParsedMail {
+        message_id: msg.message_id().map(clean_id).unwrap_or_default(),
+        in_reply_to: id_list(msg.in_reply_to()),
+        references: id_list(msg.references()),
+        from_email,
+        from_name,
+        reply_to_email: Some(reply_to_email).filter(|e| !e.is_empty()),
+        to: address_list(msg.to()),
+        cc: address_list(msg.cc()),
+        subject: msg
+            .subject()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        date: msg
+            .date()
+            .and_then(|d| Utc.timestamp_opt(d.to_timestamp(), 0).single()),
+        text: msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+        html: msg.body_html(0).map(|t| t.into_owned()).unwrap_or_default(),
+        attachments,
+        automation,
+        parse_problem: None,
+    }
+}
+
+fn unparseable(raw: &[u8], problem: &str) -> ParsedMail {
+    ParsedMail {
+        message_id: String::new(),
+        in_reply_to: Vec::new(),
+        references: Vec::new(),
+        from_email: String::new(),
+        from_name: String::new(),
+        reply_to_email: None,
+        to: String::new(),
+        cc: String::new(),
+        subject: UNPARSEABLE_SUBJECT.into(),
+        date: None,
+        text: String::from_utf8_lossy(raw).into_owned(),
+        html: String::new(),
+        attachments: Vec::new(),
+        automation: AutomationHeaders::default(),
+        parse_problem: Some(problem.into()),
+    }
+}
+
+fn clean_id(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_string()
+}
+
+fn id_list(value: &HeaderValue) -> Vec<String> {
+    match value {
+        HeaderValue::Text(t) => vec![clean_id(t)],
+        HeaderValue::TextList(list) => list.iter().map(|t| clean_id(t)).collect(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .filter(|id| !id.is_empty())
+    .collect()
+}
+
+fn first_address(addr: Option<&Address>) -> (String, String) {
+    addr.and_then(|a| a.first())
+        .map(|a| {
+            (
+                a.address().unwrap_or_default().trim().to_string(),
+                a.name().unwrap_or_default().trim().to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn address_list(addr: Option<&Address>) -> String {
+    addr.map(|a| {
+        a.iter()
+            .filter_map(|a| a.address())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_rfc2047_subject_and_latin1_body() {
+        let raw = b"From: =?ISO-8859-1?Q?J=FCrgen_M=FCller?= <j@example.test>\r\n\
+Subject: =?ISO-8859-1?Q?R=FCckgabe_f=FCr_Bestellung?=\r\n\
+Message-ID: <abc@example.test>\r\n\
+Content-Type: text/plain; charset=ISO-8859-1\r\n\
+Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe\r\n";
+        let m = parse(raw);
+        assert_eq!(m.subject, "Rückgabe für Bestellung");
+        assert_eq!(m.from_name, "Jürgen Müller");
+        assert_eq!(m.from_email, "j@example.test");
+        assert_eq!(m.message_id, "abc@example.test");
+        assert!(m.text.contains("Grüße"), "{:?}", m.text);
+        assert!(m.parse_problem.is_none());
+    }
+
+    #[test]
+    fn html_only_mail_gets_a_text_rendering() {
+        let raw = b"From: a@example.test\r\nSubject: html\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hallo <b>Welt</b></p>";
+        let m = parse(raw);
+        assert!(m.html.contains("<b>Welt</b>"));
+        assert!(m.text.contains("Hallo"), "{:?}", m.text);
+    }
+
+    #[test]
+    fn collects_reply_ids_without_brackets() {
+        let raw = b"From: a@example.test\r\nIn-Reply-To: <one@x>\r\nReferences: <zero@x> <one@x>\r\n\r\nbody";
+        let m = parse(raw);
+        assert_eq!(m.in_reply_to, vec!["one@x"]);
+        assert_eq!(m.references, vec!["zero@x", "one@x"]);
+    }
+
+    #[test]
+    fn keeps_attachments_with_non_ascii_names() {
+        let raw = "From: a@example.test\r\nSubject: att\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee file\r\n\
+--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n";
+        let m = parse(raw.as_bytes());
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0].filename, "Rechnung März.pdf");
+        assert_eq!(m.attachments[0].content_type, "application/pdf");
+        assert_eq!(m.attachments[0].data, b"%PDF-");
+    }
+
+    #[test]
+    fn garbage_still_becomes_a_flagged_mail() {
+        let m = parse(b"\x00\x01\x02 not a mail at all");
+        assert!(m.parse_problem.is_some());
+        assert!(!m.subject.is_empty());
+        let empty = parse(b"");
+        assert!(empty.parse_problem.is_some());
+    }
+
+    #[test]
+    fn reads_automation_headers() {
+        let raw = b"From: MAILER-DAEMON@example.test\r\nReturn-Path: <>\r\nAuto-Submitted: auto-replied\r\nPrecedence: bulk\r\nList-Id: <l.example>\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\n--x--\r\n";
+        let a = parse(raw).automation;
+        assert_eq!(a.return_path.as_deref(), Some(""));
+        assert_eq!(a.auto_submitted.as_deref(), Some("auto-replied"));
+        assert_eq!(a.precedence.as_deref(), Some("bulk"));
+        assert!(a.has_list_id);
+        assert!(a.is_delivery_report);
+    }
+}

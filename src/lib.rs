@@ -1,0 +1,18 @@
+//! mail2ticket: turns customer e-mail fetched by IMAP or POP3 into helpdesk tickets, exactly once.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod diagnose;
+pub mod display;
+pub mod imap;
+pub mod ingest;
+pub mod logging;
+pub mod net;
+pub mod poller;
+pub mod pop3;
+pub mod secret;
+pub mod store;
+pub mod template;
+pub mod tls;

@@ -1,0 +1,227 @@
+//! One poller per active account: connect, run passes, wait for new mail (IMAP IDLE or polling),
+//! and reconnect with capped exponential backoff and jitter. One account's trouble never touches
+//! another's: each poller owns its connection and only shares the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rustls::ClientConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{AccountConfig, Config, Protocol, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::imap::pass::{run_pass, PassContext, PassReport, IDLE_RENEW};
+use crate::imap::{self, ImapConnection};
+use crate::store::{Store, TicketRules};
+
+/// What a poller needs, resolved once from the config.
+#[derive(Clone)]
+pub struct AccountRuntime {
+    pub account: AccountConfig,
+    pub rules: TicketRules,
+    pub tls: Arc<ClientConfig>,
+    pub max_message_size: u64,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+}
+
+impl AccountRuntime {
+    pub fn new(config: &Config, account: &AccountConfig) -> anyhow::Result<AccountRuntime> {
+        let tls = crate::tls::client_config(account.ca_file.as_deref())?;
+        Ok(AccountRuntime {
+            rules: TicketRules {
+                account: account.name.clone(),
+                ticket_type: account.ticket_type.clone(),
+                ticket_status: account.ticket_status.clone(),
+                subject_tag: config
+                    .tickets
+                    .as_ref()
+                    .map(|t| t.subject_tag.clone())
+                    .unwrap_or_else(crate::config::default_subject_tag),
+            },
+            tls,
+            max_message_size: account
+                .max_message_size
+                .or(config.daemon.max_message_size)
+                .map_or(DEFAULT_MAX_MESSAGE_SIZE, |s| s.0),
+            poll_interval: config.daemon.poll_interval,
+            timeout: config.daemon.network_timeout,
+            account: account.clone(),
+        })
+    }
+
+    fn ctx<'a>(&'a self, store: &'a Store) -> PassContext<'a> {
+        PassContext {
+            account: &self.account,
+            rules: &self.rules,
+            store,
+            max_message_size: self.max_message_size,
+        }
+    }
+}
+
+/// One complete pass: connect, fetch everything pending, store, dispose, log out.
+pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> anyhow::Result<PassReport> {
+    match rt.account.protocol {
+        Protocol::Imap => {
+            let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
+            let report = run_pass(&mut conn, &rt.ctx(store)).await;
+            let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;
+            Ok(report?)
+        }
+        Protocol::Pop3 => Ok(crate::pop3::pass::pass_once(rt, store).await?),
+    }
+}
+
+/// Exponential backoff with jitter: 1s, 2s, 4s … capped at 5 minutes.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
+    let jitter = rand::thread_rng().gen_range(0.0..0.25);
+    base.mul_f64(1.0 + jitter)
+}
+
+fn log_report(account: &str, report: &PassReport) {
+    if report.fetched > 0 || report.disposed > 0 || !report.dispose_errors.is_empty() {
+        info!(
+            account,
+            fetched = report.fetched,
+            new = report.new_tickets,
+            followups = report.followups,
+            duplicates = report.duplicates,
+            disposed = report.disposed,
+            oversized = report.oversized,
+            dispose_errors = report.dispose_errors.len(),
+            "pass done"
+        );
+    } else {
+        debug!(account, "pass done, nothing new");
+    }
+}
+
+/// The long-running loop of one account; returns when `cancel` fires.
+pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationToken) {
+    let name = rt.account.name.clone();
+    let mut failures = 0u32;
+    while !cancel.is_cancelled() {
+        let result = match rt.account.protocol {
+            Protocol::Imap => imap_session(&rt, &store, &cancel).await,
+            Protocol::Pop3 => poll_session(&rt, &store, &cancel).await,
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                failures += 1;
+                let delay = backoff_delay(failures);
+                let until =
+                    chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                error!(account = %name, error = %format!("{e:#}"), failures,
+                    backing_off_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "account failing");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Polls without a persistent connection (POP3): a pass, then sleep `poll_interval`.
+async fn poll_session(
+    rt: &AccountRuntime,
+    store: &Store,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let report = pass_once(rt, store).await?;
+        log_report(&rt.account.name, &report);
+        tokio::select! {
+            _ = tokio::time::sleep(rt.poll_interval) => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Keeps one IMAP connection: pass, then IDLE (or poll) until something arrives, repeat.
+async fn imap_session(
+    rt: &AccountRuntime,
+    store: &Store,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let name = rt.account.name.as_str();
+    let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
+    info!(account = name, idle = conn.has("IDLE"), "connected");
+    loop {
+        let report = run_pass(&mut conn, &rt.ctx(store)).await?;
+        log_report(name, &report);
+        if cancel.is_cancelled() {
+            let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;
+            return Ok(());
+        }
+        // Changes that arrived during the pass are already queued: go again right away.
+        let mut changed = false;
+        while let Ok(resp) = conn.session.unsolicited_responses.try_recv() {
+            if matches!(resp, async_imap::types::UnsolicitedResponse::Exists(_)) {
+                changed = true;
+            }
+        }
+        if changed {
+            continue;
+        }
+        if conn.has("IDLE") {
+            conn = match idle(conn, rt.timeout, cancel).await? {
+                Some(conn) => conn,
+                None => return Ok(()),
+            };
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(rt.poll_interval) => {}
+                _ = cancel.cancelled() => {
+                    let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Waits in IDLE until the server reports a change, IDLE_RENEW passes, or we are cancelled
+/// (then `None`: the connection is logged out).
+async fn idle(
+    conn: ImapConnection,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<ImapConnection>> {
+    let ImapConnection {
+        session,
+        capabilities,
+        timeout: t,
+    } = conn;
+    let mut handle = session.idle();
+    tokio::time::timeout(timeout, handle.init())
+        .await
+        .map_err(|_| anyhow::anyhow!("IDLE did not start within {}s", timeout.as_secs()))??;
+    let cancelled = {
+        let (wait, stop) = handle.wait_with_timeout(IDLE_RENEW);
+        tokio::select! {
+            r = wait => { r?; false }
+            _ = cancel.cancelled() => { drop(stop); true }
+        }
+    };
+    let mut session = tokio::time::timeout(timeout, handle.done())
+        .await
+        .map_err(|_| anyhow::anyhow!("ending IDLE timed out after {}s", timeout.as_secs()))??;
+    if cancelled {
+        let _ = tokio::time::timeout(timeout, session.logout()).await;
+        return Ok(None);
+    }
+    Ok(Some(ImapConnection {
+        session,
+        capabilities,
+        timeout: t,
+    }))
+}
+
+pub fn warn_inactive(account: &AccountConfig) {
+    warn!(account = %account.name, "account inactive (active = false): validated, not polled");
+}

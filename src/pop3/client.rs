@@ -1,0 +1,1275 @@
+//! POP3 client (RFC 1939 USER/PASS, RFC 2449 CAPA, RFC 2595 STLS) on tokio over
+//! [`crate::net::MailStream`].
+//!
+//! Why not `async-pop` 1.1.3 (source read, not built): it cannot do STLS. It has no STLS
+//! command, and `async_pop::new(stream)` on a connection we upgraded by hand waits for a second
+//! greeting that never comes, with no timeout anywhere in the crate. RETR returns `bytes::Bytes`
+//! (8-bit safe), but it cuts the body at `take_until("\r\n.\r\n")` without dot-unstuffing
+//! (`..foo` stays `..foo`), fails on an empty message or a bare-LF terminator, caps every reply
+//! at 20 MiB and parses it again from the start after each 2 KiB read (quadratic). Server input
+//! can break it: trace logging calls `str::from_utf8(..).unwrap()` on every reply (a panic on
+//! 8-bit mail) and logs `PASS` in clear, `Buffer::reset_with` panics when more than 2 KiB follow
+//! a reply, and a 0-byte read (EOF) counts as "need more", so a server that hangs up mid-reply
+//! makes it spin. Hence this small client of our own.
+//!
+//! Timeouts: the connect timeout bounds the TCP connect and every TLS handshake. The command
+//! timeout bounds each network operation after that: writing a command, reading one reply line,
+//! and, while a RETR body arrives, each read of the socket. A large mail on a slow link therefore
+//! does not time out while data keeps flowing. After a timeout, an I/O error or a malformed reply,
+//! the client does not know where the server is in its reply, so it refuses further commands with
+//! [`Pop3Error::ConnectionBroken`] instead of taking stray bytes as the answer to the next command.
+//! Deletions are committed only by [`Pop3Client::quit`]. Dropping the client closes the connection
+//! without QUIT, so the server keeps every message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::net::{self, ConnectError, MailStream};
+
+/// Longest reply line accepted outside message bodies (status lines, CAPA/LIST/UIDL lines).
+const MAX_LINE: usize = 8 * 1024;
+/// Read buffer size: large enough that a big RETR moves in few syscalls.
+const READ_BUFFER: usize = 64 * 1024;
+/// Upper bound for pre-allocating a RETR body from the size the server announces.
+const MAX_PREALLOC: usize = 32 * 1024 * 1024;
+/// Server text in errors and logs is cut to this many characters.
+const MAX_SHOWN: usize = 300;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pop3Security {
+    /// TLS from the first byte (usually port 995).
+    Implicit,
+    /// Plain connection upgraded with STLS (RFC 2595, usually port 110); never downgrades.
+    StartTls,
+    /// No encryption at all: the password crosses the network in clear.
+    Plain,
+}
+
+/// Deadlines per network operation (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pop3Timeouts {
+    /// TCP connect (per address) and TLS handshake.
+    pub connect: Duration,
+    /// Each command write and each reply read.
+    pub command: Duration,
+}
+
+impl Default for Pop3Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            command: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Pop3Error {
+    /// DNS failure, refused connection, connect timeout or TLS failure (with an explanation).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(
+        "the POP3 server does not offer STLS, so the connection cannot be encrypted and \
+         mail2ticket will not log in over it; use encryption = \"ssl\" on the implicit-TLS port \
+         (usually 995)"
+    )]
+    StartTlsNotOffered,
+    #[error("login rejected for {user}: check `user` and `password` (server said: {server_text})")]
+    AuthRejected { user: String, server_text: String },
+    #[error(
+        "timed out waiting for the POP3 server at {command}; check `host`, `port` and the \
+         firewall, or raise the timeout"
+    )]
+    Timeout { command: String },
+    #[error("unexpected reply from the POP3 server to {command}: {reply}")]
+    Protocol { command: String, reply: String },
+    #[error(
+        "the server does not support UIDL; mail2ticket needs it to tell mails apart and never \
+         fetch one twice"
+    )]
+    UidlNotSupported,
+    #[error("the POP3 server closed the connection during {command}")]
+    Closed { command: String },
+    #[error(
+        "the POP3 connection is unusable after an earlier error (at {command}); reconnect \
+         (deletions of this session are not committed)"
+    )]
+    ConnectionBroken { command: String },
+    /// A value from the configuration that POP3 cannot carry (e.g. a line break in `user`).
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("I/O error talking to the POP3 server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A POP3 session. Obtain one with [`Pop3Client::connect`], then [`Pop3Client::login`].
+#[derive(Debug)]
+pub struct Pop3Client {
+    reader: BufReader<MailStream>,
+    timeouts: Pop3Timeouts,
+    capabilities: Vec<String>,
+    /// Reused buffer for reply lines.
+    line: Vec<u8>,
+    /// Set when the reply stream can no longer be trusted to be in step with our commands.
+    broken: bool,
+}
+
+/// A status line: `+OK text` or `-ERR text`, text owned and lossily decoded.
+enum Reply {
+    Ok(String),
+    Err(String),
+}
+
+impl Pop3Client {
+    /// Connects and reads the greeting and capabilities. With [`Pop3Security::StartTls`] it
+    /// requires STLS in CAPA, upgrades, and issues CAPA again over TLS.
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        security: Pop3Security,
+        tls: Arc<rustls::ClientConfig>,
+        timeouts: Pop3Timeouts,
+    ) -> Result<Self, Pop3Error> {
+        let tcp = net::connect_tcp(host, port, timeouts.connect).await?;
+        let stream = match security {
+            Pop3Security::Implicit => {
+                net::start_tls(tcp, host, tls.clone(), timeouts.connect).await?
+            }
+            Pop3Security::StartTls | Pop3Security::Plain => MailStream::Plain(tcp),
+        };
+        let mut client = Self::from_stream(stream, timeouts);
+        client.read_greeting().await?;
+        client.refresh_capabilities().await?;
+        if security == Pop3Security::StartTls {
+            if !client.has_capability("STLS") {
+                return Err(Pop3Error::StartTlsNotOffered);
+            }
+            client.simple("STLS", b"STLS\r\n").await?;
+            // Bytes that arrived after "+OK" but before the handshake were never protected by TLS
+            // and could be injected replies (CVE-2011-0411 style): refuse them.
+            if !client.reader.buffer().is_empty() {
+                return Err(client.fail(Pop3Error::Protocol {
+                    command: "STLS".into(),
+                    reply: "the server sent data after +OK before the TLS handshake".into(),
+                }));
+            }
+            let tcp = match client.reader.into_inner() {
+                MailStream::Plain(tcp) => tcp,
+                MailStream::Tls(_) => {
+                    return Err(Pop3Error::Protocol {
+                        command: "STLS".into(),
+                        reply: "connection is already encrypted".into(),
+                    })
+                }
+            };
+            let stream = net::start_tls(tcp, host, tls, timeouts.connect).await?;
+            client.reader = BufReader::with_capacity(READ_BUFFER, stream);
+            // Capabilities seen before TLS are not trustworthy (RFC 2595 section 4).
+            client.capabilities.clear();
+            client.refresh_capabilities().await?;
+        }
+        tracing::debug!(
+            host,
+            port,
+            ?security,
+            tls = client.is_tls(),
+            "POP3 connected"
+        );
+        Ok(client)
+    }
+
+    fn from_stream(stream: MailStream, timeouts: Pop3Timeouts) -> Self {
+        Self {
+            reader: BufReader::with_capacity(READ_BUFFER, stream),
+            timeouts,
+            capabilities: Vec::new(),
+            line: Vec::with_capacity(256),
+            broken: false,
+        }
+    }
+
+    /// The CAPA lines (e.g. `"TOP"`, `"UIDL"`, `"SASL PLAIN"`); empty if the server has no CAPA.
+    /// After STLS this is the list given over TLS.
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    /// Whether a capability keyword (first word of a CAPA line) is present, ignoring case.
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|c| {
+            c.split_ascii_whitespace()
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.reader.get_ref().is_tls()
+    }
+
+    /// USER/PASS login. The password is never logged nor put in an error.
+    pub async fn login(&mut self, user: &str, password: &str) -> Result<(), Pop3Error> {
+        if has_line_break(user) {
+            return Err(Pop3Error::InvalidInput(
+                "`user` contains a line break or NUL, which POP3 cannot send".into(),
+            ));
+        }
+        if has_line_break(password) {
+            return Err(Pop3Error::InvalidInput(
+                "`password` contains a line break or NUL, which POP3 cannot send".into(),
+            ));
+        }
+        let line = format!("USER {user}\r\n");
+        if let Reply::Err(text) = self.command("USER", line.as_bytes()).await? {
+            return Err(login_failure(LoginStep::User, user, text));
+        }
+        let mut line = Vec::with_capacity(password.len() + 7);
+        line.extend_from_slice(b"PASS ");
+        line.extend_from_slice(password.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        let reply = self.command("PASS ***", &line).await;
+        line.fill(0);
+        if let Reply::Err(text) = reply? {
+            return Err(login_failure(LoginStep::Pass, user, text));
+        }
+        Ok(())
+    }
+
+    /// STAT: (number of messages, total size in octets).
+    pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
+        let text = self.simple("STAT", b"STAT\r\n").await?;
+        parse_stat(text.as_bytes()).ok_or(Pop3Error::Protocol {
+            command: "STAT".into(),
+            reply: shown(text.as_bytes()),
+        })
+    }
+
+    /// LIST without argument: (message number, size in octets) for every message.
+    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
+        self.simple("LIST", b"LIST\r\n").await?;
+        self.read_listing("LIST", parse_list_line).await
+    }
+
+    /// UIDL without argument: (message number, unique id) for every message.
+    pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, Pop3Error> {
+        match self.command("UIDL", b"UIDL\r\n").await? {
+            Reply::Ok(_) => self.read_listing("UIDL", parse_uidl_line).await,
+            // A server that announces UIDL but refuses it has some other problem.
+            Reply::Err(text) if self.has_capability("UIDL") => Err(Pop3Error::Protocol {
+                command: "UIDL".into(),
+                reply: text,
+            }),
+            Reply::Err(_) => Err(Pop3Error::UidlNotSupported),
+        }
+    }
+
+    /// RETR: the message exactly as stored, with dot-stuffing undone and the terminating
+    /// ".CRLF" removed; line endings and 8-bit bytes are kept as they are.
+    pub async fn retr(&mut self, msg: u32) -> Result<Vec<u8>, Pop3Error> {
+        let command = format!("RETR {msg}");
+        let text = self
+            .simple(&command, format!("{command}\r\n").as_bytes())
+            .await?;
+        let mut body = Vec::with_capacity(announced_size(text.as_bytes()).min(MAX_PREALLOC));
+        let mut unstuffer = Unstuffer::default();
+        loop {
+            let read = tokio::time::timeout(self.timeouts.command, self.reader.fill_buf()).await;
+            let chunk = match read {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => return Err(self.fail(Pop3Error::Io(e))),
+                Err(_) => return Err(self.fail(Pop3Error::Timeout { command })),
+            };
+            if chunk.is_empty() {
+                return Err(self.fail(Pop3Error::Closed { command }));
+            }
+            let (used, done) = match unstuffer.feed(chunk, &mut body) {
+                Some(used) => (used, true),
+                None => (chunk.len(), false),
+            };
+            self.reader.consume(used);
+            if done {
+                return Ok(body);
+            }
+        }
+    }
+
+    /// DELE: marks a message for deletion at QUIT.
+    pub async fn dele(&mut self, msg: u32) -> Result<(), Pop3Error> {
+        let command = format!("DELE {msg}");
+        self.simple(&command, format!("{command}\r\n").as_bytes())
+            .await
+            .map(drop)
+    }
+
+    /// RSET: unmarks every message marked for deletion.
+    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
+        self.simple("RSET", b"RSET\r\n").await.map(drop)
+    }
+
+    /// NOOP: keeps the session alive / checks that it still is.
+    pub async fn noop(&mut self) -> Result<(), Pop3Error> {
+        self.simple("NOOP", b"NOOP\r\n").await.map(drop)
+    }
+
+    /// QUIT: the server commits the deletions and closes the session. An error means the
+    /// deletions may not have been committed.
+    pub async fn quit(mut self) -> Result<(), Pop3Error> {
+        self.simple("QUIT", b"QUIT\r\n").await?;
+        // Best effort (sends TLS close_notify); the session is already over.
+        let _ = tokio::time::timeout(self.timeouts.command, self.reader.get_mut().shutdown()).await;
+        Ok(())
+    }
+
+    async fn read_greeting(&mut self) -> Result<(), Pop3Error> {
+        let command = if self.is_tls() {
+            "the greeting"
+        } else {
+            "the greeting (if this port expects TLS at once, use encryption = \"ssl\")"
+        };
+        match self.read_reply(command).await? {
+            Reply::Ok(_) => Ok(()),
+            Reply::Err(text) => Err(Pop3Error::Protocol {
+                command: "the greeting".into(),
+                reply: format!("-ERR {text}"),
+            }),
+        }
+    }
+
+    async fn refresh_capabilities(&mut self) -> Result<(), Pop3Error> {
+        self.capabilities = match self.command("CAPA", b"CAPA\r\n").await? {
+            Reply::Ok(_) => {
+                let mut caps = self.read_listing("CAPA", parse_capa_line).await?;
+                caps.retain(|c| !c.is_empty());
+                caps
+            }
+            // RFC 1939-only server: no capability list.
+            Reply::Err(_) => Vec::new(),
+        };
+        tracing::debug!(capabilities = ?self.capabilities, "POP3 CAPA");
+        Ok(())
+    }
+
+    /// Sends a command and expects +OK; -ERR becomes [`Pop3Error::Protocol`].
+    async fn simple(&mut self, name: &str, line: &[u8]) -> Result<String, Pop3Error> {
+        match self.command(name, line).await? {
+            Reply::Ok(text) => Ok(text),
+            Reply::Err(text) => Err(Pop3Error::Protocol {
+                command: name.into(),
+                reply: format!("-ERR {text}"),
+            }),
+        }
+    }
+
+    /// Sends one command line (`shown` is what may be logged) and reads its status line.
+    async fn command(&mut self, shown: &str, line: &[u8]) -> Result<Reply, Pop3Error> {
+        if self.broken {
+            return Err(Pop3Error::ConnectionBroken {
+                command: shown.into(),
+            });
+        }
+        tracing::debug!("POP3 C: {shown}");
+        let write = async {
+            self.reader.get_mut().write_all(line).await?;
+            self.reader.get_mut().flush().await
+        };
+        match tokio::time::timeout(self.timeouts.command, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.fail(Pop3Error::Io(e))),
+            Err(_) => {
+                return Err(self.fail(Pop3Error::Timeout {
+                    command: shown.into(),
+                }))
+            }
+        }
+        self.read_reply(shown).await
+    }
+
+    async fn read_reply(&mut self, command: &str) -> Result<Reply, Pop3Error> {
+        self.read_line(command).await?;
+        let reply = match parse_status(&self.line) {
+            Some(Status::Ok(text)) => Reply::Ok(shown(text)),
+            Some(Status::Err(text)) => Reply::Err(shown(text)),
+            None => {
+                let reply = shown(trim_eol(&self.line));
+                return Err(self.fail(Pop3Error::Protocol {
+                    command: command.into(),
+                    reply,
+                }));
+            }
+        };
+        match &reply {
+            Reply::Ok(text) => tracing::debug!("POP3 S: +OK {text}"),
+            Reply::Err(text) => tracing::debug!("POP3 S: -ERR {text}"),
+        }
+        Ok(reply)
+    }
+
+    /// Reads one line (at most [`MAX_LINE`] bytes, with its line ending) into `self.line`.
+    async fn read_line(&mut self, command: &str) -> Result<(), Pop3Error> {
+        if self.broken {
+            return Err(Pop3Error::ConnectionBroken {
+                command: command.into(),
+            });
+        }
+        let read = read_line_limited(&mut self.reader, &mut self.line, MAX_LINE);
+        let err = match tokio::time::timeout(self.timeouts.command, read).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(LineError::Io(e))) => Pop3Error::Io(e),
+            Ok(Err(LineError::Eof)) => Pop3Error::Closed {
+                command: command.into(),
+            },
+            Ok(Err(LineError::TooLong)) => Pop3Error::Protocol {
+                command: command.into(),
+                reply: format!("reply line longer than {MAX_LINE} bytes"),
+            },
+            Err(_) => Pop3Error::Timeout {
+                command: command.into(),
+            },
+        };
+        Err(self.fail(err))
+    }
+
+    /// Reads the lines of a multi-line reply up to the terminator. A line that `parse` rejects
+    /// fails the command, but only after the terminator, so the session stays usable.
+    async fn read_listing<T>(
+        &mut self,
+        command: &str,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, Pop3Error> {
+        let mut items = Vec::new();
+        let mut bad_line = None;
+        loop {
+            self.read_line(command).await?;
+            match unstuff_line(&self.line) {
+                MultiLine::End => break,
+                MultiLine::Data(data) => match parse(data) {
+                    Some(item) => items.push(item),
+                    None => {
+                        bad_line.get_or_insert_with(|| shown(trim_eol(data)));
+                    }
+                },
+            }
+        }
+        match bad_line {
+            Some(reply) => Err(Pop3Error::Protocol {
+                command: command.into(),
+                reply,
+            }),
+            None => Ok(items),
+        }
+    }
+
+    /// Marks the session as out of step with the server and passes the error on.
+    fn fail(&mut self, err: Pop3Error) -> Pop3Error {
+        self.broken = true;
+        err
+    }
+}
+
+fn has_line_break(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoginStep {
+    User,
+    Pass,
+}
+
+/// Maps a -ERR during login: always a rejection after PASS, and after USER when the server
+/// marks it with the RFC 3206 `[AUTH]` response code; any other USER failure is a protocol error.
+fn login_failure(step: LoginStep, user: &str, server_text: String) -> Pop3Error {
+    if step == LoginStep::Pass || server_text.contains("[AUTH]") {
+        Pop3Error::AuthRejected {
+            user: user.into(),
+            server_text,
+        }
+    } else {
+        Pop3Error::Protocol {
+            command: "USER".into(),
+            reply: format!("-ERR {server_text}"),
+        }
+    }
+}
+
+enum LineError {
+    Io(std::io::Error),
+    Eof,
+    TooLong,
+}
+
+/// Reads up to and including the next `\n` into `line` (cleared first), failing beyond `limit`.
+async fn read_line_limited<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), LineError> {
+    line.clear();
+    loop {
+        let buf = reader.fill_buf().await.map_err(LineError::Io)?;
+        if buf.is_empty() {
+            return Err(LineError::Eof);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(pos) => (pos + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > limit {
+            return Err(LineError::TooLong);
+        }
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+// ---- pure parsing -------------------------------------------------------------------------
+
+/// A parsed status line; the text is what follows the indicator, without the line ending.
+#[derive(Debug, PartialEq, Eq)]
+enum Status<'a> {
+    Ok(&'a [u8]),
+    Err(&'a [u8]),
+}
+
+/// Parses `+OK text` / `-ERR text` (indicator case-insensitive); anything else is `None`.
+fn parse_status(line: &[u8]) -> Option<Status<'_>> {
+    let line = trim_eol(line);
+    if let Some(text) = strip_indicator(line, b"+OK") {
+        Some(Status::Ok(text))
+    } else {
+        strip_indicator(line, b"-ERR").map(Status::Err)
+    }
+}
+
+fn strip_indicator<'a>(line: &'a [u8], indicator: &[u8]) -> Option<&'a [u8]> {
+    if line.len() < indicator.len() || !line[..indicator.len()].eq_ignore_ascii_case(indicator) {
+        return None;
+    }
+    let rest = &line[indicator.len()..];
+    match rest.first() {
+        None => Some(rest),
+        Some(b' ' | b'\t') => Some(rest.trim_ascii_start()),
+        Some(_) => None,
+    }
+}
+
+/// Removes one trailing `\r\n` or `\n`.
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Server bytes made printable and short for errors and logs.
+fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text
+        .chars()
+        .take(MAX_SHOWN)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(MAX_SHOWN).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// One line of a multi-line reply, after byte-unstuffing.
+#[derive(Debug, PartialEq, Eq)]
+enum MultiLine<'a> {
+    /// The terminating ".CRLF" (or ".LF").
+    End,
+    /// A data line with its line ending, its leading termination octet removed if it had one.
+    Data(&'a [u8]),
+}
+
+/// RFC 1939 section 3: a line starting with "." is either the terminator (nothing but CRLF
+/// follows) or has that first "." stripped.
+fn unstuff_line(line: &[u8]) -> MultiLine<'_> {
+    match line.strip_prefix(b".") {
+        Some(b"\r\n" | b"\n") => MultiLine::End,
+        Some(rest) => MultiLine::Data(rest),
+        None => MultiLine::Data(line),
+    }
+}
+
+/// `+OK nn mm` of STAT (the text after `+OK`).
+fn parse_stat(text: &[u8]) -> Option<(u32, u64)> {
+    let mut words = text
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty());
+    let count = parse_number(words.next()?)?;
+    let size = parse_number(words.next()?)?;
+    Some((count, size))
+}
+
+/// A LIST scan listing: `msgno size` (anything after is ignored, RFC 1939 allows it).
+fn parse_list_line(line: &[u8]) -> Option<(u32, u64)> {
+    parse_stat(trim_eol(line))
+}
+
+/// A UIDL listing: `msgno uid`, uid being 1 to 70 characters in 0x21..=0x7E (RFC 1939).
+/// Longer uids are accepted (some servers exceed 70), up to 512.
+fn parse_uidl_line(line: &[u8]) -> Option<(u32, String)> {
+    let line = trim_eol(line).trim_ascii();
+    let split = line.iter().position(|b| *b == b' ' || *b == b'\t')?;
+    let msg = parse_number(&line[..split])?;
+    let uid = line[split..].trim_ascii_start();
+    if uid.is_empty() || uid.len() > 512 || !uid.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return None;
+    }
+    // Only ASCII is left, so this cannot fail.
+    let uid = String::from_utf8(uid.to_vec()).ok()?;
+    Some((msg, uid))
+}
+
+fn parse_capa_line(line: &[u8]) -> Option<String> {
+    Some(shown(trim_eol(line).trim_ascii()))
+}
+
+/// A decimal number of ASCII digits only (no sign, no blanks); `None` on overflow.
+fn parse_number<T: std::str::FromStr>(word: &[u8]) -> Option<T> {
+    if word.is_empty() || !word.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(word).ok()?.parse().ok()
+}
+
+/// The size that a RETR reply announces, as in `+OK 1234 octets`; 0 if none.
+fn announced_size(text: &[u8]) -> usize {
+    let mut words = text.split(u8::is_ascii_whitespace);
+    match (words.next(), words.next()) {
+        (Some(n), Some(unit)) if unit.eq_ignore_ascii_case(b"octets") => {
+            parse_number(n).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum UnstuffState {
+    /// At the start of a line.
+    #[default]
+    LineStart,
+    /// Inside a line.
+    Mid,
+    /// Saw "." at the start of a line.
+    Dot,
+    /// Saw ".\r" at the start of a line.
+    DotCr,
+}
+
+/// Streaming decoder of a multi-line body: undoes dot-stuffing and finds the terminator,
+/// across arbitrary chunk boundaries, without looking at the bytes otherwise.
+#[derive(Debug, Default)]
+struct Unstuffer {
+    state: UnstuffState,
+}
+
+impl Unstuffer {
+    /// Appends the payload in `input` to `out`. Returns `Some(n)` once the terminator has been
+    /// consumed, `n` being the bytes of `input` used (the rest belongs to the next reply), and
+    /// `None` when all of `input` was used and more is needed.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                UnstuffState::Mid => match input[i..].iter().position(|&b| b == b'\n') {
+                    Some(pos) => {
+                        out.extend_from_slice(&input[i..=i + pos]);
+                        i += pos + 1;
+                        self.state = UnstuffState::LineStart;
+                    }
+                    None => {
+                        out.extend_from_slice(&input[i..]);
+                        i = input.len();
+                    }
+                },
+                UnstuffState::LineStart => {
+                    if input[i] == b'.' {
+                        i += 1;
+                        self.state = UnstuffState::Dot;
+                    } else {
+                        self.state = UnstuffState::Mid;
+                    }
+                }
+                UnstuffState::Dot => match input[i] {
+                    b'\n' => {
+                        self.state = UnstuffState::LineStart;
+                        return Some(i + 1);
+                    }
+                    b'\r' => {
+                        i += 1;
+                        self.state = UnstuffState::DotCr;
+                    }
+                    // The "." is dropped; the byte itself (even a second ".") is data.
+                    _ => self.state = UnstuffState::Mid,
+                },
+                UnstuffState::DotCr => {
+                    if input[i] == b'\n' {
+                        self.state = UnstuffState::LineStart;
+                        return Some(i + 1);
+                    }
+                    // ".\r" not followed by "\n": the dot was stuffing, the "\r" is data.
+                    out.push(b'\r');
+                    self.state = UnstuffState::Mid;
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn unstuff_all(input: &[u8]) -> (Vec<u8>, Option<usize>) {
+        let mut out = Vec::new();
+        let used = Unstuffer::default().feed(input, &mut out);
+        (out, used)
+    }
+
+    /// Feeds `input` in chunks of `size` bytes; returns the body once the terminator is seen.
+    fn unstuff_chunked(input: &[u8], size: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut unstuffer = Unstuffer::default();
+        for chunk in input.chunks(size) {
+            if unstuffer.feed(chunk, &mut out).is_some() {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status(b"+OK ready\r\n"), Some(Status::Ok(b"ready")));
+        assert_eq!(parse_status(b"+OK\r\n"), Some(Status::Ok(b"")));
+        assert_eq!(parse_status(b"+ok  lower\n"), Some(Status::Ok(b"lower")));
+        assert_eq!(
+            parse_status(b"-ERR [AUTH] Authentication failed.\r\n"),
+            Some(Status::Err(b"[AUTH] Authentication failed."))
+        );
+        assert_eq!(parse_status(b"-ERR\r\n"), Some(Status::Err(b"")));
+        assert_eq!(parse_status(b"+OKAY\r\n"), None);
+        assert_eq!(parse_status(b"* OK IMAP4rev1 ready\r\n"), None);
+        assert_eq!(parse_status(b"\r\n"), None);
+        assert_eq!(parse_status(b""), None);
+        assert_eq!(parse_status(b"+O"), None);
+    }
+
+    #[test]
+    fn dot_stuffed_line_is_unstuffed() {
+        let (out, used) = unstuff_all(b"..foo\r\n.\r\n");
+        assert_eq!(out, b".foo\r\n");
+        assert_eq!(used, Some(10));
+        // A line of just ".." is a line of just ".".
+        assert_eq!(unstuff_all(b"a\r\n..\r\nb\r\n.\r\n").0, b"a\r\n.\r\nb\r\n");
+        // RFC 1939: a leading "." followed by other octets is stripped even if not doubled.
+        assert_eq!(unstuff_all(b".x\r\n.\r\n").0, b"x\r\n");
+        assert_eq!(unstuff_all(b".\rx\r\n.\r\n").0, b"\rx\r\n");
+    }
+
+    #[test]
+    fn eight_bit_bytes_survive_exactly() {
+        // ISO-8859-1 "Grüße, Müller" plus bytes that are not valid UTF-8 in any order.
+        let body: &[u8] = b"Subject: Gr\xfc\xdfe\r\n\r\nM\xfcller \xff\xfe\x80\x00\x7f\r\n";
+        let mut wire = body.to_vec();
+        wire.extend_from_slice(b".\r\n");
+        assert_eq!(unstuff_all(&wire).0, body);
+    }
+
+    #[test]
+    fn dot_ends_the_body_only_at_line_start() {
+        let (out, used) = unstuff_all(b"a.\r\nb . c\r\n.\r\n");
+        assert_eq!(out, b"a.\r\nb . c\r\n");
+        assert_eq!(used, Some(14));
+        // "\r\n.\r\n" inside a line is not possible; ".\r\n" mid-line is data.
+        assert_eq!(unstuff_all(b"x.\r\n.\r\n").0, b"x.\r\n");
+        // Empty message.
+        assert_eq!(unstuff_all(b".\r\n"), (Vec::new(), Some(3)));
+        // Without a terminator, more is needed.
+        assert_eq!(unstuff_all(b"a\r\n.").1, None);
+        assert_eq!(unstuff_all(b"a\r\n.\r").1, None);
+    }
+
+    #[test]
+    fn crlf_preserved_and_bare_lf_tolerated() {
+        assert_eq!(
+            unstuff_all(b"A: b\r\n\r\nline\r\n.\r\n").0,
+            b"A: b\r\n\r\nline\r\n"
+        );
+        let (out, used) = unstuff_all(b"a\nb\n..c\n.\n");
+        assert_eq!(out, b"a\nb\n.c\n");
+        assert_eq!(used, Some(10));
+        // Mixed, and a lone CR inside a line is data.
+        assert_eq!(unstuff_all(b"a\rb\r\nc\n.\r\n").0, b"a\rb\r\nc\n");
+    }
+
+    #[test]
+    fn terminator_leaves_following_bytes_alone() {
+        let (out, used) = unstuff_all(b"a\r\n.\r\n+OK next\r\n");
+        assert_eq!(out, b"a\r\n");
+        assert_eq!(used, Some(6));
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_matter() {
+        let wire: &[u8] = b"..a\r\n.\rb\r\n\xe9t\xe9\n\r\n..\r\nend.\r\n.\r\n";
+        let (whole, _) = unstuff_all(wire);
+        assert_eq!(whole, b".a\r\n\rb\r\n\xe9t\xe9\n\r\n.\r\nend.\r\n");
+        for size in 1..wire.len() {
+            assert_eq!(
+                unstuff_chunked(wire, size).as_deref(),
+                Some(&whole[..]),
+                "{size}"
+            );
+        }
+    }
+
+    #[test]
+    fn multiline_listing_lines() {
+        assert_eq!(unstuff_line(b".\r\n"), MultiLine::End);
+        assert_eq!(unstuff_line(b".\n"), MultiLine::End);
+        assert_eq!(unstuff_line(b"..\r\n"), MultiLine::Data(b".\r\n"));
+        assert_eq!(unstuff_line(b"1 120\r\n"), MultiLine::Data(b"1 120\r\n"));
+        assert_eq!(unstuff_line(b".x\r\n"), MultiLine::Data(b"x\r\n"));
+    }
+
+    #[test]
+    fn list_and_stat_lines() {
+        assert_eq!(parse_list_line(b"1 120\r\n"), Some((1, 120)));
+        assert_eq!(
+            parse_list_line(b"2 5000000000 extra info\n"),
+            Some((2, 5_000_000_000))
+        );
+        assert_eq!(parse_list_line(b"x 120\r\n"), None);
+        assert_eq!(parse_list_line(b"1\r\n"), None);
+        assert_eq!(parse_list_line(b"-1 5\r\n"), None);
+        assert_eq!(parse_list_line(b"99999999999 5\r\n"), None);
+        assert_eq!(parse_stat(b"2 320"), Some((2, 320)));
+        assert_eq!(parse_stat(b"0 0 maildrop empty"), Some((0, 0)));
+        assert_eq!(parse_stat(b""), None);
+        assert_eq!(announced_size(b"1234 octets"), 1234);
+        assert_eq!(announced_size(b"message follows"), 0);
+    }
+
+    #[test]
+    fn uidl_lines() {
+        assert_eq!(
+            parse_uidl_line(b"1 whqtswO00WBw418f9t5JxYwZ\r\n"),
+            Some((1, "whqtswO00WBw418f9t5JxYwZ".to_string()))
+        );
+        assert_eq!(
+            parse_uidl_line(b"12 000000015f3e9c1a\n"),
+            Some((12, "000000015f3e9c1a".into()))
+        );
+        assert_eq!(parse_uidl_line(b"1 \r\n"), None);
+        assert_eq!(parse_uidl_line(b"1\r\n"), None);
+        assert_eq!(parse_uidl_line(b"a b\r\n"), None);
+        assert_eq!(parse_uidl_line(b"1 a b\r\n"), None);
+        assert_eq!(parse_uidl_line(b"1 caf\xe9\r\n"), None);
+    }
+
+    #[test]
+    fn err_replies_map_to_errors() {
+        let e = login_failure(
+            LoginStep::Pass,
+            "bob",
+            "[AUTH] Authentication failed.".into(),
+        );
+        assert!(matches!(&e, Pop3Error::AuthRejected { user, .. } if user == "bob"));
+        assert_eq!(
+            e.to_string(),
+            "login rejected for bob: check `user` and `password` (server said: [AUTH] \
+             Authentication failed.)"
+        );
+        assert!(matches!(
+            login_failure(LoginStep::Pass, "bob", "invalid password".into()),
+            Pop3Error::AuthRejected { .. }
+        ));
+        assert!(matches!(
+            login_failure(
+                LoginStep::User,
+                "bob",
+                "[AUTH] Plaintext authentication disallowed on non-secure connections.".into()
+            ),
+            Pop3Error::AuthRejected { .. }
+        ));
+        assert!(matches!(
+            login_failure(LoginStep::User, "bob", "[SYS/TEMP] try later".into()),
+            Pop3Error::Protocol { command, .. } if command == "USER"
+        ));
+        assert!(Pop3Error::UidlNotSupported
+            .to_string()
+            .contains("never fetch one twice"));
+    }
+
+    #[test]
+    fn shown_text_is_bounded_and_printable() {
+        assert_eq!(shown(b"a\x1bb\xff"), "a?b\u{fffd}");
+        assert_eq!(shown(&[b'x'; 1000]).chars().count(), MAX_SHOWN + 1);
+    }
+
+    #[tokio::test]
+    async fn line_reader_limits_length() {
+        let mut line = Vec::new();
+        let mut input: &[u8] = b"+OK short\r\nrest";
+        let mut reader = BufReader::new(&mut input);
+        assert!(read_line_limited(&mut reader, &mut line, 64).await.is_ok());
+        assert_eq!(line, b"+OK short\r\n");
+        assert!(matches!(
+            read_line_limited(&mut reader, &mut line, 64).await,
+            Err(LineError::Eof)
+        ));
+        let long = [b'a'; 100];
+        let mut reader = BufReader::with_capacity(16, &long[..]);
+        assert!(matches!(
+            read_line_limited(&mut reader, &mut line, 64).await,
+            Err(LineError::TooLong)
+        ));
+    }
+
+    // ---- a scripted fake server over loopback -------------------------------------------
+
+    fn tls_config() -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        )
+    }
+
+    fn timeouts() -> Pop3Timeouts {
+        Pop3Timeouts {
+            connect: Duration::from_secs(5),
+            command: Duration::from_secs(5),
+        }
+    }
+
+    /// Serves one connection: sends `greeting`, then for each (expected command, reply) reads
+    /// one command line, checks it and writes the reply. Returns the commands received.
+    async fn fake_server(
+        greeting: &'static [u8],
+        script: Vec<(&'static str, Vec<u8>)>,
+    ) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut socket = BufReader::new(socket);
+            let mut seen = Vec::new();
+            if !greeting.is_empty() {
+                socket.get_mut().write_all(greeting).await.unwrap();
+            }
+            for (expected, reply) in script {
+                let mut line = Vec::new();
+                if socket.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                    break;
+                }
+                let line = String::from_utf8(line).unwrap();
+                assert_eq!(line, format!("{expected}\r\n"));
+                seen.push(line.trim_end().to_string());
+                socket.get_mut().write_all(&reply).await.unwrap();
+            }
+            // Drain until the client closes, so a stray command is noticed.
+            let mut rest = Vec::new();
+            let _ = socket.read_to_end(&mut rest).await;
+            assert!(
+                rest.is_empty(),
+                "unexpected: {:?}",
+                String::from_utf8_lossy(&rest)
+            );
+            seen
+        });
+        (port, handle)
+    }
+
+    const CAPA: &[u8] = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN\r\n.\r\n";
+
+    #[tokio::test]
+    async fn full_plain_session() {
+        let body: &[u8] =
+            b"From: a@example.org\r\nSubject: Gr\xfc\xdfe\r\n\r\n.hidden\r\n.\r\nM\xfcller\r\n";
+        let mut retr = b"+OK 77 octets\r\n".to_vec();
+        retr.extend_from_slice(b"From: a@example.org\r\nSubject: Gr\xfc\xdfe\r\n\r\n..hidden\r\n..\r\nM\xfcller\r\n.\r\n");
+        let script = vec![
+            ("CAPA", CAPA.to_vec()),
+            ("USER bob", b"+OK\r\n".to_vec()),
+            ("PASS s3cret pass", b"+OK Logged in.\r\n".to_vec()),
+            ("STAT", b"+OK 2 1200\r\n".to_vec()),
+            ("UIDL", b"+OK\r\n1 uid-one\r\n2 uid-two\r\n.\r\n".to_vec()),
+            (
+                "LIST",
+                b"+OK 2 messages\r\n1 77\r\n2 1123\r\n.\r\n".to_vec(),
+            ),
+            ("RETR 1", retr),
+            ("NOOP", b"+OK\r\n".to_vec()),
+            ("DELE 1", b"+OK Marked to be deleted.\r\n".to_vec()),
+            ("RETR 9", b"-ERR There's no message 9.\r\n".to_vec()),
+            ("QUIT", b"+OK Logging out, messages deleted.\r\n".to_vec()),
+        ];
+        let (port, server) = fake_server(b"+OK Dovecot ready.\r\n", script).await;
+        let mut client = Pop3Client::connect(
+            "127.0.0.1",
+            port,
+            Pop3Security::Plain,
+            tls_config(),
+            timeouts(),
+        )
+        .await
+        .unwrap();
+        assert!(!client.is_tls());
+        assert_eq!(
+            client.capabilities(),
+            ["CAPA", "TOP", "UIDL", "USER", "SASL PLAIN"]
+        );
+        assert!(client.has_capability("sasl"));
+        client.login("bob", "s3cret pass").await.unwrap();
+        assert_eq!(client.stat().await.unwrap(), (2, 1200));
+        assert_eq!(
+            client.uidl().await.unwrap(),
+            [(1, "uid-one".to_string()), (2, "uid-two".to_string())]
+        );
+        assert_eq!(client.list().await.unwrap(), [(1, 77), (2, 1123)]);
+        assert_eq!(client.retr(1).await.unwrap(), body);
+        client.noop().await.unwrap();
+        client.dele(1).await.unwrap();
+        // -ERR on a single-line reply leaves the session usable.
+        let err = client.retr(9).await.unwrap_err();
+        assert!(
+            matches!(&err, Pop3Error::Protocol { command, reply } if command == "RETR 9" && reply.contains("no message 9")),
+            "{err:?}"
+        );
+        client.quit().await.unwrap();
+        let seen = server.await.unwrap();
+        assert_eq!(seen.last().map(String::as_str), Some("QUIT"));
+    }
+
+    #[tokio::test]
+    async fn starttls_not_offered_never_downgrades() {
+        let script = vec![("CAPA", CAPA.to_vec())];
+        let (port, server) = fake_server(b"+OK ready\r\n", script).await;
+        let err = Pop3Client::connect(
+            "127.0.0.1",
+            port,
+            Pop3Security::StartTls,
+            tls_config(),
+            timeouts(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Pop3Error::StartTlsNotOffered), "{err:?}");
+        // The server saw CAPA and nothing else (no USER/PASS in clear).
+        assert_eq!(server.await.unwrap(), ["CAPA"]);
+    }
+
+    #[tokio::test]
+    async fn starttls_goes_to_the_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut socket = BufReader::new(socket);
+            let mut seen = Vec::new();
+            socket.get_mut().write_all(b"+OK ready\r\n").await.unwrap();
+            for reply in [&b"+OK\r\nSTLS\r\nUIDL\r\n.\r\n"[..], b"+OK Begin TLS.\r\n"] {
+                let mut line = Vec::new();
+                socket.read_until(b'\n', &mut line).await.unwrap();
+                seen.push(String::from_utf8(line).unwrap());
+                socket.get_mut().write_all(reply).await.unwrap();
+            }
+            // Read the ClientHello, then hang up instead of answering it.
+            let mut hello = [0u8; 5];
+            socket.read_exact(&mut hello).await.unwrap();
+            assert_eq!(hello[0], 0x16, "a TLS handshake record");
+            seen
+        });
+        let err = Pop3Client::connect(
+            "127.0.0.1",
+            port,
+            Pop3Security::StartTls,
+            tls_config(),
+            timeouts(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, Pop3Error::Connect(ConnectError::Tls(_))),
+            "{err:?}"
+        );
+        assert_eq!(server.await.unwrap(), ["CAPA\r\n", "STLS\r\n"]);
+    }
+
+    #[tokio::test]
+    async fn data_injected_before_tls_is_refused() {
+        let capa = b"+OK\r\nSTLS\r\n.\r\n".to_vec();
+        let script = vec![
+            ("CAPA", capa),
+            ("STLS", b"+OK Begin TLS.\r\n+OK injected\r\n".to_vec()),
+        ];
+        let (port, server) = fake_server(b"+OK ready\r\n", script).await;
+        let err = Pop3Client::connect(
+            "127.0.0.1",
+            port,
+            Pop3Security::StartTls,
+            tls_config(),
+            timeouts(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, Pop3Error::Protocol { command, .. } if command == "STLS"),
+            "{err:?}"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rejected_login_hides_the_password() {
+        let script = vec![
+            ("CAPA", b"-ERR unknown command\r\n".to_vec()),
+            ("USER bob", b"+OK\r\n".to_vec()),
+            (
+                "PASS hunter2",
+                b"-ERR [AUTH] Authentication failed.\r\n".to_vec(),
+            ),
+        ];
+        let (port, server) = fake_server(b"+OK ready\r\n", script).await;
+        let mut client = Pop3Client::connect(
+            "127.0.0.1",
+            port,
+            Pop3Security::Plain,
+            tls_config(),
+            timeouts(),
+        )
+        .await
+        .unwrap();
+        assert!(client.capabilities().is_empty());
+        let err = client.login("bob", "hunter2").await.unwrap_err();
+        assert!(matches!(err, Pop3Error::AuthRejected { .. }), "{err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("bob") && !text.contains("hunter2"), "{text}");
+        assert!(client.login("bob", "a\r\nDELE 1").await.is_err());
+        drop(client);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn uidl_refused_is_reported() {
+        let script = vec![
+            ("CAPA", b"+OK\r\nUSER\r\n.\r\n".to_vec()),
+            ("UIDL", b"-ERR unknown command\r\n".to_vec()),
+        ];
+        let (port, server) = fake_server(b"+OK ready\r\n", script).await;
+        let mut client = Pop3Client::connect(
+            "127.0.0.1",
+            port,
+            Pop3Security::Plain,
+            tls_config(),
+            timeouts(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            client.uidl().await,
+            Err(Pop3Error::UidlNotSupported)
+        ));
+        drop(client);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_listing_line_fails_but_keeps_the_session() {
+        let script = vec![
+            ("CAPA", b"+OK\r\nUIDL\r\n.\r\n".to_vec()),
+            ("UIDL", b"+OK\r\n1 good\r\n2 bad uid\r\n.\r\n".to_vec()),
+            ("NOOP", b"+OK\r\n".to_vec()),
+        ];
+        let (port, server) = fake_server(b"+OK ready\r\n", script).await;
+        let mut client = Pop3Client::connect(
+            "127.0.0.1",
+            port,
+            Pop3Security::Plain,
+            tls_config(),
+            timeouts(),
+        )
+        .await
+        .unwrap();
+        let err = client.uidl().await.unwrap_err();
+        assert!(
+            matches!(&err, Pop3Error::Protocol { reply, .. } if reply == "2 bad uid"),
+            "{err:?}"
+        );
+        client.noop().await.unwrap();
+        drop(client);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out_and_breaks_the_session() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.write_all(b"+OK ready\r\n").await.unwrap();
+            // Answer CAPA, then go silent in the middle of RETR.
+            let mut buf = [0u8; 64];
+            let _ = socket.read(&mut buf).await;
+            socket.write_all(b"+OK\r\n.\r\n").await.unwrap();
+            let _ = socket.read(&mut buf).await;
+            socket.write_all(b"+OK\r\nhalf a mail\r\n").await.unwrap();
+            let _ = socket.read_to_end(&mut Vec::new()).await;
+        });
+        let short = Pop3Timeouts {
+            connect: Duration::from_secs(5),
+            command: Duration::from_millis(200),
+        };
+        let mut client =
+            Pop3Client::connect("127.0.0.1", port, Pop3Security::Plain, tls_config(), short)
+                .await
+                .unwrap();
+        let err = client.retr(1).await.unwrap_err();
+        assert!(
+            matches!(&err, Pop3Error::Timeout { command } if command == "RETR 1"),
+            "{err:?}"
+        );
+        assert!(matches!(
+            client.dele(1).await,
+            Err(Pop3Error::ConnectionBroken { .. })
+        ));
+        assert!(client.quit().await.is_err());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn no_greeting_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let _ = socket.read_to_end(&mut Vec::new()).await;
+        });
+        let short = Pop3Timeouts {
+            connect: Duration::from_secs(5),
+            command: Duration::from_millis(200),
+        };
+        let err = Pop3Client::connect("127.0.0.1", port, Pop3Security::Plain, tls_config(), short)
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, Pop3Error::Timeout { command } if command.contains("greeting")));
+        server.await.unwrap();
+    }
+}

@@ -1,0 +1,159 @@
+//! One POP3 pass: UIDL tells mails apart (a server without UIDL is refused), RETR fetches,
+//! a batch is stored durably, and only then DELE marks it; QUIT commits the deletions. If the
+//! connection drops before QUIT the server keeps the mails; the next pass finds their UIDLs in
+//! the store and deletes them without new tickets.
+
+use std::collections::HashSet;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use super::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
+use crate::config::{Action, Encryption};
+use crate::imap::pass::PassReport;
+use crate::ingest::parse::parse;
+use crate::poller::AccountRuntime;
+use crate::store::{Incoming, Outcome, Store};
+
+const BATCH_MAILS: usize = 200;
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Pop3PassError {
+    #[error(transparent)]
+    Pop3(#[from] Pop3Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+pub fn security(encryption: Encryption) -> Pop3Security {
+    match encryption {
+        Encryption::Ssl => Pop3Security::Implicit,
+        Encryption::Starttls => Pop3Security::StartTls,
+        Encryption::None => Pop3Security::Plain,
+    }
+}
+
+pub async fn connect(rt: &AccountRuntime) -> Result<Pop3Client, Pop3Error> {
+    let a = &rt.account;
+    let mut client = Pop3Client::connect(
+        &a.host,
+        a.port(),
+        security(a.encryption),
+        rt.tls.clone(),
+        Pop3Timeouts {
+            connect: rt.timeout,
+            command: rt.timeout,
+        },
+    )
+    .await?;
+    client.login(&a.user, a.password().expose()).await?;
+    Ok(client)
+}
+
+pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport, Pop3PassError> {
+    let account = &rt.account;
+    let name = account.name.as_str();
+    let mut client = connect(rt).await?;
+    let mut report = PassReport::default();
+
+    let uidls = client.uidl().await?;
+    let sizes: std::collections::HashMap<u32, u64> = client.list().await?.into_iter().collect();
+    report.backlog_seen = uidls.len();
+    let key = |uidl: &str| format!("pop3:{uidl}");
+    let processed = store.processed(name, "pop3:").await?;
+
+    let delete = account.action == Action::Delete;
+    let mut dele_keys = Vec::new();
+    let mut new = Vec::new();
+    for (msg, uidl) in &uidls {
+        let size = sizes.get(msg).copied().unwrap_or(0);
+        match processed.get(&key(uidl)) {
+            Some(state) if state.outcome == "oversized" => {}
+            Some(_) => {
+                if delete {
+                    client.dele(*msg).await?;
+                    dele_keys.push(key(uidl));
+                }
+            }
+            None if size > rt.max_message_size => {
+                report.oversized += 1;
+                if store.record_skipped(name, &key(uidl), "oversized").await? {
+                    warn!(account = name, uidl = %uidl, size, limit = rt.max_message_size,
+                        "mail larger than max_message_size left on the server (not fetched)");
+                }
+            }
+            None => new.push((*msg, uidl.clone(), size)),
+        }
+    }
+
+    let mut i = 0;
+    while i < new.len() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while i < new.len()
+            && batch.len() < BATCH_MAILS
+            && (batch.is_empty() || bytes + new[i].2 <= BATCH_BYTES)
+        {
+            let (msg, uidl, size) = &new[i];
+            let raw = client.retr(*msg).await?;
+            bytes += size;
+            batch.push((*msg, uidl.clone(), raw));
+            i += 1;
+        }
+        report.fetched += batch.len();
+        let incoming: Vec<Incoming> = batch
+            .iter()
+            .map(|(_, uidl, raw)| Incoming {
+                source_key: key(uidl),
+                parsed: parse(raw),
+                raw: raw.clone(),
+                received_at: Utc::now(),
+            })
+            .collect();
+        let outcomes = store.store_batch(&rt.rules, &incoming).await?;
+        for ((msg, uidl, _), outcome) in batch.iter().zip(&outcomes) {
+            match outcome {
+                Outcome::NewTicket { number } => {
+                    report.new_tickets += 1;
+                    info!(account = name, uidl = %uidl, ticket = %number, kind = "new", "mail stored");
+                }
+                Outcome::FollowUp { number } => {
+                    report.followups += 1;
+                    info!(account = name, uidl = %uidl, ticket = %number, kind = "follow-up", "mail stored");
+                }
+                Outcome::Duplicate { number } => {
+                    report.duplicates += 1;
+                    info!(account = name, uidl = %uidl, ticket = %number, kind = "duplicate", "mail already stored");
+                }
+                Outcome::TestMail => report.test_mails += 1,
+                Outcome::AlreadyProcessed => {}
+            }
+            // Durable now: marking for deletion is safe.
+            if delete {
+                client.dele(*msg).await?;
+                dele_keys.push(key(uidl));
+            }
+        }
+    }
+
+    if !delete {
+        // Keep mode: forget UIDLs that left the server so the table does not grow for ever.
+        let on_server: HashSet<String> = uidls.iter().map(|(_, u)| key(u)).collect();
+        let gone: Vec<String> = processed
+            .keys()
+            .filter(|k| !on_server.contains(*k))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            store.forget_processed(name, &gone).await?;
+        }
+    }
+    // QUIT commits the DELEs (RFC 1939 UPDATE state).
+    client.quit().await?;
+    report.disposed = dele_keys.len();
+    if !dele_keys.is_empty() {
+        store.mark_disposed(name, &dele_keys).await?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,416 @@
+//! Write side of ingestion: one transaction per batch of mails stores tickets, articles,
+//! attachments and the processed source keys together, so "source key recorded" always means
+//! "ticket durable".
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::{Sqlite, Transaction};
+
+use super::{now_rfc3339, Store, StoreError};
+use crate::ingest::parse::ParsedMail;
+
+/// A fetched mail on its way into the store.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Unique per account: `imap:<folder>:<uidvalidity>:<uid>` or `pop3:<uidl>`.
+    pub source_key: String,
+    pub raw: Vec<u8>,
+    pub parsed: ParsedMail,
+    pub received_at: DateTime<Utc>,
+}
+
+/// How the account's mails become tickets.
+#[derive(Debug, Clone)]
+pub struct TicketRules {
+    pub account: String,
+    pub ticket_type: String,
+    pub ticket_status: String,
+    pub subject_tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    NewTicket {
+        number: String,
+    },
+    FollowUp {
+        number: String,
+    },
+    /// The same bytes were already stored for this account (e.g. after a UIDVALIDITY change).
+    Duplicate {
+        number: String,
+    },
+    /// A test-fetch mail: disposed without a ticket.
+    TestMail,
+    /// This source key was handled in an earlier pass.
+    AlreadyProcessed,
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::NewTicket { .. } => "ticket",
+            Outcome::FollowUp { .. } => "followup",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::TestMail => "test",
+            Outcome::AlreadyProcessed => "processed",
+        }
+    }
+}
+
+/// A processed source key and whether its mail was already disposed on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedState {
+    pub disposed: bool,
+    pub outcome: String,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+impl Store {
+    /// Stores a batch in one durable transaction; returns one outcome per mail, in order.
+    pub async fn store_batch(
+        &self,
+        rules: &TicketRules,
+        mails: &[Incoming],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(mails.len());
+        for mail in mails {
+            outcomes.push(store_one(&mut tx, rules, mail).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Source keys already handled for this account whose key starts with `prefix`.
+    pub async fn processed(
+        &self,
+        account: &str,
+        prefix: &str,
+    ) -> Result<HashMap<String, ProcessedState>, StoreError> {
+        let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
+            "SELECT source_key, disposed_at, outcome FROM processed WHERE account = ? AND substr(source_key, 1, ?) = ?",
+        )
+        .bind(account)
+        .bind(prefix.len() as i64)
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, d, outcome)| {
+                (
+                    k,
+                    ProcessedState {
+                        disposed: d.is_some(),
+                        outcome,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Records a mail that is deliberately not fetched (too large), so it is counted once.
+    pub async fn record_skipped(
+        &self,
+        account: &str,
+        source_key: &str,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO processed (account, source_key, outcome, created_at, disposed_at) \
+             VALUES (?, ?, ?, ?, NULL)",
+        )
+        .bind(account)
+        .bind(source_key)
+        .bind(outcome)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn mark_disposed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+        let now = now_rfc3339();
+        let mut tx = self.pool.begin().await?;
+        for key in keys {
+            sqlx::query(
+                "UPDATE processed SET disposed_at = ? WHERE account = ? AND source_key = ?",
+            )
+            .bind(&now)
+            .bind(account)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets processed keys (POP3 keep mode prunes UIDLs that left the server).
+    pub async fn forget_processed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for key in keys {
+            sqlx::query("DELETE FROM processed WHERE account = ? AND source_key = ?")
+                .bind(account)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn uidvalidity(
+        &self,
+        account: &str,
+        folder: &str,
+    ) -> Result<Option<u32>, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT uidvalidity FROM mailbox_state WHERE account = ? AND folder = ?",
+        )
+        .bind(account)
+        .bind(folder)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(v.map(|v| v as u32))
+    }
+
+    pub async fn set_uidvalidity(
+        &self,
+        account: &str,
+        folder: &str,
+        value: u32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at",
+        )
+        .bind(account)
+        .bind(folder)
+        .bind(value as i64)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Counts one more storage failure of a mail; returns the number of failures so far.
+    pub async fn record_failure(
+        &self,
+        account: &str,
+        source_key: &str,
+        error: &str,
+    ) -> Result<u32, StoreError> {
+        let attempts: i64 = sqlx::query_scalar(
+            "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES (?, ?, 1, ?, ?) \
+             ON CONFLICT (account, source_key) DO UPDATE SET attempts = attempts + 1, \
+             last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
+        )
+        .bind(account)
+        .bind(source_key)
+        .bind(error)
+        .bind(now_rfc3339())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(attempts as u32)
+    }
+}
+
+async fn store_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    rules: &TicketRules,
+    mail: &Incoming,
+) -> Result<Outcome, StoreError> {
+    let already: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM processed WHERE account = ? AND source_key = ?")
+            .bind(&rules.account)
+            .bind(&mail.source_key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if already.is_some() {
+        return Ok(Outcome::AlreadyProcessed);
+    }
+    let now = now_rfc3339();
+    let parsed = &mail.parsed;
+    let sha = sha256_hex(&mail.raw);
+
+    let (outcome, article_id) = if parsed.automation.test_marker.is_some() {
+        (Outcome::TestMail, None)
+    } else if let Some(number) = duplicate_of(tx, &rules.account, &sha).await? {
+        (Outcome::Duplicate { number }, None)
+    } else {
+        let (ticket_id, outcome) = match find_thread(tx, rules, parsed).await? {
+            Some((id, number)) => {
+                sqlx::query("UPDATE tickets SET updated_at = ? WHERE id = ?")
+                    .bind(&now)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                (id, Outcome::FollowUp { number })
+            }
+            None => {
+                let (id, number) = create_ticket(tx, rules, parsed, &now).await?;
+                (id, Outcome::NewTicket { number })
+            }
+        };
+        let followup = matches!(outcome, Outcome::FollowUp { .. });
+        let article_id = insert_article(tx, rules, mail, ticket_id, &sha, followup, &now).await?;
+        (outcome, Some(article_id))
+    };
+
+    sqlx::query(
+        "INSERT INTO processed (account, source_key, outcome, article_id, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&rules.account)
+    .bind(&mail.source_key)
+    .bind(outcome.label())
+    .bind(article_id)
+    .bind(&now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(outcome)
+}
+
+async fn duplicate_of(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: &str,
+    sha: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
+         WHERE a.account = ? AND a.raw_sha256 = ? LIMIT 1",
+    )
+    .bind(account)
+    .bind(sha)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// A follow-up names a stored Message-ID (ours or a customer's) in In-Reply-To/References, or
+/// carries `[<subject_tag><number>]` of an existing ticket in its subject.
+async fn find_thread(
+    tx: &mut Transaction<'_, Sqlite>,
+    rules: &TicketRules,
+    parsed: &ParsedMail,
+) -> Result<Option<(i64, String)>, StoreError> {
+    // Most recent reference first: In-Reply-To, then References from the end.
+    let ids = parsed
+        .in_reply_to
+        .iter()
+        .chain(parsed.references.iter().rev());
+    for id in ids {
+        let hit: Option<(i64, String)> = sqlx::query_as(
+            "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = ? \
+             UNION ALL \
+             SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = ? \
+             LIMIT 1",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if hit.is_some() {
+            return Ok(hit);
+        }
+    }
+    if let Some(number) =
+        crate::ingest::thread::ticket_number_in_subject(&parsed.subject, &rules.subject_tag)
+    {
+        let hit: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, number FROM tickets WHERE number = ?")
+                .bind(number)
+                .fetch_optional(&mut **tx)
+                .await?;
+        return Ok(hit);
+    }
+    Ok(None)
+}
+
+async fn create_ticket(
+    tx: &mut Transaction<'_, Sqlite>,
+    rules: &TicketRules,
+    parsed: &ParsedMail,
+    now: &str,
+) -> Result<(i64, String), StoreError> {
+    // Numbers follow the row id (AUTOINCREMENT never reuses one), offset so they look like
+    // ticket numbers rather than row counts.
+    let row: (i64, String) = sqlx::query_as(
+        "INSERT INTO tickets (number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) \
+         VALUES (CAST((SELECT COALESCE(MAX(id), 0) + 10001 FROM tickets) AS TEXT), ?, ?, ?, ?, ?, ?, ?, ?) \
+         RETURNING id, number",
+    )
+    .bind(&rules.account)
+    .bind(&rules.ticket_type)
+    .bind(&rules.ticket_status)
+    .bind(&parsed.subject)
+    .bind(parsed.reply_to_email.as_deref().unwrap_or(&parsed.from_email))
+    .bind(&parsed.from_name)
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row)
+}
+
+async fn insert_article(
+    tx: &mut Transaction<'_, Sqlite>,
+    rules: &TicketRules,
+    mail: &Incoming,
+    ticket_id: i64,
+    sha: &str,
+    followup: bool,
+    now: &str,
+) -> Result<i64, StoreError> {
+    let p = &mail.parsed;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO articles (ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
+         to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
+         received_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(ticket_id)
+    .bind(&rules.account)
+    .bind(&mail.source_key)
+    .bind(&p.message_id)
+    .bind(p.in_reply_to.join(" "))
+    .bind(p.references.join(" "))
+    .bind(&p.from_email)
+    .bind(&p.from_name)
+    .bind(&p.to)
+    .bind(&p.cc)
+    .bind(&p.subject)
+    .bind(&p.text)
+    .bind(&p.html)
+    .bind(&mail.raw)
+    .bind(sha)
+    .bind(mail.raw.len() as i64)
+    .bind(p.parse_problem.as_deref().unwrap_or(""))
+    .bind(followup as i64)
+    .bind(mail.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    for att in &p.attachments {
+        sqlx::query(
+            "INSERT INTO attachments (article_id, filename, content_type, size, data) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&att.filename)
+        .bind(&att.content_type)
+        .bind(att.data.len() as i64)
+        .bind(&att.data)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(id)
+}

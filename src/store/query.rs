@@ -1,0 +1,161 @@
+//! Read side for the CLI (`tickets list`, `tickets show`).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TicketSummary {
+    pub number: String,
+    pub account: String,
+    #[serde(rename = "type")]
+    pub ticket_type: String,
+    pub status: String,
+    pub subject: String,
+    pub customer: String,
+    pub customer_name: String,
+    pub created_at: String,
+    pub articles: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AttachmentInfo {
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ArticleDetail {
+    pub message_id: String,
+    pub from: String,
+    pub from_name: String,
+    pub subject: String,
+    pub text: String,
+    pub received_at: String,
+    pub followup: bool,
+    pub malformed: Option<String>,
+    pub auto_reply: String,
+    pub source: String,
+    pub attachments: Vec<AttachmentInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TicketDetail {
+    pub number: String,
+    pub account: String,
+    #[serde(rename = "type")]
+    pub ticket_type: String,
+    pub status: String,
+    pub subject: String,
+    pub customer: String,
+    pub customer_name: String,
+    pub created_at: String,
+    pub articles: Vec<ArticleDetail>,
+}
+
+const SUMMARY_SQL: &str = "SELECT t.number, t.account, t.ticket_type, t.status, t.subject, \
+     t.customer_email, t.customer_name, t.created_at, \
+     (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS articles \
+     FROM tickets t";
+
+fn summary(row: &sqlx::sqlite::SqliteRow) -> TicketSummary {
+    TicketSummary {
+        number: row.get(0),
+        account: row.get(1),
+        ticket_type: row.get(2),
+        status: row.get(3),
+        subject: row.get(4),
+        customer: row.get(5),
+        customer_name: row.get(6),
+        created_at: row.get(7),
+        articles: row.get(8),
+    }
+}
+
+impl Store {
+    pub async fn list_tickets(&self) -> Result<Vec<TicketSummary>, StoreError> {
+        let rows = sqlx::query(&format!("{SUMMARY_SQL} ORDER BY t.id"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(summary).collect())
+    }
+
+    pub async fn count_tickets(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn show_ticket(&self, number: &str) -> Result<Option<TicketDetail>, StoreError> {
+        let Some(row) = sqlx::query(&format!("{SUMMARY_SQL} WHERE t.number = ?"))
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let s = summary(&row);
+        let articles = sqlx::query(
+            "SELECT a.id, a.message_id, a.from_email, a.from_name, a.subject, a.text_body, \
+             a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key \
+             FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ? ORDER BY a.id",
+        )
+        .bind(number)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut details = Vec::with_capacity(articles.len());
+        for a in articles {
+            let id: i64 = a.get(0);
+            let attachments = sqlx::query(
+                "SELECT filename, content_type, size FROM attachments WHERE article_id = ? ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| AttachmentInfo {
+                filename: r.get(0),
+                content_type: r.get(1),
+                size: r.get(2),
+            })
+            .collect();
+            let problem: String = a.get(8);
+            details.push(ArticleDetail {
+                message_id: a.get(1),
+                from: a.get(2),
+                from_name: a.get(3),
+                subject: a.get(4),
+                text: a.get(5),
+                received_at: a.get(6),
+                followup: a.get::<i64, _>(7) != 0,
+                malformed: Some(problem).filter(|p| !p.is_empty()),
+                auto_reply: a.get(9),
+                source: a.get(10),
+                attachments,
+            });
+        }
+        Ok(Some(TicketDetail {
+            number: s.number,
+            account: s.account,
+            ticket_type: s.ticket_type,
+            status: s.status,
+            subject: s.subject,
+            customer: s.customer,
+            customer_name: s.customer_name,
+            created_at: s.created_at,
+            articles: details,
+        }))
+    }
+
+    /// The raw bytes of every article of a ticket, oldest first (for tests and export).
+    pub async fn raw_articles(&self, number: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT a.raw FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ? ORDER BY a.id",
+        )
+        .bind(number)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
