@@ -1,0 +1,127 @@
+//! The command line's contract: check-config and the tickets commands.
+
+mod common;
+
+use common::TestConfig;
+
+fn example_with_passwords() -> std::process::Command {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let smtp_pw = dir.join("smtp");
+    std::fs::write(&smtp_pw, "secret\n").unwrap();
+    std::fs::set_permissions(
+        &smtp_pw,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    // The example points at a systemd credential path; substitute a readable file.
+    let text = std::fs::read_to_string(common::repo_root().join("config/example.toml"))
+        .unwrap()
+        .replace(
+            "/run/credentials/mail2ticket.service/smtp",
+            smtp_pw.to_str().unwrap(),
+        );
+    let cfg = dir.join("example.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut cmd = common::mail2ticket_cmd(&cfg);
+    cmd.env("MAIL2TICKET_SUPPORT_PASSWORD", "pw1")
+        .env("MAIL2TICKET_RETURNS_PASSWORD", "pw2");
+    cmd
+}
+
+#[test]
+fn example_config_passes_check_config() {
+    let out = example_with_passwords()
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", common::stderr(&out));
+    assert_eq!(stdout.trim(), "ok: 2 accounts (1 active)");
+}
+
+#[test]
+fn check_config_reports_every_problem_with_key_and_line_and_exits_78() {
+    let mut accounts = Vec::new();
+    for i in 0..21 {
+        let mut a = format!(
+            "name = \"a{i}\"\nemail = \"a{i}@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
+             password = \"p\"\nticket_type = \"question\"\nticket_status = \"open\"\naction = \"delete\"\n"
+        );
+        match i {
+            2 => a = a.replace("action = \"delete\"", "action = \"move\""),
+            4 => {
+                a = a
+                    .replace("protocol = \"imap\"", "protocol = \"pop3\"")
+                    .replace("\"delete\"", "\"move\"\nmove_to = \"Archive\"")
+            }
+            6 => a.push_str("colour = \"blue\"\n"),
+            8 => a = a.replace("a8@example.test", "not-an-address"),
+            _ => {}
+        }
+        accounts.push(a);
+    }
+    let cfg = TestConfig::new(&accounts, "");
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "stderr: {err}");
+    for (key, words) in [
+        ("account[21]", "limit is 20"),
+        ("account[3].move_to", "required when action = \"move\""),
+        ("account[5].action", "POP3 has no folders"),
+        ("account[7].colour", "unknown field"),
+        ("account[9].email", "not a valid e-mail address"),
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(key) && l.contains(words))
+            .unwrap_or_else(|| panic!("no error naming {key} ({words}) in:\n{err}"));
+        // file:line:column: error: key: message
+        let mut parts = line.splitn(4, ':');
+        let (_file, line_no, col) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        assert!(line_no.trim().parse::<usize>().unwrap() > 1, "{line}");
+        assert!(col.trim().parse::<usize>().is_ok(), "{line}");
+    }
+}
+
+#[test]
+fn a_bad_value_names_the_key_and_line() {
+    let cfg = TestConfig::new(
+        &["name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n\
+           ticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\nencryption = \"tls\"\n".into()],
+        "[smtp]\nhost = \"h\"\nencryption = \"sometimes\"\n",
+    );
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("smtp") && err.contains("sometimes"), "{err}");
+}
+
+#[test]
+fn passwords_never_appear_in_check_config_output() {
+    let cfg = TestConfig::new(
+        &["name = \"x\"\nemail = \"bad address\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\npassword = \"SuperSecret42\"\n\
+           ticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\npassword_env = \"ALSO\"\n".into()],
+        "",
+    );
+    let out = cfg.run(&["check-config"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        common::stderr(&out)
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(!all.contains("SuperSecret42"), "{all}");
+    assert!(all.contains("exactly one of password"), "{all}");
+}
+
+#[test]
+fn tickets_list_json_on_a_fresh_store_is_an_empty_array() {
+    let cfg = TestConfig::new(
+        &["name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n\
+           ticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\n".into()],
+        "",
+    );
+    let out = cfg.run(&["tickets", "list", "--json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

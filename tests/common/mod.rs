@@ -1,0 +1,288 @@
+//! Test harness for the real mail lab (scripts/mail-lab): Dovecot (IMAP, POP3, LMTP) and Postfix
+//! on loopback with a generated CA. A test that needs the lab panics when it is not running:
+//! it never skips silently.
+
+#![allow(dead_code)]
+
+pub mod mails;
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+
+pub struct Lab {
+    pub env: HashMap<String, String>,
+}
+
+impl Lab {
+    pub fn get() -> &'static Lab {
+        static LAB: OnceLock<Lab> = OnceLock::new();
+        LAB.get_or_init(|| {
+            let path = std::env::var("MAIL_LAB_ENV")
+                .unwrap_or_else(|_| "/tmp/mail2ticket-lab/lab.env".into());
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "the mail lab is not running ({path}: {e}). Start it with `scripts/mail-lab up` \
+                     or run the whole suite with `scripts/test`"
+                )
+            });
+            let env: HashMap<String, String> = text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+                .collect();
+            let lab = Lab { env };
+            // Fail loudly if the servers are down even though the env file is there.
+            let port = lab.port("MAIL_LAB_IMAP_PORT");
+            std::net::TcpStream::connect_timeout(
+                &format!("127.0.0.1:{port}").parse().unwrap(),
+                Duration::from_secs(2),
+            )
+            .unwrap_or_else(|e| {
+                panic!("the mail lab's IMAP port {port} does not answer ({e}): run `scripts/mail-lab up`")
+            });
+            lab
+        })
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the lab env file"))
+    }
+    pub fn port(&self, key: &str) -> u16 {
+        self.var(key).parse().unwrap()
+    }
+    pub fn password(&self) -> &str {
+        self.var("MAIL_LAB_PASSWORD")
+    }
+    pub fn ca(&self) -> &str {
+        self.var("MAIL_LAB_CA")
+    }
+
+    /// A mailbox no other test uses (the lab accepts any user at example.test).
+    pub fn fresh_user(&self, prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!("{prefix}-{}-{n}-{nanos:x}@example.test", std::process::id())
+    }
+
+    /// Writes mails straight into a user's maildir folder (fast, for big backlogs).
+    pub fn seed(&self, user: &str, folder: &str, files: &[PathBuf]) {
+        let script = repo_root().join("scripts/mail-lab");
+        for chunk in files.chunks(2000) {
+            let out = Command::new(&script)
+                .arg("seed")
+                .arg(user)
+                .arg(folder)
+                .args(chunk)
+                .env("MAIL_LAB_DIR", self.var("MAIL_LAB_DIR"))
+                .output()
+                .expect("running scripts/mail-lab seed");
+            assert!(
+                out.status.success(),
+                "seeding failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// An IMAP session on the plain port (test-side checks, not the code under test).
+    pub async fn imap(&self, user: &str) -> async_imap::Session<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port("MAIL_LAB_IMAP_PORT")))
+            .await
+            .expect("connect to lab IMAP");
+        let mut client = async_imap::Client::new(tcp);
+        client
+            .read_response()
+            .await
+            .unwrap()
+            .expect("IMAP greeting");
+        client
+            .login(user, self.password())
+            .await
+            .map_err(|(e, _)| e)
+            .expect("lab login")
+    }
+
+    /// Appends mails to a folder of a user over IMAP.
+    pub async fn append(&self, user: &str, folder: &str, mails: &[Vec<u8>]) {
+        let mut s = self.imap(user).await;
+        let name = mail2ticket::imap::utf7::encode(folder);
+        for m in mails {
+            s.append(&name, None, None, m).await.expect("APPEND");
+        }
+        s.logout().await.ok();
+    }
+
+    /// Number of mails in a folder.
+    pub async fn count(&self, user: &str, folder: &str) -> u32 {
+        let mut s = self.imap(user).await;
+        let mb = s
+            .examine(mail2ticket::imap::utf7::encode(folder))
+            .await
+            .unwrap_or_else(|e| panic!("EXAMINE {folder}: {e}"));
+        s.logout().await.ok();
+        mb.exists
+    }
+
+    /// All raw messages in a folder, in UID order.
+    pub async fn messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
+        let mut s = self.imap(user).await;
+        let mb = s
+            .examine(mail2ticket::imap::utf7::encode(folder))
+            .await
+            .expect("EXAMINE");
+        if mb.exists == 0 {
+            return Vec::new();
+        }
+        let fetches: Vec<_> = s
+            .uid_fetch("1:*", "BODY.PEEK[]")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let mut out: Vec<(u32, Vec<u8>)> = fetches
+            .iter()
+            .map(|f| (f.uid.unwrap_or(0), f.body().unwrap_or_default().to_vec()))
+            .collect();
+        out.sort_by_key(|(u, _)| *u);
+        s.logout().await.ok();
+        out.into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// Waits until a folder holds at least `n` mails.
+    pub async fn wait_for_count(&self, user: &str, folder: &str, n: u32, timeout: Duration) -> u32 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let c = self.count(user, folder).await;
+            if c >= n || tokio::time::Instant::now() > deadline {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends a mail through the lab's Postfix (plain SMTP port, local delivery only).
+    pub async fn smtp_send(&self, from: &str, to: &str, raw: &[u8]) {
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.port("MAIL_LAB_SMTP_PORT"))
+            .build();
+        let envelope =
+            lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()])
+                .unwrap();
+        transport
+            .send_raw(&envelope, raw)
+            .await
+            .expect("SMTP send to the lab");
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A config file in a temporary directory, with the store beside it.
+pub struct TestConfig {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub store: PathBuf,
+}
+
+impl TestConfig {
+    /// `accounts` are TOML `[[account]]` bodies; the store and daemon sections are filled in.
+    pub fn new(accounts: &[String], extra: &str) -> TestConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("tickets.db");
+        let mut text = format!(
+            "[store]\npath = \"{}\"\n\n[daemon]\npoll_interval = \"1s\"\nnetwork_timeout = \"20s\"\n\n{extra}\n",
+            store.display()
+        );
+        for a in accounts {
+            text.push_str("[[account]]\n");
+            text.push_str(a);
+            text.push('\n');
+        }
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        TestConfig { dir, path, store }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        mail2ticket_cmd(&self.path).args(args).output().unwrap()
+    }
+
+    pub fn tickets(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["tickets", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "tickets list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("tickets list --json is JSON")
+    }
+
+    pub fn show(&self, number: &str) -> serde_json::Value {
+        let out = self.run(&["tickets", "show", number, "--json"]);
+        assert!(
+            out.status.success(),
+            "tickets show failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+pub fn mail2ticket_cmd(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mail2ticket"));
+    cmd.arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "mail2ticket=info");
+    cmd
+}
+
+/// An IMAP account section for the lab.
+pub fn imap_account(lab: &Lab, name: &str, user: &str, encryption: &str, extra: &str) -> String {
+    let port = match encryption {
+        "ssl" => lab.port("MAIL_LAB_IMAPS_PORT"),
+        _ => lab.port("MAIL_LAB_IMAP_PORT"),
+    };
+    format!(
+        "name = \"{name}\"\nemail = \"{user}\"\nprotocol = \"imap\"\nhost = \"localhost\"\nport = {port}\n\
+         encryption = \"{encryption}\"\nuser = \"{user}\"\npassword = \"{}\"\nca_file = \"{}\"\n\
+         ticket_type = \"question\"\nticket_status = \"open\"\n{extra}\n",
+        lab.password(),
+        lab.ca()
+    )
+}
+
+/// A POP3 account section for the lab.
+pub fn pop3_account(lab: &Lab, name: &str, user: &str, encryption: &str, extra: &str) -> String {
+    let port = match encryption {
+        "ssl" => lab.port("MAIL_LAB_POP3S_PORT"),
+        _ => lab.port("MAIL_LAB_POP3_PORT"),
+    };
+    format!(
+        "name = \"{name}\"\nemail = \"{user}\"\nprotocol = \"pop3\"\nhost = \"localhost\"\nport = {port}\n\
+         encryption = \"{encryption}\"\nuser = \"{user}\"\npassword = \"{}\"\nca_file = \"{}\"\n\
+         ticket_type = \"question\"\nticket_status = \"open\"\n{extra}\n",
+        lab.password(),
+        lab.ca()
+    )
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

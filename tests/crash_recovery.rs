@@ -1,0 +1,80 @@
+//! Nothing lost, nothing doubled: SIGKILL the daemon at random moments of a 2,000-mail backlog.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{imap_account, mails, Lab, TestConfig};
+use rand::Rng;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("crash");
+    let total = 2000;
+    let set: Vec<Vec<u8>> = (0..total)
+        .map(|i| {
+            mails::simple(
+                &user,
+                &format!("Backlog {i}"),
+                &format!("backlog-{i}@customer.example.test"),
+                "",
+            )
+        })
+        .collect();
+    lab.append(&user, "INBOX", &set).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            "action = \"move\"\nmove_to = \"Archive\"\n",
+        )],
+        "",
+    );
+
+    let mut kills = 0;
+    for _ in 0..6 {
+        let mut daemon = common::mail2ticket_cmd(&cfg.path)
+            .arg("run")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = rand::thread_rng().gen_range(150..900);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // SIGKILL: no chance to clean up.
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        kills += 1;
+        if lab.count(&user, "INBOX").await == 0 {
+            break;
+        }
+    }
+    assert!(kills >= 1);
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    let (articles, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT message_id) FROM articles")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        store.count_tickets().await.unwrap(),
+        total as i64,
+        "one ticket per mail"
+    );
+    assert_eq!(
+        (articles, distinct),
+        (total as i64, total as i64),
+        "no Message-ID twice"
+    );
+    assert_eq!(lab.count(&user, "INBOX").await, 0, "INBOX empty");
+    assert_eq!(
+        lab.count(&user, "Archive").await,
+        total as u32,
+        "each mail moved exactly once"
+    );
+}

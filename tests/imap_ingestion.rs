@@ -1,0 +1,347 @@
+//! IMAP ingestion against the real lab (Dovecot over loopback, TLS verified against the lab CA).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{imap_account, mails, Lab, TestConfig};
+
+const DONE: &str = "Erledigt/Geprüft";
+
+fn move_to(folder: &str) -> String {
+    format!("action = \"move\"\nmove_to = \"{folder}\"\n")
+}
+
+async fn ingests_fifty_varied_mails_and_moves_them(encryption: &str) {
+    let lab = Lab::get();
+    let user = lab.fresh_user(&format!("imap-{encryption}"));
+    let tag = encryption.to_string();
+    let set: Vec<_> = (0..50).map(|i| mails::varied(i, &user, &tag)).collect();
+    lab.append(
+        &user,
+        "INBOX",
+        &set.iter().map(|m| m.raw.clone()).collect::<Vec<_>>(),
+    )
+    .await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            encryption,
+            &move_to(DONE),
+        )],
+        "",
+    );
+
+    let out = cfg.run(&["run", "--once"]);
+    assert!(
+        out.status.success(),
+        "run --once failed: {}",
+        common::stderr(&out)
+    );
+
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 50, "one ticket per mail");
+    let mut subjects: Vec<String> = tickets
+        .iter()
+        .map(|t| t["subject"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected: Vec<String> = set.iter().map(|m| m.subject.clone()).collect();
+    subjects.sort();
+    expected.sort();
+    assert_eq!(subjects, expected, "subjects are decoded");
+    for t in &tickets {
+        assert_eq!(t["type"], "question");
+        assert_eq!(t["status"], "open");
+        assert_eq!(t["customer"], "customer@example.test");
+        assert_eq!(t["articles"], 1);
+    }
+    assert_eq!(lab.count(&user, "INBOX").await, 0, "INBOX is empty");
+    assert_eq!(
+        lab.count(&user, DONE).await,
+        50,
+        "every mail was moved once"
+    );
+
+    // Raw bytes are kept exactly (8-bit Latin-1 body, dot-leading line).
+    let latin1 = tickets
+        .iter()
+        .find(|t| t["subject"] == "Größe falsch 2")
+        .unwrap();
+    let number = latin1["number"].as_str().unwrap();
+    let detail = cfg.show(number);
+    assert!(detail["articles"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Grüße"));
+    let att = tickets
+        .iter()
+        .find(|t| t["subject"] == "Foto vom Schaden 4")
+        .unwrap();
+    let detail = cfg.show(att["number"].as_str().unwrap());
+    assert_eq!(
+        detail["articles"][0]["attachments"][0]["filename"],
+        "Schäden übersicht.png"
+    );
+
+    let again = cfg.run(&["run", "--once"]);
+    assert!(again.status.success(), "{}", common::stderr(&again));
+    assert_eq!(cfg.tickets().len(), 50, "a second pass creates nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingests_fifty_varied_mails_over_implicit_tls() {
+    ingests_fifty_varied_mails_and_moves_them("ssl").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingests_fifty_varied_mails_over_starttls() {
+    ingests_fifty_varied_mails_and_moves_them("starttls").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingests_fifty_varied_mails_without_encryption() {
+    ingests_fifty_varied_mails_and_moves_them("none").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_action_empties_the_inbox_and_keeps_the_tickets() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-delete");
+    let set: Vec<Vec<u8>> = (0..10)
+        .map(|i| mails::varied(i, &user, "del").raw)
+        .collect();
+    lab.append(&user, "INBOX", &set).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "starttls",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(cfg.tickets().len(), 10);
+    assert_eq!(lab.count(&user, "INBOX").await, 0);
+    assert_eq!(lab.count(&user, "Archive").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_move_folder_keeps_mails_and_tickets_until_it_exists() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-missing");
+    let set: Vec<Vec<u8>> = (0..5)
+        .map(|i| mails::varied(i, &user, "miss").raw)
+        .collect();
+    lab.append(&user, "INBOX", &set).await;
+    let folder = "Missing";
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "starttls",
+            &move_to(folder),
+        )],
+        "",
+    );
+
+    let out = cfg.run(&["run", "--once"]);
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "a failed move is a failed pass");
+    assert!(
+        err.contains("\"Missing\""),
+        "the error names the folder: {err}"
+    );
+    assert_eq!(cfg.tickets().len(), 5, "tickets were created once");
+    assert_eq!(
+        lab.count(&user, "INBOX").await,
+        5,
+        "mails stay in INBOX, never deleted"
+    );
+
+    let second = cfg.run(&["run", "--once"]);
+    assert!(!second.status.success());
+    assert_eq!(
+        cfg.tickets().len(),
+        5,
+        "retrying the move creates no tickets"
+    );
+
+    let mut s = lab.imap(&user).await;
+    s.create(folder).await.unwrap();
+    s.logout().await.ok();
+    let third = cfg.run(&["run", "--once"]);
+    assert!(third.status.success(), "{}", common::stderr(&third));
+    assert_eq!(cfg.tickets().len(), 5);
+    assert_eq!(lab.count(&user, "INBOX").await, 0);
+    assert_eq!(lab.count(&user, folder).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follow_up_joins_the_ticket_of_the_mail_it_answers() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-followup");
+    let first = mails::simple(
+        &user,
+        "Defekter Toaster",
+        "first.toaster@customer.example.test",
+        "",
+    );
+    lab.append(&user, "INBOX", &[first]).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "starttls",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    assert!(cfg.run(&["run", "--once"]).status.success());
+
+    let answer = mails::simple(
+        &user,
+        "Re: Defekter Toaster",
+        "second.toaster@customer.example.test",
+        "In-Reply-To: <first.toaster@customer.example.test>\r\n",
+    );
+    let tagged = mails::simple(
+        &user,
+        "Noch etwas [Ticket#10001]",
+        "third@customer.example.test",
+        "",
+    );
+    lab.append(&user, "INBOX", &[answer, tagged]).await;
+    assert!(cfg.run(&["run", "--once"]).status.success());
+
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1, "follow-ups create no ticket: {tickets:?}");
+    assert_eq!(tickets[0]["number"], "10001");
+    assert_eq!(tickets[0]["articles"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_message_arriving_twice_yields_one_ticket() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-dup");
+    let m = mails::simple(&user, "Twice", "twice@customer.example.test", "");
+    lab.append(&user, "INBOX", &[m.clone(), m]).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "starttls",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    assert!(cfg.run(&["run", "--once"]).status.success());
+    assert_eq!(cfg.tickets().len(), 1);
+    assert_eq!(
+        lab.count(&user, "Archive").await,
+        2,
+        "both copies leave the inbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_certificate_is_refused_with_a_clear_error() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-ca");
+    let account = imap_account(lab, "support", &user, "ssl", &move_to("Archive"))
+        .replace(&format!("ca_file = \"{}\"\n", lab.ca()), "");
+    let cfg = TestConfig::new(&[account], "");
+    let out = cfg.run(&["run", "--once"]);
+    let err = common::stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(!err.contains(lab.password()), "no password in errors");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_is_reported_as_a_rejected_login() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-pw");
+    let account = imap_account(lab, "support", &user, "starttls", &move_to("Archive"))
+        .replace(lab.password(), "WrongPassword99");
+    let cfg = TestConfig::new(&[account], "");
+    let out = cfg.run(&["run", "--once"]);
+    let err = common::stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("login rejected for"), "{err}");
+    assert!(!err.contains("WrongPassword99"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_mail_becomes_a_flagged_ticket_with_its_raw_bytes() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-bad");
+    let garbage = b"\x01\x02 this is not a mail\r\n\xff\xfe\r\n".to_vec();
+    lab.append(&user, "INBOX", std::slice::from_ref(&garbage))
+        .await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    assert!(cfg.run(&["run", "--once"]).status.success());
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1);
+    let detail = cfg.show(tickets[0]["number"].as_str().unwrap());
+    assert!(detail["articles"][0]["malformed"].is_string(), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_idle_a_mail_delivered_by_smtp_becomes_a_ticket_quickly() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-idle");
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "starttls",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    let mut daemon = common::mail2ticket_cmd(&cfg.path)
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let the daemon connect and enter IDLE.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    lab.smtp_send(
+        "customer@example.test",
+        &user,
+        &mails::simple(&user, "IDLE test", "idle@customer.example.test", ""),
+    )
+    .await;
+    let mut found = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        if cfg.tickets().len() == 1 {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    daemon.kill().ok();
+    daemon.wait().ok();
+    assert!(found, "the mail became a ticket while the daemon idled");
+    eprintln!("SMTP submit → ticket: {elapsed:?}");
+}
