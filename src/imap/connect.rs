@@ -170,7 +170,7 @@ async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(
     Ok(String::from_utf8_lossy(&line).trim_end().to_string())
 }
 
-async fn read_greeting(stream: &mut MailStream, timeout: Duration) -> Result<(), ImapError> {
+pub async fn read_greeting(stream: &mut MailStream, timeout: Duration) -> Result<(), ImapError> {
     // Unbuffered single reads would be slow, but a BufReader could swallow bytes that belong to
     // async-imap; the greeting is the only thing the server sends unasked, so read byte-wise.
     let mut line = Vec::new();
@@ -209,7 +209,7 @@ async fn read_greeting(stream: &mut MailStream, timeout: Duration) -> Result<(),
 }
 
 /// Greeting, CAPABILITY, STARTTLS on the plain socket; returns the socket ready for TLS.
-async fn negotiate_starttls(
+pub async fn negotiate_starttls(
     tcp: TcpStream,
     host: &str,
     timeout: Duration,

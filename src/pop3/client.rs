@@ -181,7 +181,7 @@ impl Pop3Client {
         Ok(client)
     }
 
-    fn from_stream(stream: MailStream, timeouts: Pop3Timeouts) -> Self {
+    pub fn from_stream(stream: MailStream, timeouts: Pop3Timeouts) -> Self {
         Self {
             reader: BufReader::with_capacity(READ_BUFFER, stream),
             timeouts,
@@ -339,7 +339,7 @@ impl Pop3Client {
         }
     }
 
-    async fn refresh_capabilities(&mut self) -> Result<(), Pop3Error> {
+    pub async fn refresh_capabilities(&mut self) -> Result<(), Pop3Error> {
         self.capabilities = match self.command("CAPA", b"CAPA\r\n").await? {
             Reply::Ok(_) => {
                 let mut caps = self.read_listing("CAPA", parse_capa_line).await?;
