@@ -39,6 +39,7 @@ impl AccountRuntime {
                     .as_ref()
                     .map(|t| t.subject_tag.clone())
                     .unwrap_or_else(crate::config::default_subject_tag),
+                reply: crate::reply::ReplyPolicy::for_account(config, account)?,
             },
             tls,
             max_message_size: account

@@ -28,6 +28,8 @@ pub struct TicketRules {
     pub ticket_type: String,
     pub ticket_status: String,
     pub subject_tag: String,
+    /// Automatic replies to new tickets; `None` when the account does not auto-reply.
+    pub reply: Option<crate::reply::ReplyPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +268,10 @@ async fn store_one(
         };
         let followup = matches!(outcome, Outcome::FollowUp { .. });
         let article_id = insert_article(tx, rules, mail, ticket_id, &sha, followup, &now).await?;
+        if let Outcome::NewTicket { number } = &outcome {
+            // Queued (or its suppression noted) in this transaction: no ticket without its reply.
+            super::outbox::plan_reply(tx, rules, mail, ticket_id, article_id, number).await?;
+        }
         (outcome, Some(article_id))
     };
 

@@ -5,6 +5,7 @@
 //! mails, so a mail leaves the server only after its ticket is on disk.
 
 mod ingest;
+mod outbox;
 mod query;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use ingest::*;
+pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use query::*;
 
 #[derive(Debug, thiserror::Error)]

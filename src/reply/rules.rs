@@ -1,0 +1,354 @@
+//! When a mail must not get an automatic reply. Pure: headers in, verdict out. The per-recipient
+//! rate limit needs the store and lives in `store::outbox`; everything else is here.
+//!
+//! The rules follow RFC 3834 (Auto-Submitted), the de-facto list and bulk markers, Microsoft's
+//! X-Auto-Response-Suppress, and our own loop markers, so that no robot, list, bounce or other
+//! auto-responder (including another mail2ticket) is ever answered.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::ReplyPolicy;
+use crate::ingest::parse::{ParsedMail, LOOP_HEADER};
+
+/// Why a mail gets no reply; the text goes into `articles.reply_note` and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Suppression {
+    AutoSubmitted(String),
+    Precedence(String),
+    ListHeader(&'static str),
+    ResponseSuppressed(String),
+    EmptyReturnPath,
+    DeliveryReport,
+    RobotSender(String),
+    OwnAddress(String),
+    OwnMessageId(String),
+    LoopHeader(String),
+    TooOld {
+        date: DateTime<Utc>,
+        max_age: Duration,
+    },
+    RateLimited {
+        recipient: String,
+        limit: u32,
+    },
+    NoRecipient(String),
+}
+
+impl fmt::Display for Suppression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Suppression::AutoSubmitted(v) => {
+                write!(f, "Auto-Submitted: {v} (automated mail, RFC 3834)")
+            }
+            Suppression::Precedence(v) => write!(f, "Precedence: {v} (bulk or list mail)"),
+            Suppression::ListHeader(h) => write!(f, "{h} header present (mailing list)"),
+            Suppression::ResponseSuppressed(v) => {
+                write!(f, "X-Auto-Response-Suppress: {v} (sender asks for no auto-replies)")
+            }
+            Suppression::EmptyReturnPath => write!(f, "empty Return-Path <> (a bounce)"),
+            Suppression::DeliveryReport => {
+                write!(f, "delivery status report (multipart/report)")
+            }
+            Suppression::RobotSender(a) => write!(f, "sender {a} is a robot address"),
+            Suppression::OwnAddress(a) => write!(f, "sender {a} is one of our own accounts"),
+            Suppression::OwnMessageId(id) => {
+                write!(f, "refers to our own Message-ID <{id}> (a reply to one of our mails)")
+            }
+            Suppression::LoopHeader(v) => write!(f, "carries our loop header {LOOP_HEADER}: {v}"),
+            Suppression::TooOld { date, max_age } => write!(
+                f,
+                "mail dated {} is older than auto_reply_max_age {}",
+                date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                humantime::format_duration(*max_age)
+            ),
+            Suppression::RateLimited { recipient, limit } => write!(
+                f,
+                "{recipient} already got {limit} automatic replies in the last hour (auto_reply_limit)"
+            ),
+            Suppression::NoRecipient(why) => write!(f, "no address to reply to: {why}"),
+        }
+    }
+}
+
+/// The address a reply goes to: Reply-To if the mail has one, else From.
+pub fn recipient(mail: &ParsedMail) -> &str {
+    mail.reply_to_email
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or(&mail.from_email)
+        .trim()
+}
+
+/// Checks every header rule; on success returns the (lower-cased) address to reply to.
+pub fn check(
+    policy: &ReplyPolicy,
+    mail: &ParsedMail,
+    now: DateTime<Utc>,
+) -> Result<String, Suppression> {
+    let a = &mail.automation;
+    if let Some(v) = &a.auto_submitted {
+        let token = v
+            .split([';', '('])
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if token != "no" {
+            return Err(Suppression::AutoSubmitted(v.clone()));
+        }
+    }
+    if let Some(v) = &a.precedence {
+        let p = v.trim().to_ascii_lowercase();
+        if ["bulk", "junk", "list"].contains(&p.as_str()) {
+            return Err(Suppression::Precedence(v.clone()));
+        }
+    }
+    if a.has_list_id {
+        return Err(Suppression::ListHeader("List-Id"));
+    }
+    if a.has_list_unsubscribe {
+        return Err(Suppression::ListHeader("List-Unsubscribe"));
+    }
+    if let Some(v) = &a.x_auto_response_suppress {
+        let suppressed = v.split([',', ' ', ';']).any(|t| {
+            let t = t.trim().to_ascii_lowercase();
+            t == "all" || t == "autoreply" || t == "oof"
+        });
+        if suppressed {
+            return Err(Suppression::ResponseSuppressed(v.clone()));
+        }
+    }
+    if a.return_path.as_deref() == Some("") {
+        return Err(Suppression::EmptyReturnPath);
+    }
+    if a.is_delivery_report {
+        return Err(Suppression::DeliveryReport);
+    }
+    if let Some(v) = &a.loop_marker {
+        return Err(Suppression::LoopHeader(v.clone()));
+    }
+    let ids = std::iter::once(&mail.message_id)
+        .chain(&mail.in_reply_to)
+        .chain(&mail.references);
+    for id in ids {
+        if is_our_message_id(id, &policy.message_id_domain) {
+            return Err(Suppression::OwnMessageId(id.clone()));
+        }
+    }
+
+    let to = recipient(mail).to_lowercase();
+    for address in [mail.from_email.trim().to_lowercase(), to.clone()] {
+        if address.is_empty() {
+            continue;
+        }
+        if is_robot_address(&address) {
+            return Err(Suppression::RobotSender(address));
+        }
+        if policy.own_addresses.contains(&address) {
+            return Err(Suppression::OwnAddress(address));
+        }
+    }
+    if to.is_empty() {
+        return Err(Suppression::NoRecipient(
+            "the mail has no From or Reply-To".into(),
+        ));
+    }
+    if let Err(e) = to.parse::<lettre::Address>() {
+        return Err(Suppression::NoRecipient(format!(
+            "{to:?} is not a valid address ({e})"
+        )));
+    }
+
+    // A missing Date counts as new; a future one too.
+    if let Some(date) = mail.date {
+        let age = now.signed_duration_since(date);
+        if age.to_std().is_ok_and(|age| age > policy.max_age) {
+            return Err(Suppression::TooOld {
+                date,
+                max_age: policy.max_age,
+            });
+        }
+    }
+    Ok(to)
+}
+
+/// A Message-ID (without brackets) on our Message-ID domain.
+pub fn is_our_message_id(id: &str, domain: &str) -> bool {
+    id.trim()
+        .trim_end_matches('>')
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain.trim()))
+}
+
+/// MAILER-DAEMON, postmaster and every spelling of no-reply / do-not-reply.
+pub fn is_robot_address(address: &str) -> bool {
+    let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+    // Sub-addresses (noreply+bounces@) count as their base.
+    let local = local.split('+').next().unwrap_or(local);
+    let squashed: String = local
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    squashed.starts_with("mailerdaemon")
+        || squashed.starts_with("postmaster")
+        || squashed.contains("noreply")
+        || squashed.contains("donotreply")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::parse::parse;
+
+    fn policy() -> ReplyPolicy {
+        ReplyPolicy {
+            account_email: "support@shop.test".into(),
+            sender_name: Some("Shop Support".into()),
+            reply_to: Some("help@shop.test".into()),
+            subject_template: super::super::compose::DEFAULT_SUBJECT.into(),
+            body_template: super::super::compose::DEFAULT_BODY.into(),
+            subject_tag: "Ticket#".into(),
+            ticket_type: "question".into(),
+            ticket_status: "open".into(),
+            limit: 5,
+            max_age: Duration::from_secs(24 * 3600),
+            message_id_domain: "tickets.shop.test".into(),
+            own_addresses: vec!["help@shop.test".into(), "support@shop.test".into()],
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-28T12:00:00Z".parse().unwrap()
+    }
+
+    const BASE: &str = "From: Kunde <kunde@customer.test>\r\nTo: support@shop.test\r\n\
+Subject: Hilfe\r\nMessage-ID: <c1@customer.test>\r\nDate: Sat, 28 Nov 2026 11:00:00 +0000\r\n";
+
+    fn verdict(extra_headers: &str) -> Result<String, Suppression> {
+        let raw = format!("{BASE}{extra_headers}\r\nbody\r\n");
+        check(&policy(), &parse(raw.as_bytes()), now())
+    }
+
+    #[test]
+    fn a_plain_customer_mail_gets_a_reply_to_reply_to_or_from() {
+        assert_eq!(verdict("").unwrap(), "kunde@customer.test");
+        assert_eq!(
+            verdict("Auto-Submitted: no\r\n").unwrap(),
+            "kunde@customer.test"
+        );
+        assert_eq!(
+            verdict("Reply-To: Other <Other@Customer.test>\r\n").unwrap(),
+            "other@customer.test"
+        );
+        assert_eq!(
+            verdict("Precedence: first-class\r\n").unwrap(),
+            "kunde@customer.test"
+        );
+        assert_eq!(
+            verdict("X-Auto-Response-Suppress: DR, RN\r\n").unwrap(),
+            "kunde@customer.test"
+        );
+        assert_eq!(
+            verdict("Return-Path: <kunde@customer.test>\r\n").unwrap(),
+            "kunde@customer.test"
+        );
+    }
+
+    #[test]
+    fn every_suppression_rule_has_its_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("Auto-Submitted: auto-replied\r\n", "Auto-Submitted"),
+            ("Auto-Submitted: auto-generated\r\n", "Auto-Submitted"),
+            ("Auto-Submitted: Auto-Notified; owner-email=x@y\r\n", "Auto-Submitted"),
+            ("Precedence: bulk\r\n", "Precedence"),
+            ("Precedence: JUNK\r\n", "Precedence"),
+            ("Precedence: list\r\n", "Precedence"),
+            ("List-Id: <news.shop.test>\r\n", "List-Id"),
+            ("List-Unsubscribe: <mailto:u@news.test>\r\n", "List-Unsubscribe"),
+            ("X-Auto-Response-Suppress: All\r\n", "X-Auto-Response-Suppress"),
+            ("X-Auto-Response-Suppress: DR, AutoReply\r\n", "X-Auto-Response-Suppress"),
+            ("X-Auto-Response-Suppress: OOF\r\n", "X-Auto-Response-Suppress"),
+            ("Return-Path: <>\r\n", "Return-Path"),
+            (
+                "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n",
+                "delivery status report",
+            ),
+            ("X-Mail2ticket-Loop: support@other.test\r\n", "loop header"),
+            ("In-Reply-To: <m2t.1.abc@tickets.shop.test>\r\n", "our own Message-ID"),
+            ("References: <x@y> <m2t.1.abc@TICKETS.shop.test>\r\n", "our own Message-ID"),
+            ("Reply-To: noreply@customer.test\r\n", "robot"),
+            ("Reply-To: support@shop.test\r\n", "our own accounts"),
+        ];
+        for (headers, reason) in cases {
+            let err = verdict(headers).expect_err(headers);
+            assert!(err.to_string().contains(reason), "{headers:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn robot_senders_in_every_spelling() {
+        for from in [
+            "MAILER-DAEMON@mx.customer.test",
+            "mailer_daemon@x.test",
+            "postmaster@customer.test",
+            "noreply@x.test",
+            "no-reply@x.test",
+            "no_reply@x.test",
+            "No.Reply@x.test",
+            "donotreply@x.test",
+            "do-not-reply@x.test",
+            "do_not_reply+bounce@x.test",
+            "shop-noreply@x.test",
+        ] {
+            let raw = format!("From: {from}\r\nSubject: x\r\n\r\nbody");
+            let err = check(&policy(), &parse(raw.as_bytes()), now()).expect_err(from);
+            assert!(matches!(err, Suppression::RobotSender(_)), "{from}: {err}");
+        }
+        assert!(!is_robot_address("norbert@x.test"));
+        assert!(!is_robot_address("reply@x.test"));
+        assert!(!is_robot_address("post@x.test"));
+    }
+
+    #[test]
+    fn own_addresses_and_message_ids() {
+        let raw = b"From: Support@Shop.test\r\nSubject: x\r\n\r\nbody";
+        assert!(matches!(
+            check(&policy(), &parse(raw), now()),
+            Err(Suppression::OwnAddress(_))
+        ));
+        let raw = b"From: a@b.test\r\nMessage-ID: <m2t.5.x@tickets.shop.test>\r\n\r\nbody";
+        assert!(matches!(
+            check(&policy(), &parse(raw), now()),
+            Err(Suppression::OwnMessageId(_))
+        ));
+        // A sub-domain is somebody else.
+        assert!(!is_our_message_id(
+            "x@mail.tickets.shop.test",
+            "tickets.shop.test"
+        ));
+    }
+
+    #[test]
+    fn old_mail_gets_no_reply_but_undated_and_future_mail_does() {
+        let old = b"From: a@b.test\r\nDate: Thu, 26 Nov 2026 11:00:00 +0000\r\n\r\nx";
+        let err = check(&policy(), &parse(old), now()).unwrap_err();
+        assert!(err.to_string().contains("auto_reply_max_age 1day"), "{err}");
+        let undated = b"From: a@b.test\r\nSubject: x\r\n\r\nx";
+        assert!(check(&policy(), &parse(undated), now()).is_ok());
+        let future = b"From: a@b.test\r\nDate: Mon, 30 Nov 2026 11:00:00 +0000\r\n\r\nx";
+        assert!(check(&policy(), &parse(future), now()).is_ok());
+    }
+
+    #[test]
+    fn mail_without_any_address_is_not_answered() {
+        let raw = b"Subject: who am I\r\nDate: Sat, 28 Nov 2026 11:00:00 +0000\r\n\r\nx";
+        assert!(matches!(
+            check(&policy(), &parse(raw), now()),
+            Err(Suppression::NoRecipient(_))
+        ));
+    }
+}

@@ -1,0 +1,458 @@
+//! The task that delivers the outbox through the shared SMTP transport.
+//!
+//! # Exactly once
+//!
+//! A reply is queued in the transaction that creates its ticket, with its complete message
+//! (Message-ID and Date included) fixed at that moment; every attempt sends the identical bytes.
+//!
+//! Sending one entry:
+//! 1. *claim*: `status = 'sending'`, `attempts + 1`, `next_attempt_at = now + lease`, committed
+//!    (fsynced) before the SMTP conversation starts;
+//! 2. send, bounded by `send_deadline` (shorter than the lease);
+//! 3. commit the result: `sent`, `pending` with a later `next_attempt_at` (temporary failure), or
+//!    `failed` (permanent failure).
+//!
+//! The only window with a choice is between the server's final `250` and the commit of step 3:
+//! if the process dies there, the server has the mail but the row still says `sending`. When the
+//! lease ends the row is claimed again and the reply is sent a second time. The alternative —
+//! marking `sent` before sending — would silently lose every reply whose send was interrupted,
+//! which is the worse failure for a customer waiting for a ticket number. The window is a few
+//! milliseconds (one local fsync), and a duplicate carries the same Message-ID, so mail clients
+//! that de-duplicate show it once. The same holds for a send that times out after the server
+//! accepted the data but before its reply reached us: it is retried.
+//!
+//! The lease (instead of resetting `sending` rows at start-up) keeps a second process — e.g. a
+//! `run --once` started while the daemon runs — from sending a reply that the other one is
+//! sending right now.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::SmtpConfig;
+use crate::smtp::{Deliver, SendError};
+use crate::store::{OutboxEntry, OutboxSummary, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SenderSettings {
+    /// How often the outbox is checked for new or due replies.
+    pub poll: Duration,
+    /// Upper bound of one delivery (connect, TLS, AUTH, MAIL, RCPT, DATA).
+    pub send_deadline: Duration,
+    /// How long a claimed entry belongs to its sender; longer than `send_deadline`.
+    pub lease: Duration,
+    /// Temporary failures for longer than this (since queueing) turn into `failed`.
+    pub give_up_after: Duration,
+    /// Entries claimed per round.
+    pub batch: i64,
+}
+
+impl SenderSettings {
+    pub fn for_smtp(smtp: &SmtpConfig) -> SenderSettings {
+        let send_deadline = smtp.timeout.saturating_mul(3);
+        SenderSettings {
+            poll: Duration::from_millis(500),
+            send_deadline,
+            lease: send_deadline + Duration::from_secs(30),
+            give_up_after: Duration::from_secs(2 * 24 * 3600),
+            batch: 20,
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    pub claimed: usize,
+    pub sent: usize,
+    pub retrying: usize,
+    pub failed: usize,
+}
+
+pub struct OutboxSender<D: Deliver> {
+    store: Store,
+    deliver: Arc<D>,
+    settings: SenderSettings,
+}
+
+/// The envelope sender: the From address of the stored reply (our account address).
+fn envelope_from(message: &[u8]) -> Option<String> {
+    let parsed = crate::ingest::parse::parse(message);
+    Some(parsed.from_email).filter(|f| !f.is_empty())
+}
+
+impl<D: Deliver> OutboxSender<D> {
+    pub fn new(store: Store, deliver: D, settings: SenderSettings) -> Self {
+        OutboxSender {
+            store,
+            deliver: Arc::new(deliver),
+            settings,
+        }
+    }
+
+    /// Claims every due entry and tries to send each once.
+    pub async fn send_due(&self) -> Result<Round, StoreError> {
+        let now = Utc::now();
+        let lease_until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        let entries = self
+            .store
+            .claim_due_replies(now, lease_until, self.settings.batch)
+            .await?;
+        let mut round = Round {
+            claimed: entries.len(),
+            ..Round::default()
+        };
+        for entry in entries {
+            match self.attempt(&entry).await? {
+                Verdict::Sent => round.sent += 1,
+                Verdict::Retry => round.retrying += 1,
+                Verdict::Failed => round.failed += 1,
+            }
+        }
+        Ok(round)
+    }
+
+    async fn attempt(&self, entry: &OutboxEntry) -> Result<Verdict, StoreError> {
+        let result = match envelope_from(&entry.message) {
+            None => Err(SendError::Unusable(
+                "the stored reply has no From address".into(),
+            )),
+            Some(from) => {
+                let send = self
+                    .deliver
+                    .deliver(&from, &entry.recipient, &entry.message);
+                match tokio::time::timeout(self.settings.send_deadline, send).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SendError::Transient {
+                        server: "the SMTP server".into(),
+                        detail: format!(
+                            "no complete answer within {}s; check [smtp] timeout and the server",
+                            self.settings.send_deadline.as_secs()
+                        ),
+                    }),
+                }
+            }
+        };
+        let queued_ms = chrono::DateTime::parse_from_rfc3339(&entry.created_at)
+            .map(|t| (Utc::now() - t.with_timezone(&Utc)).num_milliseconds())
+            .unwrap_or(-1);
+        match result {
+            Ok(()) => {
+                self.store.mark_reply_sent(entry).await?;
+                info!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
+                    attempts = entry.attempts, queued_ms, "auto-reply sent");
+                Ok(Verdict::Sent)
+            }
+            Err(e) if e.is_permanent() => {
+                let text = format!("{e}; not retried");
+                self.store.mark_reply_failed(entry, &text).await?;
+                error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
+                    attempts = entry.attempts, error = %text, "auto-reply failed");
+                Ok(Verdict::Failed)
+            }
+            Err(e) => {
+                let age = Duration::from_millis(queued_ms.max(0) as u64);
+                if age > self.settings.give_up_after {
+                    let text = format!(
+                        "{e}; gave up after {} attempts over {}",
+                        entry.attempts,
+                        humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    );
+                    self.store.mark_reply_failed(entry, &text).await?;
+                    error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
+                        error = %text, "auto-reply failed");
+                    return Ok(Verdict::Failed);
+                }
+                let delay = crate::poller::backoff_delay(entry.attempts.saturating_sub(1));
+                let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                let text = e.to_string();
+                self.store.mark_reply_retry(entry, &text, next).await?;
+                warn!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
+                    attempts = entry.attempts, error = %text,
+                    next_attempt = %next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "auto-reply not sent yet; will retry");
+                Ok(Verdict::Retry)
+            }
+        }
+    }
+
+    /// The daemon's task: send whatever is due until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut store_failures = 0u32;
+        while !cancel.is_cancelled() {
+            let wait = match self.send_due().await {
+                Ok(round) => {
+                    store_failures = 0;
+                    if round.claimed as i64 >= self.settings.batch {
+                        continue;
+                    }
+                    self.settings.poll
+                }
+                Err(e) => {
+                    store_failures += 1;
+                    error!(error = %e, "the reply sender cannot read the outbox; retrying");
+                    crate::poller::backoff_delay(store_failures)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        debug!("reply sender stopped");
+    }
+
+    /// For `run --once`: sends until the outbox is empty, or nothing more can be sent before
+    /// `wait` has passed (what is left stays queued for the next run).
+    pub async fn drain(&self, wait: Duration) -> Result<OutboxSummary, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.send_due().await?;
+            let summary = self.store.outbox_summary().await?;
+            let Some(next_due) = summary.next_due.clone() else {
+                return Ok(summary);
+            };
+            let due_in = chrono::DateTime::parse_from_rfc3339(&next_due)
+                .map(|t| {
+                    (t.with_timezone(&Utc) - Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            if now + due_in > deadline {
+                return Ok(summary);
+            }
+            tokio::time::sleep(due_in.max(Duration::from_millis(50))).await;
+        }
+    }
+}
+
+enum Verdict {
+    Sent,
+    Retry,
+    Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use crate::ingest::parse::parse;
+    use crate::store::{Incoming, TicketRules};
+
+    /// Answers with the scripted results in order (then success), recording every delivery.
+    #[derive(Default)]
+    struct Script {
+        results: Mutex<Vec<Result<(), SendError>>>,
+        delivered: Mutex<Vec<(String, String, Vec<u8>)>>,
+    }
+
+    impl Deliver for Arc<Script> {
+        async fn deliver(&self, from: &str, to: &str, message: &[u8]) -> Result<(), SendError> {
+            self.delivered
+                .lock()
+                .unwrap()
+                .push((from.into(), to.into(), message.to_vec()));
+            let mut r = self.results.lock().unwrap();
+            if r.is_empty() {
+                Ok(())
+            } else {
+                r.remove(0)
+            }
+        }
+    }
+
+    fn settings() -> SenderSettings {
+        SenderSettings {
+            poll: Duration::from_millis(20),
+            send_deadline: Duration::from_secs(5),
+            lease: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(3600),
+            batch: 10,
+        }
+    }
+
+    fn rules() -> TicketRules {
+        TicketRules {
+            account: "support".into(),
+            ticket_type: "question".into(),
+            ticket_status: "open".into(),
+            subject_tag: "Ticket#".into(),
+            reply: Some(crate::reply::ReplyPolicy {
+                account_email: "support@shop.test".into(),
+                sender_name: Some("Shop".into()),
+                reply_to: None,
+                subject_template: crate::reply::compose::DEFAULT_SUBJECT.into(),
+                body_template: crate::reply::compose::DEFAULT_BODY.into(),
+                subject_tag: "Ticket#".into(),
+                ticket_type: "question".into(),
+                ticket_status: "open".into(),
+                limit: 2,
+                max_age: Duration::from_secs(24 * 3600),
+                message_id_domain: "tickets.shop.test".into(),
+                own_addresses: vec!["support@shop.test".into()],
+            }),
+        }
+    }
+
+    fn incoming(n: usize, from: &str) -> Incoming {
+        let raw = format!(
+            "From: {from}\r\nTo: support@shop.test\r\nSubject: Frage {n}\r\nMessage-ID: <q{n}@c.test>\r\n\r\nHallo {n}\r\n"
+        );
+        Incoming {
+            source_key: format!("imap:INBOX:1:{n}"),
+            parsed: parse(raw.as_bytes()),
+            raw: raw.into_bytes(),
+            received_at: Utc::now(),
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn queued_with_the_ticket_sent_once_and_noted() {
+        let (_d, store) = store().await;
+        store
+            .store_batch(&rules(), &[incoming(1, "Kunde <k@c.test>")])
+            .await
+            .unwrap();
+        let s = store.outbox_summary().await.unwrap();
+        assert_eq!((s.pending, s.sent), (1, 0));
+        let script = Arc::new(Script::default());
+        let sender = OutboxSender::new(store.clone(), script.clone(), settings());
+        let round = sender.send_due().await.unwrap();
+        assert_eq!(round.sent, 1);
+        assert_eq!(sender.send_due().await.unwrap().claimed, 0);
+        let delivered = script.delivered.lock().unwrap().clone();
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(delivered[0].0, "support@shop.test");
+        assert_eq!(delivered[0].1, "k@c.test");
+        let detail = store.show_ticket("10001").await.unwrap().unwrap();
+        assert!(
+            detail.articles[0]
+                .auto_reply
+                .starts_with("auto-reply sent to k@c.test"),
+            "{}",
+            detail.articles[0].auto_reply
+        );
+    }
+
+    #[tokio::test]
+    async fn temporary_failures_retry_with_identical_bytes_permanent_ones_stop() {
+        let (_d, store) = store().await;
+        store
+            .store_batch(
+                &rules(),
+                &[incoming(1, "a@c.test"), incoming(2, "b@c.test")],
+            )
+            .await
+            .unwrap();
+        let script = Arc::new(Script::default());
+        *script.results.lock().unwrap() = vec![
+            Err(SendError::Transient {
+                server: "s".into(),
+                detail: "421 busy".into(),
+            }),
+            Err(SendError::Permanent {
+                server: "s".into(),
+                detail: "550 no such user".into(),
+            }),
+        ];
+        let sender = OutboxSender::new(store.clone(), script.clone(), settings());
+        let r = sender.send_due().await.unwrap();
+        assert_eq!((r.retrying, r.failed), (1, 1));
+        // The retry is due after the backoff (about a second), and goes out unchanged.
+        let s = sender.drain(Duration::from_secs(5)).await.unwrap();
+        assert_eq!((s.sent, s.failed, s.unsent()), (1, 1, 0));
+        let d = script.delivered.lock().unwrap().clone();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].2, d[2].2, "a retry sends the identical message");
+        let rows = store.outbox_rows().await.unwrap();
+        assert_eq!(rows[0].status, "sent");
+        assert_eq!(rows[0].attempts, 2);
+        assert_eq!(rows[1].status, "failed");
+        assert!(rows[1].last_error.contains("550"), "{}", rows[1].last_error);
+    }
+
+    #[tokio::test]
+    async fn a_claimed_entry_of_a_crashed_sender_is_retried_after_its_lease() {
+        let (_d, store) = store().await;
+        store
+            .store_batch(&rules(), &[incoming(1, "a@c.test")])
+            .await
+            .unwrap();
+        // A sender claims the entry and "dies" before recording the result.
+        let now = Utc::now();
+        let claimed = store
+            .claim_due_replies(now, now + chrono::Duration::milliseconds(300), 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        let script = Arc::new(Script::default());
+        let sender = OutboxSender::new(store.clone(), script.clone(), settings());
+        assert_eq!(sender.send_due().await.unwrap().claimed, 0, "leased");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = sender.send_due().await.unwrap();
+        assert_eq!(r.sent, 1);
+        assert_eq!(store.outbox_rows().await.unwrap()[0].attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_counts_queued_replies_in_the_same_batch() {
+        let (_d, store) = store().await;
+        let mails: Vec<_> = (1..=5).map(|n| incoming(n, "burst@c.test")).collect();
+        store.store_batch(&rules(), &mails).await.unwrap();
+        let s = store.outbox_summary().await.unwrap();
+        assert_eq!(s.pending, 2);
+        let detail = store.show_ticket("10005").await.unwrap().unwrap();
+        assert!(
+            detail.articles[0].auto_reply.contains("auto_reply_limit"),
+            "{}",
+            detail.articles[0].auto_reply
+        );
+    }
+
+    #[tokio::test]
+    async fn suppressed_mail_records_its_reason_and_followups_get_nothing() {
+        let (_d, store) = store().await;
+        let mut robot = incoming(1, "noreply@c.test");
+        robot.source_key = "imap:INBOX:1:100".into();
+        store.store_batch(&rules(), &[robot]).await.unwrap();
+        let detail = store.show_ticket("10001").await.unwrap().unwrap();
+        assert!(detail.articles[0].auto_reply.contains("robot"));
+        assert_eq!(store.outbox_summary().await.unwrap().pending, 0);
+
+        store
+            .store_batch(&rules(), &[incoming(2, "k@c.test")])
+            .await
+            .unwrap();
+        let rows = store.outbox_rows().await.unwrap();
+        let reply_id = rows[0].message_id.clone();
+        let answer = format!(
+            "From: k@c.test\r\nSubject: Re: x\r\nIn-Reply-To: <{reply_id}>\r\nMessage-ID: <ans@c.test>\r\n\r\nthanks\r\n"
+        );
+        let answer = Incoming {
+            source_key: "imap:INBOX:1:3".into(),
+            parsed: parse(answer.as_bytes()),
+            raw: answer.into_bytes(),
+            received_at: Utc::now(),
+        };
+        let out = store.store_batch(&rules(), &[answer]).await.unwrap();
+        assert_eq!(
+            out[0],
+            crate::store::Outcome::FollowUp {
+                number: "10002".into()
+            }
+        );
+        assert_eq!(store.outbox_rows().await.unwrap().len(), 1);
+    }
+}

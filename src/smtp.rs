@@ -1,0 +1,284 @@
+//! The one SMTP transport every automatic reply goes through: a lettre `AsyncSmtpTransport` with
+//! a connection pool, built from `[smtp]`.
+//!
+//! Encryption: `ssl` is implicit TLS (`Tls::Wrapper`, port 465), `starttls` upgrades a plain
+//! connection and refuses to send if the server does not offer STARTTLS (`Tls::Required`, 587),
+//! `none` is plain text (`Tls::None`, 25). Certificates are checked against the system roots plus
+//! `ca_file`, and the host name is always verified.
+//!
+//! The password is a [`Secret`](crate::secret::Secret); it is handed to lettre only as
+//! credentials (whose `Debug` prints nothing) and never appears in an error or a log line.
+
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::{Encryption, SmtpConfig};
+
+/// Building the transport failed: a config problem, found before any mail is queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpSetupError {
+    #[error("cannot read [smtp] ca_file {path}: {source}")]
+    CaFileUnreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("[smtp] ca_file {path} is not a usable PEM certificate: {reason}")]
+    CaFileInvalid { path: String, reason: String },
+    #[error("[smtp] TLS setup for {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+}
+
+/// Why one message could not be delivered. Callers must tell the two apart: a transient failure
+/// is retried later, a permanent one never.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The server refused this message for good (5xx to MAIL FROM, RCPT TO or DATA).
+    #[error("the SMTP server {server} refused the message permanently: {detail}")]
+    Permanent { server: String, detail: String },
+    /// Worth another try: 4xx replies, connection/TLS/timeout trouble, and login failures (a
+    /// wrong password must not throw away every queued reply; it is fixed in the config).
+    #[error("sending through {server} failed for now: {detail}")]
+    Transient { server: String, detail: String },
+    /// The message in the outbox cannot be sent at all (no valid sender or recipient).
+    #[error("the queued message is unusable: {0}")]
+    Unusable(String),
+}
+
+impl SendError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SendError::Permanent { .. } | SendError::Unusable(_))
+    }
+}
+
+/// Anything that can deliver a complete RFC 5322 message to one recipient. The outbox sender is
+/// generic over this so its retry logic is testable without a server.
+pub trait Deliver: Send + Sync + 'static {
+    fn deliver(
+        &self,
+        envelope_from: &str,
+        recipient: &str,
+        message: &[u8],
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+}
+
+/// The shared, pooled transport.
+#[derive(Clone)]
+pub struct SmtpTransport {
+    inner: AsyncSmtpTransport<Tokio1Executor>,
+    /// `host:port (encryption)`, for messages.
+    server: String,
+}
+
+impl std::fmt::Debug for SmtpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpTransport")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, SmtpSetupError> {
+    let mut builder = TlsParameters::builder(config.host.clone());
+    if let Some(path) = &config.ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|source| SmtpSetupError::CaFileUnreadable {
+            path: shown.clone(),
+            source,
+        })?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| SmtpSetupError::CaFileInvalid {
+            path: shown,
+            reason: e.to_string(),
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build_rustls().map_err(|e| SmtpSetupError::Tls {
+        host: config.host.clone(),
+        reason: e.to_string(),
+    })
+}
+
+impl SmtpTransport {
+    /// Must be called inside a Tokio runtime: the connection pool starts a task to close idle
+    /// connections.
+    pub fn new(config: &SmtpConfig) -> Result<SmtpTransport, SmtpSetupError> {
+        let port = config.port();
+        let (tls, mode) = match config.encryption {
+            Encryption::Ssl => (Tls::Wrapper(tls_parameters(config)?), "ssl"),
+            Encryption::Starttls => (Tls::Required(tls_parameters(config)?), "starttls"),
+            Encryption::None => (Tls::None, "none"),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            .port(port)
+            .tls(tls)
+            .timeout(Some(config.timeout))
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(4)
+                    .idle_timeout(Duration::from_secs(60)),
+            );
+        if let Some(user) = &config.user {
+            let password = config
+                .resolved_password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default();
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+        }
+        Ok(SmtpTransport {
+            inner: builder.build(),
+            server: format!("{}:{port} ({mode})", config.host),
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+}
+
+/// SMTP reply codes that mean "the login or the session is wrong", not "this message is wrong":
+/// they are retried (after the admin fixes the config) instead of failing every queued reply.
+const SESSION_CODES: &[&str] = &["530", "534", "535", "538"];
+
+/// Sorts a lettre error into permanent/transient, with words an admin can act on.
+pub fn classify(server: &str, err: &lettre::transport::smtp::Error) -> SendError {
+    let code = err.status().map(|c| c.to_string());
+    let text = err.to_string();
+    if err.is_permanent() {
+        if code.as_deref().is_some_and(|c| SESSION_CODES.contains(&c)) {
+            return SendError::Transient {
+                server: server.into(),
+                detail: format!(
+                    "login refused ({text}); check [smtp] user and password (or whether the server requires encryption)"
+                ),
+            };
+        }
+        return SendError::Permanent {
+            server: server.into(),
+            detail: text,
+        };
+    }
+    let hint = if text.contains("STARTTLS is not supported") {
+        "; the server does not offer STARTTLS: set [smtp] encryption = \"ssl\" (port 465) if it speaks implicit TLS; mail2ticket never falls back to plain text"
+    } else if err.is_tls() {
+        "; check [smtp] ca_file and that host matches the server certificate"
+    } else if err.is_timeout() {
+        "; the server did not answer within [smtp] timeout"
+    } else if err.is_transient() {
+        ""
+    } else {
+        "; is the SMTP server reachable? check [smtp] host, port and encryption"
+    };
+    SendError::Transient {
+        server: server.into(),
+        detail: format!("{}{hint}", full_chain(err)),
+    }
+}
+
+fn full_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+impl Deliver for SmtpTransport {
+    async fn deliver(
+        &self,
+        envelope_from: &str,
+        recipient: &str,
+        message: &[u8],
+    ) -> Result<(), SendError> {
+        let from: Address = envelope_from.parse().map_err(|e| {
+            SendError::Unusable(format!("sender address {envelope_from:?} is invalid: {e}"))
+        })?;
+        let to: Address = recipient.parse().map_err(|e| {
+            SendError::Unusable(format!("recipient address {recipient:?} is invalid: {e}"))
+        })?;
+        let envelope = Envelope::new(Some(from), vec![to])
+            .map_err(|e| SendError::Unusable(format!("no valid envelope: {e}")))?;
+        self.inner
+            .send_raw(&envelope, message)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&self.server, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn config(encryption: Encryption) -> SmtpConfig {
+        SmtpConfig {
+            host: "localhost".into(),
+            port: None,
+            encryption,
+            user: Some("u@example.test".into()),
+            password: None,
+            password_file: None,
+            password_env: None,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+            message_id_domain: None,
+            resolved_password: Some(Secret::new("hunter2")),
+        }
+    }
+
+    #[tokio::test]
+    async fn builds_every_encryption_and_never_shows_the_password() {
+        for (enc, port) in [
+            (Encryption::Ssl, 465),
+            (Encryption::Starttls, 587),
+            (Encryption::None, 25),
+        ] {
+            let t = SmtpTransport::new(&config(enc)).unwrap();
+            assert!(t.server().contains(&format!(":{port}")), "{}", t.server());
+            assert!(!format!("{t:?}").contains("hunter2"));
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_ca_file_is_named() {
+        let mut c = config(Encryption::Starttls);
+        c.ca_file = Some("/nonexistent/ca.pem".into());
+        let e = SmtpTransport::new(&c).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_transient() {
+        // A port nothing listens on: bind, learn the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut c = config(Encryption::None);
+        c.host = "127.0.0.1".into();
+        c.port = Some(port);
+        c.user = None;
+        let t = SmtpTransport::new(&c).unwrap();
+        let err = t
+            .deliver(
+                "a@example.test",
+                "b@example.test",
+                b"Subject: x\r\n\r\nx\r\n",
+            )
+            .await
+            .unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    }
+}

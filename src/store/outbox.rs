@@ -1,0 +1,296 @@
+//! The outbox of automatic replies: queued inside the ingestion transaction, delivered by
+//! `reply::sender`.
+//!
+//! Life of a row: `pending` → (claimed) `sending` → `sent` | `pending` again (temporary failure,
+//! with `next_attempt_at` pushed back) | `failed` (permanent failure, or temporary ones for
+//! longer than the give-up time). A claim is a conditional UPDATE committed *before* the SMTP
+//! conversation starts; it sets `next_attempt_at` to the end of a lease. If the process dies
+//! while sending, the row stays `sending` and becomes claimable again when the lease ends, so the
+//! reply is retried, never lost. See `reply::sender` for why that is the safer side.
+//!
+//! All times are RFC 3339 UTC with milliseconds (`now_rfc3339`), which sort as text.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::{Sqlite, Transaction};
+use tracing::info;
+
+use super::{Incoming, Store, StoreError, TicketRules};
+use crate::reply::{compose, rules, RATE_WINDOW};
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// One reply claimed for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub article_id: i64,
+    pub account: String,
+    pub recipient: String,
+    pub message_id: String,
+    pub message: Vec<u8>,
+    /// Including the current one.
+    pub attempts: u32,
+    pub created_at: String,
+}
+
+type ClaimRow = (i64, i64, String, String, String, Vec<u8>, i64, String);
+
+/// One outbox row as the CLI and tests see it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub recipient: String,
+    pub message_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: String,
+    pub created_at: String,
+    pub sent_at: Option<String>,
+}
+
+/// Counts by status, and when the earliest unsent reply is due.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxSummary {
+    pub pending: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub next_due: Option<String>,
+}
+
+impl OutboxSummary {
+    pub fn unsent(&self) -> i64 {
+        self.pending + self.sending
+    }
+}
+
+/// The ingestion hook: decides on the reply to a mail that opened ticket `number`, queues it in
+/// the same transaction and records the decision in the article's `reply_note`.
+pub(super) async fn plan_reply(
+    tx: &mut Transaction<'_, Sqlite>,
+    rules: &TicketRules,
+    mail: &Incoming,
+    ticket_id: i64,
+    article_id: i64,
+    number: &str,
+) -> Result<(), StoreError> {
+    let Some(policy) = &rules.reply else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    let note = match rules::check(policy, &mail.parsed, now) {
+        Err(reason) => format!("no auto-reply: {reason}"),
+        Ok(recipient) => {
+            let since = rfc3339(now - chrono::Duration::from_std(RATE_WINDOW).unwrap_or_default());
+            // Every row counts, whatever its status: a queued reply is a reply promised.
+            let recent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbox WHERE recipient = ? AND created_at >= ?",
+            )
+            .bind(&recipient)
+            .bind(&since)
+            .fetch_one(&mut **tx)
+            .await?;
+            if recent >= i64::from(policy.limit) {
+                let reason = rules::Suppression::RateLimited {
+                    recipient: recipient.clone(),
+                    limit: policy.limit,
+                };
+                format!("no auto-reply: {reason}")
+            } else {
+                let message_id = compose::new_message_id(number, &policy.message_id_domain);
+                match compose::compose(policy, &mail.parsed, number, &recipient, &message_id, now) {
+                    Err(e) => format!("no auto-reply: {e}"),
+                    Ok(reply) => {
+                        let created = rfc3339(now);
+                        sqlx::query(
+                            "INSERT INTO outbox (ticket_id, article_id, account, recipient, message_id, message, \
+                             status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+                        )
+                        .bind(ticket_id)
+                        .bind(article_id)
+                        .bind(&rules.account)
+                        .bind(&reply.recipient)
+                        .bind(&reply.message_id)
+                        .bind(&reply.message)
+                        .bind(&created)
+                        .bind(&created)
+                        .execute(&mut **tx)
+                        .await?;
+                        format!(
+                            "auto-reply queued to {} (Message-ID <{}>)",
+                            reply.recipient, reply.message_id
+                        )
+                    }
+                }
+            }
+        }
+    };
+    info!(account = %rules.account, ticket = number, source = %mail.source_key, "{note}");
+    set_note(&mut **tx, article_id, &note).await
+}
+
+async fn set_note<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+    db: E,
+    article_id: i64,
+    note: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE articles SET reply_note = ? WHERE id = ?")
+        .bind(note)
+        .bind(article_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Claims up to `limit` replies that are due at `now`; each claim is committed on its own
+    /// before it is returned, with a lease until `lease_until`. A row another process claimed in
+    /// between is skipped.
+    pub async fn claim_due_replies(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let now = rfc3339(now);
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM outbox WHERE status IN ('pending', 'sending') AND next_attempt_at <= ? \
+             ORDER BY next_attempt_at, id LIMIT ?",
+        )
+        .bind(&now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<ClaimRow> = sqlx::query_as(
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_at = ? \
+                 WHERE id = ? AND status IN ('pending', 'sending') AND next_attempt_at <= ? \
+                 RETURNING id, article_id, account, recipient, message_id, message, attempts, created_at",
+            )
+            .bind(rfc3339(lease_until))
+            .bind(id)
+            .bind(&now)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((
+                id,
+                article_id,
+                account,
+                recipient,
+                message_id,
+                message,
+                attempts,
+                created_at,
+            )) = row
+            {
+                claimed.push(OutboxEntry {
+                    id,
+                    article_id,
+                    account,
+                    recipient,
+                    message_id,
+                    message,
+                    attempts: attempts.max(0) as u32,
+                    created_at,
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    pub async fn mark_reply_sent(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let now = super::now_rfc3339();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?")
+            .bind(&now)
+            .bind(entry.id)
+            .execute(&mut *tx)
+            .await?;
+        let note = format!(
+            "auto-reply sent to {} at {now} (Message-ID <{}>)",
+            entry.recipient, entry.message_id
+        );
+        set_note(&mut *tx, entry.article_id, &note).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A temporary failure: back to `pending`, due again at `next_attempt`.
+    pub async fn mark_reply_retry(
+        &self,
+        entry: &OutboxEntry,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let next = rfc3339(next_attempt);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'",
+        )
+        .bind(&next)
+        .bind(error)
+        .bind(entry.id)
+        .execute(&mut *tx)
+        .await?;
+        let note = format!(
+            "auto-reply to {} waiting: attempt {} failed ({error}); next attempt {next}",
+            entry.recipient, entry.attempts
+        );
+        set_note(&mut *tx, entry.article_id, &note).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A permanent failure: never retried.
+    pub async fn mark_reply_failed(
+        &self,
+        entry: &OutboxEntry,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE outbox SET status = 'failed', last_error = ? WHERE id = ?")
+            .bind(error)
+            .bind(entry.id)
+            .execute(&mut *tx)
+            .await?;
+        let note = format!("auto-reply to {} failed: {error}", entry.recipient);
+        set_note(&mut *tx, entry.article_id, &note).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn outbox_summary(&self) -> Result<OutboxSummary, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut s = OutboxSummary::default();
+        for (status, n) in rows {
+            match status.as_str() {
+                "pending" => s.pending = n,
+                "sending" => s.sending = n,
+                "sent" => s.sent = n,
+                "failed" => s.failed = n,
+                _ => {}
+            }
+        }
+        s.next_due = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE status IN ('pending', 'sending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(s)
+    }
+
+    /// Every outbox row, oldest first.
+    pub async fn outbox_rows(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT recipient, message_id, status, attempts, last_error, created_at, sent_at \
+             FROM outbox ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
