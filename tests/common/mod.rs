@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod diag;
 pub mod mails;
 pub mod proxy;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
