@@ -401,7 +401,12 @@ async fn missing_move_to_folder_says_mails_would_stay() {
 async fn missing_folder_names_the_folder() {
     let lab = Lab::get();
     let user = lab.fresh_user("diag-folder");
-    let (cfg, _) = imap_cfg(lab, &user, "ssl", "action = \"delete\"\nfolder = \"Nope\"\n");
+    let (cfg, _) = imap_cfg(
+        lab,
+        &user,
+        "ssl",
+        "action = \"delete\"\nfolder = \"Nope\"\n",
+    );
     let c = fetch_fails_at(&cfg, "folder", &[lab.password()]);
     assert!(c.contains("folder \"Nope\" cannot be opened"), "{c}");
     assert!(c.contains("check `folder`"), "{c}");
