@@ -171,7 +171,7 @@ async fn imap_steps(
     report
         .run("folder", async {
             match imap_timed(timeout, "EXAMINE", session.examine(utf7::encode(folder))).await {
-                Ok(mb) => Ok(((), format!("{folder:?} exists, {} messages", mb.exists))),
+                Ok(mb) => Ok(((), format!("{folder:?} exists, {}", messages(mb.exists)))),
                 Err(e) => {
                     let folders = folder_list(&mut session, timeout).await;
                     Err(Fail::hint(
@@ -193,7 +193,7 @@ async fn imap_steps(
                 )
                 .await;
                 match status {
-                    Ok(mb) => Ok(((), format!("{target:?} exists, {} messages", mb.exists))),
+                    Ok(mb) => Ok(((), format!("{target:?} exists, {}", messages(mb.exists)))),
                     Err(e) => {
                         let folders = folder_list(&mut session, timeout).await;
                         Err(Fail::hint(
@@ -250,7 +250,10 @@ async fn imap_login(
         Ok(Ok(session)) => Ok((session, format!("logged in as {user}"))),
         Ok(Err((async_imap::error::Error::No(text), _)))
         | Ok(Err((async_imap::error::Error::Bad(text), _))) => Err(Fail::hint(
-            format!("login rejected for {user} (server said: {})", text.trim()),
+            format!(
+                "login rejected for {user} (server said: {})",
+                server_text(&text)
+            ),
             "check `user` and `password`",
         )),
         Ok(Err((e, _))) => Err(Fail::new(format!("IMAP LOGIN failed: {e}"))),
@@ -266,9 +269,33 @@ async fn imap_timed<T>(
     operation: &str,
     fut: impl std::future::Future<Output = Result<T, async_imap::error::Error>>,
 ) -> Result<T, Fail> {
+    use async_imap::error::Error as E;
     crate::imap::connect::timed(timeout, operation, fut)
         .await
-        .map_err(|e| Fail::new(e.to_string()))
+        .map_err(|e| match e {
+            ImapError::Imap {
+                operation,
+                source: E::No(text) | E::Bad(text),
+            } => Fail::new(format!("{operation}: server said: {}", server_text(&text))),
+            other => Fail::new(other.to_string()),
+        })
+}
+
+/// The server's words out of async-imap's `code: .., info: Some("...")` rendering.
+fn server_text(text: &str) -> String {
+    let inner = text
+        .find("Some(\"")
+        .map(|start| &text[start + 6..])
+        .and_then(|rest| rest.rfind("\")").map(|end| &rest[..end]));
+    inner.unwrap_or(text).trim().to_string()
+}
+
+fn messages(n: u32) -> String {
+    if n == 1 {
+        "1 message".into()
+    } else {
+        format!("{n} messages")
+    }
 }
 
 /// The folders the server has, decoded, for hints.
@@ -653,7 +680,7 @@ async fn pop3_steps(
             let uids = client.uidl().await.map_err(|e| pop3_fail(account, e))?;
             Ok((
                 uids.into_iter().map(|(_, u)| u).collect::<Vec<_>>(),
-                format!("{count} messages, {size} bytes"),
+                format!("{}, {size} bytes", messages(count)),
             ))
         })
         .await?;
@@ -724,6 +751,17 @@ fn is_test_mail(raw: &[u8], stamp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_is_taken_out_of_async_imap_errors() {
+        assert_eq!(
+            server_text(
+                "code: None, info: Some(\"[AUTHENTICATIONFAILED] Authentication failed.\")"
+            ),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(server_text("plain words"), "plain words");
+    }
 
     #[test]
     fn utf7_names_are_decoded_for_hints() {

@@ -325,7 +325,9 @@ fn rcpt_fail(f: Fail, to: &str, smtp: &SmtpConfig) -> Fail {
              to allow relaying"
         };
         Fail::hint(format!("relay denied for <{to}>: {}", f.detail), hint)
-    } else if lower.contains("auth") && smtp.user.is_none() {
+    } else if smtp.user.is_none()
+        && (lower.contains("auth") || lower.contains(" 5.7.") || lower.contains("denied"))
+    {
         Fail::hint(
             format!("the server refused the recipient <{to}>: {}", f.detail),
             "the server requires a login: set [smtp] user and password",
