@@ -95,11 +95,17 @@ impl<D: Deliver> OutboxSender<D> {
 
     /// Claims every due entry and tries to send each once.
     pub async fn send_due(&self) -> Result<Round, StoreError> {
+        self.round(false).await
+    }
+
+    /// A round; `fresh_start` also tries pending entries still in their backoff: a restart (or
+    /// the next `run --once`) often follows a fix, and waiting out the old backoff helps nobody.
+    async fn round(&self, fresh_start: bool) -> Result<Round, StoreError> {
         let now = Utc::now();
         let lease_until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let entries = self
             .store
-            .claim_due_replies(now, lease_until, self.settings.batch)
+            .claim_due_replies(now, lease_until, self.settings.batch, fresh_start)
             .await?;
         let mut round = Round {
             claimed: entries.len(),
@@ -182,8 +188,11 @@ impl<D: Deliver> OutboxSender<D> {
     /// The daemon's task: send whatever is due until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let mut store_failures = 0u32;
+        let mut fresh_start = true;
         while !cancel.is_cancelled() {
-            let wait = match self.send_due().await {
+            let result = self.round(fresh_start).await;
+            fresh_start = false;
+            let wait = match result {
                 Ok(round) => {
                     store_failures = 0;
                     if round.claimed as i64 >= self.settings.batch {
@@ -209,8 +218,10 @@ impl<D: Deliver> OutboxSender<D> {
     /// `wait` has passed (what is left stays queued for the next run).
     pub async fn drain(&self, wait: Duration) -> Result<OutboxSummary, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut fresh_start = true;
         loop {
-            self.send_due().await?;
+            self.round(fresh_start).await?;
+            fresh_start = false;
             let summary = self.store.outbox_summary().await?;
             let Some(next_due) = summary.next_due.clone() else {
                 return Ok(summary);
@@ -393,17 +404,40 @@ mod tests {
         // A sender claims the entry and "dies" before recording the result.
         let now = Utc::now();
         let claimed = store
-            .claim_due_replies(now, now + chrono::Duration::milliseconds(300), 10)
+            .claim_due_replies(now, now + chrono::Duration::milliseconds(300), 10, true)
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
         let script = Arc::new(Script::default());
         let sender = OutboxSender::new(store.clone(), script.clone(), settings());
         assert_eq!(sender.send_due().await.unwrap().claimed, 0, "leased");
+        assert_eq!(
+            sender.round(true).await.unwrap().claimed,
+            0,
+            "a fresh start respects leases"
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
         let r = sender.send_due().await.unwrap();
         assert_eq!(r.sent, 1);
         assert_eq!(store.outbox_rows().await.unwrap()[0].attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_start_does_not_wait_out_an_old_backoff() {
+        let (_d, store) = store().await;
+        store
+            .store_batch(&rules(), &[incoming(1, "a@c.test")])
+            .await
+            .unwrap();
+        let script = Arc::new(Script::default());
+        *script.results.lock().unwrap() = vec![Err(SendError::Transient {
+            server: "s".into(),
+            detail: "connection refused".into(),
+        })];
+        let sender = OutboxSender::new(store.clone(), script.clone(), settings());
+        assert_eq!(sender.send_due().await.unwrap().retrying, 1);
+        assert_eq!(sender.send_due().await.unwrap().claimed, 0, "backing off");
+        assert_eq!(sender.round(true).await.unwrap().sent, 1);
     }
 
     #[tokio::test]

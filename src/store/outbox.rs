@@ -146,32 +146,37 @@ async fn set_note<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
 impl Store {
     /// Claims up to `limit` replies that are due at `now`; each claim is committed on its own
     /// before it is returned, with a lease until `lease_until`. A row another process claimed in
-    /// between is skipped.
+    /// between is skipped. `skip_backoff` also claims pending rows whose retry time has not come
+    /// (a fresh start tries everything once); a leased `sending` row is never taken early.
     pub async fn claim_due_replies(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
+        skip_backoff: bool,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let now = rfc3339(now);
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM outbox WHERE status IN ('pending', 'sending') AND next_attempt_at <= ? \
-             ORDER BY next_attempt_at, id LIMIT ?",
+            "SELECT id FROM outbox WHERE (status = 'pending' AND (next_attempt_at <= ?1 OR ?2)) \
+             OR (status = 'sending' AND next_attempt_at <= ?1) ORDER BY next_attempt_at, id LIMIT ?3",
         )
         .bind(&now)
+        .bind(skip_backoff)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             let row: Option<ClaimRow> = sqlx::query_as(
-                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_at = ? \
-                 WHERE id = ? AND status IN ('pending', 'sending') AND next_attempt_at <= ? \
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_at = ?1 \
+                 WHERE id = ?2 AND ((status = 'pending' AND (next_attempt_at <= ?3 OR ?4)) \
+                 OR (status = 'sending' AND next_attempt_at <= ?3)) \
                  RETURNING id, article_id, account, recipient, message_id, message, attempts, created_at",
             )
             .bind(rfc3339(lease_until))
             .bind(id)
             .bind(&now)
+            .bind(skip_backoff)
             .fetch_optional(&self.pool)
             .await?;
             if let Some((
