@@ -1,0 +1,791 @@
+//! Automatic replies end to end against the mail lab: Postfix delivers to Dovecot, mail2ticket
+//! fetches over IMAP and replies through the lab's SMTP, and the tests read the customer's
+//! mailbox over IMAP.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::smtp::SwitchProxy;
+use common::{imap_account, Lab, TestConfig};
+use mail2ticket::ingest::parse::{parse, ParsedMail};
+use mail2ticket::store::Store;
+
+const ACCOUNT_EXTRA: &str = "action = \"move\"\nmove_to = \"Archive\"\nauto_reply = true\n";
+
+/// `[smtp]` for the lab. `mode`: "none" (port 14025 plain), "starttls" (submission with AUTH),
+/// "ssl" (SMTPS with AUTH); `port` overrides the port (a proxy in front of it).
+fn smtp_section(lab: &Lab, mode: &str, login: &str, port: Option<u16>) -> String {
+    let (default_port, auth) = match mode {
+        "none" => (lab.port("MAIL_LAB_SMTP_PORT"), false),
+        "starttls" => (lab.port("MAIL_LAB_SUBMISSION_PORT"), true),
+        "ssl" => (lab.port("MAIL_LAB_SMTPS_PORT"), true),
+        other => panic!("unknown mode {other}"),
+    };
+    let mut s = format!(
+        "[smtp]\nhost = \"localhost\"\nport = {}\nencryption = \"{mode}\"\nca_file = \"{}\"\ntimeout = \"10s\"\n\
+         message_id_domain = \"tickets.example.test\"\n",
+        port.unwrap_or(default_port),
+        lab.ca()
+    );
+    if auth {
+        s.push_str(&format!(
+            "user = \"{login}\"\npassword = \"{}\"\n",
+            lab.password()
+        ));
+    }
+    s
+}
+
+fn rfc2822_now() -> String {
+    chrono::Utc::now().to_rfc2822()
+}
+
+/// A customer mail dated now; `extra` are additional header lines ending in CRLF.
+fn customer_mail(from: &str, to: &str, subject: &str, id: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "From: =?UTF-8?Q?Kunde_M=C3=BCller?= <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n\
+         Date: {}\r\nMIME-Version: 1.0\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\nGrüße, bitte helfen Sie mir.\r\n",
+        rfc2822_now()
+    )
+    .into_bytes()
+}
+
+/// A running daemon, killed when dropped; its log is kept beside the config.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(cfg: &TestConfig, tag: &str) -> Daemon {
+        let log = cfg.dir.path().join(format!("daemon-{tag}.log"));
+        let child = common::mail2ticket_cmd(&cfg.path)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Kills the process the hard way (a crash).
+    fn crash(mut self) -> String {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        self.log()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
+    let head = &raw[..raw.find("\r\n\r\n").unwrap_or(raw.len())];
+    head.split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+}
+
+async fn outbox(cfg: &TestConfig) -> Vec<mail2ticket::store::OutboxRow> {
+    let store = Store::open(&cfg.store).await.unwrap();
+    let rows = store.outbox_rows().await.unwrap();
+    store.close().await;
+    rows
+}
+
+fn run_once(cfg: &TestConfig) -> std::process::Output {
+    let out = cfg.run(&["run", "--once"]);
+    assert!(
+        out.status.success(),
+        "run --once failed: {}",
+        common::stderr(&out)
+    );
+    out
+}
+
+/// The replies in a customer's INBOX, parsed, with the raw text.
+async fn replies(lab: &Lab, user: &str) -> Vec<(ParsedMail, String)> {
+    lab.messages(user, "INBOX")
+        .await
+        .into_iter()
+        .map(|raw| (parse(&raw), String::from_utf8_lossy(&raw).into_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_ticket_gets_exactly_one_reply_and_the_answer_joins_the_ticket() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("reply-support");
+    let helpdesk = lab.fresh_user("reply-helpdesk");
+    let customer = lab.fresh_user("reply-customer");
+    let extra = format!(
+        "{ACCOUNT_EXTRA}sender_name = \"Beispiel Kundendienst\"\nreply_to = \"{helpdesk}\"\n"
+    );
+    let cfg = TestConfig::new(
+        &[imap_account(lab, "support", &support, "starttls", &extra)],
+        &smtp_section(lab, "starttls", &support, None),
+    );
+    let daemon = Daemon::start(&cfg, "1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let subject = "Rückgabe für Bestellung 4711";
+    let encoded = "=?UTF-8?Q?R=C3=BCckgabe_f=C3=BCr_Bestellung_4711?=";
+    let sent = Instant::now();
+    lab.smtp_send(
+        &customer,
+        &support,
+        &customer_mail(
+            &customer,
+            &support,
+            encoded,
+            "first@customer.example.test",
+            "",
+        ),
+    )
+    .await;
+    let arrived = wait_until(Duration::from_secs(30), || async {
+        lab.count(&customer, "INBOX").await >= 1
+    })
+    .await;
+    let end_to_end = sent.elapsed();
+    let seen_at = chrono::Utc::now();
+    assert!(arrived, "no reply arrived; daemon log:\n{}", daemon.log());
+
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let number = tickets[0]["number"].as_str().unwrap().to_string();
+    let got = replies(lab, &customer).await;
+    assert_eq!(got.len(), 1);
+    let (reply, raw) = &got[0];
+    assert_eq!(reply.from_name, "Beispiel Kundendienst");
+    assert_eq!(reply.from_email, support);
+    assert_eq!(reply.reply_to_email.as_deref(), Some(helpdesk.as_str()));
+    assert_eq!(reply.subject, format!("[Ticket#{number}] {subject}"));
+    assert_eq!(reply.in_reply_to, vec!["first@customer.example.test"]);
+    assert_eq!(header(raw, "Auto-Submitted"), Some("auto-replied"), "{raw}");
+    assert_eq!(header(raw, "X-Auto-Response-Suppress"), Some("All"));
+    assert!(header(raw, "X-Mail2ticket-Loop").is_some(), "{raw}");
+    assert!(reply.message_id.ends_with("@tickets.example.test"));
+    assert!(reply.text.contains(&number), "{}", reply.text);
+    assert!(
+        reply.text.contains("Guten Tag Kunde Müller"),
+        "{}",
+        reply.text
+    );
+
+    // Latency: from the ticket's commit (outbox created_at) to the reply in the INBOX.
+    let store = Store::open(&cfg.store).await.unwrap();
+    let rows = store.outbox_rows().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "sent");
+    assert_eq!(rows[0].message_id, reply.message_id);
+    let created = rows[0].created_at.clone();
+    let sent_at = rows[0].sent_at.clone().unwrap_or_default();
+    store.close().await;
+    let commit_to_inbox = seen_at
+        - chrono::DateTime::parse_from_rfc3339(&created)
+            .unwrap()
+            .to_utc();
+    eprintln!(
+        "customer SMTP submit → reply in customer INBOX: {end_to_end:?}; ticket commit (outbox created {created}) \
+         → SMTP accepted {sent_at} → seen in INBOX after {} ms (100 ms polling)",
+        commit_to_inbox.num_milliseconds()
+    );
+
+    // The customer answers the reply: it joins the ticket, and nobody replies again.
+    let answer = format!(
+        "From: {customer}\r\nTo: {helpdesk}\r\nSubject: Re: [Ticket#{number}] answer\r\nMessage-ID: <answer@customer.example.test>\r\n\
+         In-Reply-To: <{}>\r\nReferences: <first@customer.example.test> <{}>\r\nDate: {}\r\n\r\nDanke!\r\n",
+        reply.message_id,
+        reply.message_id,
+        rfc2822_now()
+    );
+    lab.smtp_send(&customer, &support, answer.as_bytes()).await;
+    let joined = wait_until(Duration::from_secs(30), || async {
+        cfg.tickets()
+            .first()
+            .is_some_and(|t| t["articles"].as_i64() == Some(2))
+    })
+    .await;
+    assert!(joined, "the answer did not join; log:\n{}", daemon.log());
+    assert_eq!(cfg.tickets().len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lab.count(&customer, "INBOX").await, 1, "no second reply");
+    assert_eq!(outbox(&cfg).await.len(), 1);
+    let detail = cfg.show(&number);
+    let note = detail["articles"][0]["auto_reply"].as_str().unwrap();
+    assert!(note.starts_with("auto-reply sent to"), "{note}");
+    assert_eq!(detail["articles"][1]["auto_reply"].as_str(), Some(""));
+    let log = daemon.crash();
+    assert!(
+        !log.contains(lab.password()),
+        "the password leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_suppression_rule_stops_the_reply_and_records_why() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("suppress-support");
+    let colleague = lab.fresh_user("suppress-colleague");
+    let colleague_account = imap_account(
+        lab,
+        "colleague",
+        &colleague,
+        "starttls",
+        "action = \"move\"\nmove_to = \"Archive\"\nactive = false\n",
+    );
+    let cfg = TestConfig::new(
+        &[
+            imap_account(lab, "support", &support, "none", ACCOUNT_EXTRA),
+            colleague_account,
+        ],
+        &smtp_section(lab, "none", "", None),
+    );
+    let three_days_ago = (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc2822();
+    // (sender prefix or exact address, extra headers, expected reason, Date override)
+    let cases: Vec<(String, String, &str)> = vec![
+        (
+            lab.fresh_user("as"),
+            "Auto-Submitted: auto-generated\r\n".into(),
+            "Auto-Submitted",
+        ),
+        (
+            lab.fresh_user("prec-bulk"),
+            "Precedence: bulk\r\n".into(),
+            "Precedence",
+        ),
+        (
+            lab.fresh_user("prec-junk"),
+            "Precedence: junk\r\n".into(),
+            "Precedence",
+        ),
+        (
+            lab.fresh_user("prec-list"),
+            "Precedence: list\r\n".into(),
+            "Precedence",
+        ),
+        (
+            lab.fresh_user("listid"),
+            "List-Id: <news.example.test>\r\n".into(),
+            "List-Id",
+        ),
+        (
+            lab.fresh_user("listunsub"),
+            "List-Unsubscribe: <mailto:unsub@example.test>\r\n".into(),
+            "List-Unsubscribe",
+        ),
+        (
+            lab.fresh_user("xars-all"),
+            "X-Auto-Response-Suppress: All\r\n".into(),
+            "X-Auto-Response-Suppress",
+        ),
+        (
+            lab.fresh_user("xars-ar"),
+            "X-Auto-Response-Suppress: DR, AutoReply\r\n".into(),
+            "X-Auto-Response-Suppress",
+        ),
+        (
+            lab.fresh_user("xars-oof"),
+            "X-Auto-Response-Suppress: OOF\r\n".into(),
+            "X-Auto-Response-Suppress",
+        ),
+        (
+            lab.fresh_user("bounce"),
+            "Return-Path: <>\r\n".into(),
+            "Return-Path <>",
+        ),
+        (
+            lab.fresh_user("MAILER-DAEMON"),
+            String::new(),
+            "robot address",
+        ),
+        (lab.fresh_user("postmaster"), String::new(), "robot address"),
+        (lab.fresh_user("noreply"), String::new(), "robot address"),
+        (lab.fresh_user("no_reply"), String::new(), "robot address"),
+        (
+            lab.fresh_user("do-not-reply"),
+            String::new(),
+            "robot address",
+        ),
+        (colleague.clone(), String::new(), "one of our own accounts"),
+        (
+            lab.fresh_user("ourid"),
+            "In-Reply-To: <m2t.99999.abc@tickets.example.test>\r\n".into(),
+            "our own Message-ID",
+        ),
+        (
+            lab.fresh_user("loop"),
+            "X-Mail2ticket-Loop: mail2ticket; support@elsewhere.test\r\n".into(),
+            "loop header",
+        ),
+        (
+            lab.fresh_user("old"),
+            format!("X-Old-Date: {three_days_ago}\r\n"),
+            "auto_reply_max_age",
+        ),
+    ];
+    let mut mails = Vec::new();
+    for (i, (from, extra, _)) in cases.iter().enumerate() {
+        let id = format!("case{i}.{}@customer.example.test", std::process::id());
+        let mut raw = String::from_utf8(customer_mail(
+            from,
+            &support,
+            &format!("case {i}"),
+            &id,
+            extra,
+        ))
+        .unwrap();
+        if extra.starts_with("X-Old-Date") {
+            let now_line = raw
+                .lines()
+                .find(|l| l.starts_with("Date: "))
+                .unwrap()
+                .to_string();
+            raw = raw.replace(&now_line, &format!("Date: {three_days_ago}"));
+        }
+        mails.push(raw.into_bytes());
+    }
+    // A delivery status report from a normal-looking address.
+    let dsn_from = lab.fresh_user("dsn");
+    mails.push(
+        format!(
+            "From: {dsn_from}\r\nTo: {support}\r\nSubject: Delivery Status Notification\r\nMessage-ID: <dsn.{}@mx.example.test>\r\n\
+             Date: {}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nYour mail could not be delivered.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n\
+             Reporting-MTA: dns; mx.example.test\r\n\r\nFinal-Recipient: rfc822; x@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n--b--\r\n",
+            std::process::id(),
+            rfc2822_now()
+        )
+        .into_bytes(),
+    );
+    // Controls: a normal mail and one without a Date get their reply.
+    let control = lab.fresh_user("control");
+    mails.push(customer_mail(
+        &control,
+        &support,
+        "control",
+        &format!("control.{}@customer.example.test", std::process::id()),
+        "",
+    ));
+    let undated = lab.fresh_user("undated");
+    mails.push(
+        format!(
+            "From: {undated}\r\nTo: {support}\r\nSubject: no date\r\nMessage-ID: <undated.{}@customer.example.test>\r\n\r\nhi\r\n",
+            std::process::id()
+        )
+        .into_bytes(),
+    );
+    lab.append(&support, "INBOX", &mails).await;
+    run_once(&cfg);
+
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), cases.len() + 3, "{tickets:?}");
+    let mut reasons = Vec::new();
+    for t in &tickets {
+        let detail = cfg.show(t["number"].as_str().unwrap());
+        let note = detail["articles"][0]["auto_reply"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        reasons.push((
+            t["customer"].as_str().unwrap().to_string(),
+            t["subject"].as_str().unwrap().to_string(),
+            note,
+        ));
+    }
+    for (i, (_, _, expected)) in cases.iter().enumerate() {
+        let (customer, _, note) = reasons
+            .iter()
+            .find(|(_, s, _)| *s == format!("case {i}"))
+            .unwrap_or_else(|| panic!("no ticket for case {i}"));
+        assert!(
+            note.starts_with("no auto-reply:") && note.contains(expected),
+            "case {i} ({customer}): expected {expected:?}, got {note:?}"
+        );
+    }
+    let dsn = reasons.iter().find(|(c, _, _)| *c == dsn_from).unwrap();
+    assert!(dsn.2.contains("delivery status report"), "{dsn:?}");
+    for who in [&control, &undated] {
+        let r = reasons.iter().find(|(c, _, _)| c == who).unwrap();
+        assert!(r.2.starts_with("auto-reply sent to"), "{r:?}");
+    }
+
+    // Exactly the two controls were sent, and they arrive; nobody else gets anything.
+    let rows = outbox(&cfg).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        lab.wait_for_count(&control, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    assert_eq!(
+        lab.wait_for_count(&undated, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    for (from, _, _) in cases.iter().filter(|(f, _, _)| *f != colleague) {
+        assert_eq!(lab.count(from, "INBOX").await, 0, "{from} got a reply");
+    }
+    assert_eq!(lab.count(&dsn_from, "INBOX").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_twenty_mails_gets_exactly_the_limit_of_replies() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("burst-support");
+    let customer = lab.fresh_user("burst-customer");
+    let cfg = TestConfig::new(
+        &[imap_account(lab, "support", &support, "ssl", ACCOUNT_EXTRA)],
+        &smtp_section(lab, "ssl", &support, None),
+    );
+    for i in 0..20 {
+        let id = format!("burst{i}.{}@customer.example.test", std::process::id());
+        lab.smtp_send(
+            &customer,
+            &support,
+            &customer_mail(&customer, &support, &format!("Frage {i}"), &id, ""),
+        )
+        .await;
+    }
+    assert_eq!(
+        lab.wait_for_count(&support, "INBOX", 20, Duration::from_secs(30))
+            .await,
+        20
+    );
+    run_once(&cfg);
+    assert_eq!(cfg.tickets().len(), 20);
+    assert_eq!(
+        lab.wait_for_count(&customer, "INBOX", 5, Duration::from_secs(20))
+            .await,
+        5
+    );
+    // A second pass with more mail from the same sender: still limited (persisted).
+    lab.smtp_send(
+        &customer,
+        &support,
+        &customer_mail(
+            &customer,
+            &support,
+            "noch eine",
+            "burst-late@customer.example.test",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(
+        lab.wait_for_count(&support, "INBOX", 1, Duration::from_secs(30))
+            .await,
+        1
+    );
+    run_once(&cfg);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lab.count(&customer, "INBOX").await, 5);
+    let rows = outbox(&cfg).await;
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r.status == "sent"), "{rows:?}");
+    let limited = cfg
+        .tickets()
+        .iter()
+        .filter(|t| {
+            cfg.show(t["number"].as_str().unwrap())["articles"][0]["auto_reply"]
+                .as_str()
+                .unwrap()
+                .contains("auto_reply_limit")
+        })
+        .count();
+    assert_eq!(limited, 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("down-support");
+    let customers: Vec<String> = (0..3).map(|_| lab.fresh_user("down-customer")).collect();
+    let proxy = SwitchProxy::start(lab.port("MAIL_LAB_SUBMISSION_PORT"), false).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &support,
+            "starttls",
+            ACCOUNT_EXTRA,
+        )],
+        &smtp_section(lab, "starttls", &support, Some(proxy.port)),
+    );
+    let daemon = Daemon::start(&cfg, "down-1");
+    for (i, c) in customers.iter().enumerate() {
+        let id = format!("down{i}.{}@customer.example.test", std::process::id());
+        lab.smtp_send(
+            c,
+            &support,
+            &customer_mail(c, &support, &format!("Ausfall {i}"), &id, ""),
+        )
+        .await;
+    }
+    // Tickets are created while SMTP is down; the replies wait with a recorded error.
+    let waiting = wait_until(Duration::from_secs(30), || async {
+        let rows = outbox(&cfg).await;
+        rows.len() == 3
+            && rows
+                .iter()
+                .all(|r| r.attempts >= 1 && !r.last_error.is_empty())
+    })
+    .await;
+    assert!(
+        waiting,
+        "replies not queued/attempted; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(cfg.tickets().len(), 3);
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let rows = outbox(&cfg).await;
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "pending" || r.status == "sending"),
+        "{rows:?}"
+    );
+    let note = cfg.show(cfg.tickets()[0]["number"].as_str().unwrap())["articles"][0]["auto_reply"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(note.contains("waiting"), "{note}");
+
+    // The daemon dies while SMTP is still down; a new one takes over the outbox.
+    let log = daemon.crash();
+    assert!(log.contains("will retry"), "{log}");
+    for c in &customers {
+        assert_eq!(lab.count(c, "INBOX").await, 0);
+    }
+    let daemon = Daemon::start(&cfg, "down-2");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let back = Instant::now();
+    proxy.set_up(true);
+    let delivered = wait_until(Duration::from_secs(60), || async {
+        outbox(&cfg).await.iter().all(|r| r.status == "sent")
+    })
+    .await;
+    assert!(
+        delivered,
+        "not delivered after SMTP came back; log:\n{}",
+        daemon.log()
+    );
+    eprintln!(
+        "SMTP back → all 3 queued replies accepted: {:?}",
+        back.elapsed()
+    );
+    for c in &customers {
+        assert_eq!(
+            lab.wait_for_count(c, "INBOX", 1, Duration::from_secs(20))
+                .await,
+            1
+        );
+    }
+    // Nothing more arrives later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for c in &customers {
+        assert_eq!(lab.count(c, "INBOX").await, 1, "{c} got a duplicate");
+    }
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_echoing_every_reply_stops_at_the_rate_limit() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("storm-support");
+    let robot = lab.fresh_user("storm-robot");
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &support,
+            "starttls",
+            ACCOUNT_EXTRA,
+        )],
+        &smtp_section(lab, "none", "", None),
+    );
+    let daemon = Daemon::start(&cfg, "storm");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The worst robot: it answers every mail with a fresh one that strips every header that
+    // could tell it is automatic (new Message-ID, no In-Reply-To, no ticket tag).
+    lab.smtp_send(
+        &robot,
+        &support,
+        &customer_mail(&robot, &support, "hello", "echo0@robot.example.test", ""),
+    )
+    .await;
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(8)
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        let n = lab.count(&robot, "INBOX").await;
+        if n as usize > seen {
+            for k in seen..n as usize {
+                let id = format!("echo{}.{}@robot.example.test", k + 1, std::process::id());
+                lab.smtp_send(
+                    &robot,
+                    &support,
+                    &customer_mail(&robot, &support, &format!("echo {}", k + 1), &id, ""),
+                )
+                .await;
+            }
+            seen = n as usize;
+            quiet_since = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let replies = lab.count(&robot, "INBOX").await;
+    eprintln!(
+        "echo storm: {replies} replies, ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(replies, 5, "log:\n{}", daemon.log());
+    // Every echo became a ticket; the last one was answered with silence.
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 6);
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_auto_replying_to_each_other_do_not_loop() {
+    let lab = Lab::get();
+    let a = lab.fresh_user("loop-a");
+    let b = lab.fresh_user("loop-b");
+    let cfg_a = TestConfig::new(
+        &[imap_account(lab, "a", &a, "starttls", ACCOUNT_EXTRA)],
+        &format!(
+            "[tickets]\nsubject_tag = \"A#\"\n\n{}",
+            smtp_section(lab, "none", "", None).replace("tickets.example.test", "a.example.test")
+        ),
+    );
+    let cfg_b = TestConfig::new(
+        &[imap_account(lab, "b", &b, "starttls", ACCOUNT_EXTRA)],
+        &format!(
+            "[tickets]\nsubject_tag = \"B#\"\n\n{}",
+            smtp_section(lab, "none", "", None).replace("tickets.example.test", "b.example.test")
+        ),
+    );
+    let da = Daemon::start(&cfg_a, "a");
+    let db = Daemon::start(&cfg_b, "b");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Somebody at B's address writes to A (and, separately, A's address to B).
+    lab.smtp_send(
+        &b,
+        &a,
+        &customer_mail(&b, &a, "von B", "start-b@example.test", ""),
+    )
+    .await;
+    lab.smtp_send(
+        &a,
+        &b,
+        &customer_mail(&a, &b, "von A", "start-a@example.test", ""),
+    )
+    .await;
+    let settled = wait_until(Duration::from_secs(30), || async {
+        cfg_a.tickets().len() == 2 && cfg_b.tickets().len() == 2
+    })
+    .await;
+    assert!(settled, "logs:\n{}\n{}", da.log(), db.log());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Each side answered the human mail once and ignored the other's automatic reply.
+    for cfg in [&cfg_a, &cfg_b] {
+        assert_eq!(cfg.tickets().len(), 2);
+        assert_eq!(outbox(cfg).await.len(), 1);
+        let notes: Vec<String> = cfg
+            .tickets()
+            .iter()
+            .map(|t| {
+                cfg.show(t["number"].as_str().unwrap())["articles"][0]["auto_reply"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            notes.iter().any(|n| n.contains("Auto-Submitted")),
+            "{notes:?}"
+        );
+    }
+    drop((da, db));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_waits_a_bounded_time_for_smtp_and_the_next_run_sends() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("once-support");
+    let customer = lab.fresh_user("once-customer");
+    let proxy = SwitchProxy::start(lab.port("MAIL_LAB_SMTP_PORT"), false).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &support,
+            "starttls",
+            ACCOUNT_EXTRA,
+        )],
+        &smtp_section(lab, "none", "", Some(proxy.port)),
+    );
+    lab.append(
+        &support,
+        "INBOX",
+        &[customer_mail(
+            &customer,
+            &support,
+            "once",
+            "once@customer.example.test",
+            "",
+        )],
+    )
+    .await;
+    let started = Instant::now();
+    let out = run_once(&cfg);
+    let took = started.elapsed();
+    eprintln!("run --once with SMTP down took {took:?}");
+    assert!(took < Duration::from_secs(40), "{took:?}");
+    assert!(
+        common::stderr(&out).contains("still queued"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(outbox(&cfg).await[0].status, "pending");
+    proxy.set_up(true);
+    let started = Instant::now();
+    run_once(&cfg);
+    eprintln!("run --once with SMTP back took {:?}", started.elapsed());
+    assert_eq!(outbox(&cfg).await[0].status, "sent");
+    assert_eq!(
+        lab.wait_for_count(&customer, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    run_once(&cfg);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lab.count(&customer, "INBOX").await, 1);
+}
