@@ -258,6 +258,147 @@ mod tests {
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 
+    /// A one-connection SMTP server: `ehlo` is its EHLO answer, `answers` maps a command prefix
+    /// to its reply; everything else gets 250. Returns the port and the commands it received.
+    async fn fake_server(
+        ehlo: &'static str,
+        answers: &'static [(&'static str, &'static str)],
+    ) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let mut seen = Vec::new();
+            w.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if in_data {
+                    if line == "." {
+                        in_data = false;
+                        w.write_all(b"250 queued\r\n").await.unwrap();
+                    }
+                    continue;
+                }
+                seen.push(line.clone());
+                let upper = line.to_ascii_uppercase();
+                let reply = if upper.starts_with("EHLO") {
+                    ehlo.to_string()
+                } else if let Some((_, a)) = answers.iter().find(|(p, _)| upper.starts_with(p)) {
+                    a.to_string()
+                } else if upper.starts_with("DATA") {
+                    in_data = true;
+                    "354 go on".into()
+                } else if upper.starts_with("QUIT") {
+                    let _ = w.write_all(b"221 bye\r\n").await;
+                    break;
+                } else {
+                    "250 ok".into()
+                };
+                if w.write_all(format!("{reply}\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            seen
+        });
+        (port, task)
+    }
+
+    fn local(port: u16, encryption: Encryption, user: bool) -> SmtpTransport {
+        let mut c = config(encryption);
+        c.host = "127.0.0.1".into();
+        c.port = Some(port);
+        if !user {
+            c.user = None;
+        }
+        SmtpTransport::new(&c).unwrap()
+    }
+
+    const MSG: &[u8] = b"From: a@example.test\r\nSubject: x\r\n\r\nx\r\n";
+
+    #[tokio::test]
+    async fn starttls_not_offered_is_refused_before_any_mail_command() {
+        let (port, server) = fake_server("250-fake\r\n250 8BITMIME", &[]).await;
+        let t = local(port, Encryption::Starttls, true);
+        let err = t
+            .deliver("a@example.test", "b@example.test", MSG)
+            .await
+            .unwrap_err();
+        assert!(!err.is_permanent());
+        assert!(err.to_string().contains("STARTTLS"), "{err}");
+        drop(t);
+        let seen = server.await.unwrap();
+        assert!(
+            !seen
+                .iter()
+                .any(|l| l.starts_with("MAIL") || l.starts_with("AUTH")),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn rejected_recipient_is_permanent_busy_server_transient() {
+        let (port, _s) = fake_server("250 fake", &[("RCPT", "550 5.1.1 no such user")]).await;
+        let err = local(port, Encryption::None, false)
+            .deliver("a@example.test", "b@example.test", MSG)
+            .await
+            .unwrap_err();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("550"), "{err}");
+
+        let (port, _s) = fake_server("250 fake", &[("MAIL", "451 4.3.0 try later")]).await;
+        let err = local(port, Encryption::None, false)
+            .deliver("a@example.test", "b@example.test", MSG)
+            .await
+            .unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_retried_and_never_shows_the_password() {
+        let (port, _s) = fake_server(
+            "250-fake\r\n250 AUTH PLAIN LOGIN",
+            &[("AUTH", "535 5.7.8 authentication failed")],
+        )
+        .await;
+        let err = local(port, Encryption::None, true)
+            .deliver("a@example.test", "b@example.test", MSG)
+            .await
+            .unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("user and password"), "{text}");
+        assert!(!text.contains("hunter2") && !format!("{err:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn accepted_message_is_delivered() {
+        let (port, server) = fake_server("250 fake", &[]).await;
+        let t = local(port, Encryption::None, false);
+        t.deliver("a@example.test", "b@example.test", MSG)
+            .await
+            .unwrap();
+        drop(t);
+        // Dropping the transport closes the pooled connection, which ends the fake server.
+        let seen = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the pooled connection closes with the transport")
+            .unwrap();
+        assert!(
+            seen.iter().any(|l| l == "MAIL FROM:<a@example.test>"),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter().any(|l| l == "RCPT TO:<b@example.test>"),
+            "{seen:?}"
+        );
+    }
+
     #[tokio::test]
     async fn refused_connection_is_transient() {
         // A port nothing listens on: bind, learn the port, close.
