@@ -34,24 +34,33 @@ async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
         "",
     );
 
-    let mut kills = 0;
-    for _ in 0..6 {
+    // Kill early and often: the waits are short so most kills land mid-backlog.
+    let mut kills_mid_backlog = 0;
+    for _ in 0..20 {
         let mut daemon = common::mail2ticket_cmd(&cfg.path)
             .arg("run")
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let wait = rand::thread_rng().gen_range(150..900);
+        let wait = rand::thread_rng().gen_range(100..500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         // SIGKILL: no chance to clean up.
         daemon.kill().unwrap();
         daemon.wait().unwrap();
-        kills += 1;
-        if lab.count(&user, "INBOX").await == 0 {
+        let left = lab.count(&user, "INBOX").await;
+        let tickets = tickets_stored(&cfg).await;
+        eprintln!("SIGKILL after {wait} ms: {tickets} tickets, {left} mails left in INBOX");
+        if left == 0 {
             break;
         }
+        if tickets > 0 && tickets < total as i64 || left < total as u32 {
+            kills_mid_backlog += 1;
+        }
     }
-    assert!(kills >= 1);
+    assert!(
+        kills_mid_backlog >= 3,
+        "only {kills_mid_backlog} kills landed mid-backlog"
+    );
     let out = cfg.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
 
@@ -77,4 +86,11 @@ async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
         total as u32,
         "each mail moved exactly once"
     );
+}
+
+async fn tickets_stored(cfg: &TestConfig) -> i64 {
+    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    let n = store.count_tickets().await.unwrap();
+    store.close().await;
+    n
 }

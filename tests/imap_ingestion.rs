@@ -345,3 +345,102 @@ async fn with_idle_a_mail_delivered_by_smtp_becomes_a_ticket_quickly() {
     assert!(found, "the mail became a ticket while the daemon idled");
     eprintln!("SMTP submit → ticket: {elapsed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moves_mail_only_after_ticket_is_committed() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-cut-move");
+    let set: Vec<Vec<u8>> = (0..20)
+        .map(|i| mails::varied(i, &user, "cutmove").raw)
+        .collect();
+    lab.append(&user, "INBOX", &set).await;
+    // The connection dies exactly when the move is sent: the tickets must already be durable.
+    let proxy = common::proxy::cut_on(lab.port("MAIL_LAB_IMAP_PORT"), b"UID MOVE").await;
+    let direct = format!("port = {}", lab.port("MAIL_LAB_IMAP_PORT"));
+    let account = imap_account(lab, "support", &user, "none", &move_to("Archive"))
+        .replace(&direct, &format!("port = {}", proxy.port));
+    let cfg = TestConfig::new(&[account], "");
+
+    let cut = cfg.run(&["run", "--once"]);
+    assert!(!cut.status.success(), "the cut pass reports the failure");
+    assert_eq!(proxy.cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        cfg.tickets().len(),
+        20,
+        "tickets were committed before the move"
+    );
+    assert_eq!(
+        lab.count(&user, "INBOX").await,
+        20,
+        "nothing left the inbox"
+    );
+
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    std::fs::write(
+        &cfg.path,
+        text.replace(&format!("port = {}", proxy.port), &direct),
+    )
+    .unwrap();
+    let next = cfg.run(&["run", "--once"]);
+    assert!(next.status.success(), "{}", common::stderr(&next));
+    assert_eq!(
+        cfg.tickets().len(),
+        20,
+        "the retry creates no second ticket"
+    );
+    assert_eq!(lab.count(&user, "INBOX").await, 0);
+    assert_eq!(
+        lab.count(&user, "Archive").await,
+        20,
+        "each mail moved once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_uidvalidity_change_neither_loses_nor_doubles_mail() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-uidvalidity");
+    let set: Vec<Vec<u8>> = (0..5)
+        .map(|i| mails::varied(i, &user, "uidv").raw)
+        .collect();
+    lab.append(&user, "INBOX", &set).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    // Simulate a crash after the commit: store everything, but keep the mails on the server by
+    // letting the move fail.
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    std::fs::write(
+        &cfg.path,
+        text.replace("move_to = \"Archive\"", "move_to = \"NotThere\""),
+    )
+    .unwrap();
+    assert!(!cfg.run(&["run", "--once"]).status.success());
+    assert_eq!(cfg.tickets().len(), 5);
+    // The server renumbers the folder (new UIDVALIDITY): every mail looks new to a UID tracker.
+    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    sqlx::query(
+        "UPDATE processed SET source_key = replace(source_key, 'imap:INBOX:', 'imap:INBOX:9') ",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    std::fs::write(&cfg.path, text).unwrap();
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(
+        cfg.tickets().len(),
+        5,
+        "known bytes are recognised, no second ticket"
+    );
+    assert_eq!(lab.count(&user, "INBOX").await, 0);
+    assert_eq!(lab.count(&user, "Archive").await, 5);
+}

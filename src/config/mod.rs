@@ -235,6 +235,18 @@ fn deserialize_sections(
             "store" => {
                 store = section::<StoreConfig>(doc, "store", value, issues);
                 ok &= store.is_some();
+                if store
+                    .as_ref()
+                    .is_some_and(|s| s.path.as_os_str().is_empty())
+                {
+                    ok = false;
+                    issues.push(doc.issue_at(
+                        Severity::Error,
+                        "store.path",
+                        Some(value.span().start),
+                        "must name the SQLite file",
+                    ));
+                }
             }
             "daemon" => {
                 daemon = section::<DaemonConfig>(doc, "daemon", value, issues);

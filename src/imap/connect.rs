@@ -113,7 +113,7 @@ pub async fn connect(
         | Ok(Err((async_imap::error::Error::Bad(text), _))) => {
             return Err(ImapError::AuthRejected {
                 user: account.user.clone(),
-                server: text.trim().to_string(),
+                server: server_words(&text),
             })
         }
         Ok(Err((source, _))) => {
@@ -278,4 +278,29 @@ pub async fn negotiate_starttls(
         });
     }
     Ok(reader.into_inner())
+}
+
+/// async-imap renders NO/BAD replies as `code: None, info: Some("...")`; keep the server's words.
+pub fn server_words(text: &str) -> String {
+    match text.split_once("info: Some(\"") {
+        Some((_, rest)) => rest
+            .rsplit_once("\")")
+            .map_or(rest, |(words, _)| words)
+            .to_string(),
+        None => text.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_words_strip_the_debug_rendering() {
+        assert_eq!(
+            super::server_words(
+                r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#
+            ),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(super::server_words(" plain text "), "plain text");
+    }
 }

@@ -483,6 +483,19 @@ enum LoginStep {
 /// Maps a -ERR during login: always a rejection after PASS, and after USER when the server
 /// marks it with the RFC 3206 `[AUTH]` response code; any other USER failure is a protocol error.
 fn login_failure(step: LoginStep, user: &str, server_text: String) -> Pop3Error {
+    // RFC 2449 response codes: a locked maildrop or a server-side fault is not a wrong password,
+    // and telling the admin to check the password would send them the wrong way.
+    if server_text.starts_with("[IN-USE]") || server_text.starts_with("[SYS/") {
+        return Pop3Error::Protocol {
+            command: if step == LoginStep::Pass {
+                "PASS"
+            } else {
+                "USER"
+            }
+            .into(),
+            reply: format!("-ERR {server_text}"),
+        };
+    }
     if step == LoginStep::Pass || server_text.contains("[AUTH]") {
         Pop3Error::AuthRejected {
             user: user.into(),
@@ -908,6 +921,10 @@ mod tests {
         assert!(matches!(
             login_failure(LoginStep::User, "bob", "[SYS/TEMP] try later".into()),
             Pop3Error::Protocol { command, .. } if command == "USER"
+        ));
+        assert!(matches!(
+            login_failure(LoginStep::Pass, "bob", "[IN-USE] Mailbox locked".into()),
+            Pop3Error::Protocol { command, .. } if command == "PASS"
         ));
         assert!(Pop3Error::UidlNotSupported
             .to_string()
