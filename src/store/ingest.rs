@@ -85,7 +85,7 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
     ) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut outcomes = Vec::with_capacity(mails.len());
         for mail in mails {
             outcomes.push(store_one(&mut tx, rules, mail).await?);
@@ -144,7 +144,7 @@ impl Store {
 
     pub async fn mark_disposed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for key in keys {
             sqlx::query(
                 "UPDATE processed SET disposed_at = ? WHERE account = ? AND source_key = ?",
@@ -161,7 +161,7 @@ impl Store {
 
     /// Forgets processed keys (POP3 keep mode prunes UIDLs that left the server).
     pub async fn forget_processed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for key in keys {
             sqlx::query("DELETE FROM processed WHERE account = ? AND source_key = ?")
                 .bind(account)

@@ -93,4 +93,14 @@ impl Store {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Every write transaction starts IMMEDIATE: a deferred one that reads first and writes later
+    /// fails at once with "database is locked" when another connection committed in between
+    /// (the busy timeout does not apply to that upgrade), which under load would count as a
+    /// storage failure of an innocent mail.
+    pub(crate) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 }

@@ -207,7 +207,7 @@ impl Store {
 
     pub async fn mark_reply_sent(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         let now = super::now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE outbox SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?")
             .bind(&now)
             .bind(entry.id)
@@ -230,7 +230,7 @@ impl Store {
         next_attempt: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let next = rfc3339(next_attempt);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'",
         )
@@ -254,7 +254,7 @@ impl Store {
         entry: &OutboxEntry,
         error: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE outbox SET status = 'failed', last_error = ? WHERE id = ?")
             .bind(error)
             .bind(entry.id)
