@@ -54,6 +54,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running daemon's /healthz ([daemon] http_listen): exit 0 when healthy, else 1
+    /// (for Docker's HEALTHCHECK and monitoring scripts)
+    Healthcheck {
+        /// Seconds to wait for the answer
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Look at stored tickets
     Tickets {
         #[command(subcommand)]
@@ -117,6 +124,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::CheckConfig => unreachable!("handled above"),
             Command::Run { once } => crate::daemon::run(loaded, cli.config, once).await,
             Command::Tickets { command } => tickets(&loaded, command).await,
+            Command::Healthcheck { timeout } => healthcheck(&loaded, timeout).await,
             Command::TestFetch { name, json, wait } => {
                 crate::diagnose::test_fetch(&loaded.config, &name, json, wait).await
             }
@@ -125,6 +133,31 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
     })
+}
+
+async fn healthcheck(loaded: &Loaded, timeout: u64) -> ExitCode {
+    let Some(listen) = loaded.config.daemon.http_listen else {
+        eprintln!(
+            "error: [daemon] http_listen is not set, so the daemon serves no /healthz; \
+             set e.g. http_listen = \"127.0.0.1:9187\" and restart it"
+        );
+        return ExitCode::FAILURE;
+    };
+    match crate::http::get_healthz(listen, std::time::Duration::from_secs(timeout.max(1))).await {
+        Ok((200, body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            println!("{body}");
+            eprintln!("unhealthy: /healthz answered {code}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(loaded: &Loaded) -> ExitCode {

@@ -1,17 +1,24 @@
-//! The daemon: opens the store, starts one poller per active account, and stops them cleanly.
+//! The daemon: installs the signal handlers, opens the store, hands the accounts to the
+//! [`Supervisor`](crate::supervisor), serves /healthz and /metrics, reloads on SIGHUP and stops
+//! within the shutdown deadline on SIGTERM/SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Loaded;
+use crate::config::{Config, Loaded, Severity};
+use crate::health::Health;
+use crate::http::HttpState;
 use crate::poller::{self, AccountRuntime};
 use crate::reply::sender::{OutboxSender, SenderSettings};
+use crate::signals::{self, Event, Signals};
 use crate::smtp::SmtpTransport;
 use crate::store::Store;
+use crate::supervisor::{self, Plan, Supervisor};
 
 /// `run --once` waits at most this long for queued replies before it exits; what is left (the
 /// SMTP server is down, say) stays in the outbox for the next run.
@@ -19,7 +26,20 @@ const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 type Sender = OutboxSender<SmtpTransport>;
 
-pub async fn run(loaded: Loaded, _config_path: Option<PathBuf>, once: bool) -> ExitCode {
+/// How long stopping tasks may take to finish their mail in flight before they are aborted.
+/// With the store close after it, the daemon exits well within 10 s of SIGTERM even when a
+/// server hangs (systemd's TimeoutStopSec default is 90 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
+pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> ExitCode {
+    // First thing: a SIGTERM during start-up (migrations) is queued, not fatal half-way.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install the signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = loaded.config;
     let store = match Store::open(&config.store.path).await {
         Ok(s) => s,
@@ -28,41 +48,29 @@ pub async fn run(loaded: Loaded, _config_path: Option<PathBuf>, once: bool) -> E
             return ExitCode::FAILURE;
         }
     };
-    let mut runtimes = Vec::new();
-    for account in &config.accounts {
-        if !account.active {
-            poller::warn_inactive(account);
-            continue;
+    let plan = match supervisor::plan(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            store.close().await;
+            return ExitCode::from(crate::config::EXIT_CONFIG);
         }
-        match AccountRuntime::new(&config, account) {
-            Ok(rt) => runtimes.push(rt),
-            Err(e) => {
-                error!(account = %account.name, "{e:#}");
-                return ExitCode::from(crate::config::EXIT_CONFIG);
-            }
-        }
-    }
-    // One transport for every reply; without [smtp] nothing is queued, so nothing to send.
-    let sender = match &config.smtp {
-        None => None,
-        Some(smtp) => match SmtpTransport::new(smtp) {
-            Ok(transport) => Some(OutboxSender::new(
-                store.clone(),
-                transport,
-                SenderSettings::for_smtp(smtp),
-            )),
-            Err(e) => {
-                error!("{e}");
-                return ExitCode::from(crate::config::EXIT_CONFIG);
-            }
-        },
     };
     let code = if once {
-        run_once(&runtimes, &store, sender.as_ref()).await
+        let sender = plan.smtp.map(|(smtp, transport)| {
+            OutboxSender::new(store.clone(), transport, SenderSettings::for_smtp(&smtp))
+        });
+        run_once(&plan.accounts, &store, sender.as_ref()).await
     } else {
-        run_forever(runtimes, &store, sender).await
+        let path = crate::config::resolve_path(config_path);
+        run_forever(config, path, plan, &store, signals).await
     };
-    store.close().await;
+    if tokio::time::timeout(Duration::from_secs(2), store.close())
+        .await
+        .is_err()
+    {
+        warn!("closing the ticket store took over 2s; exiting anyway (SQLite's WAL keeps every commit)");
+    }
     code
 }
 
@@ -72,7 +80,7 @@ async fn run_once(runtimes: &[AccountRuntime], store: &Store, sender: Option<&Se
     for rt in runtimes.iter().cloned() {
         let store = store.clone();
         set.spawn(async move {
-            let result = poller::pass_once(&rt, &store).await;
+            let result = poller::pass_once(&rt, &store, None).await;
             (rt.account.name.clone(), result)
         });
     }
@@ -138,43 +146,114 @@ async fn drain_outbox(sender: &Sender) {
 }
 
 async fn run_forever(
-    runtimes: Vec<AccountRuntime>,
+    config: Config,
+    path: PathBuf,
+    plan: Plan,
     store: &Store,
-    sender: Option<Sender>,
+    mut signals: Signals,
 ) -> ExitCode {
-    let cancel = CancellationToken::new();
-    let mut set = JoinSet::new();
-    let accounts = runtimes.len();
-    for rt in runtimes {
-        set.spawn(poller::run_account(rt, store.clone(), cancel.child_token()));
+    let health = Health::default();
+    let background = CancellationToken::new();
+    if let Some(addr) = config.daemon.http_listen {
+        let listener = match crate::http::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let state = HttpState {
+            health: health.clone(),
+            store: store.clone(),
+        };
+        tokio::spawn(crate::http::serve(listener, state, background.clone()));
     }
-    if let Some(sender) = sender {
-        set.spawn(sender.run(cancel.child_token()));
-    }
-    info!(accounts, "mail2ticket running");
-    shutdown_signal().await;
-    info!("stopping: finishing the mails in flight");
-    cancel.cancel();
-    let drained = tokio::time::timeout(std::time::Duration::from_secs(8), async {
-        while set.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        error!(
-            "pollers did not stop in time; aborting them (uncommitted mails stay on the server)"
-        );
-        set.abort_all();
-        while set.join_next().await.is_some() {}
-    }
+    let mut supervisor = Supervisor::new(store.clone(), health, SHUTDOWN_GRACE);
+    supervisor.apply(plan).await;
+    tokio::spawn(signals::watchdog(background.clone()));
+    let accounts = supervisor.account_count();
+    info!(accounts, config = %path.display(), pid = std::process::id(), "mail2ticket running");
+    signals::notify_ready(&format!("running {accounts} account(s)"));
+
+    let mut current = config;
+    let name = loop {
+        match signals.next().await {
+            Event::Shutdown(name) => break name,
+            Event::Reload => reload(&path, &mut current, &mut supervisor).await,
+        }
+    };
+    signals::notify_stopping();
+    info!(signal = name, "stopping: finishing the mails in flight");
+    let started = Instant::now();
+    let clean = supervisor.shutdown().await;
+    background.cancel();
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        clean, "stopped"
+    );
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGHUP: load and validate the file again. A config with errors is rejected with every error
+/// logged, and the running one stays; otherwise only the accounts whose settings changed are
+/// restarted.
+async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) {
+    signals::notify_reloading();
+    let started = Instant::now();
+    info!(config = %path.display(), "SIGHUP: reloading the config");
+    match crate::config::load(path) {
+        Err(e) => {
+            for issue in &e.issues {
+                error!(config = %path.display(), "{issue}");
+            }
+            error!(
+                config = %path.display(),
+                errors = e.issues.iter().filter(|i| i.severity == Severity::Error).count(),
+                "config reload rejected: still running the previous config; fix the file \
+                 (`mail2ticket check-config`) and send SIGHUP again"
+            );
+        }
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                warn!(config = %path.display(), "{w}");
+            }
+            let new = loaded.config;
+            needs_restart(current, &new);
+            match supervisor::plan(&new) {
+                Err(e) => error!(
+                    "config reload rejected: {e}; still running the previous config; fix it and \
+                     send SIGHUP again"
+                ),
+                Ok(plan) => {
+                    supervisor.apply(plan).await.log(started.elapsed());
+                    *current = new;
+                }
+            }
+        }
+    }
+    signals::notify_ready(&format!(
+        "running {} account(s)",
+        supervisor.account_count()
+    ));
+}
+
+/// Settings that only a restart applies: say so instead of silently ignoring them.
+fn needs_restart(old: &Config, new: &Config) {
+    let mut keys = Vec::new();
+    if old.store != new.store {
+        keys.push("[store] path");
+    }
+    if old.daemon.http_listen != new.daemon.http_listen {
+        keys.push("[daemon] http_listen");
+    }
+    if old.daemon.log_format != new.daemon.log_format {
+        keys.push("[daemon] log_format");
+    }
+    if !keys.is_empty() {
+        warn!(
+            changed = ?keys,
+            "these settings take effect only after a restart (systemctl restart mail2ticket); \
+             the rest of the new config is applied"
+        );
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AccountConfig, Config, Protocol, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::health::{AccountHealth, State};
 use crate::imap::pass::{run_pass, PassContext, PassReport, IDLE_RENEW};
 use crate::imap::{self, ImapConnection};
 use crate::store::{Store, TicketRules};
@@ -24,6 +25,8 @@ pub struct AccountRuntime {
     pub max_message_size: u64,
     pub poll_interval: Duration,
     pub timeout: Duration,
+    /// Where the poller reports its state (detached unless the supervisor registered it).
+    pub health: AccountHealth,
 }
 
 impl AccountRuntime {
@@ -48,31 +51,96 @@ impl AccountRuntime {
                 .map_or(DEFAULT_MAX_MESSAGE_SIZE, |s| s.0),
             poll_interval: config.daemon.poll_interval,
             timeout: config.daemon.network_timeout,
+            health: AccountHealth::detached(&account.name),
             account: account.clone(),
         })
     }
 
-    fn ctx<'a>(&'a self, store: &'a Store) -> PassContext<'a> {
+    /// Whether `other` would poll exactly like this one (a reload restarts the account if not).
+    /// The CA file is compared by path, not by content.
+    pub fn same_settings(&self, other: &AccountRuntime) -> bool {
+        self.account == other.account
+            && self.rules == other.rules
+            && self.max_message_size == other.max_message_size
+            && self.poll_interval == other.poll_interval
+            && self.timeout == other.timeout
+    }
+
+    /// How long /healthz waits for a success before it calls the account unhealthy.
+    pub fn expected_interval(&self, idle: bool) -> Duration {
+        let wait = if idle { IDLE_RENEW } else { self.poll_interval };
+        wait + self.timeout * 2
+    }
+
+    fn ctx<'a>(
+        &'a self,
+        store: &'a Store,
+        cancel: Option<&'a CancellationToken>,
+    ) -> PassContext<'a> {
         PassContext {
             account: &self.account,
             rules: &self.rules,
             store,
             max_message_size: self.max_message_size,
+            cancel,
+            health: Some(&self.health),
         }
     }
 }
 
-/// One complete pass: connect, fetch everything pending, store, dispose, log out.
-pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> anyhow::Result<PassReport> {
+/// One complete pass: connect, fetch everything pending, store, dispose, log out. With `cancel`
+/// the pass stops after the batch in flight once it fires.
+pub async fn pass_once(
+    rt: &AccountRuntime,
+    store: &Store,
+    cancel: Option<&CancellationToken>,
+) -> anyhow::Result<PassReport> {
     match rt.account.protocol {
         Protocol::Imap => {
             let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
-            let report = run_pass(&mut conn, &rt.ctx(store)).await;
+            let report = run_pass(&mut conn, &rt.ctx(store, cancel)).await;
             let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;
             Ok(report?)
         }
-        Protocol::Pop3 => Ok(crate::pop3::pass::pass_once(rt, store).await?),
+        Protocol::Pop3 => Ok(crate::pop3::pass::pass_once(rt, store, cancel).await?),
     }
+}
+
+/// A short, stable name for the kind of an error, for the `errors` metric.
+pub fn error_kind(e: &anyhow::Error) -> &'static str {
+    use crate::imap::ImapError;
+    use crate::pop3::pass::Pop3PassError;
+    if let Some(e) = e.downcast_ref::<ImapError>() {
+        return match e {
+            ImapError::Connect(_) => "connect",
+            ImapError::StartTlsNotOffered { .. } => "tls",
+            ImapError::AuthRejected { .. } => "login",
+            ImapError::Timeout { .. } => "timeout",
+            ImapError::Imap { .. } | ImapError::Protocol { .. } => "protocol",
+            ImapError::FolderMissing { .. } => "folder",
+            ImapError::Store(_) => "store",
+        };
+    }
+    if let Some(e) = e.downcast_ref::<Pop3PassError>() {
+        return match e {
+            Pop3PassError::Store(_) => "store",
+            Pop3PassError::Pop3(p) => {
+                use crate::pop3::client::Pop3Error as P;
+                match p {
+                    P::Connect(_) => "connect",
+                    P::StartTlsNotOffered => "tls",
+                    P::AuthRejected { .. } => "login",
+                    P::Timeout { .. } => "timeout",
+                    P::Closed { .. } | P::ConnectionBroken { .. } | P::Io(_) => "connection",
+                    P::Protocol { .. } | P::UidlNotSupported | P::InvalidInput(_) => "protocol",
+                }
+            }
+        };
+    }
+    if e.downcast_ref::<crate::store::StoreError>().is_some() {
+        return "store";
+    }
+    "other"
 }
 
 /// Exponential backoff with jitter: 1s, 2s, 4s … capped at 5 minutes.
@@ -80,6 +148,16 @@ pub fn backoff_delay(failures: u32) -> Duration {
     let base = Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300));
     let jitter = rand::thread_rng().gen_range(0.0..0.25);
     base.mul_f64(1.0 + jitter)
+}
+
+/// Logs a pass and reports it: a pass that returned is a success, and its disposal problems
+/// are counted as errors.
+fn after_pass(rt: &AccountRuntime, report: &PassReport) {
+    log_report(&rt.account.name, report);
+    rt.health.success();
+    for _ in &report.dispose_errors {
+        crate::metrics::error(&rt.account.name, "dispose");
+    }
 }
 
 fn log_report(account: &str, report: &PassReport) {
@@ -105,19 +183,25 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
     let name = rt.account.name.clone();
     let mut failures = 0u32;
     while !cancel.is_cancelled() {
+        rt.health.set(State::Connecting);
         let result = match rt.account.protocol {
             Protocol::Imap => imap_session(&rt, &store, &cancel).await,
             Protocol::Pop3 => poll_session(&rt, &store, &cancel).await,
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => {
+                rt.health.set(State::Stopped);
+                return;
+            }
             Err(e) => {
                 failures += 1;
                 let delay = backoff_delay(failures);
                 let until =
                     chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                crate::metrics::error(&name, error_kind(&e));
                 error!(account = %name, error = %format!("{e:#}"), failures,
                     backing_off_until = %until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "account failing");
+                rt.health.failed(&format!("{e:#}"), until);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => return,
@@ -133,9 +217,12 @@ async fn poll_session(
     store: &Store,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
+    rt.health.set_expected(rt.expected_interval(false));
     loop {
-        let report = pass_once(rt, store).await?;
-        log_report(&rt.account.name, &report);
+        rt.health.set(State::Polling);
+        let report = pass_once(rt, store, Some(cancel)).await?;
+        after_pass(rt, &report);
+        rt.health.set(State::Waiting);
         tokio::select! {
             _ = tokio::time::sleep(rt.poll_interval) => {}
             _ = cancel.cancelled() => return Ok(()),
@@ -152,9 +239,13 @@ async fn imap_session(
     let name = rt.account.name.as_str();
     let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
     info!(account = name, idle = conn.has("IDLE"), "connected");
+    rt.health.set(State::Connected);
+    rt.health
+        .set_expected(rt.expected_interval(conn.has("IDLE")));
     loop {
-        let report = run_pass(&mut conn, &rt.ctx(store)).await?;
-        log_report(name, &report);
+        rt.health.set(State::Polling);
+        let report = run_pass(&mut conn, &rt.ctx(store, Some(cancel))).await?;
+        after_pass(rt, &report);
         if cancel.is_cancelled() {
             let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;
             return Ok(());
@@ -170,11 +261,13 @@ async fn imap_session(
             continue;
         }
         if conn.has("IDLE") {
+            rt.health.set(State::Idle);
             conn = match idle(conn, rt.timeout, cancel).await? {
                 Some(conn) => conn,
                 None => return Ok(()),
             };
         } else {
+            rt.health.set(State::Waiting);
             tokio::select! {
                 _ = tokio::time::sleep(rt.poll_interval) => {}
                 _ = cancel.cancelled() => {

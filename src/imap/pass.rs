@@ -19,7 +19,10 @@ use tracing::{error, info, warn};
 
 use super::connect::{timed, ImapConnection, ImapError};
 use super::utf7;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{AccountConfig, Action};
+use crate::health::AccountHealth;
 use crate::ingest::parse::parse;
 use crate::store::{Incoming, Outcome, Store, TicketRules};
 
@@ -51,6 +54,11 @@ pub struct PassContext<'a> {
     pub rules: &'a TicketRules,
     pub store: &'a Store,
     pub max_message_size: u64,
+    /// Checked between batches: once it fires, the pass ends after the batch in flight is
+    /// committed and disposed (graceful shutdown during a big backlog).
+    pub cancel: Option<&'a CancellationToken>,
+    /// Told after every committed batch, so a long pass counts as progress for /healthz.
+    pub health: Option<&'a AccountHealth>,
 }
 
 struct Listed {
@@ -105,6 +113,7 @@ pub async fn run_pass(
 
     let listed = list_folder(conn).await?;
     report.backlog_seen = listed.len();
+    crate::metrics::backlog_seen(&account.name, listed.len());
     let prefix = format!("imap:{folder}:{uidvalidity}:");
     let key = |uid: u32| format!("{prefix}{uid}");
     let processed = ctx.store.processed(&account.name, &prefix).await?;
@@ -137,9 +146,15 @@ pub async fn run_pass(
     }
 
     for batch in batches(&new) {
+        // Shutdown: stop between batches; everything committed so far is disposed already.
+        if ctx.cancel.is_some_and(|c| c.is_cancelled()) {
+            info!(account = %account.name, left = new.len().saturating_sub(report.fetched), "stopping the pass: shutting down");
+            break;
+        }
         let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
         let fetched = fetch_bodies(conn, &uids).await?;
         report.fetched += fetched.len();
+        crate::metrics::mails_fetched(&account.name, fetched.len());
         let incoming: Vec<Incoming> = tokio::task::spawn_blocking({
             let prefix = prefix.clone();
             move || {
@@ -161,8 +176,12 @@ pub async fn run_pass(
         })?;
 
         let stored = store_with_quarantine(conn, ctx, &incoming, &mut report).await?;
+        if let Some(health) = ctx.health {
+            health.success();
+        }
         for (mail, outcome) in &stored {
             let uid = mail.source_key.rsplit(':').next().unwrap_or_default();
+            crate::metrics::mail_stored(&account.name, outcome);
             match outcome {
                 Outcome::NewTicket { number } => {
                     report.new_tickets += 1;

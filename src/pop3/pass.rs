@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
@@ -51,7 +52,13 @@ pub async fn connect(rt: &AccountRuntime) -> Result<Pop3Client, Pop3Error> {
     Ok(client)
 }
 
-pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport, Pop3PassError> {
+/// With `cancel`, the pass stops fetching after the batch in flight once it fires; the DELEs of
+/// what was stored are still committed by QUIT.
+pub async fn pass_once(
+    rt: &AccountRuntime,
+    store: &Store,
+    cancel: Option<&CancellationToken>,
+) -> Result<PassReport, Pop3PassError> {
     let account = &rt.account;
     let name = account.name.as_str();
     let mut client = connect(rt).await?;
@@ -60,6 +67,7 @@ pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport,
     let uidls = client.uidl().await?;
     let sizes: std::collections::HashMap<u32, u64> = client.list().await?.into_iter().collect();
     report.backlog_seen = uidls.len();
+    crate::metrics::backlog_seen(name, uidls.len());
     let key = |uidl: &str| format!("pop3:{uidl}");
     let processed = store.processed(name, "pop3:").await?;
 
@@ -89,6 +97,15 @@ pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport,
 
     let mut i = 0;
     while i < new.len() {
+        // Shutdown: stop between batches (see the function's doc).
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            info!(
+                account = name,
+                left = new.len() - i,
+                "stopping the pass: shutting down"
+            );
+            break;
+        }
         let mut batch = Vec::new();
         let mut bytes = 0;
         while i < new.len()
@@ -102,6 +119,7 @@ pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport,
             i += 1;
         }
         report.fetched += batch.len();
+        crate::metrics::mails_fetched(name, batch.len());
         let incoming: Vec<Incoming> = batch
             .iter()
             .map(|(_, uidl, raw)| Incoming {
@@ -112,7 +130,9 @@ pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport,
             })
             .collect();
         let outcomes = store.store_batch(&rt.rules, &incoming).await?;
+        rt.health.success();
         for ((msg, uidl, _), outcome) in batch.iter().zip(&outcomes) {
+            crate::metrics::mail_stored(name, outcome);
             match outcome {
                 Outcome::NewTicket { number } => {
                     report.new_tickets += 1;

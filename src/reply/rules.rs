@@ -37,6 +37,27 @@ pub enum Suppression {
     NoRecipient(String),
 }
 
+impl Suppression {
+    /// A short, stable name of the reason, for the `replies_suppressed` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Suppression::AutoSubmitted(_) => "auto_submitted",
+            Suppression::Precedence(_) => "precedence",
+            Suppression::ListHeader(_) => "mailing_list",
+            Suppression::ResponseSuppressed(_) => "response_suppressed",
+            Suppression::EmptyReturnPath => "bounce",
+            Suppression::DeliveryReport => "delivery_report",
+            Suppression::RobotSender(_) => "robot_sender",
+            Suppression::OwnAddress(_) => "own_address",
+            Suppression::OwnMessageId(_) => "own_message_id",
+            Suppression::LoopHeader(_) => "loop_header",
+            Suppression::TooOld { .. } => "too_old",
+            Suppression::RateLimited { .. } => "rate_limited",
+            Suppression::NoRecipient(_) => "no_recipient",
+        }
+    }
+}
+
 impl fmt::Display for Suppression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -95,12 +95,18 @@ impl<D: Deliver> OutboxSender<D> {
 
     /// Claims every due entry and tries to send each once.
     pub async fn send_due(&self) -> Result<Round, StoreError> {
-        self.round(false).await
+        self.round(false, None).await
     }
 
     /// A round; `fresh_start` also tries pending entries still in their backoff: a restart (or
     /// the next `run --once`) often follows a fix, and waiting out the old backoff helps nobody.
-    async fn round(&self, fresh_start: bool) -> Result<Round, StoreError> {
+    /// With `cancel`, a round that is told to stop finishes the send in flight and gives the
+    /// entries it has not tried back (they are sent right after the next start).
+    async fn round(
+        &self,
+        fresh_start: bool,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Round, StoreError> {
         let now = Utc::now();
         let lease_until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let entries = self
@@ -111,8 +117,15 @@ impl<D: Deliver> OutboxSender<D> {
             claimed: entries.len(),
             ..Round::default()
         };
-        for entry in entries {
-            match self.attempt(&entry).await? {
+        for (i, entry) in entries.iter().enumerate() {
+            if cancel.is_some_and(|c| c.is_cancelled()) {
+                for left in &entries[i..] {
+                    self.store.release_reply(left).await?;
+                }
+                debug!(released = entries.len() - i, "reply sender stopping");
+                break;
+            }
+            match self.attempt(entry).await? {
                 Verdict::Sent => round.sent += 1,
                 Verdict::Retry => round.retrying += 1,
                 Verdict::Failed => round.failed += 1,
@@ -148,6 +161,7 @@ impl<D: Deliver> OutboxSender<D> {
         match result {
             Ok(()) => {
                 self.store.mark_reply_sent(entry).await?;
+                crate::metrics::reply_sent(&entry.account);
                 info!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
                     attempts = entry.attempts, queued_ms, "auto-reply sent");
                 Ok(Verdict::Sent)
@@ -155,6 +169,7 @@ impl<D: Deliver> OutboxSender<D> {
             Err(e) if e.is_permanent() => {
                 let text = format!("{e}; not retried");
                 self.store.mark_reply_failed(entry, &text).await?;
+                crate::metrics::reply_failed(&entry.account);
                 error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
                     attempts = entry.attempts, error = %text, "auto-reply failed");
                 Ok(Verdict::Failed)
@@ -168,6 +183,7 @@ impl<D: Deliver> OutboxSender<D> {
                         humantime::format_duration(Duration::from_secs(age.as_secs()))
                     );
                     self.store.mark_reply_failed(entry, &text).await?;
+                    crate::metrics::reply_failed(&entry.account);
                     error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
                         error = %text, "auto-reply failed");
                     return Ok(Verdict::Failed);
@@ -176,6 +192,7 @@ impl<D: Deliver> OutboxSender<D> {
                 let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 let text = e.to_string();
                 self.store.mark_reply_retry(entry, &text, next).await?;
+                crate::metrics::reply_retried(&entry.account);
                 warn!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
                     attempts = entry.attempts, error = %text,
                     next_attempt = %next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -190,7 +207,7 @@ impl<D: Deliver> OutboxSender<D> {
         let mut store_failures = 0u32;
         let mut fresh_start = true;
         while !cancel.is_cancelled() {
-            let result = self.round(fresh_start).await;
+            let result = self.round(fresh_start, Some(&cancel)).await;
             fresh_start = false;
             let wait = match result {
                 Ok(round) => {
@@ -220,7 +237,7 @@ impl<D: Deliver> OutboxSender<D> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut fresh_start = true;
         loop {
-            self.round(fresh_start).await?;
+            self.round(fresh_start, None).await?;
             fresh_start = false;
             let summary = self.store.outbox_summary().await?;
             let Some(next_due) = summary.next_due.clone() else {
@@ -412,7 +429,7 @@ mod tests {
         let sender = OutboxSender::new(store.clone(), script.clone(), settings());
         assert_eq!(sender.send_due().await.unwrap().claimed, 0, "leased");
         assert_eq!(
-            sender.round(true).await.unwrap().claimed,
+            sender.round(true, None).await.unwrap().claimed,
             0,
             "a fresh start respects leases"
         );
@@ -437,7 +454,7 @@ mod tests {
         let sender = OutboxSender::new(store.clone(), script.clone(), settings());
         assert_eq!(sender.send_due().await.unwrap().retrying, 1);
         assert_eq!(sender.send_due().await.unwrap().claimed, 0, "backing off");
-        assert_eq!(sender.round(true).await.unwrap().sent, 1);
+        assert_eq!(sender.round(true, None).await.unwrap().sent, 1);
     }
 
     #[tokio::test]

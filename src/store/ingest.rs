@@ -22,7 +22,7 @@ pub struct Incoming {
 }
 
 /// How the account's mails become tickets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TicketRules {
     pub account: String,
     pub ticket_type: String,
@@ -87,10 +87,16 @@ impl Store {
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.write_tx().await?;
         let mut outcomes = Vec::with_capacity(mails.len());
+        let mut suppressed = Vec::new();
         for mail in mails {
-            outcomes.push(store_one(&mut tx, rules, mail).await?);
+            outcomes.push(store_one(&mut tx, rules, mail, &mut suppressed).await?);
         }
         tx.commit().await?;
+        // Counted after the commit: a batch that rolls back (and is retried mail by mail) does
+        // not count its decisions twice.
+        for reason in suppressed {
+            crate::metrics::reply_suppressed(&rules.account, reason);
+        }
         Ok(outcomes)
     }
 
@@ -233,6 +239,7 @@ async fn store_one(
     tx: &mut Transaction<'_, Sqlite>,
     rules: &TicketRules,
     mail: &Incoming,
+    suppressed: &mut Vec<&'static str>,
 ) -> Result<Outcome, StoreError> {
     let already: Option<i64> =
         sqlx::query_scalar("SELECT 1 FROM processed WHERE account = ? AND source_key = ?")
@@ -270,7 +277,9 @@ async fn store_one(
         let article_id = insert_article(tx, rules, mail, ticket_id, &sha, followup, &now).await?;
         if let Outcome::NewTicket { number } = &outcome {
             // Queued (or its suppression noted) in this transaction: no ticket without its reply.
-            super::outbox::plan_reply(tx, rules, mail, ticket_id, article_id, number).await?;
+            let planned =
+                super::outbox::plan_reply(tx, rules, mail, ticket_id, article_id, number).await?;
+            suppressed.extend(planned);
         }
         (outcome, Some(article_id))
     };

@@ -66,7 +66,8 @@ impl OutboxSummary {
 }
 
 /// The ingestion hook: decides on the reply to a mail that opened ticket `number`, queues it in
-/// the same transaction and records the decision in the article's `reply_note`.
+/// the same transaction and records the decision in the article's `reply_note`. Returns the
+/// reason (see [`rules::Suppression::reason`]) when the ticket gets no reply, for the metrics.
 pub(super) async fn plan_reply(
     tx: &mut Transaction<'_, Sqlite>,
     rules: &TicketRules,
@@ -74,13 +75,17 @@ pub(super) async fn plan_reply(
     ticket_id: i64,
     article_id: i64,
     number: &str,
-) -> Result<(), StoreError> {
+) -> Result<Option<&'static str>, StoreError> {
     let Some(policy) = &rules.reply else {
-        return Ok(());
+        return Ok(None);
     };
     let now = Utc::now();
+    let mut suppressed = None;
     let note = match rules::check(policy, &mail.parsed, now) {
-        Err(reason) => format!("no auto-reply: {reason}"),
+        Err(reason) => {
+            suppressed = Some(reason.reason());
+            format!("no auto-reply: {reason}")
+        }
         Ok(recipient) => {
             let since = rfc3339(now - chrono::Duration::from_std(RATE_WINDOW).unwrap_or_default());
             // Every row counts, whatever its status: a queued reply is a reply promised.
@@ -96,11 +101,15 @@ pub(super) async fn plan_reply(
                     recipient: recipient.clone(),
                     limit: policy.limit,
                 };
+                suppressed = Some(reason.reason());
                 format!("no auto-reply: {reason}")
             } else {
                 let message_id = compose::new_message_id(number, &policy.message_id_domain);
                 match compose::compose(policy, &mail.parsed, number, &recipient, &message_id, now) {
-                    Err(e) => format!("no auto-reply: {e}"),
+                    Err(e) => {
+                        suppressed = Some("compose_error");
+                        format!("no auto-reply: {e}")
+                    }
                     Ok(reply) => {
                         let created = rfc3339(now);
                         sqlx::query(
@@ -127,7 +136,8 @@ pub(super) async fn plan_reply(
         }
     };
     info!(account = %rules.account, ticket = number, source = %mail.source_key, "{note}");
-    set_note(&mut **tx, article_id, &note).await
+    set_note(&mut **tx, article_id, &note).await?;
+    Ok(suppressed)
 }
 
 async fn set_note<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
@@ -245,6 +255,20 @@ impl Store {
         );
         set_note(&mut *tx, entry.article_id, &note).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives back a claimed entry that was not attempted (shutdown): `pending`, due now, and the
+    /// claim's attempt is not counted.
+    pub async fn release_reply(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts = MAX(attempts - 1, 0), next_attempt_at = ? \
+             WHERE id = ? AND status = 'sending'",
+        )
+        .bind(super::now_rfc3339())
+        .bind(entry.id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

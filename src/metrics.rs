@@ -1,0 +1,268 @@
+//! Every metric the daemon exports, in one place, behind small functions: the code that sees an
+//! event calls one function here and never touches the exporter crate.
+//!
+//! `prometheus-client` (the Prometheus project's own Rust client) keeps the values; `GET /metrics`
+//! ([`crate::http`]) renders them in the OpenMetrics text format, which Prometheus scrapes
+//! natively. The registry is process-wide, so `run --once`, the tests and the daemon all count;
+//! only the daemon serves it.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::store::Outcome;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabel {
+    account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    account: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    account: String,
+    kind: String,
+}
+
+struct Metrics {
+    registry: Registry,
+    fetched: Family<AccountLabel, Counter>,
+    tickets: Family<AccountLabel, Counter>,
+    followups: Family<AccountLabel, Counter>,
+    duplicates: Family<AccountLabel, Counter>,
+    replies_sent: Family<AccountLabel, Counter>,
+    replies_suppressed: Family<ReasonLabel, Counter>,
+    replies_failed: Family<AccountLabel, Counter>,
+    replies_retried: Family<AccountLabel, Counter>,
+    errors: Family<KindLabel, Counter>,
+    last_success: Family<AccountLabel, Gauge>,
+    backlog: Family<AccountLabel, Gauge>,
+    outbox_depth: Gauge,
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::with_prefix("mail2ticket");
+        let m = Metrics {
+            fetched: Family::default(),
+            tickets: Family::default(),
+            followups: Family::default(),
+            duplicates: Family::default(),
+            replies_sent: Family::default(),
+            replies_suppressed: Family::default(),
+            replies_failed: Family::default(),
+            replies_retried: Family::default(),
+            errors: Family::default(),
+            last_success: Family::default(),
+            backlog: Family::default(),
+            outbox_depth: Gauge::default(),
+            registry: Registry::default(),
+        };
+        // Counter names get the `_total` suffix when rendered.
+        let r = &mut registry;
+        r.register(
+            "mails_fetched",
+            "Mails fetched from the server",
+            m.fetched.clone(),
+        );
+        r.register(
+            "tickets_created",
+            "Mails that opened a new ticket (committed)",
+            m.tickets.clone(),
+        );
+        r.register(
+            "followups",
+            "Mails added to an existing ticket (committed)",
+            m.followups.clone(),
+        );
+        r.register(
+            "duplicates",
+            "Mails recognised as already stored (no new ticket)",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "replies_sent",
+            "Automatic replies accepted by the SMTP server",
+            m.replies_sent.clone(),
+        );
+        r.register(
+            "replies_suppressed",
+            "New tickets that got no automatic reply, by reason",
+            m.replies_suppressed.clone(),
+        );
+        r.register(
+            "replies_failed",
+            "Automatic replies given up (permanent failure or too old)",
+            m.replies_failed.clone(),
+        );
+        r.register(
+            "replies_retried",
+            "Automatic reply attempts that failed temporarily and will be retried",
+            m.replies_retried.clone(),
+        );
+        r.register(
+            "errors",
+            "Errors by kind (connect, login, timeout, protocol, folder, store, dispose, panic)",
+            m.errors.clone(),
+        );
+        r.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the account's last successful pass or committed batch",
+            m.last_success.clone(),
+        );
+        r.register(
+            "backlog_seen",
+            "Mails in the account's folder at the start of the last pass",
+            m.backlog.clone(),
+        );
+        r.register(
+            "outbox_depth",
+            "Automatic replies queued or being sent (all accounts)",
+            m.outbox_depth.clone(),
+        );
+        Metrics { registry, ..m }
+    })
+}
+
+fn account(name: &str) -> AccountLabel {
+    AccountLabel {
+        account: name.to_string(),
+    }
+}
+
+/// Creates the series of an account at zero so a dashboard sees it before its first mail.
+pub fn register_account(name: &str) {
+    let m = metrics();
+    let a = account(name);
+    for family in [
+        &m.fetched,
+        &m.tickets,
+        &m.followups,
+        &m.duplicates,
+        &m.replies_sent,
+        &m.replies_failed,
+    ] {
+        drop(family.get_or_create(&a));
+    }
+}
+
+pub fn mails_fetched(account_name: &str, n: usize) {
+    metrics()
+        .fetched
+        .get_or_create(&account(account_name))
+        .inc_by(n as u64);
+}
+
+/// One committed mail, counted by what it became.
+pub fn mail_stored(account_name: &str, outcome: &Outcome) {
+    let m = metrics();
+    let family = match outcome {
+        Outcome::NewTicket { .. } => &m.tickets,
+        Outcome::FollowUp { .. } => &m.followups,
+        Outcome::Duplicate { .. } => &m.duplicates,
+        Outcome::TestMail | Outcome::AlreadyProcessed => return,
+    };
+    family.get_or_create(&account(account_name)).inc();
+}
+
+pub fn backlog_seen(account_name: &str, n: usize) {
+    metrics()
+        .backlog
+        .get_or_create(&account(account_name))
+        .set(n as i64);
+}
+
+/// The account did something successfully (a pass, a committed batch, IDLE started).
+pub fn success(account_name: &str) {
+    metrics()
+        .last_success
+        .get_or_create(&account(account_name))
+        .set(chrono::Utc::now().timestamp());
+}
+
+pub fn error(account_name: &str, kind: &str) {
+    metrics()
+        .errors
+        .get_or_create(&KindLabel {
+            account: account_name.to_string(),
+            kind: kind.to_string(),
+        })
+        .inc();
+}
+
+pub fn reply_suppressed(account_name: &str, reason: &str) {
+    metrics()
+        .replies_suppressed
+        .get_or_create(&ReasonLabel {
+            account: account_name.to_string(),
+            reason: reason.to_string(),
+        })
+        .inc();
+}
+
+pub fn reply_sent(account_name: &str) {
+    metrics()
+        .replies_sent
+        .get_or_create(&account(account_name))
+        .inc();
+}
+
+pub fn reply_failed(account_name: &str) {
+    metrics()
+        .replies_failed
+        .get_or_create(&account(account_name))
+        .inc();
+}
+
+pub fn reply_retried(account_name: &str) {
+    metrics()
+        .replies_retried
+        .get_or_create(&account(account_name))
+        .inc();
+}
+
+pub fn outbox_depth(n: i64) {
+    metrics().outbox_depth.set(n);
+}
+
+/// The OpenMetrics text of every metric, ending in `# EOF`.
+pub fn render() -> String {
+    let mut out = String::with_capacity(4096);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &metrics().registry) {
+        // Writing into a String cannot fail; keep the scrape well-formed anyway.
+        out.clear();
+        let _ = writeln!(out, "# rendering metrics failed: {e}\n# EOF");
+    }
+    out
+}
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels_and_eof() {
+        mail_stored("unit-test", &Outcome::NewTicket { number: "1".into() });
+        reply_suppressed("unit-test", "robot_sender");
+        let text = render();
+        assert!(
+            text.contains("mail2ticket_tickets_created_total{account=\"unit-test\"}"),
+            "{text}"
+        );
+        assert!(text.contains("reason=\"robot_sender\""), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}
