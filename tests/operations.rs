@@ -568,7 +568,7 @@ async fn metrics_parse_as_prometheus_text_and_match_the_tickets() {
     let setup = Setup::new(&[account], &smtp);
     let mut daemon = setup.start();
     daemon.wait_healthy(Duration::from_secs(20)).await;
-    let mails = vec![
+    let mails = [
         mail(
             &format!("anna-{user}"),
             &user,
