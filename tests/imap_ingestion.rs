@@ -444,3 +444,35 @@ async fn a_uidvalidity_change_neither_loses_nor_doubles_mail() {
     assert_eq!(lab.count(&user, "INBOX").await, 0);
     assert_eq!(lab.count(&user, "Archive").await, 5);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_over_max_message_size_stays_on_the_server_and_is_not_fetched() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-size");
+    let small = mails::simple(&user, "small", "small@customer.example.test", "");
+    let mut big = mails::simple(&user, "big", "big@customer.example.test", "");
+    big.extend(std::iter::repeat_n(b'x', 4000).chain(*b"\r\n"));
+    lab.append(&user, "INBOX", &[small, big]).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            &format!("{}max_message_size = \"2KB\"\n", move_to("Archive")),
+        )],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("larger than max_message_size"), "{err}");
+    assert_eq!(cfg.tickets().len(), 1);
+    assert_eq!(lab.count(&user, "INBOX").await, 1, "the big mail stays");
+    let again = cfg.run(&["run", "--once"]);
+    assert!(
+        !common::stderr(&again).contains("larger than max_message_size"),
+        "logged once"
+    );
+    assert_eq!(cfg.tickets().len(), 1);
+}
