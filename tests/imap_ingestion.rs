@@ -476,3 +476,32 @@ async fn a_mail_over_max_message_size_stays_on_the_server_and_is_not_fetched() {
     );
     assert_eq!(cfg.tickets().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_test_mail_header_does_not_make_a_mail_disappear() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-forged");
+    let forged = mails::simple(
+        &user,
+        "Looks like a test",
+        "forged@customer.example.test",
+        "X-Mail2ticket-Test: 2026-11-28T10:00:00.000Z; sig=0123456789abcdef0123456789abcdef\r\n",
+    );
+    lab.append(&user, "INBOX", &[forged]).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    assert!(cfg.run(&["run", "--once"]).status.success());
+    assert_eq!(
+        cfg.tickets().len(),
+        1,
+        "only a marker signed with the account's key is a test mail"
+    );
+}
