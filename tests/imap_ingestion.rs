@@ -505,3 +505,72 @@ async fn a_forged_test_mail_header_does_not_make_a_mail_disappear() {
         "only a marker signed with the account's key is a test mail"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_that_cannot_be_stored_is_quarantined_and_the_rest_carries_on() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-poison");
+    let mut set: Vec<Vec<u8>> = (0..4)
+        .map(|i| mails::varied(i, &user, "poison").raw)
+        .collect();
+    set.insert(
+        2,
+        mails::simple(&user, "poison", "poison@customer.example.test", ""),
+    );
+    lab.append(&user, "INBOX", &set).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    // A real storage failure for one mail: the database refuses its article.
+    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON articles WHEN NEW.subject = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+
+    for _ in 0..3 {
+        cfg.run(&["run", "--once"]);
+    }
+    assert_eq!(
+        cfg.tickets().len(),
+        4,
+        "the other mails were stored on the first pass"
+    );
+    assert_eq!(lab.count(&user, "Archive").await, 4);
+    let mut s = lab.imap(&user).await;
+    s.select("INBOX").await.unwrap();
+    let flagged: Vec<_> = s
+        .uid_search("KEYWORD $mail2ticket-failed")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    s.logout().await.ok();
+    assert_eq!(
+        flagged.len(),
+        1,
+        "the poison mail is marked after three failures"
+    );
+
+    let out = cfg.run(&["run", "--once"]);
+    assert!(
+        !common::stderr(&out).contains("disk says no"),
+        "a quarantined mail is skipped"
+    );
+    assert_eq!(
+        lab.count(&user, "INBOX").await,
+        1,
+        "and stays on the server"
+    );
+}
