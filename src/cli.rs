@@ -173,7 +173,12 @@ fn check_config(loaded: &Loaded) -> ExitCode {
     } else {
         String::new()
     };
-    println!("ok: {} accounts ({active} active){suffix}", accounts.len());
+    let noun = if accounts.len() == 1 {
+        "account"
+    } else {
+        "accounts"
+    };
+    println!("ok: {} {noun} ({active} active){suffix}", accounts.len());
     ExitCode::SUCCESS
 }
 

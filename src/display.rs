@@ -20,19 +20,22 @@ pub fn ticket_table(list: &[TicketSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<12} {:<10} {:<8} {:>3}  {:<20} {:<28} SUBJECT",
+        "{:<8} {:<12} {:<10} {:<8} {:>3}  {:<16}  {:<28} SUBJECT",
         "NUMBER", "ACCOUNT", "TYPE", "STATUS", "ART", "CREATED", "CUSTOMER"
     );
     for t in list {
         let _ = writeln!(
             out,
-            "{:<8} {:<12} {:<10} {:<8} {:>3}  {:<20} {:<28} {}",
+            "{:<8} {:<12} {:<10} {:<8} {:>3}  {:<16}  {:<28} {}",
             t.number,
             clip(&t.account, 12),
             clip(&t.ticket_type, 10),
             clip(&t.status, 8),
             t.articles,
-            clip(&t.created_at, 19),
+            t.created_at
+                .get(..16)
+                .unwrap_or(&t.created_at)
+                .replace('T', " "),
             clip(&t.customer, 28),
             clip(&t.subject, 60)
         );

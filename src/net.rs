@@ -62,6 +62,13 @@ pub async fn connect_tcp(
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                // A connection that dies silently (NAT timeout, pulled cable) while we wait in
+                // IDLE would otherwise only be noticed when IDLE is renewed; keepalive probes
+                // find it within about two minutes.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(60))
+                    .with_interval(Duration::from_secs(15));
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                 return Ok(stream);
             }
             Ok(Err(e)) => last_err = e,

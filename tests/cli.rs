@@ -125,3 +125,16 @@ fn tickets_list_json_on_a_fresh_store_is_an_empty_array() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+#[test]
+fn an_invalid_message_id_domain_is_an_error() {
+    let cfg = TestConfig::new(
+        &["name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n\
+           ticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\n".into()],
+        "[smtp]\nhost = \"h\"\nmessage_id_domain = \"not a domain\"\n",
+    );
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("smtp.message_id_domain"), "{err}");
+}

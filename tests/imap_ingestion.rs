@@ -444,3 +444,133 @@ async fn a_uidvalidity_change_neither_loses_nor_doubles_mail() {
     assert_eq!(lab.count(&user, "INBOX").await, 0);
     assert_eq!(lab.count(&user, "Archive").await, 5);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_over_max_message_size_stays_on_the_server_and_is_not_fetched() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-size");
+    let small = mails::simple(&user, "small", "small@customer.example.test", "");
+    let mut big = mails::simple(&user, "big", "big@customer.example.test", "");
+    big.extend(std::iter::repeat_n(b'x', 4000).chain(*b"\r\n"));
+    lab.append(&user, "INBOX", &[small, big]).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            &format!("{}max_message_size = \"2KB\"\n", move_to("Archive")),
+        )],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("larger than max_message_size"), "{err}");
+    assert_eq!(cfg.tickets().len(), 1);
+    assert_eq!(lab.count(&user, "INBOX").await, 1, "the big mail stays");
+    let again = cfg.run(&["run", "--once"]);
+    assert!(
+        !common::stderr(&again).contains("larger than max_message_size"),
+        "logged once"
+    );
+    assert_eq!(cfg.tickets().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_test_mail_header_does_not_make_a_mail_disappear() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-forged");
+    let forged = mails::simple(
+        &user,
+        "Looks like a test",
+        "forged@customer.example.test",
+        "X-Mail2ticket-Test: 2026-11-28T10:00:00.000Z; sig=0123456789abcdef0123456789abcdef\r\n",
+    );
+    lab.append(&user, "INBOX", &[forged]).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    assert!(cfg.run(&["run", "--once"]).status.success());
+    assert_eq!(
+        cfg.tickets().len(),
+        1,
+        "only a marker signed with the account's key is a test mail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_that_cannot_be_stored_is_quarantined_and_the_rest_carries_on() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-poison");
+    let mut set: Vec<Vec<u8>> = (0..4)
+        .map(|i| mails::varied(i, &user, "poison").raw)
+        .collect();
+    set.insert(
+        2,
+        mails::simple(&user, "poison", "poison@customer.example.test", ""),
+    );
+    lab.append(&user, "INBOX", &set).await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    // A real storage failure for one mail: the database refuses its article.
+    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON articles WHEN NEW.subject = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+
+    for _ in 0..3 {
+        cfg.run(&["run", "--once"]);
+    }
+    assert_eq!(
+        cfg.tickets().len(),
+        4,
+        "the other mails were stored on the first pass"
+    );
+    assert_eq!(lab.count(&user, "Archive").await, 4);
+    let mut s = lab.imap(&user).await;
+    s.select("INBOX").await.unwrap();
+    let flagged: Vec<_> = s
+        .uid_search("KEYWORD $mail2ticket-failed")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    s.logout().await.ok();
+    assert_eq!(
+        flagged.len(),
+        1,
+        "the poison mail is marked after three failures"
+    );
+
+    let out = cfg.run(&["run", "--once"]);
+    assert!(
+        !common::stderr(&out).contains("disk says no"),
+        "a quarantined mail is skipped"
+    );
+    assert_eq!(
+        lab.count(&user, "INBOX").await,
+        1,
+        "and stays on the server"
+    );
+}

@@ -245,6 +245,22 @@ pub fn check(
         if let Some(ca) = &smtp.ca_file {
             c.readable_file(at.clone().field("ca_file"), ca);
         }
+        if let Some(domain) = &smtp.message_id_domain {
+            let valid = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                });
+            if !valid {
+                c.error(
+                    at.clone().field("message_id_domain"),
+                    format!("{domain:?} is not a domain name; write e.g. \"tickets.example.com\""),
+                );
+            }
+        }
     }
 
     if accounts_in_file == 0 {
@@ -361,6 +377,12 @@ pub fn check(
         c.non_empty(key("ticket_type"), &account.ticket_type);
         c.non_empty(key("ticket_status"), &account.ticket_status);
 
+        if account.auto_reply && account.auto_reply_limit == 0 {
+            c.warning(
+                key("auto_reply_limit"),
+                "0 suppresses every automatic reply; set auto_reply = false to say so, or a limit such as 5",
+            );
+        }
         if account.auto_reply && !has_smtp {
             c.error(
                 key("auto_reply"),

@@ -90,7 +90,11 @@ pub fn test_mail(account: &AccountConfig, to: &str, stamp: &str) -> Result<TestM
         .subject(subject.clone())
         .date_now()
         .message_id(None)
-        .header(TestMarker(stamp.to_string()))
+        .header(TestMarker(crate::ingest::testmail::marker(
+            &account.password(),
+            &account.email,
+            stamp,
+        )))
         .body(body)
         .map_err(|e| Fail::new(format!("cannot build the test mail: {e}")))?;
     Ok(TestMail {

@@ -1,4 +1,5 @@
 //! Turning fetched mails into tickets, independent of the protocol that fetched them.
 
 pub mod parse;
+pub mod testmail;
 pub mod thread;

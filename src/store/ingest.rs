@@ -30,6 +30,21 @@ pub struct TicketRules {
     pub subject_tag: String,
     /// Automatic replies to new tickets; `None` when the account does not auto-reply.
     pub reply: Option<crate::reply::ReplyPolicy>,
+    /// Verifies the signed marker of `test-fetch` mails (see ingest::testmail): the account's
+    /// address and password. `None`: no mail is ever treated as a test mail.
+    pub test_mail_key: Option<(String, crate::secret::Secret)>,
+}
+
+impl TicketRules {
+    /// A genuine test-fetch mail of this account: disposed of without a ticket.
+    pub fn is_test_mail(&self, parsed: &ParsedMail) -> bool {
+        match (&parsed.automation.test_marker, &self.test_mail_key) {
+            (Some(marker), Some((email, key))) => {
+                crate::ingest::testmail::is_genuine(marker, key, email)
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,7 +269,7 @@ async fn store_one(
     let parsed = &mail.parsed;
     let sha = sha256_hex(&mail.raw);
 
-    let (outcome, article_id) = if parsed.automation.test_marker.is_some() {
+    let (outcome, article_id) = if rules.is_test_mail(parsed) {
         (Outcome::TestMail, None)
     } else if let Some(number) = duplicate_of(tx, &rules.account, &sha).await? {
         (Outcome::Duplicate { number }, None)

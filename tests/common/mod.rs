@@ -257,29 +257,33 @@ pub fn mail2ticket_cmd(config: &Path) -> Command {
 
 /// An IMAP account section for the lab.
 pub fn imap_account(lab: &Lab, name: &str, user: &str, encryption: &str, extra: &str) -> String {
-    let port = match encryption {
-        "ssl" => lab.port("MAIL_LAB_IMAPS_PORT"),
-        _ => lab.port("MAIL_LAB_IMAP_PORT"),
-    };
-    format!(
-        "name = \"{name}\"\nemail = \"{user}\"\nprotocol = \"imap\"\nhost = \"localhost\"\nport = {port}\n\
-         encryption = \"{encryption}\"\nuser = \"{user}\"\npassword = \"{}\"\nca_file = \"{}\"\n\
-         ticket_type = \"question\"\nticket_status = \"open\"\n{extra}\n",
-        lab.password(),
-        lab.ca()
-    )
+    lab_account(lab, "imap", name, user, encryption, extra)
 }
 
 /// A POP3 account section for the lab.
 pub fn pop3_account(lab: &Lab, name: &str, user: &str, encryption: &str, extra: &str) -> String {
-    let port = match encryption {
-        "ssl" => lab.port("MAIL_LAB_POP3S_PORT"),
-        _ => lab.port("MAIL_LAB_POP3_PORT"),
+    lab_account(lab, "pop3", name, user, encryption, extra)
+}
+
+fn lab_account(
+    lab: &Lab,
+    protocol: &str,
+    name: &str,
+    user: &str,
+    encryption: &str,
+    extra: &str,
+) -> String {
+    let port_key = match (protocol, encryption) {
+        ("imap", "ssl") => "MAIL_LAB_IMAPS_PORT",
+        ("imap", _) => "MAIL_LAB_IMAP_PORT",
+        (_, "ssl") => "MAIL_LAB_POP3S_PORT",
+        _ => "MAIL_LAB_POP3_PORT",
     };
     format!(
-        "name = \"{name}\"\nemail = \"{user}\"\nprotocol = \"pop3\"\nhost = \"localhost\"\nport = {port}\n\
+        "name = \"{name}\"\nemail = \"{user}\"\nprotocol = \"{protocol}\"\nhost = \"localhost\"\nport = {}\n\
          encryption = \"{encryption}\"\nuser = \"{user}\"\npassword = \"{}\"\nca_file = \"{}\"\n\
          ticket_type = \"question\"\nticket_status = \"open\"\n{extra}\n",
+        lab.port(port_key),
         lab.password(),
         lab.ca()
     )
