@@ -186,8 +186,8 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
     while !cancel.is_cancelled() {
         rt.health.set(State::Connecting);
         let result = match rt.account.protocol {
-            Protocol::Imap => imap_session(&rt, &store, &cancel).await,
-            Protocol::Pop3 => poll_session(&rt, &store, &cancel).await,
+            Protocol::Imap => imap_session(&rt, &store, &cancel, &mut failures).await,
+            Protocol::Pop3 => poll_session(&rt, &store, &cancel, &mut failures).await,
         };
         match result {
             Ok(()) => {
@@ -213,15 +213,19 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
 }
 
 /// Polls without a persistent connection (POP3): a pass, then sleep `poll_interval`.
+/// `failures` is reset by every successful pass, so an occasional drop after hours of work
+/// backs off for a second, not for the maximum.
 async fn poll_session(
     rt: &AccountRuntime,
     store: &Store,
     cancel: &CancellationToken,
+    failures: &mut u32,
 ) -> anyhow::Result<()> {
     rt.health.set_expected(rt.expected_interval(false));
     loop {
         rt.health.set(State::Polling);
         let report = pass_once(rt, store, Some(cancel)).await?;
+        *failures = 0;
         after_pass(rt, &report);
         rt.health.set(State::Waiting);
         tokio::select! {
@@ -236,6 +240,7 @@ async fn imap_session(
     rt: &AccountRuntime,
     store: &Store,
     cancel: &CancellationToken,
+    failures: &mut u32,
 ) -> anyhow::Result<()> {
     let name = rt.account.name.as_str();
     let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
@@ -246,6 +251,7 @@ async fn imap_session(
     loop {
         rt.health.set(State::Polling);
         let report = run_pass(&mut conn, &rt.ctx(store, Some(cancel))).await?;
+        *failures = 0;
         after_pass(rt, &report);
         if cancel.is_cancelled() {
             let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;

@@ -264,7 +264,7 @@ async fn fetch_bodies(
     uids: &[u32],
 ) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
     let set = uid_set(uids);
-    // Large batches take longer; allow the per-operation timeout per 8 MB fetched.
+    // A batch (up to 32 MB) takes longer than one command: allow four operation timeouts.
     let t = conn.timeout;
     let fut = async {
         let stream = conn.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
