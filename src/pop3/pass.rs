@@ -87,54 +87,86 @@ pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport,
         }
     }
 
-    let mut i = 0;
-    while i < new.len() {
-        let mut batch = Vec::new();
+    // Batches by count and bytes; while batch N is stored (SQLite's thread, one fsynced
+    // commit), batch N+1 is retrieved. DELE only follows a batch's commit.
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < new.len() {
+        let mut end = start;
         let mut bytes = 0;
-        while i < new.len()
-            && batch.len() < BATCH_MAILS
-            && (batch.is_empty() || bytes + new[i].2 <= BATCH_BYTES)
+        while end < new.len()
+            && end - start < BATCH_MAILS
+            && (end == start || bytes + new[end].2 <= BATCH_BYTES)
         {
-            let (msg, uidl, size) = &new[i];
-            let raw = client.retr(*msg).await?;
-            bytes += size;
-            batch.push((*msg, uidl.clone(), raw));
-            i += 1;
+            bytes += new[end].2;
+            end += 1;
         }
-        report.fetched += batch.len();
-        let incoming: Vec<Incoming> = batch
-            .iter()
-            .map(|(_, uidl, raw)| Incoming {
-                source_key: key(uidl),
-                parsed: parse(raw),
-                raw: raw.clone(),
-                received_at: Utc::now(),
-            })
-            .collect();
-        let outcomes = store.store_batch(&rt.rules, &incoming).await?;
-        for ((msg, uidl, _), outcome) in batch.iter().zip(&outcomes) {
-            match outcome {
-                Outcome::NewTicket { number } => {
-                    report.new_tickets += 1;
-                    info!(account = name, uidl = %uidl, ticket = %number, kind = "new", "mail stored");
+        chunks.push(&new[start..end]);
+        start = end;
+    }
+    let mut parsed: Option<(Vec<(u32, String)>, Vec<Incoming>)> = None;
+    for i in 0..=chunks.len() {
+        let retrieve = async {
+            let mut raws = Vec::new();
+            if let Some(chunk) = chunks.get(i) {
+                for (msg, _, _) in chunk.iter() {
+                    raws.push(client.retr(*msg).await?);
                 }
-                Outcome::FollowUp { number } => {
-                    report.followups += 1;
-                    info!(account = name, uidl = %uidl, ticket = %number, kind = "follow-up", "mail stored");
-                }
-                Outcome::Duplicate { number } => {
-                    report.duplicates += 1;
-                    info!(account = name, uidl = %uidl, ticket = %number, kind = "duplicate", "mail already stored");
-                }
-                Outcome::TestMail => report.test_mails += 1,
-                Outcome::AlreadyProcessed => {}
             }
-            // Durable now: marking for deletion is safe.
-            if delete {
-                client.dele(*msg).await?;
-                dele_keys.push(key(uidl));
+            Ok::<_, Pop3Error>(raws)
+        };
+        let store_previous = async {
+            match &parsed {
+                Some((_, incoming)) => Some(store.store_batch(&rt.rules, incoming).await),
+                None => None,
+            }
+        };
+        let (raws, outcomes) = tokio::join!(retrieve, store_previous);
+        if let (Some(outcomes), Some((meta, _))) = (outcomes, parsed.take()) {
+            let outcomes = outcomes?;
+            for ((msg, uidl), outcome) in meta.iter().zip(&outcomes) {
+                match outcome {
+                    Outcome::NewTicket { number } => {
+                        report.new_tickets += 1;
+                        info!(account = name, uidl = %uidl, ticket = %number, kind = "new", "mail stored");
+                    }
+                    Outcome::FollowUp { number } => {
+                        report.followups += 1;
+                        info!(account = name, uidl = %uidl, ticket = %number, kind = "follow-up", "mail stored");
+                    }
+                    Outcome::Duplicate { number } => {
+                        report.duplicates += 1;
+                        info!(account = name, uidl = %uidl, ticket = %number, kind = "duplicate", "mail already stored");
+                    }
+                    Outcome::TestMail => report.test_mails += 1,
+                    Outcome::AlreadyProcessed => {}
+                }
+                // Durable now: marking for deletion is safe.
+                if delete {
+                    client.dele(*msg).await?;
+                    dele_keys.push(key(uidl));
+                }
             }
         }
+        let raws = raws?;
+        let Some(chunk) = chunks.get(i) else { break };
+        report.fetched += raws.len();
+        let meta: Vec<(u32, String)> = chunk.iter().map(|(m, u, _)| (*m, u.clone())).collect();
+        let keys: Vec<String> = meta.iter().map(|(_, u)| key(u)).collect();
+        let incoming = tokio::task::spawn_blocking(move || {
+            raws.into_iter()
+                .zip(keys)
+                .map(|(raw, source_key)| Incoming {
+                    source_key,
+                    parsed: parse(&raw),
+                    raw,
+                    received_at: Utc::now(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Pop3Error::Io(std::io::Error::other(e)))?;
+        parsed = Some((meta, incoming));
     }
 
     if !delete {
