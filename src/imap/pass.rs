@@ -151,9 +151,10 @@ pub async fn run_pass(
         let following = batches.get(i + 1).map(|b| uids_of(b));
         let (first_try, (moved, next)) =
             tokio::join!(ctx.store.store_batch(ctx.rules, &incoming), async {
-                let moved = match durable.is_empty() {
-                    true => None,
-                    false => Some(dispose_on_server(conn, ctx, &durable).await),
+                let moved = if durable.is_empty() {
+                    None
+                } else {
+                    Some(dispose_on_server(conn, ctx, &durable).await)
                 };
                 let next = match &following {
                     Some(uids) => Some(fetch_bodies(conn, uids).await),

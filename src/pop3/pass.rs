@@ -18,6 +18,9 @@ use crate::store::{Incoming, Outcome, Store};
 const BATCH_MAILS: usize = 200;
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
+/// A retrieved batch: (message number, UIDL) per mail and the parsed mails, in the same order.
+type Retrieved = (Vec<(u32, String)>, Vec<Incoming>);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Pop3PassError {
     #[error(transparent)]
@@ -104,7 +107,7 @@ pub async fn pass_once(rt: &AccountRuntime, store: &Store) -> Result<PassReport,
         chunks.push(&new[start..end]);
         start = end;
     }
-    let mut parsed: Option<(Vec<(u32, String)>, Vec<Incoming>)> = None;
+    let mut parsed: Option<Retrieved> = None;
     for i in 0..=chunks.len() {
         let retrieve = async {
             let mut raws = Vec::new();
