@@ -145,37 +145,56 @@ pub async fn run_pass(
         dispose(conn, ctx, &to_dispose, &prefix, &mut report).await;
     }
 
-    for batch in batches(&new) {
-        // Shutdown: stop between batches; everything committed so far is disposed already.
+    // Pipelined: while batch N is stored (SQLite's thread, one fsynced commit), the connection
+    // moves the durable batch N-1 and fetches batch N+1. A batch is moved only after its commit.
+    let batches = batches(&new);
+    let mut fetched = match batches.first() {
+        Some(first) => Some(fetch_bodies(conn, &uids_of(first)).await?),
+        None => None,
+    };
+    let mut durable: Vec<u32> = Vec::new();
+    for i in 0..batches.len() {
+        // Shutdown: stop between batches. The fetched-but-unstored batch stays on the server
+        // untouched; the last durable batch is disposed after the loop.
         if ctx.cancel.is_some_and(|c| c.is_cancelled()) {
             info!(account = %account.name, left = new.len().saturating_sub(report.fetched), "stopping the pass: shutting down");
             break;
         }
-        let uids: Vec<u32> = batch.iter().map(|m| m.uid).collect();
-        let fetched = fetch_bodies(conn, &uids).await?;
-        report.fetched += fetched.len();
-        crate::metrics::mails_fetched(&account.name, fetched.len());
-        let incoming: Vec<Incoming> = tokio::task::spawn_blocking({
-            let prefix = prefix.clone();
-            move || {
-                fetched
-                    .into_iter()
-                    .map(|(uid, raw)| Incoming {
-                        source_key: format!("{prefix}{uid}"),
-                        parsed: parse(&raw),
-                        raw,
-                        received_at: Utc::now(),
-                    })
-                    .collect()
+        let Some(batch) = fetched.take() else { break };
+        report.fetched += batch.len();
+        crate::metrics::mails_fetched(&account.name, batch.len());
+        let incoming = parse_batch(batch, &prefix).await?;
+        let following = batches.get(i + 1).map(|b| uids_of(b));
+        let (first_try, (moved, next)) =
+            tokio::join!(ctx.store.store_batch(ctx.rules, &incoming), async {
+                let moved = if durable.is_empty() {
+                    None
+                } else {
+                    Some(dispose_on_server(conn, ctx, &durable).await)
+                };
+                let next = match &following {
+                    Some(uids) => Some(fetch_bodies(conn, uids).await),
+                    None => None,
+                };
+                (moved, next)
+            });
+        if let Some(moved) = moved {
+            record_disposal(
+                ctx,
+                &std::mem::take(&mut durable),
+                &prefix,
+                moved,
+                &mut report,
+            )
+            .await;
+        }
+        let stored = match first_try {
+            Ok(outcomes) => incoming.iter().zip(outcomes).collect(),
+            Err(e) => {
+                warn!(account = %ctx.account.name, error = %e, "storing a batch failed; storing its mails one by one");
+                store_one_by_one(conn, ctx, &incoming, &mut report).await?
             }
-        })
-        .await
-        .map_err(|e| ImapError::Protocol {
-            operation: "parse".into(),
-            reply: e.to_string(),
-        })?;
-
-        let stored = store_with_quarantine(conn, ctx, &incoming, &mut report).await?;
+        };
         if let Some(health) = ctx.health {
             health.success();
         }
@@ -202,14 +221,16 @@ pub async fn run_pass(
                 Outcome::AlreadyProcessed => {}
             }
         }
-        // The batch is durable now: only these mails may leave the folder.
-        let done: Vec<u32> = stored
+        // The batch is durable now: only these mails may leave the folder (with the next fetch).
+        durable = stored
             .iter()
             .filter_map(|(m, _)| m.source_key.rsplit(':').next()?.parse().ok())
             .collect();
-        if !done.is_empty() {
-            dispose(conn, ctx, &done, &prefix, &mut report).await;
-        }
+        // A failed fetch ends the pass; this batch stays stored and is disposed next pass.
+        fetched = next.transpose()?;
+    }
+    if !durable.is_empty() {
+        dispose(conn, ctx, &durable, &prefix, &mut report).await;
     }
     Ok(report)
 }
@@ -241,6 +262,34 @@ async fn list_folder(conn: &mut ImapConnection) -> Result<Vec<Listed>, ImapError
     Ok(listed)
 }
 
+fn uids_of(batch: &[&Listed]) -> Vec<u32> {
+    batch.iter().map(|m| m.uid).collect()
+}
+
+/// Parses a fetched batch off the async threads.
+async fn parse_batch(
+    fetched: Vec<(u32, Vec<u8>)>,
+    prefix: &str,
+) -> Result<Vec<Incoming>, ImapError> {
+    let prefix = prefix.to_string();
+    tokio::task::spawn_blocking(move || {
+        fetched
+            .into_iter()
+            .map(|(uid, raw)| Incoming {
+                source_key: format!("{prefix}{uid}"),
+                parsed: parse(&raw),
+                raw,
+                received_at: Utc::now(),
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ImapError::Protocol {
+        operation: "parse".into(),
+        reply: e.to_string(),
+    })
+}
+
 fn batches<'a>(mails: &'a [&'a Listed]) -> Vec<&'a [&'a Listed]> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -264,43 +313,35 @@ async fn fetch_bodies(
     uids: &[u32],
 ) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
     let set = uid_set(uids);
-    // A batch (up to 32 MB) takes longer than one command: allow four operation timeouts.
+    // Large batches take longer; allow the per-operation timeout per 8 MB fetched.
     let t = conn.timeout;
-    let fut = async {
-        let stream = conn.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
-        stream.try_collect::<Vec<_>>().await
-    };
-    let fetches = timed(t * 4, "UID FETCH BODY.PEEK[]", fut).await?;
     let wanted: HashSet<u32> = uids.iter().copied().collect();
-    let mut out: Vec<(u32, Vec<u8>)> = fetches
-        .iter()
-        .filter_map(|f| {
-            let uid = f.uid?;
+    // Each response is copied out and dropped as it arrives: a batch is held once, not twice.
+    let fut = async {
+        let mut stream = conn.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+        let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(uids.len());
+        while let Some(f) = stream.try_next().await? {
             // A mail expunged by another client between listing and fetching simply is absent.
-            wanted
-                .contains(&uid)
-                .then(|| (uid, f.body().unwrap_or_default().to_vec()))
-        })
-        .collect();
+            if let Some(uid) = f.uid.filter(|u| wanted.contains(u)) {
+                out.push((uid, f.body().unwrap_or_default().to_vec()));
+            }
+        }
+        Ok::<_, async_imap::error::Error>(out)
+    };
+    let mut out = timed(t * 4, "UID FETCH BODY.PEEK[]", fut).await?;
     out.sort_by_key(|(uid, _)| *uid);
     out.dedup_by_key(|(uid, _)| *uid);
     Ok(out)
 }
 
-/// Stores a batch; if the batch transaction fails, stores mails one by one so one bad mail
-/// cannot block the mailbox, and quarantines a mail after repeated failures.
-async fn store_with_quarantine<'m>(
+/// After a batch transaction failed: stores its mails one by one so one bad mail cannot block
+/// the mailbox, and quarantines a mail after repeated failures.
+async fn store_one_by_one<'m>(
     conn: &mut ImapConnection,
     ctx: &PassContext<'_>,
     incoming: &'m [Incoming],
     report: &mut PassReport,
 ) -> Result<Vec<(&'m Incoming, Outcome)>, ImapError> {
-    match ctx.store.store_batch(ctx.rules, incoming).await {
-        Ok(outcomes) => return Ok(incoming.iter().zip(outcomes).collect()),
-        Err(e) => {
-            warn!(account = %ctx.account.name, error = %e, "storing a batch failed; storing its mails one by one")
-        }
-    }
     let mut stored = Vec::new();
     for mail in incoming {
         match ctx
@@ -353,9 +394,19 @@ async fn dispose(
     prefix: &str,
     report: &mut PassReport,
 ) {
+    let result = dispose_on_server(conn, ctx, uids).await;
+    record_disposal(ctx, uids, prefix, result, report).await;
+}
+
+/// The server side of [`dispose`]: UID MOVE, or STORE \Deleted + UID EXPUNGE.
+async fn dispose_on_server(
+    conn: &mut ImapConnection,
+    ctx: &PassContext<'_>,
+    uids: &[u32],
+) -> Result<(), String> {
     let account = ctx.account;
     let set = uid_set(uids);
-    let result = match account.action {
+    match account.action {
         Action::Move => {
             let target = account.move_to.as_deref().unwrap_or_default();
             move_mails(conn, &set, target).await.map_err(|e| {
@@ -373,7 +424,18 @@ async fn dispose(
                 uids.len()
             )
         }),
-    };
+    }
+}
+
+/// The store side of [`dispose`]: report and record what the server did.
+async fn record_disposal(
+    ctx: &PassContext<'_>,
+    uids: &[u32],
+    prefix: &str,
+    result: Result<(), String>,
+    report: &mut PassReport,
+) {
+    let account = ctx.account;
     match result {
         Ok(()) => {
             report.disposed += uids.len();

@@ -19,6 +19,9 @@ use crate::store::{Incoming, Outcome, Store};
 const BATCH_MAILS: usize = 200;
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
+/// A retrieved batch: (message number, UIDL) per mail and the parsed mails, in the same order.
+type Retrieved = (Vec<(u32, String)>, Vec<Incoming>);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Pop3PassError {
     #[error(transparent)]
@@ -95,66 +98,99 @@ pub async fn pass_once(
         }
     }
 
-    let mut i = 0;
-    while i < new.len() {
-        // Shutdown: stop between batches (see the function's doc).
-        if cancel.is_some_and(|c| c.is_cancelled()) {
+    // Batches by count and bytes; while batch N is stored (SQLite's thread, one fsynced
+    // commit), batch N+1 is retrieved. DELE only follows a batch's commit.
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < new.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < new.len()
+            && end - start < BATCH_MAILS
+            && (end == start || bytes + new[end].2 <= BATCH_BYTES)
+        {
+            bytes += new[end].2;
+            end += 1;
+        }
+        chunks.push(&new[start..end]);
+        start = end;
+    }
+    let mut parsed: Option<Retrieved> = None;
+    for i in 0..=chunks.len() {
+        // Shutdown: retrieve nothing more, but still store (and DELE) the batch in hand.
+        let stopping = cancel.is_some_and(|c| c.is_cancelled());
+        if stopping && i < chunks.len() {
             info!(
                 account = name,
-                left = new.len() - i,
+                left = new.len() - report.fetched,
                 "stopping the pass: shutting down"
             );
-            break;
         }
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while i < new.len()
-            && batch.len() < BATCH_MAILS
-            && (batch.is_empty() || bytes + new[i].2 <= BATCH_BYTES)
-        {
-            let (msg, uidl, size) = &new[i];
-            let raw = client.retr(*msg).await?;
-            bytes += size;
-            batch.push((*msg, uidl.clone(), raw));
-            i += 1;
-        }
-        report.fetched += batch.len();
-        crate::metrics::mails_fetched(name, batch.len());
-        let incoming: Vec<Incoming> = batch
-            .iter()
-            .map(|(_, uidl, raw)| Incoming {
-                source_key: key(uidl),
-                parsed: parse(raw),
-                raw: raw.clone(),
-                received_at: Utc::now(),
-            })
-            .collect();
-        let outcomes = store.store_batch(&rt.rules, &incoming).await?;
-        rt.health.success();
-        for ((msg, uidl, _), outcome) in batch.iter().zip(&outcomes) {
-            crate::metrics::mail_stored(name, outcome);
-            match outcome {
-                Outcome::NewTicket { number } => {
-                    report.new_tickets += 1;
-                    info!(account = name, uidl = %uidl, ticket = %number, kind = "new", "mail stored");
+        let current = if stopping { None } else { chunks.get(i) };
+        let retrieve = async {
+            let mut raws = Vec::new();
+            if let Some(chunk) = current {
+                for (msg, _, _) in chunk.iter() {
+                    raws.push(client.retr(*msg).await?);
                 }
-                Outcome::FollowUp { number } => {
-                    report.followups += 1;
-                    info!(account = name, uidl = %uidl, ticket = %number, kind = "follow-up", "mail stored");
-                }
-                Outcome::Duplicate { number } => {
-                    report.duplicates += 1;
-                    info!(account = name, uidl = %uidl, ticket = %number, kind = "duplicate", "mail already stored");
-                }
-                Outcome::TestMail => report.test_mails += 1,
-                Outcome::AlreadyProcessed => {}
             }
-            // Durable now: marking for deletion is safe.
-            if delete {
-                client.dele(*msg).await?;
-                dele_keys.push(key(uidl));
+            Ok::<_, Pop3Error>(raws)
+        };
+        let store_previous = async {
+            match &parsed {
+                Some((_, incoming)) => Some(store.store_batch(&rt.rules, incoming).await),
+                None => None,
+            }
+        };
+        let (raws, outcomes) = tokio::join!(retrieve, store_previous);
+        if let (Some(outcomes), Some((meta, _))) = (outcomes, parsed.take()) {
+            let outcomes = outcomes?;
+            rt.health.success();
+            for ((msg, uidl), outcome) in meta.iter().zip(&outcomes) {
+                crate::metrics::mail_stored(name, outcome);
+                match outcome {
+                    Outcome::NewTicket { number } => {
+                        report.new_tickets += 1;
+                        info!(account = name, uidl = %uidl, ticket = %number, kind = "new", "mail stored");
+                    }
+                    Outcome::FollowUp { number } => {
+                        report.followups += 1;
+                        info!(account = name, uidl = %uidl, ticket = %number, kind = "follow-up", "mail stored");
+                    }
+                    Outcome::Duplicate { number } => {
+                        report.duplicates += 1;
+                        info!(account = name, uidl = %uidl, ticket = %number, kind = "duplicate", "mail already stored");
+                    }
+                    Outcome::TestMail => report.test_mails += 1,
+                    Outcome::AlreadyProcessed => {}
+                }
+                // Durable now: marking for deletion is safe.
+                if delete {
+                    client.dele(*msg).await?;
+                    dele_keys.push(key(uidl));
+                }
             }
         }
+        let raws = raws?;
+        let Some(chunk) = current else { break };
+        report.fetched += raws.len();
+        crate::metrics::mails_fetched(name, raws.len());
+        let meta: Vec<(u32, String)> = chunk.iter().map(|(m, u, _)| (*m, u.clone())).collect();
+        let keys: Vec<String> = meta.iter().map(|(_, u)| key(u)).collect();
+        let incoming = tokio::task::spawn_blocking(move || {
+            raws.into_iter()
+                .zip(keys)
+                .map(|(raw, source_key)| Incoming {
+                    source_key,
+                    parsed: parse(&raw),
+                    raw,
+                    received_at: Utc::now(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Pop3Error::Io(std::io::Error::other(e)))?;
+        parsed = Some((meta, incoming));
     }
 
     if !delete {

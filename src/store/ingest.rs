@@ -2,11 +2,11 @@
 //! attachments and the processed source keys together, so "source key recorded" always means
 //! "ticket durable".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::{now_rfc3339, Store, StoreError};
 use crate::ingest::parse::ParsedMail;
@@ -95,17 +95,45 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Store {
     /// Stores a batch in one durable transaction; returns one outcome per mail, in order.
+    ///
+    /// Per mail only the ticket and article rows are written one by one; the lookups that are
+    /// the same for every mail (already processed? same bytes stored before?) and the
+    /// `processed` rows are one statement per chunk of the batch. Each statement is a round trip
+    /// to SQLite's worker thread, and these round trips were most of a backlog's time.
     pub async fn store_batch(
         &self,
         rules: &TicketRules,
         mails: &[Incoming],
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.write_tx().await?;
+        let keys: Vec<&str> = mails.iter().map(|m| m.source_key.as_str()).collect();
+        let mut seen = processed_among(&mut tx, &rules.account, &keys).await?;
+        let shas: Vec<String> = mails.iter().map(|m| sha256_hex(&m.raw)).collect();
+        let mut stored = stored_numbers(&mut tx, &rules.account, &shas).await?;
         let mut outcomes = Vec::with_capacity(mails.len());
+        let mut rows = Vec::with_capacity(mails.len());
         let mut suppressed = Vec::new();
-        for mail in mails {
-            outcomes.push(store_one(&mut tx, rules, mail, &mut suppressed).await?);
+        for (mail, sha) in mails.iter().zip(&shas) {
+            // A key listed twice in one batch counts once, as a key stored by an earlier batch.
+            if !seen.insert(mail.source_key.clone()) {
+                outcomes.push(Outcome::AlreadyProcessed);
+                continue;
+            }
+            let now = now_rfc3339();
+            let (outcome, article_id) = store_one(
+                &mut tx,
+                rules,
+                mail,
+                sha,
+                &mut stored,
+                &now,
+                &mut suppressed,
+            )
+            .await?;
+            rows.push((mail.source_key.as_str(), outcome.label(), article_id, now));
+            outcomes.push(outcome);
         }
+        insert_processed(&mut tx, &rules.account, &rows).await?;
         tx.commit().await?;
         // Counted after the commit: a batch that rolls back (and is retried mail by mail) does
         // not count its decisions twice.
@@ -166,15 +194,18 @@ impl Store {
     pub async fn mark_disposed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
         let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
-        for key in keys {
-            sqlx::query(
-                "UPDATE processed SET disposed_at = ? WHERE account = ? AND source_key = ?",
-            )
-            .bind(&now)
-            .bind(account)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in keys.chunks(IN_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE processed SET disposed_at = ");
+            q.push_bind(&now)
+                .push(" WHERE account = ")
+                .push_bind(account)
+                .push(" AND source_key IN (");
+            let mut list = q.separated(", ");
+            for key in chunk {
+                list.push_bind(key);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -250,81 +281,133 @@ impl Store {
     }
 }
 
+/// Stores one mail that is not processed yet; `stored` maps the SHA-256 of mails already stored
+/// for the account (before or earlier in this batch) to their ticket number.
 async fn store_one(
     tx: &mut Transaction<'_, Sqlite>,
     rules: &TicketRules,
     mail: &Incoming,
+    sha: &str,
+    stored: &mut HashMap<String, String>,
+    now: &str,
     suppressed: &mut Vec<&'static str>,
-) -> Result<Outcome, StoreError> {
-    let already: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM processed WHERE account = ? AND source_key = ?")
-            .bind(&rules.account)
-            .bind(&mail.source_key)
-            .fetch_optional(&mut **tx)
-            .await?;
-    if already.is_some() {
-        return Ok(Outcome::AlreadyProcessed);
-    }
-    let now = now_rfc3339();
+) -> Result<(Outcome, Option<i64>), StoreError> {
     let parsed = &mail.parsed;
-    let sha = sha256_hex(&mail.raw);
-
-    let (outcome, article_id) = if rules.is_test_mail(parsed) {
-        (Outcome::TestMail, None)
-    } else if let Some(number) = duplicate_of(tx, &rules.account, &sha).await? {
-        (Outcome::Duplicate { number }, None)
-    } else {
-        let (ticket_id, outcome) = match find_thread(tx, rules, parsed).await? {
-            Some((id, number)) => {
-                sqlx::query("UPDATE tickets SET updated_at = ? WHERE id = ?")
-                    .bind(&now)
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-                (id, Outcome::FollowUp { number })
-            }
-            None => {
-                let (id, number) = create_ticket(tx, rules, parsed, &now).await?;
-                (id, Outcome::NewTicket { number })
-            }
-        };
-        let followup = matches!(outcome, Outcome::FollowUp { .. });
-        let article_id = insert_article(tx, rules, mail, ticket_id, &sha, followup, &now).await?;
-        if let Outcome::NewTicket { number } = &outcome {
-            // Queued (or its suppression noted) in this transaction: no ticket without its reply.
-            let planned =
-                super::outbox::plan_reply(tx, rules, mail, ticket_id, article_id, number).await?;
-            suppressed.extend(planned);
+    if rules.is_test_mail(parsed) {
+        return Ok((Outcome::TestMail, None));
+    }
+    if let Some(number) = stored.get(sha) {
+        return Ok((
+            Outcome::Duplicate {
+                number: number.clone(),
+            },
+            None,
+        ));
+    }
+    let (ticket_id, number, followup) = match find_thread(tx, rules, parsed).await? {
+        Some((id, number)) => {
+            sqlx::query("UPDATE tickets SET updated_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            (id, number, true)
         }
-        (outcome, Some(article_id))
+        None => {
+            let (id, number) = create_ticket(tx, rules, parsed, now).await?;
+            (id, number, false)
+        }
     };
-
-    sqlx::query(
-        "INSERT INTO processed (account, source_key, outcome, article_id, created_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&rules.account)
-    .bind(&mail.source_key)
-    .bind(outcome.label())
-    .bind(article_id)
-    .bind(&now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(outcome)
+    let article_id = insert_article(tx, rules, mail, ticket_id, sha, followup, now).await?;
+    if !followup {
+        // Queued (or its suppression noted) in this transaction: no ticket without its reply.
+        let planned =
+            super::outbox::plan_reply(tx, rules, mail, ticket_id, article_id, &number).await?;
+        suppressed.extend(planned);
+    }
+    stored
+        .entry(sha.to_string())
+        .or_insert_with(|| number.clone());
+    let outcome = if followup {
+        Outcome::FollowUp { number }
+    } else {
+        Outcome::NewTicket { number }
+    };
+    Ok((outcome, Some(article_id)))
 }
 
-async fn duplicate_of(
+/// Bound parameters per `IN (...)` list or multi-row insert, well below SQLite's limit.
+const IN_CHUNK: usize = 500;
+
+/// Which of `keys` are already in `processed` for the account.
+async fn processed_among(
     tx: &mut Transaction<'_, Sqlite>,
     account: &str,
-    sha: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
-         WHERE a.account = ? AND a.raw_sha256 = ? LIMIT 1",
-    )
-    .bind(account)
-    .bind(sha)
-    .fetch_optional(&mut **tx)
-    .await?)
+    keys: &[&str],
+) -> Result<HashSet<String>, StoreError> {
+    let mut out = HashSet::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT source_key FROM processed WHERE account = ");
+        q.push_bind(account).push(" AND source_key IN (");
+        let mut list = q.separated(", ");
+        for key in chunk {
+            list.push_bind(*key);
+        }
+        q.push(")");
+        let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        out.extend(rows.into_iter().map(|(k,)| k));
+    }
+    Ok(out)
+}
+
+/// SHA-256 → ticket number of the account's stored mails with these exact bytes (the oldest
+/// article wins, as the index order of a single lookup would give).
+async fn stored_numbers(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: &str,
+    shas: &[String],
+) -> Result<HashMap<String, String>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in shas.chunks(IN_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT a.raw_sha256, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
+             WHERE a.account = ",
+        );
+        q.push_bind(account).push(" AND a.raw_sha256 IN (");
+        let mut list = q.separated(", ");
+        for sha in chunk {
+            list.push_bind(sha.as_str());
+        }
+        q.push(") ORDER BY a.id");
+        let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (sha, number) in rows {
+            out.entry(sha).or_insert(number);
+        }
+    }
+    Ok(out)
+}
+
+/// One `processed` row per stored mail: (source key, outcome label, article id, time).
+async fn insert_processed(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: &str,
+    rows: &[(&str, &str, Option<i64>, String)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(IN_CHUNK / 5) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO processed (account, source_key, outcome, article_id, created_at) ",
+        );
+        q.push_values(chunk, |mut b, (key, outcome, article_id, now)| {
+            b.push_bind(account)
+                .push_bind(*key)
+                .push_bind(*outcome)
+                .push_bind(*article_id)
+                .push_bind(now.as_str());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// A follow-up names a stored Message-ID (ours or a customer's) in In-Reply-To/References, or
