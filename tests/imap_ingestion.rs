@@ -317,11 +317,7 @@ async fn with_idle_a_mail_delivered_by_smtp_becomes_a_ticket_quickly() {
         )],
         "",
     );
-    let mut daemon = common::mail2ticket_cmd(&cfg.path)
-        .arg("run")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
     // Let the daemon connect and enter IDLE.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = std::time::Instant::now();
@@ -340,8 +336,7 @@ async fn with_idle_a_mail_delivered_by_smtp_becomes_a_ticket_quickly() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
-    daemon.kill().ok();
-    daemon.wait().ok();
+    daemon.kill();
     assert!(found, "the mail became a ticket while the daemon idled");
     eprintln!("SMTP submit → ticket: {elapsed:?}");
 }

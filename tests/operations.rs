@@ -66,6 +66,7 @@ impl Setup {
         ));
         let child = common::mail2ticket_cmd(&self.path)
             .arg("run")
+            .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

@@ -292,3 +292,51 @@ fn lab_account(
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A running `mail2ticket run`, killed when dropped so a failing test never leaves a daemon
+/// behind (one holding the test runner's output pipe open would hang the suite).
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: PathBuf) -> Daemon {
+        let child = mail2ticket_cmd(config)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Tickets in a store, read without migrating or writing, so it is safe while a daemon is
+/// creating or writing the same file (0 until the daemon has created the schema).
+pub async fn ticket_count(store: &Path) -> i64 {
+    use sqlx::ConnectOptions;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(store)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10));
+    let Ok(mut conn) = options.connect().await else {
+        return 0;
+    };
+    sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0)
+}
