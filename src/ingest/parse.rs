@@ -129,7 +129,14 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
             .date()
             .and_then(|d| Utc.timestamp_opt(d.to_timestamp(), 0).single()),
         text: msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
-        html: msg.body_html(0).map(|t| t.into_owned()).unwrap_or_default(),
+        // mail-parser renders a text-only mail as HTML on request; store HTML only when the
+        // sender wrote some, so the article holds what was sent (and half the bytes).
+        html: match msg.html_part(0) {
+            Some(part) if part.is_text_html() => {
+                msg.body_html(0).map(|t| t.into_owned()).unwrap_or_default()
+            }
+            _ => String::new(),
+        },
         attachments,
         automation,
         parse_problem: None,
@@ -214,6 +221,16 @@ Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe\r\n";
         assert_eq!(m.message_id, "abc@example.test");
         assert!(m.text.contains("Grüße"), "{:?}", m.text);
         assert!(m.parse_problem.is_none());
+    }
+
+    #[test]
+    fn a_text_only_mail_has_no_invented_html() {
+        let m = parse(b"From: a@example.test\r\nSubject: plain\r\n\r\nJust text.\r\n");
+        assert_eq!(m.text.trim(), "Just text.");
+        assert_eq!(m.html, "");
+        let alt = parse(b"From: a@example.test\r\nSubject: alt\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>rich</p>\r\n--b--\r\n");
+        assert!(alt.html.contains("<p>rich</p>"), "{:?}", alt.html);
+        assert!(alt.text.contains("plain"));
     }
 
     #[test]
