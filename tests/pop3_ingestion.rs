@@ -169,3 +169,52 @@ async fn a_connection_cut_before_quit_loses_nothing_and_doubles_nothing() {
         "the mails end up deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_that_cannot_be_stored_is_quarantined_and_kept_while_the_rest_carries_on() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("pop3-poison");
+    let mut set: Vec<Vec<u8>> = (0..4)
+        .map(|i| mails::varied(i, &user, "poison").raw)
+        .collect();
+    set.insert(
+        1,
+        mails::simple(&user, "poison", "poison-pop@customer.example.test", ""),
+    );
+    lab.append(&user, "INBOX", &set).await;
+    let cfg = TestConfig::new(
+        &[pop3_account(
+            lab,
+            "returns",
+            &user,
+            "none",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON articles WHEN NEW.subject = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+
+    for _ in 0..3 {
+        cfg.run(&["run", "--once"]);
+    }
+    assert_eq!(cfg.tickets().len(), 4, "the other mails were stored");
+    assert_eq!(
+        lab.count(&user, "INBOX").await,
+        1,
+        "only the poison mail stays"
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(
+        !common::stderr(&out).contains("disk says no"),
+        "a quarantined mail is skipped"
+    );
+    assert_eq!(lab.count(&user, "INBOX").await, 1, "and never deleted");
+}

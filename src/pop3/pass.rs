@@ -80,7 +80,7 @@ pub async fn pass_once(
     for (msg, uidl) in &uidls {
         let size = sizes.get(msg).copied().unwrap_or(0);
         match processed.get(&key(uidl)) {
-            Some(state) if state.outcome == "oversized" => {}
+            Some(state) if state.outcome == "oversized" || state.outcome == QUARANTINED => {}
             Some(_) => {
                 if delete {
                     client.dele(*msg).await?;
@@ -143,10 +143,18 @@ pub async fn pass_once(
             }
         };
         let (raws, outcomes) = tokio::join!(retrieve, store_previous);
-        if let (Some(outcomes), Some((meta, _))) = (outcomes, parsed.take()) {
-            let outcomes = outcomes?;
+        if let (Some(outcomes), Some((meta, incoming))) = (outcomes, parsed.take()) {
+            let outcomes: Vec<Option<Outcome>> = match outcomes {
+                Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
+                Err(e) => {
+                    warn!(account = name, error = %e, "storing a batch failed; storing its mails one by one");
+                    store_one_by_one(rt, store, &incoming).await?
+                }
+            };
             rt.health.success();
             for ((msg, uidl), outcome) in meta.iter().zip(&outcomes) {
+                // A mail that could not be stored stays on the server (no DELE).
+                let Some(outcome) = outcome else { continue };
                 crate::metrics::mail_stored(name, outcome);
                 match outcome {
                     Outcome::NewTicket { number } => {
@@ -212,4 +220,41 @@ pub async fn pass_once(
         store.mark_disposed(name, &dele_keys).await?;
     }
     Ok(report)
+}
+
+/// Recorded for a mail whose storage failed `QUARANTINE_AFTER` times: it is skipped (and kept
+/// on the server) from then on. POP3 has no flags to mark it there, so the store remembers it.
+const QUARANTINED: &str = "quarantined";
+
+/// After a failed batch: each mail on its own, so one bad mail cannot block the maildrop.
+async fn store_one_by_one(
+    rt: &AccountRuntime,
+    store: &Store,
+    incoming: &[Incoming],
+) -> Result<Vec<Option<Outcome>>, Pop3PassError> {
+    let name = rt.account.name.as_str();
+    let mut out = Vec::with_capacity(incoming.len());
+    for mail in incoming {
+        match store
+            .store_batch(&rt.rules, std::slice::from_ref(mail))
+            .await
+        {
+            Ok(mut outcome) => out.push(outcome.pop()),
+            Err(e) => {
+                let attempts = store
+                    .record_failure(name, &mail.source_key, &e.to_string())
+                    .await?;
+                tracing::error!(account = name, source = %mail.source_key, attempts, error = %e, "storing a mail failed");
+                if attempts >= crate::imap::pass::QUARANTINE_AFTER {
+                    store
+                        .record_skipped(name, &mail.source_key, QUARANTINED)
+                        .await?;
+                    tracing::error!(account = name, source = %mail.source_key,
+                        "mail quarantined after {attempts} failed attempts: it stays on the server and is skipped");
+                }
+                out.push(None);
+            }
+        }
+    }
+    Ok(out)
 }
