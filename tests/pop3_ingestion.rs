@@ -192,15 +192,7 @@ async fn a_mail_that_cannot_be_stored_is_quarantined_and_kept_while_the_rest_car
         )],
         "",
     );
-    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER poison BEFORE INSERT ON articles WHEN NEW.subject = 'poison' \
-         BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
-    )
-    .execute(store.pool())
-    .await
-    .unwrap();
-    store.close().await;
+    common::refuse_articles_with_subject(&cfg.store, "poison").await;
 
     for _ in 0..3 {
         cfg.run(&["run", "--once"]);

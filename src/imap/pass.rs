@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AccountConfig, Action};
 use crate::health::AccountHealth;
 use crate::ingest::parse::parse;
-use crate::store::{Incoming, Outcome, Store, TicketRules};
+use crate::store::{Incoming, Outcome, Store, StoredAlone, TicketRules};
 
 /// IMAP keyword set on a mail whose storage failed `QUARANTINE_AFTER` times: skipped afterwards.
 pub const QUARANTINE_KEYWORD: &str = "$mail2ticket-failed";
-pub const QUARANTINE_AFTER: u32 = 3;
+pub use crate::store::QUARANTINE_AFTER;
 /// Batch limits: many small mails per durable transaction, but bounded memory.
 const BATCH_MAILS: usize = 500;
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
@@ -344,18 +344,9 @@ async fn store_one_by_one<'m>(
 ) -> Result<Vec<(&'m Incoming, Outcome)>, ImapError> {
     let mut stored = Vec::new();
     for mail in incoming {
-        match ctx
-            .store
-            .store_batch(ctx.rules, std::slice::from_ref(mail))
-            .await
-        {
-            Ok(mut outcome) => stored.push((mail, outcome.remove(0))),
-            Err(e) => {
-                let attempts = ctx
-                    .store
-                    .record_failure(&ctx.account.name, &mail.source_key, &e.to_string())
-                    .await?;
-                error!(account = %ctx.account.name, source = %mail.source_key, attempts, error = %e, "storing a mail failed");
+        match ctx.store.store_alone(ctx.rules, mail).await? {
+            StoredAlone::Stored(outcome) => stored.push((mail, outcome)),
+            StoredAlone::Failed { attempts } => {
                 if attempts >= QUARANTINE_AFTER {
                     let uid = mail.source_key.rsplit(':').next().unwrap_or_default();
                     let flag = format!("+FLAGS.SILENT ({QUARANTINE_KEYWORD})");

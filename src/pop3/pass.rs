@@ -14,7 +14,7 @@ use crate::config::{Action, Encryption};
 use crate::imap::pass::PassReport;
 use crate::ingest::parse::parse;
 use crate::poller::AccountRuntime;
-use crate::store::{Incoming, Outcome, Store};
+use crate::store::{Incoming, Outcome, Store, StoredAlone, QUARANTINE_AFTER};
 
 const BATCH_MAILS: usize = 200;
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
@@ -235,17 +235,10 @@ async fn store_one_by_one(
     let name = rt.account.name.as_str();
     let mut out = Vec::with_capacity(incoming.len());
     for mail in incoming {
-        match store
-            .store_batch(&rt.rules, std::slice::from_ref(mail))
-            .await
-        {
-            Ok(mut outcome) => out.push(outcome.pop()),
-            Err(e) => {
-                let attempts = store
-                    .record_failure(name, &mail.source_key, &e.to_string())
-                    .await?;
-                tracing::error!(account = name, source = %mail.source_key, attempts, error = %e, "storing a mail failed");
-                if attempts >= crate::imap::pass::QUARANTINE_AFTER {
+        match store.store_alone(&rt.rules, mail).await? {
+            StoredAlone::Stored(outcome) => out.push(Some(outcome)),
+            StoredAlone::Failed { attempts } => {
+                if attempts >= QUARANTINE_AFTER {
                     store
                         .record_skipped(name, &mail.source_key, QUARANTINED)
                         .await?;

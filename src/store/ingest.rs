@@ -77,6 +77,16 @@ impl Outcome {
     }
 }
 
+/// The result of [`Store::store_alone`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredAlone {
+    Stored(Outcome),
+    Failed { attempts: u32 },
+}
+
+/// Failed storage attempts after which a mail is quarantined (skipped, left on the server).
+pub const QUARANTINE_AFTER: u32 = 3;
+
 /// A processed source key and whether its mail was already disposed on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessedState {
@@ -141,6 +151,28 @@ impl Store {
             crate::metrics::reply_suppressed(&rules.account, reason);
         }
         Ok(outcomes)
+    }
+
+    /// Stores one mail on its own (after its batch failed), so one bad mail cannot block the
+    /// rest. A failure is counted per source key; the caller quarantines the mail after
+    /// `QUARANTINE_AFTER` failures in the protocol's own way.
+    pub async fn store_alone(
+        &self,
+        rules: &TicketRules,
+        mail: &Incoming,
+    ) -> Result<StoredAlone, StoreError> {
+        match self.store_batch(rules, std::slice::from_ref(mail)).await {
+            Ok(mut outcomes) => Ok(StoredAlone::Stored(
+                outcomes.pop().unwrap_or(Outcome::AlreadyProcessed),
+            )),
+            Err(e) => {
+                let attempts = self
+                    .record_failure(&rules.account, &mail.source_key, &e.to_string())
+                    .await?;
+                tracing::error!(account = %rules.account, source = %mail.source_key, attempts, error = %e, "storing a mail failed");
+                Ok(StoredAlone::Failed { attempts })
+            }
+        }
     }
 
     /// Source keys already handled for this account whose key starts with `prefix`.

@@ -340,3 +340,17 @@ pub async fn ticket_count(store: &Path) -> i64 {
         .await
         .unwrap_or(0)
 }
+
+/// Makes the store refuse to save any article with this subject: a real storage failure for one
+/// mail, to test that it is quarantined and the rest carries on.
+pub async fn refuse_articles_with_subject(store_path: &Path, subject: &str) {
+    let store = mail2ticket::store::Store::open(store_path).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER refuse BEFORE INSERT ON articles WHEN NEW.subject = '{subject}' \
+         BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+}
