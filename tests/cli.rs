@@ -138,3 +138,39 @@ fn an_invalid_message_id_domain_is_an_error() {
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains("smtp.message_id_domain"), "{err}");
 }
+
+#[test]
+fn password_files_must_exist_and_should_not_be_world_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open-secret");
+    std::fs::write(&open, "pw\n").unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let account = |file: &std::path::Path| {
+        format!(
+            "name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
+             password_file = \"{}\"\nticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\n",
+            file.display()
+        )
+    };
+    let warned = TestConfig::new(&[account(&open)], "");
+    let out = warned.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert!(
+        out.status.success(),
+        "a world-readable file is a warning: {err}"
+    );
+    assert!(
+        err.contains("warning: account[1].password_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 warning"));
+
+    let missing = TestConfig::new(&[account(&dir.path().join("nope"))], "");
+    let out = missing.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("error: account[1].password_file: cannot read"),
+        "{err}"
+    );
+}
