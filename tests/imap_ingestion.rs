@@ -560,3 +560,61 @@ async fn a_mail_that_cannot_be_stored_is_quarantined_and_the_rest_carries_on() {
         "and stays on the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follow_up_in_the_same_batch_joins_the_ticket_opened_just_before_it() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-batch-thread");
+    let first = mails::simple(&user, "Kaputt", "batch-first@customer.example.test", "");
+    let second = mails::simple(
+        &user,
+        "Anderes Thema",
+        "batch-other@customer.example.test",
+        "",
+    );
+    let answer = mails::simple(
+        &user,
+        "Re: Kaputt",
+        "batch-answer@customer.example.test",
+        "In-Reply-To: <batch-first@customer.example.test>\r\n",
+    );
+    let third = mails::simple(
+        &user,
+        "Drittes Thema",
+        "batch-third@customer.example.test",
+        "",
+    );
+    lab.append(&user, "INBOX", &[first, second, answer, third])
+        .await;
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    assert!(cfg.run(&["run", "--once"]).status.success());
+    let tickets = cfg.tickets();
+    let summary: Vec<(String, String, i64)> = tickets
+        .iter()
+        .map(|t| {
+            (
+                t["number"].as_str().unwrap().to_string(),
+                t["subject"].as_str().unwrap().to_string(),
+                t["articles"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("10001".to_string(), "Kaputt".to_string(), 2),
+            ("10002".to_string(), "Anderes Thema".to_string(), 1),
+            ("10003".to_string(), "Drittes Thema".to_string(), 1),
+        ],
+        "numbers run on, and the answer joined the ticket written in bulk just before it"
+    );
+}

@@ -123,6 +123,10 @@ impl Store {
         let mut outcomes = Vec::with_capacity(mails.len());
         let mut rows = Vec::with_capacity(mails.len());
         let mut suppressed = Vec::new();
+        // Plain new tickets (see `opens_plain_ticket`) are collected and written with multi-row
+        // INSERTs; anything else first flushes them, so it sees every earlier mail of the batch
+        // exactly as if all had been written one by one.
+        let mut plain = PlainTickets::default();
         for (mail, sha) in mails.iter().zip(&shas) {
             // A key listed twice in one batch counts once, as a key stored by an earlier batch.
             if !seen.insert(mail.source_key.clone()) {
@@ -130,6 +134,33 @@ impl Store {
                 continue;
             }
             let now = now_rfc3339();
+            if !stored.contains_key(sha) && opens_plain_ticket(rules, &mail.parsed) {
+                let (ticket_id, article_id) = plain.next_ids(&mut tx).await?;
+                // The number rule of `create_ticket`: row id + 10000.
+                let number = (ticket_id + 10000).to_string();
+                stored.insert(sha.clone(), number.clone());
+                rows.push((
+                    mail.source_key.as_str(),
+                    "ticket",
+                    Some(article_id),
+                    now.clone(),
+                ));
+                plain.pending.push(PlainTicket {
+                    mail,
+                    sha,
+                    ticket_id,
+                    article_id,
+                    number: number.clone(),
+                    now,
+                });
+                if plain.pending.len() >= PLAIN_CHUNK {
+                    plain.flush(&mut tx, rules).await?;
+                }
+                outcomes.push(Outcome::NewTicket { number });
+                continue;
+            }
+            plain.flush(&mut tx, rules).await?;
+            plain.ids_known = false;
             let (outcome, article_id) = store_one(
                 &mut tx,
                 rules,
@@ -143,6 +174,7 @@ impl Store {
             rows.push((mail.source_key.as_str(), outcome.label(), article_id, now));
             outcomes.push(outcome);
         }
+        plain.flush(&mut tx, rules).await?;
         insert_processed(&mut tx, &rules.account, &rows).await?;
         tx.commit().await?;
         // Counted after the commit: a batch that rolls back (and is retried mail by mail) does
@@ -368,6 +400,130 @@ async fn store_one(
     Ok((outcome, Some(article_id)))
 }
 
+/// A mail that opens a ticket with nothing to look up: no references to thread by, no ticket
+/// tag in the subject, no test marker, and an account without automatic replies (planning a
+/// reply reads and writes per mail). These are written in bulk.
+fn opens_plain_ticket(rules: &TicketRules, parsed: &ParsedMail) -> bool {
+    rules.reply.is_none()
+        && parsed.in_reply_to.is_empty()
+        && parsed.references.is_empty()
+        && parsed.automation.test_marker.is_none()
+        && crate::ingest::thread::ticket_number_in_subject(&parsed.subject, &rules.subject_tag)
+            .is_none()
+}
+
+/// Rows per multi-row INSERT of plain tickets (articles bind 20 values a row).
+const PLAIN_CHUNK: usize = 100;
+
+struct PlainTicket<'a> {
+    mail: &'a Incoming,
+    sha: &'a str,
+    ticket_id: i64,
+    article_id: i64,
+    number: String,
+    now: String,
+}
+
+/// Plain new tickets waiting for their multi-row INSERT. Their row ids are assigned here: the
+/// batch's BEGIN IMMEDIATE transaction holds the write lock, so nobody else takes an id.
+#[derive(Default)]
+struct PlainTickets<'a> {
+    pending: Vec<PlainTicket<'a>>,
+    next_ticket: i64,
+    next_article: i64,
+    /// False after a ticket or article was written another way: read the next ids again.
+    ids_known: bool,
+}
+
+impl<'a> PlainTickets<'a> {
+    async fn next_ids(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+    ) -> Result<(i64, i64), StoreError> {
+        if !self.ids_known {
+            // AUTOINCREMENT takes max(rowid, sqlite_sequence) + 1; rows are never deleted, so
+            // MAX(id) + 1 is the id it would give, and explicit ids keep sqlite_sequence in step.
+            let (t, a): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM tickets), (SELECT COALESCE(MAX(id), 0) FROM articles)",
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            self.next_ticket = t + 1;
+            self.next_article = a + 1;
+            self.ids_known = true;
+        }
+        let ids = (self.next_ticket, self.next_article);
+        self.next_ticket += 1;
+        self.next_article += 1;
+        Ok(ids)
+    }
+
+    async fn flush(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        rules: &TicketRules,
+    ) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) ",
+        );
+        q.push_values(&pending, |mut b, t| {
+            let p = &t.mail.parsed;
+            b.push_bind(t.ticket_id)
+                .push_bind(t.number.as_str())
+                .push_bind(rules.account.as_str())
+                .push_bind(rules.ticket_type.as_str())
+                .push_bind(rules.ticket_status.as_str())
+                .push_bind(p.subject.as_str())
+                .push_bind(p.reply_to_email.as_deref().unwrap_or(&p.from_email))
+                .push_bind(p.from_name.as_str())
+                .push_bind(t.now.as_str())
+                .push_bind(t.now.as_str());
+        });
+        q.build().execute(&mut **tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
+             to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
+             received_at, created_at) ",
+        );
+        q.push_values(&pending, |mut b, t| {
+            let (mail, p) = (t.mail, &t.mail.parsed);
+            b.push_bind(t.article_id)
+                .push_bind(t.ticket_id)
+                .push_bind(rules.account.as_str())
+                .push_bind(mail.source_key.as_str())
+                .push_bind(p.message_id.as_str())
+                .push_bind("")
+                .push_bind("")
+                .push_bind(p.from_email.as_str())
+                .push_bind(p.from_name.as_str())
+                .push_bind(p.to.as_str())
+                .push_bind(p.cc.as_str())
+                .push_bind(p.subject.as_str())
+                .push_bind(p.text.as_str())
+                .push_bind(p.html.as_str())
+                .push_bind(mail.raw.as_slice())
+                .push_bind(t.sha)
+                .push_bind(mail.raw.len() as i64)
+                .push_bind(p.parse_problem.as_deref().unwrap_or(""))
+                .push_bind(0i64)
+                .push_bind(
+                    mail.received_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )
+                .push_bind(t.now.as_str());
+        });
+        q.build().execute(&mut **tx).await?;
+        for t in &pending {
+            insert_attachments(tx, t.article_id, &t.mail.parsed).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Bound parameters per `IN (...)` list or multi-row insert, well below SQLite's limit.
 const IN_CHUNK: usize = 500;
 
@@ -545,11 +701,20 @@ async fn insert_article(
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
-    for att in &p.attachments {
+    insert_attachments(tx, id, p).await?;
+    Ok(id)
+}
+
+async fn insert_attachments(
+    tx: &mut Transaction<'_, Sqlite>,
+    article_id: i64,
+    parsed: &ParsedMail,
+) -> Result<(), StoreError> {
+    for att in &parsed.attachments {
         sqlx::query(
             "INSERT INTO attachments (article_id, filename, content_type, size, data) VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(id)
+        .bind(article_id)
         .bind(&att.filename)
         .bind(&att.content_type)
         .bind(att.data.len() as i64)
@@ -557,5 +722,5 @@ async fn insert_article(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(id)
+    Ok(())
 }
