@@ -48,6 +48,38 @@ pub struct PassReport {
     pub dispose_errors: Vec<String>,
 }
 
+impl PassReport {
+    /// Counts one stored mail, logs its line (the source key carries the UID or UIDL) and feeds
+    /// the metrics: the same for IMAP and POP3.
+    pub fn record(&mut self, account: &str, source: &str, outcome: &Outcome) {
+        crate::metrics::mail_stored(account, outcome);
+        match outcome {
+            Outcome::NewTicket { number } => {
+                self.new_tickets += 1;
+                info!(account, source, ticket = %number, kind = "new", "mail stored");
+            }
+            Outcome::FollowUp { number } => {
+                self.followups += 1;
+                info!(account, source, ticket = %number, kind = "follow-up", "mail stored");
+            }
+            Outcome::Duplicate { number } => {
+                self.duplicates += 1;
+                info!(account, source, ticket = %number, kind = "duplicate", "mail already stored");
+            }
+            Outcome::TestMail => {
+                self.test_mails += 1;
+                info!(
+                    account,
+                    source,
+                    kind = "test",
+                    "test-fetch mail recognised, no ticket"
+                );
+            }
+            Outcome::AlreadyProcessed => {}
+        }
+    }
+}
+
 /// Everything a pass needs besides the connection.
 pub struct PassContext<'a> {
     pub account: &'a AccountConfig,
@@ -199,27 +231,7 @@ pub async fn run_pass(
             health.success();
         }
         for (mail, outcome) in &stored {
-            let uid = mail.source_key.rsplit(':').next().unwrap_or_default();
-            crate::metrics::mail_stored(&account.name, outcome);
-            match outcome {
-                Outcome::NewTicket { number } => {
-                    report.new_tickets += 1;
-                    info!(account = %account.name, uid, ticket = %number, kind = "new", "mail stored");
-                }
-                Outcome::FollowUp { number } => {
-                    report.followups += 1;
-                    info!(account = %account.name, uid, ticket = %number, kind = "follow-up", "mail stored");
-                }
-                Outcome::Duplicate { number } => {
-                    report.duplicates += 1;
-                    info!(account = %account.name, uid, ticket = %number, kind = "duplicate", "mail already stored");
-                }
-                Outcome::TestMail => {
-                    report.test_mails += 1;
-                    info!(account = %account.name, uid, kind = "test", "test-fetch mail recognised, no ticket");
-                }
-                Outcome::AlreadyProcessed => {}
-            }
+            report.record(&account.name, &mail.source_key, outcome);
         }
         // The batch is durable now: only these mails may leave the folder (with the next fetch).
         durable = stored

@@ -155,23 +155,7 @@ pub async fn pass_once(
             for ((msg, uidl), outcome) in meta.iter().zip(&outcomes) {
                 // A mail that could not be stored stays on the server (no DELE).
                 let Some(outcome) = outcome else { continue };
-                crate::metrics::mail_stored(name, outcome);
-                match outcome {
-                    Outcome::NewTicket { number } => {
-                        report.new_tickets += 1;
-                        info!(account = name, uidl = %uidl, ticket = %number, kind = "new", "mail stored");
-                    }
-                    Outcome::FollowUp { number } => {
-                        report.followups += 1;
-                        info!(account = name, uidl = %uidl, ticket = %number, kind = "follow-up", "mail stored");
-                    }
-                    Outcome::Duplicate { number } => {
-                        report.duplicates += 1;
-                        info!(account = name, uidl = %uidl, ticket = %number, kind = "duplicate", "mail already stored");
-                    }
-                    Outcome::TestMail => report.test_mails += 1,
-                    Outcome::AlreadyProcessed => {}
-                }
+                report.record(name, &key(uidl), outcome);
                 // Durable now: marking for deletion is safe.
                 if delete {
                     client.dele(*msg).await?;
