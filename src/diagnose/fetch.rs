@@ -738,8 +738,7 @@ fn is_test_mail(raw: &[u8], stamp: &str) -> bool {
         .automation
         .test_marker
         .as_deref()
-        .and_then(|m| m.split(';').next())
-        .map(str::trim)
+        .map(crate::ingest::testmail::stamp)
         == Some(stamp)
 }
 

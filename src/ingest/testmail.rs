@@ -28,6 +28,11 @@ pub fn marker(key: &Secret, account_email: &str, stamp: &str) -> String {
     format!("{stamp}; sig={}", signature(key, account_email, stamp))
 }
 
+/// The stamp of a marker (what test-fetch searches for), folded or not.
+pub fn stamp(value: &str) -> &str {
+    value.split(';').next().unwrap_or_default().trim()
+}
+
 /// True when `value` was made by [`marker`] with the same key and address.
 pub fn is_genuine(value: &str, key: &Secret, account_email: &str) -> bool {
     // The header may arrive folded ("...Z;\r\n sig=..."): unfold before reading it.
@@ -72,5 +77,6 @@ mod tests {
         ));
         assert!(!is_genuine("x; sig=00", &key, "support@example.test"));
         assert!(!m.contains("pw"));
+        assert_eq!(stamp(&m.replace("; ", ";\r\n ")), "2026-11-28T10:00:00Z");
     }
 }
