@@ -65,7 +65,10 @@ mod tests {
     #[test]
     fn characters_that_change_length_when_lower_cased_neither_panic_nor_hide_the_tag() {
         // İ lower-cases to two chars, K (Kelvin sign, 3 bytes) to a 1-byte k.
-        assert_eq!(ticket_number_in_subject("İİ[Ticket#\u{212A}", "Ticket#"), None);
+        assert_eq!(
+            ticket_number_in_subject("İİ[Ticket#\u{212A}", "Ticket#"),
+            None
+        );
         assert_eq!(
             ticket_number_in_subject("İİ[Ticket#\u{212A}] [TICKET#10001]", "Ticket#"),
             Some("10001")
@@ -75,7 +78,10 @@ mod tests {
             Some("10077")
         );
         // The Kelvin sign is not an ASCII k: a tag spelt with it is not our tag.
-        assert_eq!(ticket_number_in_subject("[Tic\u{212A}et#10001]", "Ticket#"), None);
+        assert_eq!(
+            ticket_number_in_subject("[Tic\u{212A}et#10001]", "Ticket#"),
+            None
+        );
     }
 
     #[test]

@@ -371,7 +371,7 @@ impl Pop3Client {
                 command: shown.into(),
             });
         }
-        tracing::debug!("POP3 C: {shown}");
+        tracing::debug!(target: crate::logging::WIRE_POP3, "POP3 C: {shown}");
         let write = async {
             self.reader.get_mut().write_all(line).await?;
             self.reader.get_mut().flush().await
@@ -402,8 +402,12 @@ impl Pop3Client {
             }
         };
         match &reply {
-            Reply::Ok(text) => tracing::debug!("POP3 S: +OK {text}"),
-            Reply::Err(text) => tracing::debug!("POP3 S: -ERR {text}"),
+            Reply::Ok(text) => {
+                tracing::debug!(target: crate::logging::WIRE_POP3, "POP3 S: +OK {text}")
+            }
+            Reply::Err(text) => {
+                tracing::debug!(target: crate::logging::WIRE_POP3, "POP3 S: -ERR {text}")
+            }
         }
         Ok(reply)
     }
