@@ -14,6 +14,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::store::StoreState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
@@ -188,17 +190,19 @@ impl Health {
         self.map().remove(name);
     }
 
-    /// `(all healthy, JSON body)` for `GET /healthz`.
-    pub fn report(&self) -> (bool, String) {
+    /// `(all healthy, JSON body)` for `GET /healthz`: every account, and the ticket store (a
+    /// store that cannot be written, e.g. a full disk, is unhealthy however the accounts are).
+    pub fn report(&self, store: &StoreState) -> (bool, String) {
         let now = Utc::now();
         let accounts: BTreeMap<String, AccountState> = self
             .map()
             .iter()
             .map(|(name, h)| (name.clone(), h.snapshot(now)))
             .collect();
-        let ok = accounts.values().all(|a| a.healthy);
+        let ok = store.healthy && accounts.values().all(|a| a.healthy);
         let body = serde_json::json!({
             "status": if ok { "ok" } else { "unhealthy" },
+            "store": store,
             "accounts": accounts,
         });
         (ok, body.to_string())
@@ -212,12 +216,13 @@ mod tests {
     #[test]
     fn healthy_only_after_a_recent_success() {
         let health = Health::default();
+        let store = crate::store::StoreHealth::default().state();
         let a = health.register("a", Duration::from_secs(60));
-        assert!(!health.report().0, "no success yet");
+        assert!(!health.report(&store).0, "no success yet");
         a.success();
-        assert!(health.report().0);
+        assert!(health.report(&store).0);
         a.failed("login rejected", Utc::now() + chrono::Duration::seconds(5));
-        let (ok, body) = health.report();
+        let (ok, body) = health.report(&store);
         assert!(
             ok,
             "one failure right after a success is within the interval"

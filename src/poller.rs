@@ -169,8 +169,11 @@ fn log_report(account: &str, report: &PassReport) {
             new = report.new_tickets,
             followups = report.followups,
             duplicates = report.duplicates,
+            test_mails = report.test_mails,
             disposed = report.disposed,
             oversized = report.oversized,
+            failed = report.failed,
+            quarantined = report.quarantined,
             dispose_errors = report.dispose_errors.len(),
             "pass done"
         );
