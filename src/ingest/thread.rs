@@ -19,9 +19,8 @@ pub fn ticket_number_in_subject<'a>(subject: &'a str, tag: &str) -> Option<&'a s
     while let Some(pos) = hay[from..].iter().position(|&b| b == b'[') {
         let open = from + pos;
         from = open + 1;
-        let Some(candidate) = hay.get(from..from + tag.len()) else {
-            return None;
-        };
+        // Too close to the end for the tag: no later `[` can hold one either.
+        let candidate = hay.get(from..from + tag.len())?;
         if !candidate.eq_ignore_ascii_case(tag) {
             continue;
         }
