@@ -30,6 +30,10 @@ pub enum State {
     Waiting,
     /// Failed; retrying at `backoff_until`.
     BackingOff,
+    /// The server rejected the credentials; the next try is at `backoff_until` (or at once
+    /// after a SIGHUP that changes them). `server_said` has the server's words.
+    #[serde(rename = "login_rejected")]
+    LoginRejected,
     Stopped,
 }
 
@@ -53,6 +57,9 @@ pub struct AccountState {
     pub last_error_at: Option<String>,
     pub failing_since: Option<String>,
     pub backoff_until: Option<String>,
+    /// What the server answered to the rejected login (state `login_rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_said: Option<String>,
     /// Seconds within which a success is expected.
     pub expected_interval_secs: u64,
 }
@@ -66,6 +73,7 @@ struct Inner {
     last_error: Option<(DateTime<Utc>, String)>,
     failing_since: Option<DateTime<Utc>>,
     backoff_until: Option<DateTime<Utc>>,
+    server_said: Option<String>,
     expected: Duration,
 }
 
@@ -88,6 +96,7 @@ impl AccountHealth {
             last_error: None,
             failing_since: None,
             backoff_until: None,
+            server_said: None,
             expected: Duration::from_secs(120),
         })))
     }
@@ -113,8 +122,9 @@ impl AccountHealth {
         }
         s.state = state;
         s.since = Utc::now();
-        if state != State::BackingOff {
+        if !matches!(state, State::BackingOff | State::LoginRejected) {
             s.backoff_until = None;
+            s.server_said = None;
         }
     }
 
@@ -147,11 +157,27 @@ impl AccountHealth {
         self.lock().backoff_until = Some(until);
     }
 
+    /// The server rejected the login; the poller tries again at `until`. The poller logs the
+    /// WARN line itself (one per attempt).
+    pub fn login_rejected(&self, error: &str, server_said: &str, until: DateTime<Utc>) {
+        {
+            let mut s = self.lock();
+            let now = Utc::now();
+            s.last_error = Some((now, error.to_string()));
+            s.failing_since.get_or_insert(now);
+        }
+        self.set(State::LoginRejected);
+        let mut s = self.lock();
+        s.backoff_until = Some(until);
+        s.server_said = Some(server_said.to_string());
+    }
+
     pub fn snapshot(&self, now: DateTime<Utc>) -> AccountState {
         let s = self.lock();
         let expected = chrono::Duration::from_std(s.expected).unwrap_or(chrono::Duration::MAX);
-        let healthy =
-            s.state != State::Stopped && s.last_success.is_some_and(|t| now - t <= expected);
+        // Rejected credentials need the admin, however recent the last success was.
+        let healthy = !matches!(s.state, State::Stopped | State::LoginRejected)
+            && s.last_success.is_some_and(|t| now - t <= expected);
         AccountState {
             state: s.state,
             healthy,
@@ -161,6 +187,7 @@ impl AccountHealth {
             last_error_at: s.last_error.as_ref().map(|(t, _)| ts(*t)),
             failing_since: s.failing_since.map(ts),
             backoff_until: s.backoff_until.map(ts),
+            server_said: s.server_said.clone(),
             expected_interval_secs: s.expected.as_secs(),
         }
     }

@@ -45,6 +45,9 @@ impl ImapError {
     }
 }
 
+/// LOGIN failures that say nothing about the password (RFC 5530 response codes).
+const TEMPORARY_LOGIN_CODES: &[&str] = &["[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]"];
+
 pub struct ImapConnection {
     pub session: Session<MailStream>,
     pub capabilities: Vec<String>,
@@ -111,10 +114,18 @@ pub async fn connect(
         Ok(Ok(session)) => session,
         Ok(Err((async_imap::error::Error::No(text), _)))
         | Ok(Err((async_imap::error::Error::Bad(text), _))) => {
+            let server = server_words(&text);
+            // RFC 5530: the server's own trouble, not the credentials (retried soon).
+            if TEMPORARY_LOGIN_CODES.iter().any(|c| server.starts_with(c)) {
+                return Err(ImapError::Protocol {
+                    operation: "LOGIN".into(),
+                    reply: server,
+                });
+            }
             return Err(ImapError::AuthRejected {
                 user: account.user.clone(),
-                server: server_words(&text),
-            })
+                server,
+            });
         }
         Ok(Err((source, _))) => {
             return Err(ImapError::Imap {
