@@ -305,11 +305,6 @@ impl Pop3Client {
             .map(drop)
     }
 
-    /// RSET: unmarks every message marked for deletion.
-    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
-        self.simple("RSET", b"RSET\r\n").await.map(drop)
-    }
-
     /// NOOP: keeps the session alive / checks that it still is.
     pub async fn noop(&mut self) -> Result<(), Pop3Error> {
         self.simple("NOOP", b"NOOP\r\n").await.map(drop)
