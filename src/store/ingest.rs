@@ -785,9 +785,11 @@ async fn find_thread(
         .chain(parsed.references.iter().rev());
     for id in ids {
         let hit: Option<(i64, String)> = sqlx::query_as(
-            "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = ? \
+            // Our replies first: a Message-ID we sent belongs to its reply's ticket, even if a
+            // stripped echo of that reply was stored as an article of another one.
+            "SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = ? \
              UNION ALL \
-             SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = ? \
+             SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = ? \
              LIMIT 1",
         )
         .bind(id)

@@ -188,7 +188,10 @@ impl Lab {
             .port(self.port("MAIL_LAB_SMTP_PORT"))
             .build();
         let envelope = lettre::address::Envelope::new(
-            Some(from.parse().unwrap()),
+            // An empty `from` is the null sender `<>` of bounces.
+            Some(from)
+                .filter(|f| !f.is_empty())
+                .map(|f| f.parse().unwrap()),
             to.iter().map(|t| t.parse().unwrap()).collect(),
         )
         .unwrap();
