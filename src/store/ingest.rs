@@ -184,7 +184,7 @@ impl Store {
             }
             plain.flush(&mut tx, rules).await?;
             plain.ids_known = false;
-            let mut seen = Seen {
+            let mut batch = BatchState {
                 stored: &mut stored,
                 owners: &mut owners,
                 suppressed: &mut suppressed,
@@ -196,7 +196,7 @@ impl Store {
                 mail,
                 sha,
                 msg_key.as_deref(),
-                &mut seen,
+                &mut batch,
                 &now,
             )
             .await?;
@@ -379,7 +379,7 @@ impl Store {
 
 /// What a batch knows about the mails stored before (in the store or earlier in the batch), and
 /// what it collects for the metrics after the commit.
-struct Seen<'s> {
+struct BatchState<'s> {
     /// SHA-256 of the account's stored mails → ticket number.
     stored: &'s mut HashMap<String, String>,
     /// Message key (see `ingest::same_message`) → where the message is stored.
@@ -404,14 +404,14 @@ async fn store_one(
     mail: &Incoming,
     sha: &str,
     msg_key: Option<&str>,
-    seen: &mut Seen<'_>,
+    batch: &mut BatchState<'_>,
     now: &str,
 ) -> Result<(Outcome, Option<i64>), StoreError> {
     let parsed = &mail.parsed;
     if rules.is_test_mail(parsed) {
         return Ok((Outcome::TestMail, None));
     }
-    if let Some(number) = seen.stored.get(sha) {
+    if let Some(number) = batch.stored.get(sha) {
         return Ok((
             Outcome::Duplicate {
                 number: number.clone(),
@@ -419,7 +419,7 @@ async fn store_one(
             None,
         ));
     }
-    if let Some(owner) = msg_key.and_then(|k| seen.owners.get(k)) {
+    if let Some(owner) = msg_key.and_then(|k| batch.owners.get(k)) {
         // Another copy of a stored message: no article, no ticket, no reply; only which
         // account received it. The caller records the source key, so it is disposed of.
         record_copy(tx, rules, mail, owner.article_id, now).await?;
@@ -465,16 +465,16 @@ async fn store_one(
             .execute(&mut **tx)
             .await?;
         tracing::info!(account = %rules.account, ticket = %number, source = %mail.source_key, "{note}");
-        seen.bounced.push(b.account);
+        batch.bounced.push(b.account);
     } else if !followup {
         // Queued (or its suppression noted) in this transaction: no ticket without its reply.
         let planned =
             super::outbox::plan_reply(tx, rules, mail, ticket_id, article_id, &number).await?;
-        seen.suppressed.extend(planned);
+        batch.suppressed.extend(planned);
     }
     if let Some(key) = msg_key {
         insert_messages(tx, &rules.account, &[(key, ticket_id, article_id)], now).await?;
-        seen.owners.insert(
+        batch.owners.insert(
             key.to_string(),
             Owner {
                 article_id,
@@ -482,7 +482,8 @@ async fn store_one(
             },
         );
     }
-    seen.stored
+    batch
+        .stored
         .entry(sha.to_string())
         .or_insert_with(|| number.clone());
     let outcome = if followup {
