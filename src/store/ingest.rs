@@ -465,7 +465,9 @@ async fn store_one(
             .execute(&mut **tx)
             .await?;
         tracing::info!(account = %rules.account, ticket = %number, source = %mail.source_key, "{note}");
-        batch.bounced.push(b.account);
+        if b.first {
+            batch.bounced.push(b.account);
+        }
     } else if !followup {
         // Queued (or its suppression noted) in this transaction: no ticket without its reply.
         let planned =

@@ -176,6 +176,8 @@ pub(super) struct BouncedReply {
     /// The account that sent the reply (the bounce may arrive at another one).
     pub account: String,
     pub recipient: String,
+    /// The first report for this reply (a second one, e.g. from a backup MX, is not counted).
+    pub first: bool,
 }
 
 /// Marks the reply with this Message-ID as bounced (in the ingestion transaction of the delivery
@@ -216,6 +218,7 @@ pub(super) async fn mark_bounced(
         number,
         account,
         recipient,
+        first: bounced_at.is_none(),
     }))
 }
 
