@@ -274,3 +274,61 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
     let t = store.show_ticket("10001").await.unwrap().unwrap();
     assert_eq!(t.articles[0].received_by, vec!["support", "returns"]);
 }
+
+#[tokio::test]
+async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let form = |key: &str, id: &str, extra: &str| {
+        let raw = format!(
+            "From: Webshop Kontaktformular <noreply@shop.test>\r\n{extra}\
+             Reply-To: =?UTF-8?Q?Erika_M=C3=BCstermann?= <erika@customer.test>\r\n\
+             Subject: Kontakt\r\nMessage-ID: <{id}@shop.test>\r\n\r\nWo bleibt mein Paket?\r\n"
+        )
+        .into_bytes();
+        Incoming {
+            source_key: key.into(),
+            parsed: parse(&raw),
+            raw,
+            received_at: Utc::now(),
+        }
+    };
+    // The default, once through the bulk path and once through the one-by-one path (a mail
+    // with references is looked up first, so it is written on its own).
+    store
+        .store_batch(
+            &rules("support"),
+            &[
+                form("a", "f1", ""),
+                form("b", "f2", "In-Reply-To: <unknown@shop.test>\r\n"),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut from_rules = rules("forms");
+    from_rules.customer = CustomerSource::From;
+    store
+        .store_batch(&from_rules, &[form("c", "f3", "")])
+        .await
+        .unwrap();
+    let tickets = store.list_tickets().await.unwrap();
+    let by_account = |account: &str| -> Vec<(String, String)> {
+        tickets
+            .iter()
+            .filter(|t| t.account == account && t.subject == "Kontakt")
+            .map(|t| (t.customer.clone(), t.customer_name.clone()))
+            .collect()
+    };
+    let erika = (
+        "erika@customer.test".to_string(),
+        "Erika Müstermann".to_string(),
+    );
+    assert_eq!(by_account("support"), vec![erika.clone(), erika]);
+    assert_eq!(
+        by_account("forms"),
+        vec![(
+            "noreply@shop.test".to_string(),
+            "Webshop Kontaktformular".to_string()
+        )]
+    );
+}
