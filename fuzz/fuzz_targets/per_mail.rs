@@ -13,6 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use mail2ticket::config::CustomerSource;
 use mail2ticket::ingest::parse::parse_or_panic;
 use mail2ticket::reply::ReplyPolicy;
 use mail2ticket::store::{Incoming, Outcome, Store, TicketRules};
@@ -88,6 +89,7 @@ fn rules() -> TicketRules {
         ticket_type: "question".into(),
         ticket_status: "open".into(),
         subject_tag: "Ticket#".into(),
+        customer: CustomerSource::default(),
         test_mail_key: None,
         reply: Some(ReplyPolicy {
             account_email: "support@example.test".into(),
