@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
-use crate::config::{Action, Encryption};
+use crate::config::{Encryption, Pop3Action};
 use crate::imap::pass::PassReport;
 use crate::ingest::parse::parse;
 use crate::poller::AccountRuntime;
@@ -59,6 +59,7 @@ pub async fn connect(rt: &AccountRuntime) -> Result<Pop3Client, Pop3Error> {
 /// what was stored are still committed by QUIT.
 pub async fn pass_once(
     rt: &AccountRuntime,
+    action: Pop3Action,
     store: &Store,
     cancel: Option<&CancellationToken>,
 ) -> Result<PassReport, Pop3PassError> {
@@ -74,7 +75,7 @@ pub async fn pass_once(
     let key = |uidl: &str| format!("pop3:{uidl}");
     let processed = store.processed(name, "pop3:").await?;
 
-    let delete = account.action == Action::Delete;
+    let delete = action == Pop3Action::Delete;
     let mut dele_keys = Vec::new();
     let mut new = Vec::new();
     for (msg, uidl) in &uidls {
