@@ -297,3 +297,61 @@ async fn pop3_test_fetch_speaks_of_the_maildrop_not_of_a_folder() {
         "{arrives}"
     );
 }
+
+// ------------------------------------------------------------ IDLE that never pushes
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_idle_on_a_server_that_never_pushes_mail_waits_no_longer_than_poll_interval() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-mute-idle");
+    let proxy = common::proxy::mute_idle(lab.port("MAIL_LAB_IMAP_PORT")).await;
+    let account = imap_account(
+        lab,
+        "support",
+        &user,
+        "none",
+        "action = \"move\"\nmove_to = \"Archive\"\n",
+    )
+    .replace(
+        &format!("port = {}", lab.port("MAIL_LAB_IMAP_PORT")),
+        &format!("port = {}", proxy.port),
+    );
+    // TestConfig polls every second.
+    let cfg = TestConfig::new(&[account], "");
+    let mut daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+    wait_until("the daemon enters IDLE", || {
+        proxy.idles.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    lab.append(
+        &user,
+        "INBOX",
+        &[mails::simple(
+            &user,
+            "Pushed to nobody",
+            "mute@customer.example.test",
+            "",
+        )],
+    )
+    .await;
+    wait_until("the mail becomes a ticket", || cfg.tickets().len() == 1).await;
+    wait_until("the daemon goes back into IDLE", || {
+        proxy.idles.load(std::sync::atomic::Ordering::SeqCst) > 1
+    })
+    .await;
+    daemon.kill();
+    assert_eq!(lab.count(&user, "Archive").await, 1);
+}
+
+/// Waits for `done` to hold, checking every 100 ms; after a minute the test fails, naming `what`.
+/// (A deadline against hanging, not a speed requirement.)
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
