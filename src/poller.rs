@@ -148,6 +148,7 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
                     P::Connect(_) => "connect",
                     P::StartTlsNotOffered => "tls",
                     P::AuthRejected { .. } => "login",
+                    P::LoginDelay { .. } => "login_delay",
                     P::Timeout { .. } => "timeout",
                     P::Closed { .. } | P::ConnectionBroken { .. } | P::Io(_) => "connection",
                     P::Protocol { .. } | P::UidlNotSupported | P::InvalidInput(_) => "protocol",
@@ -241,16 +242,66 @@ async fn poll_session(
     failures: &mut u32,
 ) -> anyhow::Result<()> {
     rt.health.set_expected(rt.expected_interval(false));
+    let mut interval = PollInterval::default();
     loop {
         rt.health.set(State::Polling);
-        let report = pass_once(rt, store, Some(cancel)).await?;
-        *failures = 0;
-        after_pass(rt, &report);
+        let wait = match pass_once(rt, store, Some(cancel)).await {
+            Ok(report) => {
+                *failures = 0;
+                after_pass(rt, &report);
+                interval.learn(rt, report.login_delay)
+            }
+            Err(e) => match login_delay(&e) {
+                // Too early is not a failure: nobody must change anything, so no backoff.
+                Some(delay) => {
+                    warn!(account = %rt.account.name, error = %format!("{e:#}"), "login too early");
+                    match delay {
+                        Some(delay) => interval.learn(rt, Some(delay)),
+                        // RFC 2449 suggests delays of minutes; without a figure, wait one.
+                        None => rt.poll_interval.max(Duration::from_secs(60)),
+                    }
+                }
+                None => return Err(e),
+            },
+        };
         rt.health.set(State::Waiting);
         tokio::select! {
-            _ = tokio::time::sleep(rt.poll_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// The POP3 wait between passes: `poll_interval`, or the server's LOGIN-DELAY (RFC 2449) when
+/// that is longer, since a login before it would be refused.
+#[derive(Default)]
+struct PollInterval {
+    announced: Option<Duration>,
+}
+
+impl PollInterval {
+    /// The wait after a pass that saw `delay`; says once when the delay bounds the interval.
+    fn learn(&mut self, rt: &AccountRuntime, delay: Option<Duration>) -> Duration {
+        let wait = rt.poll_interval.max(delay.unwrap_or_default());
+        if wait > rt.poll_interval && self.announced != Some(wait) {
+            self.announced = Some(wait);
+            info!(account = %rt.account.name, login_delay_secs = wait.as_secs(),
+                poll_interval_secs = rt.poll_interval.as_secs(),
+                "the POP3 server allows one login every {} s (LOGIN-DELAY): polling every {} s instead of poll_interval",
+                wait.as_secs(), wait.as_secs());
+            rt.health.set_expected(wait + rt.timeout * 2);
+        }
+        wait
+    }
+}
+
+/// `Some(advertised delay)` when `e` is a POP3 login refused as too early.
+fn login_delay(e: &anyhow::Error) -> Option<Option<Duration>> {
+    use crate::pop3::client::Pop3Error;
+    use crate::pop3::pass::Pop3PassError;
+    match e.downcast_ref::<Pop3PassError>()? {
+        Pop3PassError::Pop3(Pop3Error::LoginDelay { delay, .. }) => Some(*delay),
+        _ => None,
     }
 }
 

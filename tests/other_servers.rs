@@ -355,3 +355,108 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+// ------------------------------------------------------------ POP3 LOGIN-DELAY
+
+/// A POP3 account (no encryption) that reaches the lab through `port`.
+fn pop3_via(lab: &Lab, name: &str, user: &str, port: u16, extra: &str) -> String {
+    pop3_account(lab, name, user, "none", extra).replace(
+        &format!("port = {}", lab.port("MAIL_LAB_POP3_PORT")),
+        &format!("port = {port}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pop3_login_delay_bounds_the_poll_interval_and_is_never_a_wrong_password() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("pop3-login-delay");
+    let proxy = common::proxy::login_delay(lab.port("MAIL_LAB_POP3_PORT"), 3).await;
+    // TestConfig polls every second: faster than the server allows.
+    let cfg = TestConfig::new(
+        &[pop3_via(
+            lab,
+            "support",
+            &user,
+            proxy.port,
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let mut daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+    for (i, subject) in ["First of two", "Second of two"].iter().enumerate() {
+        lab.append(
+            &user,
+            "INBOX",
+            &[mails::simple(
+                &user,
+                subject,
+                &format!("ld{i}@customer.example.test"),
+                "",
+            )],
+        )
+        .await;
+        wait_until("the mail becomes a ticket", || cfg.tickets().len() == i + 1).await;
+    }
+    wait_until("a third login", || {
+        proxy.logins.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    })
+    .await;
+    daemon.kill();
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert_eq!(
+        proxy.too_early.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the daemon never logged in before the delay was over: {log}"
+    );
+    assert_eq!(
+        log.matches("allows one login every 3 s (LOGIN-DELAY)")
+            .count(),
+        1,
+        "said once: {log}"
+    );
+    assert!(!log.contains("check `user`"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pop3_test_fetch_names_an_early_login_as_too_early() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("pop3-too-early");
+    let proxy = common::proxy::login_delay(lab.port("MAIL_LAB_POP3_PORT"), 600).await;
+    let cfg = TestConfig::new(
+        &[pop3_via(
+            lab,
+            "acct",
+            &user,
+            proxy.port,
+            "action = \"delete\"\n",
+        )],
+        &smtp_section(lab, LabSmtp::Plain, &user, lab.password()),
+    );
+    let first = cfg.run(&["run", "--once"]);
+    assert!(first.status.success(), "{}", common::stderr(&first));
+
+    let (out, report) = run_json(&cfg, &["test-fetch", "acct", "--wait", "5"]);
+    assert!(!out.status.success(), "{report:#}");
+    let caps = detail(&report, "capabilities");
+    assert!(caps.contains("LOGIN-DELAY 600 s"), "{caps}");
+    let login = step(&report, "login");
+    assert_eq!(login["ok"], false, "{report:#}");
+    let said = format!(
+        "{} {}",
+        login["detail"].as_str().unwrap(),
+        login["hint"].as_str().unwrap()
+    );
+    assert!(
+        said.contains("too early") && said.contains("not a wrong password"),
+        "{said}"
+    );
+    assert!(!said.contains("check `user`"), "{said}");
+
+    let again = cfg.run(&["run", "--once"]);
+    let err = common::stderr(&again);
+    assert!(!again.status.success());
+    assert!(
+        err.contains("too early") && !err.contains("check `user`"),
+        "{err}"
+    );
+}

@@ -555,6 +555,20 @@ fn pop3_fail(account: &AccountConfig, e: Pop3Error) -> Fail {
             format!("login rejected for {user} (server said: {server_text})"),
             "check `user` and `password`",
         ),
+        Pop3Error::LoginDelay { delay, server_text } => Fail::hint(
+            format!(
+                "the server refused the login as too early (LOGIN-DELAY, server said: \
+                 {server_text}); this is not a wrong password"
+            ),
+            format!(
+                "someone logged in to this mailbox less than {} ago (the daemon, or another \
+                 client): wait that long and run test-fetch again",
+                delay.map_or("the server's LOGIN-DELAY".to_string(), |d| format!(
+                    "{} s",
+                    d.as_secs()
+                ))
+            ),
+        ),
         Pop3Error::UidlNotSupported => uidl_missing(),
         Pop3Error::StartTlsNotOffered => Fail::hint(
             format!("{} does not offer STLS", account.host),
@@ -734,10 +748,24 @@ async fn pop3_steps(
                 .iter()
                 .filter_map(|c| c.split_ascii_whitespace().next())
                 .collect();
-            Ok((
-                (),
-                format!("UIDL yes, {stls}; server lists {}", words.join(" ")),
-            ))
+            let mut detail = format!("UIDL yes, {stls}; server lists {}", words.join(" "));
+            if let Some(delay) = client.login_delay() {
+                detail.push_str(&format!(
+                    "; LOGIN-DELAY {} s: the server allows one login every {} s, so the daemon \
+                     polls at most that often{}",
+                    delay.as_secs(),
+                    delay.as_secs(),
+                    if delay > config.daemon.poll_interval {
+                        format!(
+                            " (instead of poll_interval = {} s)",
+                            config.daemon.poll_interval.as_secs()
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Ok(((), detail))
         })
         .await?;
     report
@@ -760,6 +788,7 @@ async fn pop3_steps(
             ))
         })
         .await?;
+    let login_delay = client.login_delay().unwrap_or_default();
     let _ = client.quit().await;
     let mail = prepare_test_mail(config, account, report)?;
     let accepted = send_step(config, &mail, report).await?;
@@ -773,6 +802,9 @@ async fn pop3_steps(
                 Encryption::None => Pop3Security::Plain,
             };
             let mut seen = before;
+            // Every look is a login: keep the server's LOGIN-DELAY between two of them.
+            let pause = POLL_EVERY.max(Duration::from_millis(500)).max(login_delay);
+            tokio::time::sleep(login_delay).await;
             loop {
                 // A POP3 session sees the maildrop as it was at login: log in anew each time.
                 let found = async {
@@ -819,7 +851,7 @@ async fn pop3_steps(
                 if started.elapsed() >= wait {
                     return Err(not_arrived(account, wait, &accepted));
                 }
-                tokio::time::sleep(POLL_EVERY.max(Duration::from_millis(500))).await;
+                tokio::time::sleep(pause).await;
             }
         })
         .await

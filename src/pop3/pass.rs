@@ -66,7 +66,10 @@ pub async fn pass_once(
     let account = &rt.account;
     let name = account.name.as_str();
     let mut client = connect(rt).await?;
-    let mut report = PassReport::default();
+    let mut report = PassReport {
+        login_delay: client.login_delay(),
+        ..PassReport::default()
+    };
 
     let uidls = client.uidl().await?;
     let sizes: std::collections::HashMap<u32, u64> = client.list().await?.into_iter().collect();
