@@ -460,3 +460,52 @@ async fn pop3_test_fetch_names_an_early_login_as_too_early() {
         "{err}"
     );
 }
+
+// ------------------------------------------------------------ a reply listed first
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_the_server_lists_before_its_original_joins_the_originals_ticket() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("pop3-reply-first");
+    let dir = tempfile::tempdir().unwrap();
+    let reply = dir.path().join("1-reply.eml");
+    let original = dir.path().join("2-original.eml");
+    std::fs::write(
+        &reply,
+        mails::simple(
+            &user,
+            "Re: Defekter Toaster",
+            "reply.toaster@customer.example.test",
+            "In-Reply-To: <first.toaster@customer.example.test>\r\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &original,
+        mails::simple(
+            &user,
+            "Defekter Toaster",
+            "first.toaster@customer.example.test",
+            "",
+        ),
+    )
+    .unwrap();
+    // Listed reply first, as Courier's POP3 does when the reply's file name sorts first.
+    lab.seed(&user, "INBOX", &[reply, original]);
+    let cfg = TestConfig::new(
+        &[pop3_account(
+            lab,
+            "support",
+            &user,
+            "ssl",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1, "one ticket for the pair: {tickets:?}");
+    assert_eq!(tickets[0]["articles"], 2);
+    assert_eq!(tickets[0]["subject"], "Defekter Toaster", "{tickets:?}");
+}

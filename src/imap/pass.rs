@@ -318,7 +318,7 @@ async fn parse_batch(
 ) -> Result<Vec<Incoming>, ImapError> {
     let prefix = prefix.to_string();
     tokio::task::spawn_blocking(move || {
-        fetched
+        let incoming = fetched
             .into_iter()
             .map(|(uid, raw)| Incoming {
                 source_key: format!("{prefix}{uid}"),
@@ -326,7 +326,8 @@ async fn parse_batch(
                 raw,
                 received_at: Utc::now(),
             })
-            .collect()
+            .collect();
+        crate::ingest::order::store_order(incoming, |m: &Incoming| &m.parsed)
     })
     .await
     .map_err(|e| ImapError::Protocol {

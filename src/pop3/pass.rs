@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
 use crate::config::{Encryption, Pop3Action};
 use crate::imap::pass::PassReport;
+use crate::ingest::order::store_order;
 use crate::ingest::parse::parse;
 use crate::poller::AccountRuntime;
 use crate::store::{Incoming, Outcome, Store, StoredAlone, QUARANTINE_AFTER};
@@ -186,6 +187,11 @@ pub async fn pass_once(
         })
         .await
         .map_err(|e| Pop3Error::Io(std::io::Error::other(e)))?;
+        // A reply the server lists before its original is stored after it (joins its ticket).
+        let (meta, incoming): (Vec<_>, Vec<_>) =
+            store_order(meta.into_iter().zip(incoming).collect(), |(_, m)| &m.parsed)
+                .into_iter()
+                .unzip();
         parsed = Some((meta, incoming));
     }
 
