@@ -978,7 +978,8 @@ mod tests {
             login_failure(
                 LoginStep::User,
                 "bob",
-                "[AUTH] Plaintext authentication disallowed on non-secure connections.".into()
+                "[AUTH] Plaintext authentication disallowed on non-secure connections.".into(),
+                None,
             ),
             Pop3Error::AuthRejected { .. }
         ));
