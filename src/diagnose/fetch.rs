@@ -168,8 +168,11 @@ async fn imap_steps(
                     "IDLE",
                     "new mail is noticed at the next poll_interval instead of at once",
                 ),
-                ("MOVE", "mails are moved by copy, flag and expunge"),
-                ("UIDPLUS", "the daemon expunges without UID EXPUNGE"),
+                ("MOVE", "mails are copied, then flagged and expunged"),
+                (
+                    "UIDPLUS",
+                    "a plain EXPUNGE is used, guarded as the disposal step says",
+                ),
             ] {
                 if has(cap) {
                     parts.push(format!("{cap} yes"));

@@ -83,8 +83,8 @@ impl fmt::Display for Plan {
             Expunge::Uid => "removed with UID EXPUNGE",
             Expunge::Guarded => {
                 "removed with EXPUNGE only while no other mail in the folder is flagged \\Deleted \
-                 (the server has no UIDPLUS, and a plain EXPUNGE would also remove mails another \
-                 client flagged); until then it stays flagged"
+                 (no UIDPLUS: a plain EXPUNGE removes every flagged mail); until then it stays \
+                 flagged"
             }
         };
         match &self.step {
