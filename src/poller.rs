@@ -135,6 +135,7 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
             ImapError::Timeout { .. } => "timeout",
             ImapError::Imap { .. } | ImapError::Protocol { .. } => "protocol",
             ImapError::Refused { .. } => "refused",
+            ImapError::Connection { .. } => "connection",
             ImapError::FolderMissing { .. } => "folder",
             ImapError::Store(_) => "store",
         };

@@ -260,11 +260,10 @@ impl AccountConfig {
     /// has no meaning (validation reports the same problems with their keys).
     pub fn disposal(&self) -> Result<Disposal, &'static str> {
         match (self.protocol, self.action) {
-            (Protocol::Imap, Action::Move) => match self.move_to.as_deref().map(str::trim) {
-                Some(to) if !to.is_empty() => Ok(Disposal::Imap(ImapAction::Move {
-                    to: to.to_string(),
-                })),
-                _ => Err("required when action = \"move\": without it nothing would be moved"),
+            // An empty name is refused by validation with its own message.
+            (Protocol::Imap, Action::Move) => match &self.move_to {
+                Some(to) => Ok(Disposal::Imap(ImapAction::Move { to: to.clone() })),
+                None => Err("required when action = \"move\": without it nothing would be moved"),
             },
             (Protocol::Imap, Action::Delete) => Ok(Disposal::Imap(ImapAction::Delete)),
             (Protocol::Imap, Action::Keep) => Err(

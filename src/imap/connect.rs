@@ -27,6 +27,9 @@ pub enum ImapError {
         operation: String,
         source: async_imap::error::Error,
     },
+    /// The connection failed (reset, closed, I/O error): nothing the server said was wrong.
+    #[error("the connection to the IMAP server failed during {operation}: {reason}")]
+    Connection { operation: String, reason: String },
     /// A NO or BAD answer: the server understood and declined. The words are the server's.
     #[error("the IMAP server refused {operation}: {server}")]
     Refused { operation: String, server: String },
@@ -171,9 +174,9 @@ async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(
             operation: operation.into(),
             secs: timeout.as_secs(),
         })?
-        .map_err(|e| ImapError::Protocol {
+        .map_err(|e| ImapError::Connection {
             operation: operation.into(),
-            reply: e.to_string(),
+            reason: e.to_string(),
         })?;
     if read == 0 {
         return Err(ImapError::Protocol {
@@ -196,9 +199,9 @@ pub async fn read_greeting(stream: &mut MailStream, timeout: Duration) -> Result
                 operation: "greeting".into(),
                 secs: timeout.as_secs(),
             })?
-            .map_err(|e| ImapError::Protocol {
+            .map_err(|e| ImapError::Connection {
                 operation: "greeting".into(),
-                reply: e.to_string(),
+                reason: e.to_string(),
             })?;
         if n == 0 {
             return Err(ImapError::Protocol {
@@ -240,9 +243,9 @@ pub async fn negotiate_starttls(
         .get_mut()
         .write_all(b"S1 CAPABILITY\r\n")
         .await
-        .map_err(|e| ImapError::Protocol {
+        .map_err(|e| ImapError::Connection {
             operation: "CAPABILITY".into(),
-            reply: e.to_string(),
+            reason: e.to_string(),
         })?;
     let mut offered = false;
     loop {
@@ -268,9 +271,9 @@ pub async fn negotiate_starttls(
         .get_mut()
         .write_all(b"S2 STARTTLS\r\n")
         .await
-        .map_err(|e| ImapError::Protocol {
+        .map_err(|e| ImapError::Connection {
             operation: "STARTTLS".into(),
-            reply: e.to_string(),
+            reason: e.to_string(),
         })?;
     loop {
         let line = read_line(&mut reader, timeout, "STARTTLS").await?;
