@@ -6,6 +6,7 @@
 
 pub mod diag;
 pub mod mails;
+pub mod oauth;
 pub mod proxy;
 pub mod smtp;
 
