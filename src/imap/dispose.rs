@@ -5,7 +5,9 @@
 //! - `move` with MOVE: `UID MOVE` to the target.
 //! - `move` without MOVE: `UID COPY` to the target, then delete as below. The \Deleted flag is
 //!   set only after a successful copy, so a mail of ours that already carries it was copied in
-//!   an earlier pass and is not copied again.
+//!   an earlier pass and is not copied again. (A new mail that another client flagged before we
+//!   fetched it is therefore not copied either: its ticket holds it, and that client asked for
+//!   its deletion.)
 //! - delete with UIDPLUS: `UID STORE +FLAGS.SILENT (\Deleted)`, then `UID EXPUNGE` of exactly our
 //!   UIDs.
 //! - delete without UIDPLUS: a plain `EXPUNGE` removes every \Deleted mail of the folder, also
