@@ -383,6 +383,11 @@ async fn pop3_login_delay_bounds_the_poll_interval_and_is_never_a_wrong_password
         "",
     );
     let mut daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+    // After its first login the daemon has set up the store: `tickets list` may open it now.
+    wait_until("the daemon's first login", || {
+        proxy.logins.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
     for (i, subject) in ["First of two", "Second of two"].iter().enumerate() {
         lab.append(
             &user,
