@@ -43,7 +43,7 @@ impl AccountRuntime {
                     .map(|t| t.subject_tag.clone())
                     .unwrap_or_else(crate::config::default_subject_tag),
                 reply: crate::reply::ReplyPolicy::for_account(config, account)?,
-                test_mail_key: Some((account.email.clone(), account.password())),
+                test_mail_key: Some((account.email.clone(), account.test_mail_key())),
             },
             tls,
             max_message_size: account

@@ -233,6 +233,8 @@ mod tests {
             ca_file: None,
             timeout: Duration::from_secs(5),
             message_id_domain: None,
+            auth: crate::config::AuthMethod::Password,
+            oauth2: None,
             resolved_password: Some(Secret::new("hunter2")),
         }
     }

@@ -91,7 +91,7 @@ pub fn test_mail(account: &AccountConfig, to: &str, stamp: &str) -> Result<TestM
         .date_now()
         .message_id(None)
         .header(TestMarker(crate::ingest::testmail::marker(
-            &account.password(),
+            &account.test_mail_key(),
             &account.email,
             stamp,
         )))
