@@ -7,7 +7,7 @@ use common::TestConfig;
 
 /// An IMAP account whose `[account.oauth2]` table is `oauth2` (host and port are never reached
 /// by check-config).
-fn oauth_account(name: &str, oauth2: &str, extra: &str) -> String {
+fn config_account(name: &str, oauth2: &str, extra: &str) -> String {
     format!(
         "name = \"{name}\"\nemail = \"{name}@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\n\
          user = \"{name}@example.test\"\nticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\n\
@@ -37,27 +37,27 @@ fn line_of(err: &str, key: &str, words: &str) -> usize {
 fn check_config_knows_each_providers_rules_and_names_key_and_line() {
     let err = config_errors(
         &[
-            oauth_account(
+            config_account(
                 "ms",
                 "provider = \"microsoft\"\ngrant = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = \"TopSecret1\"\ntenant = \"common\"\n",
                 "",
             ),
-            oauth_account(
+            config_account(
                 "g",
                 "provider = \"google\"\ngrant = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = \"TopSecret2\"\n",
                 "",
             ),
-            oauth_account(
+            config_account(
                 "cu",
                 "provider = \"custom\"\ngrant = \"client_credentials\"\nclient_id = \"c\"\n",
                 "",
             ),
-            oauth_account(
+            config_account(
                 "pw",
                 "provider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\ngrant = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = \"TopSecret3\"\n",
                 "password = \"TopSecret4\"\n",
             ),
-            oauth_account(
+            config_account(
                 "plain",
                 "provider = \"custom\"\ngrant = \"refresh_token\"\nclient_id = \"c\"\ntoken_url = \"http://login.example.com/token\"\n",
                 "",
@@ -113,7 +113,7 @@ fn check_config_knows_each_providers_rules_and_names_key_and_line() {
 #[test]
 fn a_refresh_token_grant_without_authorization_says_what_to_run() {
     let cfg = TestConfig::new(
-        &[oauth_account(
+        &[config_account(
             "support",
             "provider = \"google\"\ngrant = \"refresh_token\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
             "",
@@ -142,7 +142,7 @@ fn a_refresh_token_grant_without_authorization_says_what_to_run() {
 
 #[test]
 fn smtp_with_oauth2_needs_its_table_and_a_user() {
-    let account = oauth_account(
+    let account = config_account(
         "ms",
         "provider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\ngrant = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
         "",
@@ -161,4 +161,162 @@ fn smtp_with_oauth2_needs_its_table_and_a_user() {
     );
     let out = ok.run(&["check-config"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
+}
+
+use std::time::Duration;
+
+use common::oauth::{leaked_secrets, oauth_account, oauth_smtp, TokenProvider};
+use common::{imap_account, pop3_account, Lab};
+
+/// A customer mail dated now, from `from` to `to`.
+fn customer_mail(from: &str, to: &str, subject: &str, id: &str) -> Vec<u8> {
+    format!(
+        "From: Kunde <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: {}\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBitte helfen Sie mir.\r\n",
+        chrono::Utc::now().to_rfc2822()
+    )
+    .into_bytes()
+}
+
+/// Registers a client for `user`'s mailbox whose tokens live `ttl` seconds; returns its id.
+async fn client_for(provider: &TokenProvider, user: &str, ttl: u64) -> String {
+    let client_id = format!("client-{user}");
+    provider.register(&client_id, SECRET, user, ttl).await;
+    client_id
+}
+
+const SECRET: &str = "Client-Secret-7f3a9";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_tokens_ingest_over_imap_and_pop3_and_send_the_reply_over_submission() {
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let imaps = lab.fresh_user("oauth-imaps");
+    let starttls = lab.fresh_user("oauth-starttls");
+    let pop = lab.fresh_user("oauth-pop");
+    let customer = lab.fresh_user("oauth-customer");
+    let mut accounts = Vec::new();
+    for (name, user, section) in [
+        (
+            "imaps",
+            &imaps,
+            imap_account(
+                lab,
+                "imaps",
+                &imaps,
+                "ssl",
+                "action = \"delete\"\nauto_reply = true\n",
+            ),
+        ),
+        (
+            "starttls",
+            &starttls,
+            imap_account(
+                lab,
+                "starttls",
+                &starttls,
+                "starttls",
+                "action = \"delete\"\n",
+            ),
+        ),
+        (
+            "pop",
+            &pop,
+            pop3_account(lab, "pop", &pop, "starttls", "action = \"delete\"\n"),
+        ),
+    ] {
+        let client_id = client_for(&provider, user, 60).await;
+        accounts.push(oauth_account(
+            lab,
+            &provider,
+            section,
+            "client_credentials",
+            &client_id,
+            SECRET,
+            "",
+        ));
+        lab.smtp_send(
+            &customer,
+            user,
+            &customer_mail(
+                &customer,
+                user,
+                &format!("Frage an {name}"),
+                &format!("{name}@customer.example.test"),
+            ),
+        )
+        .await;
+    }
+    let smtp_client = format!("smtp-{imaps}");
+    provider.register(&smtp_client, SECRET, &imaps, 60).await;
+    let cfg = TestConfig::new(
+        &accounts,
+        &oauth_smtp(lab, &provider, &imaps, &smtp_client, SECRET),
+    );
+    for user in [&imaps, &starttls, &pop] {
+        assert_eq!(
+            lab.wait_for_count(user, "INBOX", 1, Duration::from_secs(20))
+                .await,
+            1
+        );
+    }
+
+    let out = common::mail2ticket_cmd(&cfg.path)
+        .args(["run", "--once"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let log = common::stderr(&out);
+    assert!(out.status.success(), "run --once failed:\n{log}");
+
+    let mut subjects: Vec<String> = cfg
+        .tickets()
+        .iter()
+        .map(|t| t["subject"].as_str().unwrap().to_string())
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["Frage an imaps", "Frage an pop", "Frage an starttls"]
+    );
+    for user in [&imaps, &starttls, &pop] {
+        assert_eq!(
+            lab.count(user, "INBOX").await,
+            0,
+            "{user}'s mail is disposed"
+        );
+    }
+    let replies = lab.messages(&customer, "INBOX").await;
+    assert_eq!(
+        replies.len(),
+        1,
+        "one auto-reply, sent over submission with a token"
+    );
+    let reply = String::from_utf8_lossy(&replies[0]);
+    assert!(
+        reply.contains(&format!("From: <{imaps}>")) || reply.contains(&imaps),
+        "{reply}"
+    );
+
+    let stats = provider.stats().await;
+    for client in [
+        format!("client-{imaps}"),
+        format!("client-{starttls}"),
+        format!("client-{pop}"),
+        smtp_client,
+    ] {
+        assert_eq!(
+            stats["grants"][&client]["client_credentials"], 1,
+            "one token per source: {stats}"
+        );
+    }
+    assert!(
+        log.contains("AUTHENTICATE") || log.contains("AUTH "),
+        "the trace shows the logins happen"
+    );
+    let leaks = leaked_secrets(&log, &[SECRET]);
+    assert!(
+        leaks.is_empty(),
+        "secrets in RUST_LOG=trace output: {leaks:?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! IMAP: connecting (TLS, STARTTLS without silent downgrade), and the ingestion pass.
 
 pub mod connect;
+pub mod oauth;
 pub mod pass;
 pub mod utf7;
 
-pub use connect::{connect, ImapConnection, ImapError};
+pub use connect::{connect, connect_with, ImapConnection, ImapError};

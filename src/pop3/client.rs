@@ -239,6 +239,74 @@ impl Pop3Client {
         Ok(())
     }
 
+    /// SASL `AUTH` (RFC 5034) with one client message, e.g. XOAUTH2 or OAUTHBEARER with a
+    /// token. The message goes after the server's `+` continuation rather than on the AUTH
+    /// line, because RFC 5034 caps that line at 255 octets and bearer tokens are longer.
+    /// `after_error` answers a second challenge (the server's error details) so it can finish.
+    /// Neither the message nor its base64 form is ever logged or put in an error.
+    pub async fn authenticate(
+        &mut self,
+        user: &str,
+        mechanism: &str,
+        message: &crate::secret::Secret,
+        after_error: &[u8],
+    ) -> Result<(), Pop3Error> {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let command = format!("AUTH {mechanism}");
+        let mut sent = false;
+        let mut line = format!("{command}\r\n").into_bytes();
+        loop {
+            let logged = if sent {
+                "(SASL response)"
+            } else {
+                command.as_str()
+            };
+            if self.broken {
+                return Err(Pop3Error::ConnectionBroken {
+                    command: command.clone(),
+                });
+            }
+            tracing::debug!("POP3 C: {logged}");
+            let write = async {
+                self.reader.get_mut().write_all(&line).await?;
+                self.reader.get_mut().flush().await
+            };
+            match tokio::time::timeout(self.timeouts.command, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(self.fail(Pop3Error::Io(e))),
+                Err(_) => {
+                    return Err(self.fail(Pop3Error::Timeout { command }));
+                }
+            }
+            line.fill(0);
+            self.read_line(&command).await?;
+            if self.line.starts_with(b"+ ") || trim_eol(&self.line) == b"+" {
+                // A continuation: first the request for our message, then (if any) the
+                // server's error details, answered with the mechanism's "give up".
+                let reply = if sent {
+                    b64(after_error)
+                } else {
+                    b64(message.expose().as_bytes())
+                };
+                line = format!("{reply}\r\n").into_bytes();
+                sent = true;
+                continue;
+            }
+            return match parse_status(&self.line) {
+                Some(Status::Ok(_)) => Ok(()),
+                Some(Status::Err(text)) => Err(Pop3Error::AuthRejected {
+                    user: user.into(),
+                    server_text: shown(text),
+                }),
+                None => {
+                    let reply = shown(trim_eol(&self.line));
+                    Err(self.fail(Pop3Error::Protocol { command, reply }))
+                }
+            };
+        }
+    }
+
     /// STAT: (number of messages, total size in octets).
     pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
         let text = self.simple("STAT", b"STAT\r\n").await?;
