@@ -320,3 +320,110 @@ async fn client_credentials_tokens_ingest_over_imap_and_pop3_and_send_the_reply_
         "secrets in RUST_LOG=trace output: {leaks:?}"
     );
 }
+
+/// Waits up to `limit` for `check` to hold, looking every 200 ms.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_refresh_tokens_are_stored_before_use_and_survive_a_sigkill() {
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let user = lab.fresh_user("oauth-rotate");
+    let customer = lab.fresh_user("oauth-rotate-customer");
+    // Tokens live 4 s and POP3 logs in every second: refreshes happen while the daemon runs.
+    let client_id = client_for(&provider, &user, 4).await;
+    let section = pop3_account(lab, "pop", &user, "ssl", "action = \"delete\"\n");
+    let cfg = TestConfig::new(
+        &[oauth_account(
+            lab,
+            &provider,
+            section,
+            "refresh_token",
+            &client_id,
+            SECRET,
+            "",
+        )],
+        "",
+    );
+    let token_file = cfg.dir.path().join("oauth2/pop.token");
+    std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
+    let first = provider.refresh_token(&client_id, &user).await;
+    std::fs::write(&token_file, &first).unwrap();
+
+    let mut daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon-1.log"));
+    lab.smtp_send(
+        &customer,
+        &user,
+        &customer_mail(
+            &customer,
+            &user,
+            "Vor dem Absturz",
+            "before@customer.example.test",
+        ),
+    )
+    .await;
+    let stored = eventually(Duration::from_secs(30), || async {
+        common::ticket_count(&cfg.store).await == 1
+    })
+    .await;
+    let log = || std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    assert!(stored, "the first mail became a ticket; log:\n{}", log());
+    let rotated = eventually(Duration::from_secs(30), || async {
+        provider.grants(&client_id, "refresh_token").await >= 4
+    })
+    .await;
+    assert!(
+        rotated,
+        "refresh tokens were rotated while the daemon ran; log:\n{}",
+        log()
+    );
+    daemon.kill();
+
+    let kept = std::fs::read_to_string(&token_file).unwrap();
+    assert_ne!(
+        kept.trim(),
+        first,
+        "the file holds the rotated refresh token"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let grants_before = provider.grants(&client_id, "refresh_token").await;
+
+    let daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon-2.log"));
+    lab.smtp_send(
+        &customer,
+        &user,
+        &customer_mail(
+            &customer,
+            &user,
+            "Nach dem Absturz",
+            "after@customer.example.test",
+        ),
+    )
+    .await;
+    let stored = eventually(Duration::from_secs(30), || async {
+        common::ticket_count(&cfg.store).await == 2
+    })
+    .await;
+    let log2 = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    assert!(
+        stored,
+        "after SIGKILL the daemon signs in with the stored token; log:\n{log2}"
+    );
+    assert!(provider.grants(&client_id, "refresh_token").await > grants_before);
+    assert!(!log2.contains("invalid_grant"), "{log2}");
+}

@@ -203,3 +203,25 @@ pub fn leaked_secrets(text: &str, secrets: &[&str]) -> Vec<String> {
     }
     found
 }
+
+impl TokenProvider {
+    /// A refresh token for `client_id` opening `username`'s mailbox, as an approved device flow
+    /// leaves behind.
+    pub async fn refresh_token(&self, client_id: &str, username: &str) -> String {
+        let (status, body) = self
+            .post_json(
+                "/admin/refresh",
+                &json!({"client_id": client_id, "username": username}),
+            )
+            .await;
+        assert_eq!(status, 200, "issuing a refresh token: {body}");
+        body["refresh_token"].as_str().unwrap().to_string()
+    }
+
+    /// How many tokens `client_id` got by `grant`.
+    pub async fn grants(&self, client_id: &str, grant: &str) -> u64 {
+        self.stats().await["grants"][client_id][grant]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
