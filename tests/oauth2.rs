@@ -427,3 +427,103 @@ async fn rotated_refresh_tokens_are_stored_before_use_and_survive_a_sigkill() {
     assert!(provider.grants(&client_id, "refresh_token").await > grants_before);
     assert!(!log2.contains("invalid_grant"), "{log2}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_authorize_runs_the_device_flow_and_the_daemon_signs_in_with_its_refresh_token() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let user = lab.fresh_user("oauth-device");
+    let customer = lab.fresh_user("oauth-device-customer");
+    let client_id = client_for(&provider, &user, 60).await;
+    let section = imap_account(lab, "support", &user, "starttls", "action = \"delete\"\n");
+    let cfg = TestConfig::new(
+        &[oauth_account(
+            lab,
+            &provider,
+            section,
+            "refresh_token",
+            &client_id,
+            SECRET,
+            "",
+        )],
+        "",
+    );
+
+    let mut authorize = tokio::process::Command::from(common::mail2ticket_cmd(&cfg.path))
+        .args(["oauth2", "authorize", "support"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(authorize.stdout.take().unwrap()).lines();
+    let mut shown = Vec::new();
+    let code = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("oauth2 authorize prints the code")
+            .unwrap()
+            .unwrap_or_else(|| panic!("no code printed: {shown:?}"));
+        shown.push(line.clone());
+        if let Some(code) = line.split("enter the code ").nth(1) {
+            break code.trim().to_string();
+        }
+    };
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.trim() == "https://login.example.test/device"),
+        "the verification URL is printed: {shown:?}"
+    );
+    // The admin approves in a browser: here, the provider's test door.
+    let (status, body) = provider
+        .post_json(
+            "/admin/approve",
+            &serde_json::json!({"user_code": code, "username": user}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let out = tokio::time::timeout(Duration::from_secs(30), authorize.wait_with_output())
+        .await
+        .expect("oauth2 authorize ends after the approval")
+        .unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(out.status.success(), "{rest}\n{}", common::stderr(&out));
+    assert!(
+        rest.contains("Authorized. The refresh token is stored in"),
+        "{rest}"
+    );
+
+    let token_file = cfg.dir.path().join("oauth2/support.token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(token_file.parent().unwrap()), 0o700);
+    assert_eq!(provider.grants(&client_id, "device_code").await, 1);
+
+    lab.smtp_send(
+        &customer,
+        &user,
+        &customer_mail(
+            &customer,
+            &user,
+            "Nach der Freigabe",
+            "device@customer.example.test",
+        ),
+    )
+    .await;
+    assert_eq!(
+        lab.wait_for_count(&user, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(cfg.tickets().len(), 1);
+    assert_eq!(provider.grants(&client_id, "refresh_token").await, 1);
+}

@@ -5,6 +5,7 @@
 //!
 //! The module is `oauth`, not `oauth2`, so that it never shadows the `oauth2` crate it uses.
 
+pub mod device;
 pub mod error;
 pub mod login;
 pub mod sasl;
