@@ -240,6 +240,16 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
             }
             Err(e) => {
                 failures += 1;
+                // A wrong client secret or a revoked authorization waits for the admin: retry
+                // at the longest interval instead of asking the provider again every second.
+                if e.downcast_ref::<crate::oauth::OAuthError>()
+                    .is_some_and(|o| o.is_permanent())
+                    || matches!(e.downcast_ref::<crate::pop3::pass::Pop3PassError>(),
+                        Some(crate::pop3::pass::Pop3PassError::OAuth(o)) if o.is_permanent())
+                {
+                    failures = failures.max(8);
+                }
+                rt.health.set_error_kind(error_kind(&e));
                 let delay = backoff_delay(failures);
                 let until =
                     chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();

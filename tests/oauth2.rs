@@ -527,3 +527,209 @@ async fn oauth2_authorize_runs_the_device_flow_and_the_daemon_signs_in_with_its_
     assert_eq!(cfg.tickets().len(), 1);
     assert_eq!(provider.grants(&client_id, "refresh_token").await, 1);
 }
+
+/// A loopback port where nothing listens: a token endpoint that is down.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Four accounts, each failing in its own way before or at the login: a wrong client secret,
+/// a revoked authorization, a token endpoint that is down, and a token the mailbox refuses.
+async fn failing_accounts(
+    lab: &Lab,
+    provider: &TokenProvider,
+    cfg_dir: &std::path::Path,
+) -> Vec<String> {
+    let wrong = lab.fresh_user("oauth-wrong");
+    let wrong_client = client_for(provider, &wrong, 60).await;
+    let wrong_account = oauth_account(
+        lab,
+        provider,
+        imap_account(lab, "wrongsecret", &wrong, "ssl", "action = \"delete\"\n"),
+        "client_credentials",
+        &wrong_client,
+        "Expired-Secret-0000",
+        "",
+    );
+
+    let revoked = lab.fresh_user("oauth-revoked");
+    let revoked_client = client_for(provider, &revoked, 60).await;
+    let refresh = provider.refresh_token(&revoked_client, &revoked).await;
+    let token_file = cfg_dir.join("revoked.token");
+    std::fs::write(&token_file, refresh).unwrap();
+    let (status, _) = provider
+        .post_json(
+            "/admin/revoke",
+            &serde_json::json!({"client_id": revoked_client}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let revoked_account = oauth_account(
+        lab,
+        provider,
+        pop3_account(lab, "revoked", &revoked, "ssl", "action = \"delete\"\n"),
+        "refresh_token",
+        &revoked_client,
+        SECRET,
+        &format!("token_file = \"{}\"\n", token_file.display()),
+    );
+
+    let down = lab.fresh_user("oauth-down");
+    let down_client = client_for(provider, &down, 60).await;
+    let down_account = oauth_account(
+        lab,
+        provider,
+        imap_account(lab, "down", &down, "starttls", "action = \"delete\"\n"),
+        "client_credentials",
+        &down_client,
+        SECRET,
+        "",
+    )
+    .replace(
+        &provider.url(),
+        &format!("http://127.0.0.1:{}", closed_port()),
+    );
+
+    // The provider gives this client tokens for another mailbox than the account reads: the
+    // token is good, the mail server refuses it (Microsoft app-only without mailbox permission).
+    let mailbox = lab.fresh_user("oauth-nomailbox");
+    let elsewhere = lab.fresh_user("oauth-elsewhere");
+    let other_client = client_for(provider, &elsewhere, 60).await;
+    let refused_account = oauth_account(
+        lab,
+        provider,
+        imap_account(lab, "nomailbox", &mailbox, "ssl", "action = \"delete\"\n"),
+        "client_credentials",
+        &other_client,
+        SECRET,
+        "",
+    );
+    vec![
+        wrong_account,
+        revoked_account,
+        down_account,
+        refused_account,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_token_failure_says_what_happened_and_what_to_do() {
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = failing_accounts(lab, &provider, dir.path()).await;
+    let cfg = TestConfig::new(&accounts, "");
+    let out = common::mail2ticket_cmd(&cfg.path)
+        .args(["run", "--once"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert!(!out.status.success());
+    let line = |account: &str| {
+        err.lines()
+            .find(|l| l.starts_with(&format!("error: account {account}: ")))
+            .unwrap_or_else(|| panic!("no error line for {account}:\n{err}"))
+            .to_string()
+    };
+    let wrong = line("wrongsecret");
+    assert!(
+        wrong
+            .contains("refused the client (invalid_client: unknown client or wrong client secret)"),
+        "{wrong}"
+    );
+    assert!(
+        wrong.contains("the client secret is wrong or expired"),
+        "{wrong}"
+    );
+    let revoked = line("revoked");
+    assert!(
+        revoked.contains("invalid_grant: refresh token unknown, used or revoked"),
+        "{revoked}"
+    );
+    assert!(
+        revoked.contains("run `mail2ticket oauth2 authorize revoked`"),
+        "{revoked}"
+    );
+    let down = line("down");
+    assert!(down.contains("/token is unavailable"), "{down}");
+    let refused = line("nomailbox");
+    assert!(
+        refused.contains("refused the login of") && refused.contains("AUTHENTICATIONFAILED"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("service principal has no access to this mailbox"),
+        "{refused}"
+    );
+    let leaks = leaked_secrets(&err, &[SECRET, "Expired-Secret-0000"]);
+    assert!(
+        leaks.is_empty(),
+        "secrets in RUST_LOG=trace output: {leaks:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_names_each_token_failure_and_waits_long_for_the_admin() {
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = failing_accounts(lab, &provider, dir.path()).await;
+    let port = closed_port();
+    let cfg = TestConfig::new(&accounts, "");
+    let text = std::fs::read_to_string(&cfg.path).unwrap().replace(
+        "[daemon]\n",
+        &format!("[daemon]\nhttp_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    std::fs::write(&cfg.path, text).unwrap();
+    let daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+    let listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let expected = [
+        ("wrongsecret", "oauth_invalid_client", true),
+        ("revoked", "oauth_invalid_grant", true),
+        ("down", "oauth_endpoint_unavailable", false),
+        ("nomailbox", "oauth_mailbox_refused", true),
+    ];
+    let last = std::sync::Mutex::new(String::new());
+    let all_failed = eventually(Duration::from_secs(30), || async {
+        let Ok((_, body)) = mail2ticket::http::get_healthz(listen, Duration::from_secs(2)).await
+        else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        *last.lock().unwrap() = body;
+        expected
+            .iter()
+            .all(|(name, kind, _)| v["accounts"][name]["last_error_kind"] == *kind)
+    })
+    .await;
+    let last = last.into_inner().unwrap();
+    let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    assert!(all_failed, "/healthz: {last}\nlog:\n{log}");
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["status"], "unhealthy");
+    let now = chrono::Utc::now();
+    for (name, _, permanent) in expected {
+        let a = &v["accounts"][name];
+        assert_eq!(a["state"], "backing-off", "{a}");
+        let until: chrono::DateTime<chrono::Utc> =
+            a["backoff_until"].as_str().unwrap().parse().unwrap();
+        let wait = (until - now).num_seconds();
+        if permanent {
+            assert!(wait >= 200, "{name} waits for the admin, not {wait}s: {a}");
+        } else {
+            assert!(
+                wait < 60,
+                "{name} retries soon like a network error, not in {wait}s: {a}"
+            );
+        }
+    }
+    assert!(
+        log.contains("run `mail2ticket oauth2 authorize revoked`"),
+        "{log}"
+    );
+}
