@@ -733,3 +733,123 @@ async fn healthz_names_each_token_failure_and_waits_long_for_the_admin() {
         "{log}"
     );
 }
+
+/// `args` run with RUST_LOG=trace and --json: (exit success, steps by name, all output).
+fn diagnose(cfg: &TestConfig, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = common::mail2ticket_cmd(&cfg.path)
+        .args(args)
+        .arg("--json")
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let all = format!("{stdout}{}", common::stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("--json output ({e}):\n{all}"));
+    let steps = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().to_string(), s.clone()))
+        .collect::<serde_json::Map<_, _>>();
+    (out.status.success(), serde_json::Value::Object(steps), all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_fetch_and_test_send_show_the_token_step_and_the_mechanism_and_never_the_token() {
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let imap_user = lab.fresh_user("oauth-diag-imap");
+    let pop_user = lab.fresh_user("oauth-diag-pop");
+    let imap_client = client_for(&provider, &imap_user, 60).await;
+    let pop_client = client_for(&provider, &pop_user, 60).await;
+    let smtp_client = format!("smtp-{imap_user}");
+    provider
+        .register(&smtp_client, SECRET, &imap_user, 60)
+        .await;
+    let imap = oauth_account(
+        lab,
+        &provider,
+        imap_account(lab, "imap", &imap_user, "ssl", "action = \"delete\"\n"),
+        "client_credentials",
+        &imap_client,
+        SECRET,
+        "",
+    );
+    let pop = oauth_account(
+        lab,
+        &provider,
+        pop3_account(lab, "pop", &pop_user, "ssl", "action = \"delete\"\n"),
+        "client_credentials",
+        &pop_client,
+        SECRET,
+        "",
+    );
+    let broken = imap
+        .replace("name = \"imap\"", "name = \"broken\"")
+        .replace(
+            &format!("email = \"{imap_user}\""),
+            "email = \"broken@example.test\"",
+        )
+        .replace(SECRET, "Wrong-Secret-1234");
+    let cfg = TestConfig::new(
+        &[imap, pop, broken],
+        &oauth_smtp(lab, &provider, &imap_user, &smtp_client, SECRET),
+    );
+    let endpoint = format!(
+        "client_credentials grant at {}/token: expires in 60 s",
+        provider.url()
+    );
+
+    let (ok, steps, imap_out) = diagnose(&cfg, &["test-fetch", "imap", "--wait", "20"]);
+    assert!(ok, "{imap_out}");
+    assert_eq!(steps["token"]["detail"], endpoint, "{steps}");
+    assert_eq!(
+        steps["login"]["detail"],
+        format!("logged in as {imap_user} by OAUTHBEARER")
+    );
+    assert_eq!(steps["test mail arrives"]["ok"], true);
+
+    let (ok, steps, pop_out) = diagnose(&cfg, &["test-fetch", "pop", "--wait", "20"]);
+    assert!(ok, "{pop_out}");
+    assert_eq!(steps["token"]["detail"], endpoint, "{steps}");
+    assert!(
+        steps["login"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("logged in as {pop_user} by ")),
+        "{steps}"
+    );
+
+    let (ok, steps, send_out) = diagnose(&cfg, &["test-send", "imap"]);
+    assert!(ok, "{send_out}");
+    assert_eq!(steps["SMTP token"]["detail"], endpoint, "{steps}");
+    assert!(
+        steps["AUTH"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("logged in as {imap_user} by XOAUTH2: 235")),
+        "{steps}"
+    );
+
+    let (ok, steps, broken_out) = diagnose(&cfg, &["test-fetch", "broken"]);
+    assert!(!ok);
+    let token = steps["token"]["detail"].as_str().unwrap();
+    assert!(
+        token.contains("invalid_client: unknown client or wrong client secret")
+            && token.contains(&provider.url()),
+        "the provider's code and description: {token}"
+    );
+    assert!(
+        steps.get("login").is_none(),
+        "no login without a token: {steps}"
+    );
+
+    for out in [imap_out, pop_out, send_out, broken_out] {
+        let leaks = leaked_secrets(&out, &[SECRET, "Wrong-Secret-1234"]);
+        assert!(
+            leaks.is_empty(),
+            "secrets in RUST_LOG=trace output: {leaks:?}"
+        );
+    }
+}
