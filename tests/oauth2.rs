@@ -853,3 +853,197 @@ async fn test_fetch_and_test_send_show_the_token_step_and_the_mechanism_and_neve
         );
     }
 }
+
+/// GET `path` from the daemon's HTTP listener: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_string(),
+    ))
+}
+
+/// A config whose daemon serves /healthz and /metrics on a free port; returns the port too.
+fn with_http(accounts: &[String], extra: &str) -> (TestConfig, u16) {
+    let port = closed_port();
+    let cfg = TestConfig::new(accounts, extra);
+    let text = std::fs::read_to_string(&cfg.path).unwrap().replace(
+        "[daemon]\n",
+        &format!("[daemon]\nhttp_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    std::fs::write(&cfg.path, text).unwrap();
+    (cfg, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_refused_with_the_cached_token_gets_one_new_token_and_one_retry() {
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let user = lab.fresh_user("oauth-retry");
+    let customer = lab.fresh_user("oauth-retry-customer");
+    let client_id = client_for(&provider, &user, 600).await;
+    let section = pop3_account(lab, "pop", &user, "starttls", "action = \"delete\"\n");
+    let cfg = TestConfig::new(
+        &[oauth_account(
+            lab,
+            &provider,
+            section,
+            "client_credentials",
+            &client_id,
+            SECRET,
+            "",
+        )],
+        "",
+    );
+    let daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+    let log = || std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    lab.smtp_send(
+        &customer,
+        &user,
+        &customer_mail(&customer, &user, "Erste", "first@retry.example.test"),
+    )
+    .await;
+    let first = eventually(Duration::from_secs(30), || async {
+        common::ticket_count(&cfg.store).await == 1
+    })
+    .await;
+    assert!(first, "{}", log());
+    assert_eq!(
+        provider.grants(&client_id, "client_credentials").await,
+        1,
+        "the token is cached across polls"
+    );
+
+    // The cached token dies at the provider while it still looks valid here (as a token does
+    // that expired a moment early): the next login is refused once, then works with a new one.
+    let (status, _) = provider
+        .post_json(
+            "/admin/revoke",
+            &serde_json::json!({"client_id": client_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    lab.smtp_send(
+        &customer,
+        &user,
+        &customer_mail(&customer, &user, "Zweite", "second@retry.example.test"),
+    )
+    .await;
+    let second = eventually(Duration::from_secs(30), || async {
+        common::ticket_count(&cfg.store).await == 2
+    })
+    .await;
+    let text = log();
+    assert!(second, "{text}");
+    assert_eq!(provider.grants(&client_id, "client_credentials").await, 2);
+    assert!(
+        text.contains("login refused with the cached token: one more try with a new one"),
+        "{text}"
+    );
+    assert!(!text.contains("account failing"), "no failed pass: {text}");
+}
+
+/// 20 accounts (10 IMAP in IDLE, 10 POP3 polling) whose tokens live 20 s stay healthy for two
+/// minutes while tokens are renewed ahead of expiry, counted in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_oauth_accounts_with_20s_tokens_stay_healthy_for_two_minutes() {
+    let lab = Lab::get();
+    let provider = TokenProvider::of(lab);
+    let customer = lab.fresh_user("oauth-soak-customer");
+    let mut accounts = Vec::new();
+    let mut users = Vec::new();
+    for i in 0..20 {
+        let user = lab.fresh_user(&format!("oauth-soak{i}"));
+        let client_id = client_for(&provider, &user, 20).await;
+        let name = format!("soak{i}");
+        let section = if i % 2 == 0 {
+            let encryption = if i % 4 == 0 { "ssl" } else { "starttls" };
+            imap_account(lab, &name, &user, encryption, "action = \"delete\"\n")
+        } else {
+            pop3_account(lab, &name, &user, "ssl", "action = \"delete\"\n")
+        };
+        accounts.push(oauth_account(
+            lab,
+            &provider,
+            section,
+            "client_credentials",
+            &client_id,
+            SECRET,
+            "",
+        ));
+        users.push(user);
+    }
+    let (cfg, port) = with_http(&accounts, "");
+    let text = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("poll_interval = \"1s\"", "poll_interval = \"2s\"");
+    std::fs::write(&cfg.path, text).unwrap();
+    let daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+    let log = || std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    let healthy = eventually(Duration::from_secs(60), || async {
+        http_get(port, "/healthz").is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    assert!(healthy, "{:?}\n{}", http_get(port, "/healthz"), log());
+
+    let started = std::time::Instant::now();
+    let mut samples = 0;
+    while started.elapsed() < Duration::from_secs(120) {
+        let (code, body) = http_get(port, "/healthz").expect("/healthz answers");
+        assert_eq!(code, 200, "unhealthy after {:?}: {body}", started.elapsed());
+        samples += 1;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    for (i, user) in users.iter().enumerate() {
+        lab.smtp_send(
+            &customer,
+            user,
+            &customer_mail(
+                &customer,
+                user,
+                &format!("Soak {i}"),
+                &format!("soak{i}@customer.example.test"),
+            ),
+        )
+        .await;
+    }
+    let all = eventually(Duration::from_secs(60), || async {
+        common::ticket_count(&cfg.store).await == 20
+    })
+    .await;
+    assert!(all, "every account still ingests; log:\n{}", log());
+
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    let requests: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("mail2ticket_oauth_token_requests_total{"))
+        .collect();
+    let count = |outcome: &str| -> f64 {
+        requests
+            .iter()
+            .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let ok = count("ok");
+    // Each POP3 account renews every 15 s of its 20 s tokens: about 8 per account in 2 minutes.
+    eprintln!("{samples} healthy samples; {ok} token requests, all ok");
+    assert!(
+        ok >= 20.0 + 10.0 * 6.0,
+        "renewals counted in /metrics: {requests:#?}"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|l| !l.contains("outcome=\"ok\""))
+            .count(),
+        0,
+        "{requests:#?}"
+    );
+}
