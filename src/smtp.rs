@@ -35,6 +35,8 @@ pub enum SmtpSetupError {
     CaFileInvalid { path: String, reason: String },
     #[error("[smtp] TLS setup for {host} failed: {reason}")]
     Tls { host: String, reason: String },
+    #[error("[smtp] OAuth 2.0 setup failed: {0}")]
+    OAuth(#[from] crate::oauth::OAuthError),
 }
 
 /// Why one message could not be delivered. Callers must tell the two apart: a transient failure
@@ -141,11 +143,7 @@ impl SmtpTransport {
         let (AuthMethod::Oauth2, Some(o)) = (config.auth, &config.oauth2) else {
             return SmtpTransport::new(config);
         };
-        let tokens = TokenSource::new("smtp", o, MailProtocol::Smtp, store_path, config.timeout)
-            .map_err(|e| SmtpSetupError::Tls {
-                host: config.host.clone(),
-                reason: e.to_string(),
-            })?;
+        let tokens = TokenSource::new("smtp", o, MailProtocol::Smtp, store_path, config.timeout)?;
         let (inner, server) = build(config, None)?;
         Ok(SmtpTransport {
             inner,

@@ -148,7 +148,7 @@ fn smtp_with_oauth2_needs_its_table_and_a_user() {
         "",
     );
     let err = config_errors(
-        &[account.clone()],
+        std::slice::from_ref(&account),
         "[smtp]\nhost = \"h\"\nauth = \"oauth2\"\n",
     );
     line_of(&err, "smtp.auth", "needs a [smtp.oauth2] table");

@@ -36,6 +36,12 @@ pub fn check(
         return;
     };
     let key = |f: &'static str| at.clone().table("oauth2").field(f);
+    if table == "account" && place.name == "smtp" {
+        c.error(
+            at.clone().field("name"),
+            "\"smtp\" names [smtp] in `mail2ticket oauth2 authorize smtp`: give this OAuth account another name",
+        );
+    }
     if auth == AuthMethod::Password {
         c.error(
             at.clone().table("oauth2"),
