@@ -85,7 +85,7 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, OAuthError> {
 /// The oauth2 client for a config; the secret goes in the form body, which Microsoft, Google
 /// and RFC 6749 token endpoints all accept.
 pub(crate) fn client(config: &OAuth2Config) -> Result<Client, OAuthError> {
-    let bad_url = |url: String, e: url_error::E| OAuthError::Refused {
+    let bad_url = |url: String, e: oauth2::url::ParseError| OAuthError::Refused {
         endpoint: url,
         code: "invalid URL".into(),
         description: Some(e.to_string()),
@@ -106,10 +106,6 @@ pub(crate) fn client(config: &OAuth2Config) -> Result<Client, OAuthError> {
         client = client.set_client_secret(ClientSecret::new(secret.expose().to_string()));
     }
     Ok(client)
-}
-
-mod url_error {
-    pub type E = oauth2::url::ParseError;
 }
 
 /// Sorts the oauth2 crate's error into ours. Never shows a response body: a success answer that
