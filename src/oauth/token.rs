@@ -331,3 +331,61 @@ impl TokenSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use oauth2::basic::BasicErrorResponse;
+    use oauth2::StandardErrorResponse;
+
+    use super::*;
+
+    fn server(
+        code: BasicErrorResponseType,
+    ) -> RequestTokenError<std::io::Error, BasicErrorResponse> {
+        RequestTokenError::ServerResponse(StandardErrorResponse::new(
+            code,
+            Some("AADSTS7000215: Invalid client secret provided.".into()),
+            None,
+        ))
+    }
+
+    #[test]
+    fn provider_errors_keep_their_kind_and_words() {
+        let e = classify(
+            "https://t/token",
+            "support",
+            server(BasicErrorResponseType::InvalidClient),
+        );
+        assert_eq!(e.kind(), "oauth_invalid_client");
+        assert!(
+            e.to_string().contains("invalid_client: AADSTS7000215"),
+            "{e}"
+        );
+        let e = classify(
+            "https://t/token",
+            "support",
+            server(BasicErrorResponseType::InvalidGrant),
+        );
+        assert_eq!(e.kind(), "oauth_invalid_grant");
+        assert!(
+            e.to_string()
+                .contains("run `mail2ticket oauth2 authorize support`"),
+            "{e}"
+        );
+        let e = classify(
+            "https://t/token",
+            "support",
+            server(BasicErrorResponseType::Extension(
+                "temporarily_unavailable".into(),
+            )),
+        );
+        assert!(!e.is_permanent(), "{e}");
+        let e = classify(
+            "https://t/token",
+            "support",
+            server(BasicErrorResponseType::InvalidScope),
+        );
+        assert_eq!(e.kind(), "oauth_refused");
+        assert!(e.to_string().contains("(invalid_scope: "), "{e}");
+    }
+}

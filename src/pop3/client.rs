@@ -1222,6 +1222,56 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// RFC 5034 AUTH with a bearer message: the message follows the server's `+`, and a second
+    /// `+` (the server's error details, as XOAUTH2 sends them) is answered so the server can say
+    /// -ERR. Neither the token nor its base64 form shows in the error.
+    #[tokio::test]
+    async fn sasl_auth_sends_the_message_after_the_continuation_and_gives_up_cleanly() {
+        use base64::Engine;
+        let message = crate::secret::Secret::new("user=bob\x01auth=Bearer tok-123\x01\x01");
+        let b64: &'static str = Box::leak(
+            base64::engine::general_purpose::STANDARD
+                .encode(message.expose())
+                .into_boxed_str(),
+        );
+        for accepted in [true, false] {
+            let mut script = vec![
+                ("CAPA", b"+OK\r\nSASL XOAUTH2\r\n.\r\n".to_vec()),
+                ("AUTH XOAUTH2", b"+ \r\n".to_vec()),
+            ];
+            if accepted {
+                script.push((b64, b"+OK Logged in.\r\n".to_vec()));
+            } else {
+                script.push((b64, b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\n".to_vec()));
+                script.push(("", b"-ERR [AUTH] Authentication failed.\r\n".to_vec()));
+            }
+            let (port, server) = fake_server(b"+OK ready\r\n", script).await;
+            let mut client = Pop3Client::connect(
+                "127.0.0.1",
+                port,
+                Pop3Security::Plain,
+                tls_config(),
+                timeouts(),
+            )
+            .await
+            .unwrap();
+            let result = client.authenticate("bob", "XOAUTH2", &message, b"").await;
+            if accepted {
+                result.unwrap();
+            } else {
+                let err = result.unwrap_err();
+                assert!(matches!(err, Pop3Error::AuthRejected { .. }), "{err:?}");
+                let text = format!("{err} {err:?}");
+                assert!(
+                    text.contains("bob") && !text.contains("tok-123") && !text.contains(b64),
+                    "{text}"
+                );
+            }
+            drop(client);
+            server.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn rejected_login_hides_the_password() {
         let script = vec![
