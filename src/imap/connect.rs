@@ -101,6 +101,16 @@ pub async fn connect(
     tls: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<ImapConnection, ImapError> {
+    connect_with(account, tls, timeout, None).await
+}
+
+/// Connects and logs in with the password, or with `token` by SASL (see [`super::oauth`]).
+pub async fn connect_with(
+    account: &AccountConfig,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+    token: Option<&crate::secret::Secret>,
+) -> Result<ImapConnection, ImapError> {
     let host = account.host.as_str();
     let tcp = net::connect_tcp(host, account.port(), timeout).await?;
     let stream = match account.encryption {
@@ -119,41 +129,13 @@ pub async fn connect(
             plain
         }
     };
-    let client = async_imap::Client::new(stream);
-    let login = tokio::time::timeout(
-        timeout,
-        client.login(&account.user, account.password().expose()),
-    )
-    .await;
-    let mut session = match login {
-        Ok(Ok(session)) => session,
-        Ok(Err((async_imap::error::Error::No(text), _)))
-        | Ok(Err((async_imap::error::Error::Bad(text), _))) => {
-            let server = server_words(&text);
-            // RFC 5530: the server's own trouble, not the credentials (retried soon).
-            if TEMPORARY_LOGIN_CODES.iter().any(|c| server.starts_with(c)) {
-                return Err(ImapError::Protocol {
-                    operation: "LOGIN".into(),
-                    reply: server,
-                });
-            }
-            return Err(ImapError::AuthRejected {
-                user: account.user.clone(),
-                server,
-            });
+    let mut session = match token {
+        Some(token) => {
+            super::oauth::authenticate(stream, account, token, timeout)
+                .await?
+                .0
         }
-        Ok(Err((source, _))) => {
-            return Err(ImapError::Imap {
-                operation: "LOGIN".into(),
-                source,
-            })
-        }
-        Err(_) => {
-            return Err(ImapError::Timeout {
-                operation: "LOGIN".into(),
-                secs: timeout.as_secs(),
-            })
-        }
+        None => password_login(stream, account, timeout).await?,
     };
     let caps = timed(timeout, "CAPABILITY", session.capabilities()).await?;
     let capabilities = caps
@@ -171,6 +153,45 @@ pub async fn connect(
         hierarchy,
         timeout,
     })
+}
+
+async fn password_login(
+    stream: MailStream,
+    account: &AccountConfig,
+    timeout: Duration,
+) -> Result<Session<MailStream>, ImapError> {
+    let client = async_imap::Client::new(stream);
+    let login = tokio::time::timeout(
+        timeout,
+        client.login(&account.user, account.password().expose()),
+    )
+    .await;
+    match login {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err((async_imap::error::Error::No(text), _)))
+        | Ok(Err((async_imap::error::Error::Bad(text), _))) => {
+            let server = server_words(&text);
+            // RFC 5530: the server's own trouble, not the credentials (retried soon).
+            if TEMPORARY_LOGIN_CODES.iter().any(|c| server.starts_with(c)) {
+                return Err(ImapError::Protocol {
+                    operation: "LOGIN".into(),
+                    reply: server,
+                });
+            }
+            Err(ImapError::AuthRejected {
+                user: account.user.clone(),
+                server,
+            })
+        }
+        Ok(Err((source, _))) => Err(ImapError::Imap {
+            operation: "LOGIN".into(),
+            source,
+        }),
+        Err(_) => Err(ImapError::Timeout {
+            operation: "LOGIN".into(),
+            secs: timeout.as_secs(),
+        }),
+    }
 }
 
 async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(
