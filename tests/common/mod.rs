@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod diag;
+pub mod http;
 pub mod mails;
 pub mod oauth;
 pub mod proxy;
