@@ -150,3 +150,19 @@ impl AsyncWrite for MailStream {
         }
     }
 }
+
+/// A network library's error and its causes in one line ("error sending request: connection
+/// refused"); a cause whose text the line already holds is not repeated.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

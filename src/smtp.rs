@@ -261,22 +261,8 @@ pub fn classify(server: &str, err: &lettre::transport::smtp::Error) -> SendError
     };
     SendError::Transient {
         server: server.into(),
-        detail: format!("{}{hint}", full_chain(err)),
+        detail: format!("{}{hint}", crate::net::error_chain(err)),
     }
-}
-
-fn full_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 impl Deliver for SmtpTransport {

@@ -208,14 +208,7 @@ async fn imap_steps(
             if !notes.is_empty() {
                 detail.push_str(&format!(" ({})", notes.join("; ")));
             }
-            let names: Vec<String> = caps
-                .iter()
-                .map(|c| match c {
-                    async_imap::types::Capability::Imap4rev1 => "IMAP4rev1".to_string(),
-                    async_imap::types::Capability::Auth(a) => format!("AUTH={a}"),
-                    async_imap::types::Capability::Atom(a) => a.to_string(),
-                })
-                .collect();
+            let names = crate::imap::connect::capability_names(&caps);
             Ok((names, detail))
         })
         .await?;

@@ -138,14 +138,7 @@ pub async fn connect_with(
         None => password_login(stream, account, timeout).await?,
     };
     let caps = timed(timeout, "CAPABILITY", session.capabilities()).await?;
-    let capabilities = caps
-        .iter()
-        .map(|c| match c {
-            async_imap::types::Capability::Imap4rev1 => "IMAP4rev1".to_string(),
-            async_imap::types::Capability::Auth(a) => format!("AUTH={a}"),
-            async_imap::types::Capability::Atom(a) => a.to_string(),
-        })
-        .collect();
+    let capabilities = capability_names(&caps);
     let hierarchy = super::names::discover(&mut session, timeout).await?;
     Ok(ImapConnection {
         session,
@@ -327,6 +320,17 @@ pub async fn negotiate_starttls(
         });
     }
     Ok(reader.into_inner())
+}
+
+/// The server's capabilities as it wrote them ("IMAP4rev1", "AUTH=PLAIN", "MOVE").
+pub fn capability_names(caps: &async_imap::types::Capabilities) -> Vec<String> {
+    caps.iter()
+        .map(|c| match c {
+            async_imap::types::Capability::Imap4rev1 => "IMAP4rev1".to_string(),
+            async_imap::types::Capability::Auth(a) => format!("AUTH={a}"),
+            async_imap::types::Capability::Atom(a) => a.to_string(),
+        })
+        .collect()
 }
 
 /// async-imap renders NO/BAD replies as `code: None, info: Some("...")` (most commands) or

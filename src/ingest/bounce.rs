@@ -25,14 +25,21 @@ const RETURNED_TYPES: [&str; 6] = [
 
 /// `MAILER-DAEMON` or `postmaster` in any spelling: the senders of bounces.
 pub fn is_bounce_sender(address: &str) -> bool {
+    let squashed = squashed_local_part(address);
+    squashed.starts_with("mailerdaemon") || squashed.starts_with("postmaster")
+}
+
+/// The local part of an address without its sub-address (`noreply+bounces@` counts as
+/// `noreply@`), lower-cased, letters and digits only: "Mailer-Daemon", "no_reply" and
+/// "Do-Not-Reply" compare as "mailerdaemon", "noreply" and "donotreply".
+pub fn squashed_local_part(address: &str) -> String {
     let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
     let local = local.split('+').next().unwrap_or(local);
-    let squashed: String = local
+    local
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect::<String>()
-        .to_ascii_lowercase();
-    squashed.starts_with("mailerdaemon") || squashed.starts_with("postmaster")
+        .to_ascii_lowercase()
 }
 
 /// The Message-ID (without brackets) of the mail this bounce returns, if the message is a

@@ -147,7 +147,7 @@ pub(crate) fn classify<RE: std::error::Error + 'static>(
         }
         RequestTokenError::Request(e) => OAuthError::EndpointUnavailable {
             endpoint: endpoint.into(),
-            detail: error_chain(&e),
+            detail: crate::net::error_chain(&e),
         },
         RequestTokenError::Parse(_, _) => OAuthError::EndpointUnavailable {
             endpoint: endpoint.into(),
@@ -159,20 +159,6 @@ pub(crate) fn classify<RE: std::error::Error + 'static>(
             detail: text,
         },
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 impl TokenSource {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::ReplyPolicy;
-use crate::ingest::bounce::is_bounce_sender;
+use crate::ingest::bounce::{is_bounce_sender, squashed_local_part};
 use crate::ingest::parse::{ParsedMail, LOOP_HEADER};
 
 /// Why a mail gets no reply; the text goes into `articles.reply_note` and the log.
@@ -202,14 +202,7 @@ pub fn is_robot_address(address: &str) -> bool {
     if is_bounce_sender(address) {
         return true;
     }
-    let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
-    // Sub-addresses (noreply+bounces@) count as their base.
-    let local = local.split('+').next().unwrap_or(local);
-    let squashed: String = local
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect::<String>()
-        .to_ascii_lowercase();
+    let squashed = squashed_local_part(address);
     squashed.contains("noreply") || squashed.contains("donotreply")
 }
 
