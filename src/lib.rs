@@ -23,3 +23,4 @@ pub mod store;
 pub mod supervisor;
 pub mod template;
 pub mod tls;
+pub mod when;

@@ -1,4 +1,4 @@
-//! Logging to stderr (journald picks it up); `RUST_LOG` filters, default `info`.
+//! Logging to stderr (journald picks it up); `RUST_LOG` filters, else a default per audience.
 
 use std::io::IsTerminal;
 
@@ -6,8 +6,30 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Who reads the log, which decides what is logged when `RUST_LOG` is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// `run`: an operator's journal. Our own events from `info`, the libraries' warnings too.
+    Daemon,
+    /// Every other command: a person at a terminal or a script reading its output. Only our
+    /// own warnings and errors; a library's warnings (sqlx's "slow statement", say) mean
+    /// nothing to them and would mix into the output they asked for.
+    Command,
+}
+
+impl Audience {
+    fn default_filter(self) -> &'static str {
+        match self {
+            Audience::Daemon => "info",
+            // Directives for one target only: every other target is off.
+            Audience::Command => "mail2ticket=warn",
+        }
+    }
+}
+
+pub fn init(format: LogFormat, audience: Audience) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(audience.default_filter()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,20 +4,26 @@
 //! Ingestion commits a batch of mails in one transaction and only then touches the source
 //! mails, so a mail leaves the server only after its ticket is on disk.
 
+mod find;
 mod ingest;
 mod outbox;
 mod query;
+mod raw;
+pub mod synthetic;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
 use sqlx::SqlitePool;
 
+pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use query::*;
+pub use raw::{AttachmentData, ExportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,7 +73,12 @@ impl Store {
             // FULL: a commit is fsynced before it returns; disposal of source mails relies on it.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // sqlx logs every statement at DEBUG and slow ones at WARN by default; a slow query
+            // is a tuning hint for the daemon's debug log, not a warning for whoever runs a
+            // command, and the statements themselves are trace detail.
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
