@@ -456,3 +456,32 @@ async fn a_mail_fetched_over_imap_is_found_and_given_back_byte_for_byte() {
     let png = cfg.run(&["tickets", "show", number, "--attachment", &article, "1"]);
     assert_eq!(png.stdout, b"\x89PNG\r\n\x1a\n");
 }
+
+#[tokio::test]
+async fn a_store_written_before_full_text_search_gets_its_mails_indexed_when_opened() {
+    let cfg = TestConfig::new(
+        &["name = \"known\"\nemail = \"known@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
+           password = \"p\"\nticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\n".into()],
+        "",
+    );
+    // Undo migration 0004 exactly, so the mails below are written as the code before it did.
+    let db = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER articles_fts_insert; DROP TRIGGER articles_fts_delete; \
+         DROP TRIGGER articles_fts_update; DROP TABLE articles_fts; \
+         DROP INDEX tickets_created; DROP INDEX tickets_account_created; \
+         DROP INDEX tickets_status_created; DROP INDEX tickets_type_created; \
+         DROP INDEX articles_from; DROP INDEX articles_from_domain; \
+         DELETE FROM _sqlx_migrations WHERE version = 4;",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let known = ingest_known(&db).await;
+    db.close().await;
+
+    let out = cfg.run(&["tickets", "find", "--json", "koln"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(strs(&hits, "number"), [known[1].1.as_str()]);
+}
