@@ -82,7 +82,9 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         t.account, t.ticket_type, t.status, t.customer_name, t.customer, t.created_at
     );
     for (i, a) in t.articles.iter().enumerate() {
-        let kind = if a.followup {
+        let kind = if a.bounce {
+            "bounce of our automatic reply"
+        } else if a.followup {
             "follow-up"
         } else {
             "first mail"
@@ -96,6 +98,9 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         let _ = writeln!(out, "    From:       {} <{}>", a.from_name, a.from);
         let _ = writeln!(out, "    Subject:    {}", a.subject);
         let _ = writeln!(out, "    Message-ID: {}", a.message_id);
+        if a.received_by.len() > 1 {
+            let _ = writeln!(out, "    Received:   by {}", a.received_by.join(", "));
+        }
         if let Some(problem) = &a.malformed {
             let _ = writeln!(out, "    Malformed:  {problem} (raw message kept)");
         }

@@ -103,7 +103,10 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             let started = Instant::now();
             // The outbox depth is read at scrape time; a slow store must not hang the scrape.
             match tokio::time::timeout(Duration::from_secs(2), state.store.outbox_summary()).await {
-                Ok(Ok(s)) => crate::metrics::outbox_depth(s.unsent()),
+                Ok(Ok(s)) => {
+                    crate::metrics::outbox_depth(s.unsent());
+                    crate::metrics::outbox_bounced(s.bounced);
+                }
                 Ok(Err(e)) => warn!(error = %e, "metrics: cannot read the outbox depth"),
                 Err(_) => warn!("metrics: reading the outbox depth took over 2s"),
             }

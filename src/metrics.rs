@@ -44,10 +44,12 @@ struct Metrics {
     replies_suppressed: Family<ReasonLabel, Counter>,
     replies_failed: Family<AccountLabel, Counter>,
     replies_retried: Family<AccountLabel, Counter>,
+    replies_bounced: Family<AccountLabel, Counter>,
     errors: Family<KindLabel, Counter>,
     last_success: Family<AccountLabel, Gauge>,
     backlog: Family<AccountLabel, Gauge>,
     outbox_depth: Gauge,
+    outbox_bounced: Gauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -63,10 +65,12 @@ fn metrics() -> &'static Metrics {
             replies_suppressed: Family::default(),
             replies_failed: Family::default(),
             replies_retried: Family::default(),
+            replies_bounced: Family::default(),
             errors: Family::default(),
             last_success: Family::default(),
             backlog: Family::default(),
             outbox_depth: Gauge::default(),
+            outbox_bounced: Gauge::default(),
             registry: Registry::default(),
         };
         // Counter names get the `_total` suffix when rendered.
@@ -112,6 +116,11 @@ fn metrics() -> &'static Metrics {
             m.replies_retried.clone(),
         );
         r.register(
+            "replies_bounced",
+            "Delivery reports that came back for an automatic reply (the customer did not get it), by the account that sent it",
+            m.replies_bounced.clone(),
+        );
+        r.register(
             "errors",
             "Errors by kind (connect, login, timeout, protocol, folder, store, dispose, panic)",
             m.errors.clone(),
@@ -130,6 +139,11 @@ fn metrics() -> &'static Metrics {
             "outbox_depth",
             "Automatic replies queued or being sent (all accounts)",
             m.outbox_depth.clone(),
+        );
+        r.register(
+            "outbox_bounced",
+            "Automatic replies in the store a delivery report came back for (all accounts, ever)",
+            m.outbox_bounced.clone(),
         );
         Metrics { registry, ..m }
     })
@@ -152,6 +166,7 @@ pub fn register_account(name: &str) {
         &m.duplicates,
         &m.replies_sent,
         &m.replies_failed,
+        &m.replies_bounced,
     ] {
         drop(family.get_or_create(&a));
     }
@@ -234,6 +249,17 @@ pub fn reply_retried(account_name: &str) {
 
 pub fn outbox_depth(n: i64) {
     metrics().outbox_depth.set(n);
+}
+
+pub fn reply_bounced(account_name: &str) {
+    metrics()
+        .replies_bounced
+        .get_or_create(&account(account_name))
+        .inc();
+}
+
+pub fn outbox_bounced(n: i64) {
+    metrics().outbox_bounced.set(n);
 }
 
 /// The OpenMetrics text of every metric, ending in `# EOF`.

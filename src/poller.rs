@@ -42,6 +42,7 @@ impl AccountRuntime {
                     .as_ref()
                     .map(|t| t.subject_tag.clone())
                     .unwrap_or_else(crate::config::default_subject_tag),
+                customer: account.customer,
                 reply: crate::reply::ReplyPolicy::for_account(config, account)?,
                 test_mail_key: Some((account.email.clone(), account.password())),
             },

@@ -174,3 +174,31 @@ fn password_files_must_exist_and_should_not_be_world_readable() {
         "{err}"
     );
 }
+
+#[test]
+fn the_customer_choice_is_reply_to_or_from_and_a_typo_names_key_and_line() {
+    let account = |value: &str| {
+        format!(
+            "name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n\
+             ticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\ncustomer = \"{value}\"\n"
+        )
+    };
+    for good in ["reply_to", "from"] {
+        let out = TestConfig::new(&[account(good)], "").run(&["check-config"]);
+        assert!(out.status.success(), "{good}: {}", common::stderr(&out));
+    }
+    let cfg = TestConfig::new(&[account("reply-to")], "");
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("customer = "))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!(":{line}:")) && err.contains("error: account[1].customer: unknown variant `reply-to`, expected `reply_to` or `from`"),
+        "{err}"
+    );
+}

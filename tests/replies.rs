@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::smtp::SwitchProxy;
-use common::{imap_account, Lab, TestConfig};
+use common::{imap_account, pop3_account, Lab, TestConfig};
 use mail2ticket::ingest::parse::{parse, ParsedMail};
 use mail2ticket::store::Store;
 
@@ -335,9 +335,9 @@ async fn each_suppression_rule_stops_the_reply_and_records_why() {
         ),
         (colleague.clone(), String::new(), "one of our own accounts"),
         (
-            lab.fresh_user("ourid"),
-            "In-Reply-To: <m2t.99999.abc@tickets.example.test>\r\n".into(),
-            "our own Message-ID",
+            lab.fresh_user("robot-reply-to"),
+            "Reply-To: no-reply@shop.example.test\r\n".into(),
+            "robot address",
         ),
         (
             lab.fresh_user("loop"),
@@ -788,4 +788,404 @@ async fn run_once_waits_a_bounded_time_for_smtp_and_the_next_run_sends() {
     run_once(&cfg);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(lab.count(&customer, "INBOX").await, 1);
+}
+
+/// `[smtp]` for the lab with `message_id_domain` left at its default (the first account's
+/// domain, example.test: the same domain the shop's own systems use).
+fn smtp_section_default_domain(lab: &Lab, mode: &str, login: &str) -> String {
+    smtp_section(lab, mode, login, None)
+        .replace("message_id_domain = \"tickets.example.test\"\n", "")
+}
+
+/// The automatic-reply note of a ticket's first article.
+fn reply_note(cfg: &TestConfig, number: &str) -> String {
+    cfg.show(number)["articles"][0]["auto_reply"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_a_shop_mail_that_matches_no_ticket_opens_a_ticket_with_a_reply() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("order-support");
+    let customer = lab.fresh_user("order-customer");
+    let echo = lab.fresh_user("order-echo");
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &support,
+            "none",
+            ACCOUNT_EXTRA,
+        )],
+        &smtp_section_default_domain(lab, "none", ""),
+    );
+    // The shop's order system sent "Ihre Bestellung 4711" from the shop's own domain.
+    let answer = customer_mail(
+        &customer,
+        &support,
+        "Re: Ihre Bestellung 4711",
+        &format!("answer.{}@customer.example.test", std::process::id()),
+        "In-Reply-To: <order-4711@example.test>\r\nReferences: <order-4711@example.test>\r\n",
+    );
+    lab.append(&support, "INBOX", &[answer]).await;
+    run_once(&cfg);
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let number = tickets[0]["number"].as_str().unwrap().to_string();
+    let note = reply_note(&cfg, &number);
+    assert!(note.starts_with("auto-reply sent to"), "{note}");
+    assert_eq!(
+        lab.wait_for_count(&customer, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    let (reply, _) = replies(lab, &customer).await.remove(0);
+    assert!(
+        reply.message_id.ends_with("@example.test"),
+        "{}",
+        reply.message_id
+    );
+
+    // Our own reply coming back stripped of every automation header (a forwarder that keeps
+    // only the Message-ID) is recognised by the Message-ID we sent: no reply to it.
+    let stripped = format!(
+        "From: {echo}\r\nTo: {support}\r\nSubject: Fwd: Ihre Anfrage\r\nMessage-ID: <{}>\r\nDate: {}\r\n\r\nforwarded\r\n",
+        reply.message_id,
+        rfc2822_now()
+    );
+    // And the customer answers the reply: a follow-up of the same ticket, no reply either.
+    let followup = format!(
+        "From: {customer}\r\nTo: {support}\r\nSubject: Re: {}\r\nMessage-ID: <answer2.{}@customer.example.test>\r\n\
+         In-Reply-To: <{}>\r\nDate: {}\r\n\r\nDanke\r\n",
+        reply.subject,
+        std::process::id(),
+        reply.message_id,
+        rfc2822_now()
+    );
+    lab.append(
+        &support,
+        "INBOX",
+        &[stripped.into_bytes(), followup.into_bytes()],
+    )
+    .await;
+    run_once(&cfg);
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 2, "{tickets:?}");
+    let joined = tickets
+        .iter()
+        .find(|t| t["number"] == number.as_str())
+        .unwrap();
+    assert_eq!(joined["articles"].as_i64(), Some(2));
+    let echoed = tickets
+        .iter()
+        .find(|t| t["customer"] == echo.as_str())
+        .unwrap();
+    let note = reply_note(&cfg, echoed["number"].as_str().unwrap());
+    assert!(note.contains("our own Message-ID"), "{note}");
+    assert_eq!(outbox(&cfg).await.len(), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lab.count(&customer, "INBOX").await, 1, "no second reply");
+    assert_eq!(lab.count(&echo, "INBOX").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_form_mail_belongs_to_and_is_answered_at_its_reply_to_person() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("form-support");
+    let form = lab.fresh_user("noreply-form");
+    let customer = lab.fresh_user("form-customer");
+    let robot = lab.fresh_user("no-reply-robot");
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &support,
+            "none",
+            ACCOUNT_EXTRA,
+        )],
+        &smtp_section(lab, "none", "", None),
+    );
+    let form_mail = |reply_to: &str, subject: &str, id: &str| {
+        format!(
+            "From: Webshop Kontaktformular <{form}>\r\nReply-To: {reply_to}\r\nTo: {support}\r\n\
+             Subject: {subject}\r\nMessage-ID: <{id}.{}@shop.example.test>\r\nDate: {}\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nName: Erika Mustermann\r\nNachricht: Wo bleibt mein Paket?\r\n",
+            std::process::id(),
+            rfc2822_now()
+        )
+        .into_bytes()
+    };
+    lab.append(
+        &support,
+        "INBOX",
+        &[
+            form_mail(
+                &format!("=?UTF-8?Q?Erika_M=C3=BCstermann?= <{customer}>"),
+                "Kontaktformular",
+                "form1",
+            ),
+            // A form whose Reply-To is a robot stays unanswered.
+            form_mail(&robot, "Kontaktformular (robot)", "form2"),
+        ],
+    )
+    .await;
+    run_once(&cfg);
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 2, "{tickets:?}");
+    let t = tickets
+        .iter()
+        .find(|t| t["subject"] == "Kontaktformular")
+        .unwrap();
+    assert_eq!(t["customer"].as_str(), Some(customer.as_str()));
+    assert_eq!(t["customer_name"].as_str(), Some("Erika Müstermann"));
+    let note = reply_note(&cfg, t["number"].as_str().unwrap());
+    assert!(note.starts_with("auto-reply sent to"), "{note}");
+    let r = tickets
+        .iter()
+        .find(|t| t["subject"] == "Kontaktformular (robot)")
+        .unwrap();
+    let note = reply_note(&cfg, r["number"].as_str().unwrap());
+    assert!(note.contains("robot address"), "{note}");
+
+    assert_eq!(
+        lab.wait_for_count(&customer, "INBOX", 1, Duration::from_secs(20))
+            .await,
+        1
+    );
+    let (reply, raw) = replies(lab, &customer).await.remove(0);
+    assert!(
+        reply.text.contains("Guten Tag Erika Müstermann,"),
+        "{}",
+        reply.text
+    );
+    assert!(
+        header(&raw, "To").is_some_and(|to| to.contains(&customer) && to.contains("=?")),
+        "{raw}"
+    );
+    assert_eq!(lab.count(&form, "INBOX").await, 0);
+    assert_eq!(lab.count(&robot, "INBOX").await, 0);
+}
+
+/// The body of `GET /metrics` from a daemon listening on `port`.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// A delivery report as Postfix writes it (RFC 3464, the returned header as
+/// `text/rfc822-headers`) for a mail whose header is `returned_header`.
+fn postfix_dsn(to: &str, recipient: &str, returned_header: &str) -> Vec<u8> {
+    let id = std::process::id();
+    format!(
+        "From: MAILER-DAEMON@mx.customer.example.test (Mail Delivery System)\r\nTo: {to}\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\nDate: {}\r\nAuto-Submitted: auto-replied\r\n\
+         Message-Id: <dsn.{id}@mx.customer.example.test>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B.{id}\"\r\n\r\n\
+         This is a MIME-encapsulated message.\r\n\r\n--B.{id}\r\nContent-Description: Notification\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\nI'm sorry to have to inform you that your message could not\r\n\
+         be delivered to one or more recipients.\r\n\r\n<{recipient}>: mailbox unknown\r\n\r\n\
+         --B.{id}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n\
+         Reporting-MTA: dns; mx.customer.example.test\r\n\r\nFinal-Recipient: rfc822; {recipient}\r\n\
+         Action: failed\r\nStatus: 5.1.1\r\n\r\n--B.{id}\r\nContent-Description: Undelivered Message Headers\r\n\
+         Content-Type: text/rfc822-headers\r\n\r\n{returned_header}\r\n\r\n--B.{id}--\r\n",
+        rfc2822_now()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("bounce-support");
+    let customer = lab.fresh_user("bounce-customer");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &support,
+            "starttls",
+            ACCOUNT_EXTRA,
+        )],
+        &smtp_section(lab, "starttls", &support, None),
+    );
+    let text = std::fs::read_to_string(&cfg.path).unwrap().replacen(
+        "[daemon]\n",
+        &format!("[daemon]\nhttp_listen = \"127.0.0.1:{port}\"\n"),
+        1,
+    );
+    std::fs::write(&cfg.path, text).unwrap();
+    let daemon = Daemon::start(&cfg, "bounce");
+    lab.append(
+        &support,
+        "INBOX",
+        &[customer_mail(
+            &customer,
+            &support,
+            "Wo ist mein Paket?",
+            &format!("typo.{}@customer.example.test", std::process::id()),
+            "",
+        )],
+    )
+    .await;
+    assert_eq!(
+        lab.wait_for_count(&customer, "INBOX", 1, Duration::from_secs(30))
+            .await,
+        1,
+        "no reply; daemon log:\n{}",
+        daemon.log()
+    );
+    // The lab's Postfix refuses outside domains at RCPT time and so never writes a bounce
+    // itself; the customer's MTA "returns" the reply with the header it received, delivered to
+    // the envelope sender (the account) with the null sender, as real bounces are.
+    let (_, raw) = replies(lab, &customer).await.remove(0);
+    let returned_header = &raw[..raw.find("\r\n\r\n").unwrap()];
+    lab.smtp_send_to_all(
+        "",
+        &[&support],
+        &postfix_dsn(&support, &customer, returned_header),
+    )
+    .await;
+    let bounced = wait_until(Duration::from_secs(30), || async {
+        outbox(&cfg)
+            .await
+            .first()
+            .is_some_and(|r| r.bounced_at.is_some())
+    })
+    .await;
+    assert!(bounced, "no bounce recorded; daemon log:\n{}", daemon.log());
+
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1, "the bounce opened a ticket: {tickets:?}");
+    let number = tickets[0]["number"].as_str().unwrap();
+    let detail = cfg.show(number);
+    let articles = detail["articles"].as_array().unwrap();
+    assert_eq!(articles.len(), 2, "{detail}");
+    assert_eq!(articles[1]["bounce"], true, "{detail}");
+    assert_eq!(articles[1]["followup"], true);
+    assert!(
+        articles[1]["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("MAILER-DAEMON"),
+        "{detail}"
+    );
+    let note = articles[0]["auto_reply"].as_str().unwrap();
+    assert!(note.contains("bounced"), "{note}");
+    let rows = outbox(&cfg).await;
+    assert_eq!(rows.len(), 1, "no reply to the bounce: {rows:?}");
+    assert_eq!(rows[0].status, "sent");
+    // Both mails left the account's INBOX.
+    assert_eq!(
+        lab.wait_for_count(&support, "Archive", 2, Duration::from_secs(10))
+            .await,
+        2
+    );
+    assert_eq!(lab.count(&support, "INBOX").await, 0);
+
+    let metrics = scrape(port).unwrap_or_default();
+    assert!(
+        metrics.contains("mail2ticket_replies_bounced_total{account=\"support\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mail2ticket_outbox_bounced 1"),
+        "{metrics}"
+    );
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mail_to_two_accounts_is_one_ticket_with_one_reply_and_both_mailboxes_emptied() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("two-support");
+    let returns = lab.fresh_user("two-returns");
+    let customer = lab.fresh_user("two-customer");
+    let cfg = TestConfig::new(
+        &[
+            imap_account(lab, "support", &support, "starttls", ACCOUNT_EXTRA),
+            // Each copy is disposed of as its own account says: moved here, deleted there.
+            pop3_account(
+                lab,
+                "returns",
+                &returns,
+                "none",
+                "action = \"delete\"\nauto_reply = true\n",
+            ),
+        ],
+        &smtp_section(lab, "none", "", None),
+    );
+    let daemon = Daemon::start(&cfg, "two");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mail = customer_mail(
+        &customer,
+        &support,
+        "Rücksendung 4711",
+        &format!("both.{}@customer.example.test", std::process::id()),
+        &format!("Cc: {returns}\r\n"),
+    );
+    // One SMTP transaction, two recipients: each mailbox gets its own copy.
+    lab.smtp_send_to_all(&customer, &[&support, &returns], &mail)
+        .await;
+    let done = wait_until(Duration::from_secs(30), || async {
+        lab.count(&customer, "INBOX").await >= 1
+            && lab.count(&support, "INBOX").await == 0
+            && lab.count(&returns, "INBOX").await == 0
+    })
+    .await;
+    assert!(done, "daemon log:\n{}", daemon.log());
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let number = tickets[0]["number"].as_str().unwrap().to_string();
+    let detail = cfg.show(&number);
+    let mut by: Vec<String> = detail["articles"][0]["received_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        by[0],
+        tickets[0]["account"].as_str().unwrap(),
+        "the first to store it opened it"
+    );
+    by.sort();
+    assert_eq!(by, vec!["returns", "support"], "{detail}");
+    assert_eq!(lab.count(&support, "Archive").await, 1);
+
+    // The customer answers the reply to both addresses: it joins the ticket, once, unanswered.
+    let (reply, _) = replies(lab, &customer).await.remove(0);
+    let answer = format!(
+        "From: {customer}\r\nTo: {support}\r\nCc: {returns}\r\nSubject: Re: {}\r\n\
+         Message-ID: <both-answer.{}@customer.example.test>\r\nIn-Reply-To: <{}>\r\nDate: {}\r\n\r\nDanke!\r\n",
+        reply.subject,
+        std::process::id(),
+        reply.message_id,
+        rfc2822_now()
+    );
+    lab.smtp_send_to_all(&customer, &[&support, &returns], answer.as_bytes())
+        .await;
+    let joined = wait_until(Duration::from_secs(30), || async {
+        lab.count(&support, "Archive").await == 2 && lab.count(&returns, "INBOX").await == 0
+    })
+    .await;
+    assert!(joined, "daemon log:\n{}", daemon.log());
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0]["articles"].as_i64(), Some(2));
+    assert_eq!(outbox(&cfg).await.len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lab.count(&customer, "INBOX").await, 1, "one reply only");
+    drop(daemon);
 }

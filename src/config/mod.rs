@@ -196,6 +196,16 @@ struct ReadSections {
 /// Deserializes each section (and each account) on its own so every unknown key or bad value in
 /// the file is reported, not only the first. Semantic checks then still run on whatever could be
 /// read, so one run shows every problem.
+/// The key of a table whose value spans `offset`.
+fn field_at(table: &Spanned<DeValue>, offset: usize) -> Option<String> {
+    let DeValue::Table(t) = table.get_ref() else {
+        return None;
+    };
+    t.iter()
+        .find(|(_, v)| v.span().contains(&offset))
+        .map(|(k, _)| k.get_ref().to_string())
+}
+
 fn deserialize_sections(
     doc: &Document,
     table: &DeTable,
@@ -215,7 +225,11 @@ fn deserialize_sections(
                 // Name the offending key itself: `account[3].colour`, not just `account[3]`.
                 let full_key = match message.strip_prefix("unknown field `") {
                     Some(rest) => format!("{key}.{}", rest.split('`').next().unwrap_or_default()),
-                    None => key.to_string(),
+                    // A bad value (`customer = "reply-to"`): the key whose value the error is in.
+                    None => match span_start.and_then(|at| field_at(value, at)) {
+                        Some(field) => format!("{key}.{field}"),
+                        None => key.to_string(),
+                    },
                 };
                 issues.push(doc.issue_at(Severity::Error, &full_key, span_start, message));
                 None

@@ -162,6 +162,17 @@ impl SmtpConfig {
     }
 }
 
+/// Who a ticket's customer is when a mail has a Reply-To (see `ingest::customer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomerSource {
+    /// The Reply-To person (name and address), else the From person: contact forms.
+    #[default]
+    ReplyTo,
+    /// Always the From person.
+    From,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
@@ -185,6 +196,9 @@ pub struct AccountConfig {
     pub ticket_status: String,
     pub sender_name: Option<String>,
     pub reply_to: Option<String>,
+    /// Who the customer is when a mail has a Reply-To.
+    #[serde(default)]
+    pub customer: CustomerSource,
     pub action: Action,
     pub move_to: Option<String>,
     #[serde(default)]

@@ -1,5 +1,8 @@
 //! Turning fetched mails into tickets, independent of the protocol that fetched them.
 
+pub mod bounce;
+pub mod customer;
 pub mod parse;
+pub mod same_message;
 pub mod testmail;
 pub mod thread;

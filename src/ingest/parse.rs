@@ -22,6 +22,8 @@ pub struct AutomationHeaders {
     /// `Some("")` for an empty Return-Path (`<>`), as bounces carry.
     pub return_path: Option<String>,
     pub is_delivery_report: bool,
+    /// The Message-ID of the mail a delivery report (bounce) returns, see [`super::bounce`].
+    pub returned_message_id: Option<String>,
     /// Our own loop marker, set on every mail we send.
     pub loop_marker: Option<String>,
     /// Set on test-fetch mails: they are disposed without a ticket.
@@ -37,6 +39,8 @@ pub struct ParsedMail {
     pub from_email: String,
     pub from_name: String,
     pub reply_to_email: Option<String>,
+    /// The Reply-To's display name; empty when it has none (or there is no Reply-To).
+    pub reply_to_name: String,
     pub to: String,
     pub cc: String,
     pub subject: String,
@@ -68,7 +72,7 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
     }
 
     let (from_email, from_name) = first_address(msg.from());
-    let reply_to_email = first_address(msg.reply_to()).0;
+    let (reply_to_email, reply_to_name) = first_address(msg.reply_to());
     let text_header =
         |name: &str| -> Option<String> { msg.header_raw(name).map(|v| v.trim().to_string()) };
     let content_type = msg
@@ -88,8 +92,13 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
         has_list_id: msg.header_raw("List-Id").is_some(),
         has_list_unsubscribe: msg.header_raw("List-Unsubscribe").is_some(),
         x_auto_response_suppress: text_header("X-Auto-Response-Suppress"),
-        return_path,
+        return_path: return_path.clone(),
         is_delivery_report: content_type.as_deref() == Some("multipart/report"),
+        returned_message_id: super::bounce::returned_message_id(
+            &msg,
+            &from_email,
+            return_path.as_deref(),
+        ),
         loop_marker: text_header(LOOP_HEADER),
         test_marker: text_header(TEST_HEADER),
     };
@@ -118,6 +127,11 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
         references: id_list(msg.references()),
         from_email,
         from_name,
+        reply_to_name: if reply_to_email.is_empty() {
+            String::new()
+        } else {
+            reply_to_name
+        },
         reply_to_email: Some(reply_to_email).filter(|e| !e.is_empty()),
         to: address_list(msg.to()),
         cc: address_list(msg.cc()),
@@ -151,6 +165,7 @@ fn unparseable(raw: &[u8], problem: &str) -> ParsedMail {
         from_email: String::new(),
         from_name: String::new(),
         reply_to_email: None,
+        reply_to_name: String::new(),
         to: String::new(),
         cc: String::new(),
         subject: UNPARSEABLE_SUBJECT.into(),

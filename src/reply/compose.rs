@@ -91,7 +91,8 @@ pub fn placeholder(
             }
         }
         "customer_name" => {
-            let n = one_line(&mail.from_name);
+            // The person the reply greets is the one it goes to: a contact form's Reply-To.
+            let n = one_line(crate::ingest::customer::reply_person(mail).name);
             if n.is_empty() {
                 recipient.to_string()
             } else {
@@ -140,12 +141,11 @@ pub fn compose(
         policy.sender_name.as_deref().map(one_line),
         parse("account email", &policy.account_email)?,
     );
-    let customer_name = one_line(&mail.from_name);
-    // The display name belongs to From; only use it when we answer the From address.
-    let to_name = (!customer_name.is_empty()
-        && mail.reply_to_email.is_none()
-        && mail.from_email.eq_ignore_ascii_case(recipient))
-    .then_some(customer_name);
+    let person = crate::ingest::customer::reply_person(mail);
+    let customer_name = one_line(person.name);
+    // A display name only when it belongs to the address we answer.
+    let to_name = (!customer_name.is_empty() && person.email.eq_ignore_ascii_case(recipient))
+        .then_some(customer_name);
     let to = Mailbox::new(to_name, parse("recipient", recipient)?);
     let subject = subject(policy, mail, number, recipient);
     let body = crate::template::render(&policy.body_template, |n| {
@@ -287,6 +287,7 @@ Date: Sat, 28 Nov 2026 11:00:00 +0000\r\n\r\nHallo\r\n";
             &p,
             &parse(&r.message),
             "2026-11-28T12:00:00Z".parse().unwrap(),
+            &[],
         );
         assert!(verdict.is_err());
     }
@@ -338,6 +339,32 @@ Date: Sat, 28 Nov 2026 11:00:00 +0000\r\n\r\nHallo\r\n";
     }
 
     #[test]
+    fn a_contact_form_reply_greets_and_addresses_the_reply_to_person() {
+        let form = parse(
+            b"From: Webshop Kontaktformular <noreply@shop-web.test>\r\n\
+Reply-To: =?UTF-8?Q?Erika_M=C3=BCller?= <kunde@customer.test>\r\nSubject: Kontakt\r\n\r\nx",
+        );
+        let r = compose(
+            &policy(),
+            &form,
+            "5",
+            "kunde@customer.test",
+            "m2t.5.x@d",
+            Utc::now(),
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&r.message).to_string();
+        let back = parse(&r.message);
+        assert!(
+            back.text.contains("Guten Tag Erika Müller,"),
+            "{}",
+            back.text
+        );
+        assert!(!back.text.contains("Kontaktformular"), "{}", back.text);
+        assert!(text.contains("<kunde@customer.test>"), "{text}");
+    }
+
+    #[test]
     fn no_threading_headers_without_a_message_id() {
         let mail = parse(b"From: a@b.test\r\nSubject: x\r\n\r\nx");
         let r = compose(&policy(), &mail, "1", "a@b.test", "m2t.1.x@d", Utc::now()).unwrap();
@@ -351,9 +378,9 @@ Date: Sat, 28 Nov 2026 11:00:00 +0000\r\n\r\nHallo\r\n";
         let a = new_message_id("1", "tickets.shop.test");
         let b = new_message_id("1", "tickets.shop.test");
         assert_ne!(a, b);
-        assert!(super::super::rules::is_our_message_id(
-            &a,
-            "tickets.shop.test"
-        ));
+        assert!(
+            a.starts_with("m2t.1.") && a.ends_with("@tickets.shop.test"),
+            "{a}"
+        );
     }
 }

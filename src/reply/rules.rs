@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::ReplyPolicy;
+use crate::ingest::bounce::is_bounce_sender;
 use crate::ingest::parse::{ParsedMail, LOOP_HEADER};
 
 /// Why a mail gets no reply; the text goes into `articles.reply_note` and the log.
@@ -76,7 +77,7 @@ impl fmt::Display for Suppression {
             Suppression::RobotSender(a) => write!(f, "sender {a} is a robot address"),
             Suppression::OwnAddress(a) => write!(f, "sender {a} is one of our own accounts"),
             Suppression::OwnMessageId(id) => {
-                write!(f, "refers to our own Message-ID <{id}> (a reply to one of our mails)")
+                write!(f, "refers to our own Message-ID <{id}> (a mail we sent, or a reply to one)")
             }
             Suppression::LoopHeader(v) => write!(f, "carries our loop header {LOOP_HEADER}: {v}"),
             Suppression::TooOld { date, max_age } => write!(
@@ -96,18 +97,20 @@ impl fmt::Display for Suppression {
 
 /// The address a reply goes to: Reply-To if the mail has one, else From.
 pub fn recipient(mail: &ParsedMail) -> &str {
-    mail.reply_to_email
-        .as_deref()
-        .filter(|a| !a.trim().is_empty())
-        .unwrap_or(&mail.from_email)
-        .trim()
+    crate::ingest::customer::reply_person(mail).email
 }
 
 /// Checks every header rule; on success returns the (lower-cased) address to reply to.
+///
+/// `sent_by_us` are those of the mail's Message-ID, In-Reply-To and References that we sent
+/// ourselves: the store looks them up in the outbox (see `store::outbox::plan_reply`). A
+/// Message-ID on our domain that we never sent (the shop's order confirmation, a customer whose
+/// mail program uses the same domain) is somebody else's.
 pub fn check(
     policy: &ReplyPolicy,
     mail: &ParsedMail,
     now: DateTime<Utc>,
+    sent_by_us: &[String],
 ) -> Result<String, Suppression> {
     let a = &mail.automation;
     if let Some(v) = &a.auto_submitted {
@@ -151,25 +154,23 @@ pub fn check(
     if let Some(v) = &a.loop_marker {
         return Err(Suppression::LoopHeader(v.clone()));
     }
-    let ids = std::iter::once(&mail.message_id)
-        .chain(&mail.in_reply_to)
-        .chain(&mail.references);
-    for id in ids {
-        if is_our_message_id(id, &policy.message_id_domain) {
-            return Err(Suppression::OwnMessageId(id.clone()));
-        }
+    if let Some(id) = sent_by_us.first() {
+        return Err(Suppression::OwnMessageId(id.clone()));
     }
 
+    // A bounce sender is a robot whatever its Reply-To says. Otherwise the address the reply
+    // would go to decides: a contact form sends from noreply@ with the customer in Reply-To.
+    let from = mail.from_email.trim().to_lowercase();
+    if is_bounce_sender(&from) {
+        return Err(Suppression::RobotSender(from));
+    }
     let to = recipient(mail).to_lowercase();
-    for address in [mail.from_email.trim().to_lowercase(), to.clone()] {
-        if address.is_empty() {
-            continue;
+    if !to.is_empty() {
+        if is_robot_address(&to) {
+            return Err(Suppression::RobotSender(to));
         }
-        if is_robot_address(&address) {
-            return Err(Suppression::RobotSender(address));
-        }
-        if policy.own_addresses.contains(&address) {
-            return Err(Suppression::OwnAddress(address));
+        if policy.own_addresses.contains(&to) {
+            return Err(Suppression::OwnAddress(to));
         }
     }
     if to.is_empty() {
@@ -196,16 +197,11 @@ pub fn check(
     Ok(to)
 }
 
-/// A Message-ID (without brackets) on our Message-ID domain.
-pub fn is_our_message_id(id: &str, domain: &str) -> bool {
-    id.trim()
-        .trim_end_matches('>')
-        .rsplit_once('@')
-        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain.trim()))
-}
-
 /// MAILER-DAEMON, postmaster and every spelling of no-reply / do-not-reply.
 pub fn is_robot_address(address: &str) -> bool {
+    if is_bounce_sender(address) {
+        return true;
+    }
     let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
     // Sub-addresses (noreply+bounces@) count as their base.
     let local = local.split('+').next().unwrap_or(local);
@@ -214,10 +210,7 @@ pub fn is_robot_address(address: &str) -> bool {
         .filter(|c| c.is_ascii_alphanumeric())
         .collect::<String>()
         .to_ascii_lowercase();
-    squashed.starts_with("mailerdaemon")
-        || squashed.starts_with("postmaster")
-        || squashed.contains("noreply")
-        || squashed.contains("donotreply")
+    squashed.contains("noreply") || squashed.contains("donotreply")
 }
 
 #[cfg(test)]
@@ -251,7 +244,7 @@ Subject: Hilfe\r\nMessage-ID: <c1@customer.test>\r\nDate: Sat, 28 Nov 2026 11:00
 
     fn verdict(extra_headers: &str) -> Result<String, Suppression> {
         let raw = format!("{BASE}{extra_headers}\r\nbody\r\n");
-        check(&policy(), &parse(raw.as_bytes()), now())
+        check(&policy(), &parse(raw.as_bytes()), now(), &[])
     }
 
     #[test]
@@ -299,8 +292,6 @@ Subject: Hilfe\r\nMessage-ID: <c1@customer.test>\r\nDate: Sat, 28 Nov 2026 11:00
                 "delivery status report",
             ),
             ("X-Mail2ticket-Loop: support@other.test\r\n", "loop header"),
-            ("In-Reply-To: <m2t.1.abc@tickets.shop.test>\r\n", "our own Message-ID"),
-            ("References: <x@y> <m2t.1.abc@TICKETS.shop.test>\r\n", "our own Message-ID"),
             ("Reply-To: noreply@customer.test\r\n", "robot"),
             ("Reply-To: support@shop.test\r\n", "our own accounts"),
         ];
@@ -326,7 +317,7 @@ Subject: Hilfe\r\nMessage-ID: <c1@customer.test>\r\nDate: Sat, 28 Nov 2026 11:00
             "shop-noreply@x.test",
         ] {
             let raw = format!("From: {from}\r\nSubject: x\r\n\r\nbody");
-            let err = check(&policy(), &parse(raw.as_bytes()), now()).expect_err(from);
+            let err = check(&policy(), &parse(raw.as_bytes()), now(), &[]).expect_err(from);
             assert!(matches!(err, Suppression::RobotSender(_)), "{from}: {err}");
         }
         assert!(!is_robot_address("norbert@x.test"));
@@ -335,40 +326,82 @@ Subject: Hilfe\r\nMessage-ID: <c1@customer.test>\r\nDate: Sat, 28 Nov 2026 11:00
     }
 
     #[test]
-    fn own_addresses_and_message_ids() {
+    fn own_addresses_and_message_ids_we_sent() {
         let raw = b"From: Support@Shop.test\r\nSubject: x\r\n\r\nbody";
         assert!(matches!(
-            check(&policy(), &parse(raw), now()),
+            check(&policy(), &parse(raw), now(), &[]),
             Err(Suppression::OwnAddress(_))
         ));
         let raw = b"From: a@b.test\r\nMessage-ID: <m2t.5.x@tickets.shop.test>\r\n\r\nbody";
+        let sent = ["m2t.5.x@tickets.shop.test".to_string()];
+        let err = check(&policy(), &parse(raw), now(), &sent).unwrap_err();
+        assert_eq!(err, Suppression::OwnMessageId(sent[0].clone()));
+        assert!(err.to_string().contains("our own Message-ID"), "{err}");
+    }
+
+    #[test]
+    fn a_message_id_on_our_domain_that_we_never_sent_is_somebody_elses() {
+        // The shop's order system sends from the shop's domain; the customer answers it.
+        for headers in [
+            "In-Reply-To: <order-4711@shop.test>\r\n",
+            "References: <x@y> <m2t.1.abc@TICKETS.shop.test>\r\n",
+            "In-Reply-To: <m2t.1.abc@tickets.shop.test>\r\n",
+        ] {
+            assert_eq!(
+                verdict(headers).unwrap(),
+                "kunde@customer.test",
+                "{headers}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_contact_form_is_answered_at_its_reply_to_person() {
+        let form = b"From: Webshop Kontaktformular <noreply@shop-web.test>\r\n\
+Reply-To: Erika Mustermann <Kunde@Customer.test>\r\nSubject: Kontakt\r\n\r\nx";
+        assert_eq!(
+            check(&policy(), &parse(form), now(), &[]).unwrap(),
+            "kunde@customer.test"
+        );
+        // noreply without a Reply-To, and a Reply-To that is itself a robot, stay unanswered.
+        for raw in [
+            &b"From: Webshop <noreply@shop-web.test>\r\nSubject: Bestellung\r\n\r\nx"[..],
+            b"From: Webshop <noreply@shop-web.test>\r\nReply-To: no-reply@shop-web.test\r\n\r\nx",
+            b"From: Kunde <k@customer.test>\r\nReply-To: donotreply@customer.test\r\n\r\nx",
+        ] {
+            let err = check(&policy(), &parse(raw), now(), &[]).unwrap_err();
+            assert!(matches!(err, Suppression::RobotSender(_)), "{err}");
+        }
+        // A bounce sender is a robot whatever its Reply-To says; so is a form with list headers.
+        let daemon = b"From: MAILER-DAEMON@mx.test\r\nReply-To: k@customer.test\r\n\r\nx";
         assert!(matches!(
-            check(&policy(), &parse(raw), now()),
-            Err(Suppression::OwnMessageId(_))
+            check(&policy(), &parse(daemon), now(), &[]),
+            Err(Suppression::RobotSender(_))
         ));
-        // A sub-domain is somebody else.
-        assert!(!is_our_message_id(
-            "x@mail.tickets.shop.test",
-            "tickets.shop.test"
+        let listed = b"From: noreply@shop-web.test\r\nReply-To: k@customer.test\r\n\
+List-Unsubscribe: <mailto:u@shop-web.test>\r\n\r\nx";
+        assert!(matches!(
+            check(&policy(), &parse(listed), now(), &[]),
+            Err(Suppression::ListHeader(_))
         ));
     }
 
     #[test]
     fn old_mail_gets_no_reply_but_undated_and_future_mail_does() {
         let old = b"From: a@b.test\r\nDate: Thu, 26 Nov 2026 11:00:00 +0000\r\n\r\nx";
-        let err = check(&policy(), &parse(old), now()).unwrap_err();
+        let err = check(&policy(), &parse(old), now(), &[]).unwrap_err();
         assert!(err.to_string().contains("auto_reply_max_age 1day"), "{err}");
         let undated = b"From: a@b.test\r\nSubject: x\r\n\r\nx";
-        assert!(check(&policy(), &parse(undated), now()).is_ok());
+        assert!(check(&policy(), &parse(undated), now(), &[]).is_ok());
         let future = b"From: a@b.test\r\nDate: Mon, 30 Nov 2026 11:00:00 +0000\r\n\r\nx";
-        assert!(check(&policy(), &parse(future), now()).is_ok());
+        assert!(check(&policy(), &parse(future), now(), &[]).is_ok());
     }
 
     #[test]
     fn mail_without_any_address_is_not_answered() {
         let raw = b"Subject: who am I\r\nDate: Sat, 28 Nov 2026 11:00:00 +0000\r\n\r\nx";
         assert!(matches!(
-            check(&policy(), &parse(raw), now()),
+            check(&policy(), &parse(raw), now(), &[]),
             Err(Suppression::NoRecipient(_))
         ));
     }

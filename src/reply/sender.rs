@@ -311,6 +311,7 @@ mod tests {
             ticket_type: "question".into(),
             ticket_status: "open".into(),
             subject_tag: "Ticket#".into(),
+            customer: crate::config::CustomerSource::ReplyTo,
             test_mail_key: None,
             reply: Some(crate::reply::ReplyPolicy {
                 account_email: "support@shop.test".into(),

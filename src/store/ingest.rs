@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::{now_rfc3339, Store, StoreError};
+use crate::config::CustomerSource;
+use crate::ingest::customer::customer;
 use crate::ingest::parse::ParsedMail;
+use crate::ingest::same_message::message_key;
 
 /// A fetched mail on its way into the store.
 #[derive(Debug, Clone)]
@@ -28,6 +31,8 @@ pub struct TicketRules {
     pub ticket_type: String,
     pub ticket_status: String,
     pub subject_tag: String,
+    /// Who the customer is when a mail has a Reply-To.
+    pub customer: CustomerSource,
     /// Automatic replies to new tickets; `None` when the account does not auto-reply.
     pub reply: Option<crate::reply::ReplyPolicy>,
     /// Verifies the signed marker of `test-fetch` mails (see ingest::testmail): the account's
@@ -56,6 +61,8 @@ pub enum Outcome {
         number: String,
     },
     /// The same bytes were already stored for this account (e.g. after a UIDVALIDITY change).
+    /// Also: a copy of a message another account (or this one) already stored; it is recorded
+    /// against that message's article (see `ingest::same_message`).
     Duplicate {
         number: String,
     },
@@ -120,6 +127,11 @@ impl Store {
         let mut seen = processed_among(&mut tx, &rules.account, &keys).await?;
         let shas: Vec<String> = mails.iter().map(|m| sha256_hex(&m.raw)).collect();
         let mut stored = stored_numbers(&mut tx, &rules.account, &shas).await?;
+        let msg_keys: Vec<Option<String>> = mails.iter().map(|m| message_key(&m.parsed)).collect();
+        // Read inside this write transaction (BEGIN IMMEDIATE): no other poller can store a copy
+        // between this lookup and our insert, so "the first account to store it opens it" is exact.
+        let mut owners = message_owners(&mut tx, &msg_keys).await?;
+        let mut bounced = Vec::new();
         let mut outcomes = Vec::with_capacity(mails.len());
         let mut rows = Vec::with_capacity(mails.len());
         let mut suppressed = Vec::new();
@@ -127,18 +139,28 @@ impl Store {
         // INSERTs; anything else first flushes them, so it sees every earlier mail of the batch
         // exactly as if all had been written one by one.
         let mut plain = PlainTickets::default();
-        for (mail, sha) in mails.iter().zip(&shas) {
+        for ((mail, sha), msg_key) in mails.iter().zip(&shas).zip(&msg_keys) {
             // A key listed twice in one batch counts once, as a key stored by an earlier batch.
             if !seen.insert(mail.source_key.clone()) {
                 outcomes.push(Outcome::AlreadyProcessed);
                 continue;
             }
             let now = now_rfc3339();
-            if !stored.contains_key(sha) && opens_plain_ticket(rules, &mail.parsed) {
+            let owned = msg_key.as_ref().is_some_and(|k| owners.contains_key(k));
+            if !stored.contains_key(sha) && !owned && opens_plain_ticket(rules, &mail.parsed) {
                 let (ticket_id, article_id) = plain.next_ids(&mut tx).await?;
                 // The number rule of `create_ticket`: row id + 10000.
                 let number = (ticket_id + 10000).to_string();
                 stored.insert(sha.clone(), number.clone());
+                if let Some(key) = msg_key {
+                    owners.insert(
+                        key.clone(),
+                        Owner {
+                            article_id,
+                            number: number.clone(),
+                        },
+                    );
+                }
                 rows.push((
                     mail.source_key.as_str(),
                     "ticket",
@@ -148,6 +170,7 @@ impl Store {
                 plain.pending.push(PlainTicket {
                     mail,
                     sha,
+                    msg_key: msg_key.as_deref(),
                     ticket_id,
                     article_id,
                     number: number.clone(),
@@ -161,14 +184,20 @@ impl Store {
             }
             plain.flush(&mut tx, rules).await?;
             plain.ids_known = false;
+            let mut batch = BatchState {
+                stored: &mut stored,
+                owners: &mut owners,
+                suppressed: &mut suppressed,
+                bounced: &mut bounced,
+            };
             let (outcome, article_id) = store_one(
                 &mut tx,
                 rules,
                 mail,
                 sha,
-                &mut stored,
+                msg_key.as_deref(),
+                &mut batch,
                 &now,
-                &mut suppressed,
             )
             .await?;
             rows.push((mail.source_key.as_str(), outcome.label(), article_id, now));
@@ -181,6 +210,9 @@ impl Store {
         // not count its decisions twice.
         for reason in suppressed {
             crate::metrics::reply_suppressed(&rules.account, reason);
+        }
+        for sender in bounced {
+            crate::metrics::reply_bounced(&sender);
         }
         Ok(outcomes)
     }
@@ -345,22 +377,41 @@ impl Store {
     }
 }
 
-/// Stores one mail that is not processed yet; `stored` maps the SHA-256 of mails already stored
-/// for the account (before or earlier in this batch) to their ticket number.
+/// What a batch knows about the mails stored before (in the store or earlier in the batch), and
+/// what it collects for the metrics after the commit.
+struct BatchState<'s> {
+    /// SHA-256 of the account's stored mails → ticket number.
+    stored: &'s mut HashMap<String, String>,
+    /// Message key (see `ingest::same_message`) → where the message is stored.
+    owners: &'s mut HashMap<String, Owner>,
+    /// Reasons of suppressed replies.
+    suppressed: &'s mut Vec<&'static str>,
+    /// Accounts whose reply bounced.
+    bounced: &'s mut Vec<String>,
+}
+
+/// Where a message is stored: the article of its first copy, and that article's ticket number.
+#[derive(Debug, Clone)]
+struct Owner {
+    article_id: i64,
+    number: String,
+}
+
+/// Stores one mail that is not processed yet.
 async fn store_one(
     tx: &mut Transaction<'_, Sqlite>,
     rules: &TicketRules,
     mail: &Incoming,
     sha: &str,
-    stored: &mut HashMap<String, String>,
+    msg_key: Option<&str>,
+    batch: &mut BatchState<'_>,
     now: &str,
-    suppressed: &mut Vec<&'static str>,
 ) -> Result<(Outcome, Option<i64>), StoreError> {
     let parsed = &mail.parsed;
     if rules.is_test_mail(parsed) {
         return Ok((Outcome::TestMail, None));
     }
-    if let Some(number) = stored.get(sha) {
+    if let Some(number) = batch.stored.get(sha) {
         return Ok((
             Outcome::Duplicate {
                 number: number.clone(),
@@ -368,7 +419,27 @@ async fn store_one(
             None,
         ));
     }
-    let (ticket_id, number, followup) = match find_thread(tx, rules, parsed).await? {
+    if let Some(owner) = msg_key.and_then(|k| batch.owners.get(k)) {
+        // Another copy of a stored message: no article, no ticket, no reply; only which
+        // account received it. The caller records the source key, so it is disposed of.
+        record_copy(tx, rules, mail, owner.article_id, now).await?;
+        return Ok((
+            Outcome::Duplicate {
+                number: owner.number.clone(),
+            },
+            None,
+        ));
+    }
+    // A delivery report of one of our replies joins the reply's ticket.
+    let bounce = match &parsed.automation.returned_message_id {
+        Some(id) => super::outbox::mark_bounced(tx, id, &mail.source_key).await?,
+        None => None,
+    };
+    let thread = match &bounce {
+        Some(b) => Some((b.ticket_id, b.number.clone())),
+        None => find_thread(tx, rules, parsed).await?,
+    };
+    let (ticket_id, number, followup) = match thread {
         Some((id, number)) => {
             sqlx::query("UPDATE tickets SET updated_at = ? WHERE id = ?")
                 .bind(now)
@@ -383,13 +454,38 @@ async fn store_one(
         }
     };
     let article_id = insert_article(tx, rules, mail, ticket_id, sha, followup, now).await?;
-    if !followup {
+    if let Some(b) = bounce {
+        let note = format!(
+            "no auto-reply: delivery report of our automatic reply to {} (a bounce)",
+            b.recipient
+        );
+        sqlx::query("UPDATE articles SET is_bounce = 1, reply_note = ? WHERE id = ?")
+            .bind(&note)
+            .bind(article_id)
+            .execute(&mut **tx)
+            .await?;
+        tracing::info!(account = %rules.account, ticket = %number, source = %mail.source_key, "{note}");
+        if b.first {
+            batch.bounced.push(b.account);
+        }
+    } else if !followup {
         // Queued (or its suppression noted) in this transaction: no ticket without its reply.
         let planned =
             super::outbox::plan_reply(tx, rules, mail, ticket_id, article_id, &number).await?;
-        suppressed.extend(planned);
+        batch.suppressed.extend(planned);
     }
-    stored
+    if let Some(key) = msg_key {
+        insert_messages(tx, &rules.account, &[(key, ticket_id, article_id)], now).await?;
+        batch.owners.insert(
+            key.to_string(),
+            Owner {
+                article_id,
+                number: number.clone(),
+            },
+        );
+    }
+    batch
+        .stored
         .entry(sha.to_string())
         .or_insert_with(|| number.clone());
     let outcome = if followup {
@@ -400,14 +496,85 @@ async fn store_one(
     Ok((outcome, Some(article_id)))
 }
 
+/// Records that `rules.account` received another copy of the message stored as `article_id`.
+async fn record_copy(
+    tx: &mut Transaction<'_, Sqlite>,
+    rules: &TicketRules,
+    mail: &Incoming,
+    article_id: i64,
+    now: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO message_copies (article_id, account, source_key, received_at, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(article_id)
+    .bind(&rules.account)
+    .bind(&mail.source_key)
+    .bind(mail.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Which of these message keys are stored already, and where.
+async fn message_owners(
+    tx: &mut Transaction<'_, Sqlite>,
+    keys: &[Option<String>],
+) -> Result<HashMap<String, Owner>, StoreError> {
+    let keys: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    let mut out = HashMap::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT m.message_key, m.article_id, t.number FROM messages m \
+             JOIN tickets t ON t.id = m.ticket_id WHERE m.message_key IN (",
+        );
+        let mut list = q.separated(", ");
+        for key in chunk {
+            list.push_bind(*key);
+        }
+        q.push(")");
+        let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (key, article_id, number) in rows {
+            out.insert(key, Owner { article_id, number });
+        }
+    }
+    Ok(out)
+}
+
+/// Remembers where messages are stored: (message key, ticket id, article id). The primary key
+/// refuses a second owner, so a bug here fails the batch instead of opening a second ticket.
+async fn insert_messages(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: &str,
+    rows: &[(&str, i64, i64)],
+    now: &str,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(IN_CHUNK / 5) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (message_key, ticket_id, article_id, account, created_at) ",
+        );
+        q.push_values(chunk, |mut b, (key, ticket_id, article_id)| {
+            b.push_bind(*key)
+                .push_bind(*ticket_id)
+                .push_bind(*article_id)
+                .push_bind(account)
+                .push_bind(now);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// A mail that opens a ticket with nothing to look up: no references to thread by, no ticket
-/// tag in the subject, no test marker, and an account without automatic replies (planning a
+/// tag in the subject, no test marker, no returned mail (a bounce), and an account without automatic replies (planning a
 /// reply reads and writes per mail). These are written in bulk.
 fn opens_plain_ticket(rules: &TicketRules, parsed: &ParsedMail) -> bool {
     rules.reply.is_none()
         && parsed.in_reply_to.is_empty()
         && parsed.references.is_empty()
         && parsed.automation.test_marker.is_none()
+        && parsed.automation.returned_message_id.is_none()
         && crate::ingest::thread::ticket_number_in_subject(&parsed.subject, &rules.subject_tag)
             .is_none()
 }
@@ -418,6 +585,7 @@ const PLAIN_CHUNK: usize = 100;
 struct PlainTicket<'a> {
     mail: &'a Incoming,
     sha: &'a str,
+    msg_key: Option<&'a str>,
     ticket_id: i64,
     article_id: i64,
     number: String,
@@ -472,14 +640,15 @@ impl<'a> PlainTickets<'a> {
         );
         q.push_values(&pending, |mut b, t| {
             let p = &t.mail.parsed;
+            let who = customer(p, rules.customer);
             b.push_bind(t.ticket_id)
                 .push_bind(t.number.as_str())
                 .push_bind(rules.account.as_str())
                 .push_bind(rules.ticket_type.as_str())
                 .push_bind(rules.ticket_status.as_str())
                 .push_bind(p.subject.as_str())
-                .push_bind(p.reply_to_email.as_deref().unwrap_or(&p.from_email))
-                .push_bind(p.from_name.as_str())
+                .push_bind(who.email)
+                .push_bind(who.name)
                 .push_bind(t.now.as_str())
                 .push_bind(t.now.as_str());
         });
@@ -519,6 +688,13 @@ impl<'a> PlainTickets<'a> {
         q.build().execute(&mut **tx).await?;
         for t in &pending {
             insert_attachments(tx, t.article_id, &t.mail.parsed).await?;
+        }
+        let messages: Vec<(&str, i64, i64)> = pending
+            .iter()
+            .filter_map(|t| t.msg_key.map(|k| (k, t.ticket_id, t.article_id)))
+            .collect();
+        if let Some(first) = pending.first() {
+            insert_messages(tx, &rules.account, &messages, &first.now).await?;
         }
         Ok(())
     }
@@ -612,9 +788,11 @@ async fn find_thread(
         .chain(parsed.references.iter().rev());
     for id in ids {
         let hit: Option<(i64, String)> = sqlx::query_as(
-            "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = ? \
+            // Our replies first: a Message-ID we sent belongs to its reply's ticket, even if a
+            // stripped echo of that reply was stored as an article of another one.
+            "SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = ? \
              UNION ALL \
-             SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = ? \
+             SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = ? \
              LIMIT 1",
         )
         .bind(id)
@@ -644,6 +822,7 @@ async fn create_ticket(
     parsed: &ParsedMail,
     now: &str,
 ) -> Result<(i64, String), StoreError> {
+    let who = customer(parsed, rules.customer);
     // Numbers follow the row id (AUTOINCREMENT never reuses one), offset so they look like
     // ticket numbers rather than row counts.
     let row: (i64, String) = sqlx::query_as(
@@ -655,8 +834,8 @@ async fn create_ticket(
     .bind(&rules.ticket_type)
     .bind(&rules.ticket_status)
     .bind(&parsed.subject)
-    .bind(parsed.reply_to_email.as_deref().unwrap_or(&parsed.from_email))
-    .bind(&parsed.from_name)
+    .bind(who.email)
+    .bind(who.name)
     .bind(now)
     .bind(now)
     .fetch_one(&mut **tx)

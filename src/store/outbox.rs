@@ -47,6 +47,8 @@ pub struct OutboxRow {
     pub last_error: String,
     pub created_at: String,
     pub sent_at: Option<String>,
+    /// When a delivery report for it arrived; `None`: none did.
+    pub bounced_at: Option<String>,
 }
 
 /// Counts by status, and when the earliest unsent reply is due.
@@ -56,6 +58,8 @@ pub struct OutboxSummary {
     pub sending: i64,
     pub sent: i64,
     pub failed: i64,
+    /// Replies a delivery report came back for (whatever their status).
+    pub bounced: i64,
     pub next_due: Option<String>,
 }
 
@@ -81,7 +85,8 @@ pub(super) async fn plan_reply(
     };
     let now = Utc::now();
     let mut suppressed = None;
-    let note = match rules::check(policy, &mail.parsed, now) {
+    let sent_by_us = sent_by_us(tx, &mail.parsed).await?;
+    let note = match rules::check(policy, &mail.parsed, now, &sent_by_us) {
         Err(reason) => {
             suppressed = Some(reason.reason());
             format!("no auto-reply: {reason}")
@@ -138,6 +143,83 @@ pub(super) async fn plan_reply(
     info!(account = %rules.account, ticket = number, source = %mail.source_key, "{note}");
     set_note(&mut **tx, article_id, &note).await?;
     Ok(suppressed)
+}
+
+/// Which of the mail's Message-ID, In-Reply-To and References are replies we queued: the only
+/// Message-IDs that count as ours (see `reply::rules::check`).
+async fn sent_by_us(
+    tx: &mut Transaction<'_, Sqlite>,
+    mail: &crate::ingest::parse::ParsedMail,
+) -> Result<Vec<String>, StoreError> {
+    let mut ours = Vec::new();
+    let ids = std::iter::once(&mail.message_id)
+        .chain(&mail.in_reply_to)
+        .chain(&mail.references)
+        .filter(|id| !id.is_empty());
+    for id in ids {
+        let hit: Option<i64> = sqlx::query_scalar("SELECT id FROM outbox WHERE message_id = ?")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if hit.is_some() {
+            ours.push(id.clone());
+        }
+    }
+    Ok(ours)
+}
+
+/// The reply a delivery report returns, when it is one of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct BouncedReply {
+    pub ticket_id: i64,
+    pub number: String,
+    /// The account that sent the reply (the bounce may arrive at another one).
+    pub account: String,
+    pub recipient: String,
+    /// The first report for this reply (a second one, e.g. from a backup MX, is not counted).
+    pub first: bool,
+}
+
+/// Marks the reply with this Message-ID as bounced (in the ingestion transaction of the delivery
+/// report) and notes it on the article it answered. `None`: we never sent that Message-ID.
+pub(super) async fn mark_bounced(
+    tx: &mut Transaction<'_, Sqlite>,
+    message_id: &str,
+    bounce_source: &str,
+) -> Result<Option<BouncedReply>, StoreError> {
+    let row: Option<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT o.ticket_id, o.article_id, o.account, o.recipient, o.bounced_at FROM outbox o WHERE o.message_id = ?",
+    )
+    .bind(message_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((ticket_id, article_id, account, recipient, bounced_at)) = row else {
+        return Ok(None);
+    };
+    let number: String = sqlx::query_scalar("SELECT number FROM tickets WHERE id = ?")
+        .bind(ticket_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    if bounced_at.is_none() {
+        let now = super::now_rfc3339();
+        sqlx::query("UPDATE outbox SET bounced_at = ? WHERE message_id = ?")
+            .bind(&now)
+            .bind(message_id)
+            .execute(&mut **tx)
+            .await?;
+        let note = format!(
+            "auto-reply to {recipient} bounced: a delivery report arrived at {now} ({bounce_source}); \
+             the customer did not get it (Message-ID <{message_id}>)"
+        );
+        set_note(&mut **tx, article_id, &note).await?;
+    }
+    Ok(Some(BouncedReply {
+        ticket_id,
+        number,
+        account,
+        recipient,
+        first: bounced_at.is_none(),
+    }))
 }
 
 async fn set_note<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
@@ -305,6 +387,9 @@ impl Store {
                 _ => {}
             }
         }
+        s.bounced = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE bounced_at IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
         s.next_due = sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM outbox WHERE status IN ('pending', 'sending')",
         )
@@ -316,7 +401,7 @@ impl Store {
     /// Every outbox row, oldest first.
     pub async fn outbox_rows(&self) -> Result<Vec<OutboxRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT recipient, message_id, status, attempts, last_error, created_at, sent_at \
+            "SELECT recipient, message_id, status, attempts, last_error, created_at, sent_at, bounced_at \
              FROM outbox ORDER BY id",
         )
         .fetch_all(&self.pool)

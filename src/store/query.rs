@@ -40,6 +40,11 @@ pub struct ArticleDetail {
     pub auto_reply: String,
     pub source: String,
     pub attachments: Vec<AttachmentInfo>,
+    /// A delivery report (bounce) of one of our automatic replies.
+    pub bounce: bool,
+    /// The accounts that received this message: the one that stored it first, then those whose
+    /// copies were recorded against it (see docs/replies.md, "One message, several accounts").
+    pub received_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -164,7 +169,7 @@ impl Store {
         let s = summary(&row);
         let articles = sqlx::query(
             "SELECT a.id, a.message_id, a.from_email, a.from_name, a.subject, a.text_body, \
-             a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key \
+             a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key, a.is_bounce, a.account \
              FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ? ORDER BY a.id",
         )
         .bind(number)
@@ -187,6 +192,18 @@ impl Store {
             })
             .collect();
             let problem: String = a.get(8);
+            let mut received_by: Vec<String> = vec![a.get(12)];
+            let copies: Vec<String> = sqlx::query_scalar(
+                "SELECT account FROM message_copies WHERE article_id = ? ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            for account in copies {
+                if !received_by.contains(&account) {
+                    received_by.push(account);
+                }
+            }
             details.push(ArticleDetail {
                 message_id: a.get(1),
                 from: a.get(2),
@@ -199,6 +216,8 @@ impl Store {
                 auto_reply: a.get(9),
                 source: a.get(10),
                 attachments,
+                bounce: a.get::<i64, _>(11) != 0,
+                received_by,
             });
         }
         Ok(Some(TicketDetail {

@@ -137,6 +137,7 @@ pub async fn ingest_known(db: &Store) -> Vec<(TestMail, String)> {
         ticket_type: "question".into(),
         ticket_status: "open".into(),
         subject_tag: "Ticket#".into(),
+        customer: mail2ticket::config::CustomerSource::default(),
         reply: None,
         test_mail_key: None,
     };

@@ -7,6 +7,7 @@
 pub mod bigstore;
 pub mod diag;
 pub mod mails;
+pub mod oauth;
 pub mod proxy;
 pub mod smtp;
 
@@ -179,13 +180,23 @@ impl Lab {
 
     /// Sends a mail through the lab's Postfix (plain SMTP port, local delivery only).
     pub async fn smtp_send(&self, from: &str, to: &str, raw: &[u8]) {
+        self.smtp_send_to_all(from, &[to], raw).await;
+    }
+
+    /// Sends one mail to several recipients in one SMTP transaction (To plus Cc, say).
+    pub async fn smtp_send_to_all(&self, from: &str, to: &[&str], raw: &[u8]) {
         use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.port("MAIL_LAB_SMTP_PORT"))
             .build();
-        let envelope =
-            lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()])
-                .unwrap();
+        let envelope = lettre::address::Envelope::new(
+            // An empty `from` is the null sender `<>` of bounces.
+            Some(from)
+                .filter(|f| !f.is_empty())
+                .map(|f| f.parse().unwrap()),
+            to.iter().map(|t| t.parse().unwrap()).collect(),
+        )
+        .unwrap();
         transport
             .send_raw(&envelope, raw)
             .await

@@ -1,0 +1,337 @@
+//! The store's side of a shop's everyday mail, on a real SQLite file: one message in several
+//! accounts is one ticket (also when two pollers store their copies at the same moment), a
+//! reused Message-ID from another sender is another message, bounces of our replies join their
+//! ticket, and stores written before these rules keep working.
+
+use std::path::Path;
+
+use chrono::Utc;
+use mail2ticket::config::CustomerSource;
+use mail2ticket::ingest::parse::parse;
+use mail2ticket::store::{Incoming, Outcome, Store, TicketRules};
+
+fn rules(account: &str) -> TicketRules {
+    TicketRules {
+        account: account.into(),
+        ticket_type: "question".into(),
+        ticket_status: "open".into(),
+        subject_tag: "Ticket#".into(),
+        customer: CustomerSource::ReplyTo,
+        reply: None,
+        test_mail_key: None,
+    }
+}
+
+/// A copy of a mail as the mailbox `to` holds it: the delivery header differs per mailbox.
+fn copy(to: &str, source_key: &str, from: &str, id: &str) -> Incoming {
+    let raw = format!(
+        "Delivered-To: {to}\r\nFrom: Kunde <{from}>\r\nTo: support@shop.test\r\nCc: returns@shop.test\r\n\
+         Subject: Rücksendung\r\nMessage-ID: <{id}>\r\n\r\nHallo\r\n"
+    )
+    .into_bytes();
+    Incoming {
+        source_key: source_key.into(),
+        parsed: parse(&raw),
+        raw,
+        received_at: Utc::now(),
+    }
+}
+
+async fn open(dir: &Path) -> Store {
+    Store::open(&dir.join("tickets.db")).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_message_in_two_accounts_is_one_ticket_received_by_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let first = store
+        .store_batch(
+            &rules("support"),
+            &[copy(
+                "support@shop.test",
+                "imap:INBOX:1:1",
+                "k@customer.test",
+                "one@customer.test",
+            )],
+        )
+        .await
+        .unwrap();
+    let second = store
+        .store_batch(
+            &rules("returns"),
+            &[copy(
+                "returns@shop.test",
+                "pop3:u1",
+                "K@Customer.test",
+                "one@customer.test",
+            )],
+        )
+        .await
+        .unwrap();
+    let Outcome::NewTicket { number } = &first[0] else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        second,
+        vec![Outcome::Duplicate {
+            number: number.clone()
+        }]
+    );
+    assert_eq!(store.count_tickets().await.unwrap(), 1);
+    let t = store.show_ticket(number).await.unwrap().unwrap();
+    assert_eq!(t.account, "support");
+    assert_eq!(t.articles.len(), 1);
+    assert_eq!(t.articles[0].received_by, vec!["support", "returns"]);
+    // The copy's source key is processed: its mailbox disposes of it like any stored mail.
+    let processed = store.processed("returns", "pop3:").await.unwrap();
+    assert_eq!(processed["pop3:u1"].outcome, "duplicate");
+    // The same copy fetched again (a crash before disposal) is recognised as processed.
+    let again = store
+        .store_batch(
+            &rules("returns"),
+            &[copy(
+                "returns@shop.test",
+                "pop3:u1",
+                "k@customer.test",
+                "one@customer.test",
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Outcome::AlreadyProcessed]);
+}
+
+#[tokio::test]
+async fn a_message_id_reused_by_another_sender_opens_its_own_ticket() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store
+        .store_batch(
+            &rules("support"),
+            &[copy("support@shop.test", "k1", "a@customer.test", "same@x")],
+        )
+        .await
+        .unwrap();
+    let other = store
+        .store_batch(
+            &rules("returns"),
+            &[copy(
+                "returns@shop.test",
+                "k2",
+                "b@elsewhere.test",
+                "same@x",
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(other[0], Outcome::NewTicket { .. }), "{other:?}");
+    assert_eq!(store.count_tickets().await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pollers_storing_copies_at_the_same_moment_open_one_ticket_each_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // Each account stores the same 40 messages in batches of 4, both at once.
+    let batches = |account: &'static str| {
+        (0..10)
+            .map(|b| {
+                (0..4)
+                    .map(|i| {
+                        let n = b * 4 + i;
+                        copy(
+                            &format!("{account}@shop.test"),
+                            &format!("imap:INBOX:1:{n}"),
+                            &format!("c{n}@customer.test"),
+                            &format!("m{n}@customer.test"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let poller = |account: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for batch in batches(account) {
+                outcomes.extend(store.store_batch(&rules(account), &batch).await.unwrap());
+            }
+            outcomes
+        })
+    };
+    let (a, b) = tokio::join!(poller("support"), poller("returns"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(store.count_tickets().await.unwrap(), 40);
+    for (x, y) in a.iter().zip(&b) {
+        // Exactly one of the two copies opened the ticket; the other names the same ticket.
+        match (x, y) {
+            (Outcome::NewTicket { number: n }, Outcome::Duplicate { number: m })
+            | (Outcome::Duplicate { number: m }, Outcome::NewTicket { number: n }) => {
+                assert_eq!(n, m)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for t in store.list_tickets(&Default::default()).await.unwrap() {
+        let d = store.show_ticket(&t.number).await.unwrap().unwrap();
+        assert_eq!(d.articles.len(), 1);
+        let mut by = d.articles[0].received_by.clone();
+        by.sort();
+        assert_eq!(by, vec!["returns", "support"], "{}", t.number);
+    }
+}
+
+#[tokio::test]
+async fn a_bounce_nobody_can_attribute_stays_a_ticket() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let raw = include_bytes!("data/postfix_dsn_text_rfc822_headers.eml").to_vec();
+    let dsn = Incoming {
+        source_key: "imap:INBOX:1:1".into(),
+        parsed: parse(&raw),
+        raw,
+        received_at: Utc::now(),
+    };
+    // The returned Message-ID was never sent from this store.
+    let out = store.store_batch(&rules("support"), &[dsn]).await.unwrap();
+    let Outcome::NewTicket { number } = &out[0] else {
+        panic!("{out:?}")
+    };
+    let t = store.show_ticket(number).await.unwrap().unwrap();
+    assert_eq!(t.subject, "Undelivered Mail Returned to Sender");
+    assert!(!t.articles[0].bounce);
+}
+
+#[tokio::test]
+async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tickets.db");
+    // A store as the previous release left it: only the first migration, one stored mail.
+    {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        let initial = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_initial.sql"),
+        )
+        .unwrap();
+        sqlx::raw_sql(&initial).execute(&pool).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, created_at, updated_at) \
+             VALUES (1, '10001', 'support', 'question', 'open', 'alt', 'k@customer.test', 'x', 'x'); \
+             INSERT INTO articles (id, ticket_id, account, source_key, message_id, from_email, raw, raw_sha256, received_at, created_at) \
+             VALUES (1, 1, 'support', 'imap:INBOX:1:1', 'old@customer.test', 'K@customer.test', x'00', 'sha', 'x', 'x');",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        // sqlx's bookkeeping of the applied first migration, as the previous release wrote it.
+        let migrator = sqlx::migrate!("./migrations");
+        let first = migrator.iter().next().unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+             checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (?, ?, 1, ?, 0)")
+            .bind(first.version)
+            .bind(&*first.description)
+            .bind(&*first.checksum)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(
+        store.list_tickets(&Default::default()).await.unwrap().len(),
+        1
+    );
+    let out = store
+        .store_batch(
+            &rules("returns"),
+            &[copy(
+                "returns@shop.test",
+                "pop3:u9",
+                "k@customer.test",
+                "old@customer.test",
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![Outcome::Duplicate {
+            number: "10001".into()
+        }]
+    );
+    let t = store.show_ticket("10001").await.unwrap().unwrap();
+    assert_eq!(t.articles[0].received_by, vec!["support", "returns"]);
+}
+
+#[tokio::test]
+async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let form = |key: &str, id: &str, extra: &str| {
+        let raw = format!(
+            "From: Webshop Kontaktformular <noreply@shop.test>\r\n{extra}\
+             Reply-To: =?UTF-8?Q?Erika_M=C3=BCstermann?= <erika@customer.test>\r\n\
+             Subject: Kontakt\r\nMessage-ID: <{id}@shop.test>\r\n\r\nWo bleibt mein Paket?\r\n"
+        )
+        .into_bytes();
+        Incoming {
+            source_key: key.into(),
+            parsed: parse(&raw),
+            raw,
+            received_at: Utc::now(),
+        }
+    };
+    // The default, once through the bulk path and once through the one-by-one path (a mail
+    // with references is looked up first, so it is written on its own).
+    store
+        .store_batch(
+            &rules("support"),
+            &[
+                form("a", "f1", ""),
+                form("b", "f2", "In-Reply-To: <unknown@shop.test>\r\n"),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut from_rules = rules("forms");
+    from_rules.customer = CustomerSource::From;
+    store
+        .store_batch(&from_rules, &[form("c", "f3", "")])
+        .await
+        .unwrap();
+    let tickets = store.list_tickets(&Default::default()).await.unwrap();
+    let by_account = |account: &str| -> Vec<(String, String)> {
+        tickets
+            .iter()
+            .filter(|t| t.account == account && t.subject == "Kontakt")
+            .map(|t| (t.customer.clone(), t.customer_name.clone()))
+            .collect()
+    };
+    let erika = (
+        "erika@customer.test".to_string(),
+        "Erika Müstermann".to_string(),
+    );
+    assert_eq!(by_account("support"), vec![erika.clone(), erika]);
+    assert_eq!(
+        by_account("forms"),
+        vec![(
+            "noreply@shop.test".to_string(),
+            "Webshop Kontaktformular".to_string()
+        )]
+    );
+}
