@@ -10,16 +10,19 @@ use rustls::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AccountConfig, Config, Protocol, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::config::{AccountConfig, Config, Disposal, ImapAction, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::health::{AccountHealth, State};
-use crate::imap::pass::{run_pass, PassContext, PassReport, IDLE_RENEW};
-use crate::imap::{self, ImapConnection};
+use crate::imap;
+use crate::imap::idle::{idle, idle_wait};
+use crate::imap::pass::{run_pass, PassContext, PassReport};
 use crate::store::{Store, TicketRules};
 
 /// What a poller needs, resolved once from the config.
 #[derive(Clone)]
 pub struct AccountRuntime {
     pub account: AccountConfig,
+    /// `protocol` + `action` + `move_to`, typed: the protocol code dispatches on this.
+    pub disposal: Disposal,
     pub rules: TicketRules,
     pub tls: Arc<ClientConfig>,
     pub max_message_size: u64,
@@ -32,7 +35,11 @@ pub struct AccountRuntime {
 impl AccountRuntime {
     pub fn new(config: &Config, account: &AccountConfig) -> anyhow::Result<AccountRuntime> {
         let tls = crate::tls::client_config(account.ca_file.as_deref())?;
+        let disposal = account
+            .disposal()
+            .map_err(|e| anyhow::anyhow!("account {:?}: `action`: {e}", account.name))?;
         Ok(AccountRuntime {
+            disposal,
             rules: TicketRules {
                 account: account.name.clone(),
                 ticket_type: account.ticket_type.clone(),
@@ -69,18 +76,25 @@ impl AccountRuntime {
     }
 
     /// How long /healthz waits for a success before it calls the account unhealthy.
+    /// IDLE ends at `poll_interval` too (see imap::idle), so both waits are the same.
     pub fn expected_interval(&self, idle: bool) -> Duration {
-        let wait = if idle { IDLE_RENEW } else { self.poll_interval };
+        let wait = if idle {
+            idle_wait(self.poll_interval)
+        } else {
+            self.poll_interval
+        };
         wait + self.timeout * 2
     }
 
     fn ctx<'a>(
         &'a self,
+        action: &'a ImapAction,
         store: &'a Store,
         cancel: Option<&'a CancellationToken>,
     ) -> PassContext<'a> {
         PassContext {
             account: &self.account,
+            action,
             rules: &self.rules,
             store,
             max_message_size: self.max_message_size,
@@ -97,14 +111,16 @@ pub async fn pass_once(
     store: &Store,
     cancel: Option<&CancellationToken>,
 ) -> anyhow::Result<PassReport> {
-    match rt.account.protocol {
-        Protocol::Imap => {
+    match &rt.disposal {
+        Disposal::Imap(action) => {
             let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
-            let report = run_pass(&mut conn, &rt.ctx(store, cancel)).await;
+            let report = run_pass(&mut conn, &rt.ctx(action, store, cancel)).await;
             let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;
             Ok(report?)
         }
-        Protocol::Pop3 => Ok(crate::pop3::pass::pass_once(rt, store, cancel).await?),
+        Disposal::Pop3(action) => {
+            Ok(crate::pop3::pass::pass_once(rt, *action, store, cancel).await?)
+        }
     }
 }
 
@@ -119,6 +135,8 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
             ImapError::AuthRejected { .. } => "login",
             ImapError::Timeout { .. } => "timeout",
             ImapError::Imap { .. } | ImapError::Protocol { .. } => "protocol",
+            ImapError::Refused { .. } => "refused",
+            ImapError::Connection { .. } => "connection",
             ImapError::FolderMissing { .. } => "folder",
             ImapError::Store(_) => "store",
         };
@@ -132,6 +150,7 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
                     P::Connect(_) => "connect",
                     P::StartTlsNotOffered => "tls",
                     P::AuthRejected { .. } => "login",
+                    P::LoginDelay { .. } => "login_delay",
                     P::Timeout { .. } => "timeout",
                     P::Closed { .. } | P::ConnectionBroken { .. } | P::Io(_) => "connection",
                     P::Protocol { .. } | P::UidlNotSupported | P::InvalidInput(_) => "protocol",
@@ -186,9 +205,11 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
     let mut failures = 0u32;
     while !cancel.is_cancelled() {
         rt.health.set(State::Connecting);
-        let result = match rt.account.protocol {
-            Protocol::Imap => imap_session(&rt, &store, &cancel, &mut failures).await,
-            Protocol::Pop3 => poll_session(&rt, &store, &cancel, &mut failures).await,
+        let result = match &rt.disposal {
+            Disposal::Imap(action) => {
+                imap_session(&rt, action, &store, &cancel, &mut failures).await
+            }
+            Disposal::Pop3(_) => poll_session(&rt, &store, &cancel, &mut failures).await,
         };
         match result {
             Ok(()) => {
@@ -223,22 +244,73 @@ async fn poll_session(
     failures: &mut u32,
 ) -> anyhow::Result<()> {
     rt.health.set_expected(rt.expected_interval(false));
+    let mut interval = PollInterval::default();
     loop {
         rt.health.set(State::Polling);
-        let report = pass_once(rt, store, Some(cancel)).await?;
-        *failures = 0;
-        after_pass(rt, &report);
+        let wait = match pass_once(rt, store, Some(cancel)).await {
+            Ok(report) => {
+                *failures = 0;
+                after_pass(rt, &report);
+                interval.learn(rt, report.login_delay)
+            }
+            Err(e) => match login_delay(&e) {
+                // Too early is not a failure: nobody must change anything, so no backoff.
+                Some(delay) => {
+                    warn!(account = %rt.account.name, error = %format!("{e:#}"), "login too early");
+                    match delay {
+                        Some(delay) => interval.learn(rt, Some(delay)),
+                        // RFC 2449 suggests delays of minutes; without a figure, wait one.
+                        None => rt.poll_interval.max(Duration::from_secs(60)),
+                    }
+                }
+                None => return Err(e),
+            },
+        };
         rt.health.set(State::Waiting);
         tokio::select! {
-            _ = tokio::time::sleep(rt.poll_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return Ok(()),
         }
+    }
+}
+
+/// The POP3 wait between passes: `poll_interval`, or the server's LOGIN-DELAY (RFC 2449) when
+/// that is longer, since a login before it would be refused.
+#[derive(Default)]
+struct PollInterval {
+    announced: Option<Duration>,
+}
+
+impl PollInterval {
+    /// The wait after a pass that saw `delay`; says once when the delay bounds the interval.
+    fn learn(&mut self, rt: &AccountRuntime, delay: Option<Duration>) -> Duration {
+        let wait = rt.poll_interval.max(delay.unwrap_or_default());
+        if wait > rt.poll_interval && self.announced != Some(wait) {
+            self.announced = Some(wait);
+            info!(account = %rt.account.name, login_delay_secs = wait.as_secs(),
+                poll_interval_secs = rt.poll_interval.as_secs(),
+                "the POP3 server allows one login every {} s (LOGIN-DELAY): polling every {} s instead of poll_interval",
+                wait.as_secs(), wait.as_secs());
+            rt.health.set_expected(wait + rt.timeout * 2);
+        }
+        wait
+    }
+}
+
+/// `Some(advertised delay)` when `e` is a POP3 login refused as too early.
+fn login_delay(e: &anyhow::Error) -> Option<Option<Duration>> {
+    use crate::pop3::client::Pop3Error;
+    use crate::pop3::pass::Pop3PassError;
+    match e.downcast_ref::<Pop3PassError>()? {
+        Pop3PassError::Pop3(Pop3Error::LoginDelay { delay, .. }) => Some(*delay),
+        _ => None,
     }
 }
 
 /// Keeps one IMAP connection: pass, then IDLE (or poll) until something arrives, repeat.
 async fn imap_session(
     rt: &AccountRuntime,
+    action: &ImapAction,
     store: &Store,
     cancel: &CancellationToken,
     failures: &mut u32,
@@ -251,7 +323,7 @@ async fn imap_session(
         .set_expected(rt.expected_interval(conn.has("IDLE")));
     loop {
         rt.health.set(State::Polling);
-        let report = run_pass(&mut conn, &rt.ctx(store, Some(cancel))).await?;
+        let report = run_pass(&mut conn, &rt.ctx(action, store, Some(cancel))).await?;
         *failures = 0;
         after_pass(rt, &report);
         if cancel.is_cancelled() {
@@ -270,7 +342,7 @@ async fn imap_session(
         }
         if conn.has("IDLE") {
             rt.health.set(State::Idle);
-            conn = match idle(conn, rt.timeout, cancel).await? {
+            conn = match idle(conn, rt.poll_interval, cancel).await? {
                 Some(conn) => conn,
                 None => return Ok(()),
             };
@@ -285,43 +357,6 @@ async fn imap_session(
             }
         }
     }
-}
-
-/// Waits in IDLE until the server reports a change, IDLE_RENEW passes, or we are cancelled
-/// (then `None`: the connection is logged out).
-async fn idle(
-    conn: ImapConnection,
-    timeout: Duration,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Option<ImapConnection>> {
-    let ImapConnection {
-        session,
-        capabilities,
-        timeout: t,
-    } = conn;
-    let mut handle = session.idle();
-    tokio::time::timeout(timeout, handle.init())
-        .await
-        .map_err(|_| anyhow::anyhow!("IDLE did not start within {}s", timeout.as_secs()))??;
-    let cancelled = {
-        let (wait, stop) = handle.wait_with_timeout(IDLE_RENEW);
-        tokio::select! {
-            r = wait => { r?; false }
-            _ = cancel.cancelled() => { drop(stop); true }
-        }
-    };
-    let mut session = tokio::time::timeout(timeout, handle.done())
-        .await
-        .map_err(|_| anyhow::anyhow!("ending IDLE timed out after {}s", timeout.as_secs()))??;
-    if cancelled {
-        let _ = tokio::time::timeout(timeout, session.logout()).await;
-        return Ok(None);
-    }
-    Ok(Some(ImapConnection {
-        session,
-        capabilities,
-        timeout: t,
-    }))
 }
 
 pub fn warn_inactive(account: &AccountConfig) {

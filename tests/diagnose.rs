@@ -55,8 +55,10 @@ async fn imap_success(encryption: &str, smtp: LabSmtp) {
         "TLS",
         "login",
         "capabilities",
+        "folder names",
         "folder",
         "move_to folder",
+        "disposal",
         "send test mail",
         "test mail arrives",
     ];
@@ -391,6 +393,10 @@ async fn missing_move_to_folder_says_mails_would_stay() {
         "{c}"
     );
     assert!(c.contains("stay in \"INBOX\""), "{c}");
+    assert!(
+        c.contains("server said: Mailbox doesn't exist: Missing") && !c.contains("Outcome"),
+        "the server's words, not a Debug dump: {c}"
+    );
     assert!(
         c.contains("\"Erledigt/Geprüft\""),
         "lists the folders, decoded: {c}"

@@ -116,6 +116,32 @@ pub enum Action {
     Keep,
 }
 
+/// What happens to a mail on an IMAP server once its ticket is durable. IMAP has no "keep": a
+/// kept mail would be fetched and checked on every pass for ever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImapAction {
+    /// `to` is the folder as configured; the server's name for it is found at connect time.
+    Move {
+        to: String,
+    },
+    Delete,
+}
+
+/// What happens to a mail on a POP3 server once its ticket is durable. POP3 has no folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pop3Action {
+    Delete,
+    Keep,
+}
+
+/// The configured `action` resolved for the account's protocol: the IMAP code only ever sees an
+/// [`ImapAction`], so a POP3 "keep" cannot reach it, and the other way round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposal {
+    Imap(ImapAction),
+    Pop3(Pop3Action),
+}
+
 /// Where a password comes from; exactly one per account and for SMTP.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct PasswordSource {
@@ -242,6 +268,26 @@ impl AccountConfig {
             password: self.password.clone(),
             password_file: self.password_file.clone(),
             password_env: self.password_env.clone(),
+        }
+    }
+    /// `protocol`, `action` and `move_to` as one typed value; `Err` names the combination that
+    /// has no meaning (validation reports the same problems with their keys).
+    pub fn disposal(&self) -> Result<Disposal, &'static str> {
+        match (self.protocol, self.action) {
+            // An empty name is refused by validation with its own message.
+            (Protocol::Imap, Action::Move) => match &self.move_to {
+                Some(to) => Ok(Disposal::Imap(ImapAction::Move { to: to.clone() })),
+                None => Err("required when action = \"move\": without it nothing would be moved"),
+            },
+            (Protocol::Imap, Action::Delete) => Ok(Disposal::Imap(ImapAction::Delete)),
+            (Protocol::Imap, Action::Keep) => Err(
+                "IMAP accounts \"move\" or \"delete\"; \"keep\" would leave every mail in the folder for ever",
+            ),
+            (Protocol::Pop3, Action::Delete) => Ok(Disposal::Pop3(Pop3Action::Delete)),
+            (Protocol::Pop3, Action::Keep) => Ok(Disposal::Pop3(Pop3Action::Keep)),
+            (Protocol::Pop3, Action::Move) => {
+                Err("POP3 cannot move: POP3 has no folders; use \"delete\" or \"keep\"")
+            }
         }
     }
     /// The resolved password; validation guarantees it is set on a loaded config.

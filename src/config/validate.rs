@@ -316,22 +316,15 @@ pub fn check(
             c.readable_file(key("ca_file"), ca);
         }
 
-        match (account.protocol, account.action) {
-            (Protocol::Pop3, Action::Move) => c.error(
-                key("action"),
-                "POP3 cannot move: POP3 has no folders; use \"delete\" or \"keep\"",
-            ),
-            (Protocol::Imap, Action::Keep) => c.error(
-                key("action"),
-                "IMAP accounts \"move\" or \"delete\"; \"keep\" would leave every mail in the folder for ever",
-            ),
-            _ => {}
+        // The protocol/action rules live in one place, AccountConfig::disposal.
+        if let Err(problem) = account.disposal() {
+            let field = match (account.protocol, account.action, &account.move_to) {
+                (Protocol::Imap, Action::Move, None) => "move_to",
+                _ => "action",
+            };
+            c.error(key(field), problem);
         }
         match (&account.move_to, account.action) {
-            (None, Action::Move) => c.error(
-                key("move_to"),
-                "required when action = \"move\": without it nothing would be moved",
-            ),
             (Some(folder), Action::Move) if folder.trim().is_empty() => c.error(
                 key("move_to"),
                 "empty folder name: nothing would be moved; name the folder, e.g. \"Archive\"",

@@ -16,9 +16,13 @@ use futures::TryStreamExt;
 use super::net::{self as dnet, LineError, Service};
 use super::send::{smtp_steps, test_mail, TestMail};
 use super::{find_account, human_duration, Fail, Report, GREETING_TIMEOUT};
-use crate::config::{AccountConfig, Action, Config, Encryption, Protocol};
+use crate::config::{
+    AccountConfig, Config, Disposal, Encryption, ImapAction, Pop3Action, Protocol,
+};
 use crate::imap::connect::server_words;
 use crate::imap::connect::{negotiate_starttls, read_greeting, ImapError};
+use crate::imap::dispose::{Expunge, Plan};
+use crate::imap::names;
 use crate::imap::utf7;
 use crate::ingest::parse::TEST_HEADER;
 use crate::net::MailStream;
@@ -137,10 +141,23 @@ async fn imap_steps(
             }
         })
         .await?;
+    let action = match account.disposal() {
+        Ok(Disposal::Imap(action)) => action,
+        Ok(Disposal::Pop3(_)) | Err(_) => {
+            report.fail_now(
+                "login",
+                Fail::hint(
+                    "`action` has no meaning for IMAP",
+                    "run `mail2ticket check-config`",
+                ),
+            );
+            return None;
+        }
+    };
     let mut session = report
         .run("login", imap_login(account, stream, timeout))
         .await?;
-    report
+    let caps = report
         .run("capabilities", async {
             let caps = imap_timed(timeout, "CAPABILITY", session.capabilities()).await?;
             let has = |c: &str| caps.has_str(c);
@@ -151,8 +168,11 @@ async fn imap_steps(
                     "IDLE",
                     "new mail is noticed at the next poll_interval instead of at once",
                 ),
-                ("MOVE", "mails are moved by copy, flag and expunge"),
-                ("UIDPLUS", "the daemon expunges without UID EXPUNGE"),
+                ("MOVE", "mails are copied, then flagged and expunged"),
+                (
+                    "UIDPLUS",
+                    "a plain EXPUNGE is used, guarded as the disposal step says",
+                ),
             ] {
                 if has(cap) {
                     parts.push(format!("{cap} yes"));
@@ -165,10 +185,41 @@ async fn imap_steps(
             if !notes.is_empty() {
                 detail.push_str(&format!(" ({})", notes.join("; ")));
             }
-            Ok(((), detail))
+            let names: Vec<String> = caps
+                .iter()
+                .map(|c| match c {
+                    async_imap::types::Capability::Imap4rev1 => "IMAP4rev1".to_string(),
+                    async_imap::types::Capability::Auth(a) => format!("AUTH={a}"),
+                    async_imap::types::Capability::Atom(a) => a.to_string(),
+                })
+                .collect();
+            Ok((names, detail))
         })
         .await?;
-    let folder = account.folder.as_str();
+    let hierarchy = report
+        .run("folder names", async {
+            let h = names::discover(&mut session, timeout)
+                .await
+                .map_err(|e| Fail::new(format!("asking for the hierarchy separator: {e}")))?;
+            let mut detail = h.describe();
+            let mut mapped = vec![h.explain(&account.folder)];
+            if let ImapAction::Move { to } = &action {
+                mapped.push(h.explain(to));
+            }
+            let mapped: Vec<String> = mapped.into_iter().flatten().collect();
+            if mapped.is_empty() {
+                detail.push_str("; configured names are used as written");
+            } else {
+                detail.push_str(&format!(
+                    "; \"/\" in the config is the separator everywhere: {}",
+                    mapped.join(", ")
+                ));
+            }
+            Ok((h, detail))
+        })
+        .await?;
+    let folder = hierarchy.server_name(&account.folder);
+    let folder = folder.as_str();
     report
         .run("folder", async {
             match imap_timed(timeout, "EXAMINE", session.examine(utf7::encode(folder))).await {
@@ -176,15 +227,16 @@ async fn imap_steps(
                 Err(e) => {
                     let folders = folder_list(&mut session, timeout).await;
                     Err(Fail::hint(
-                        format!("folder {folder:?} cannot be opened ({e})"),
+                        format!("folder {folder:?} cannot be opened ({})", e.detail),
                         format!("check `folder`; the server has: {folders}"),
                     ))
                 }
             }
         })
         .await?;
-    if account.action == Action::Move {
-        let target = account.move_to.as_deref().unwrap_or_default();
+    if let ImapAction::Move { to } = &action {
+        let target = hierarchy.server_name(to);
+        let target = target.as_str();
         report
             .run("move_to folder", async {
                 let status = imap_timed(
@@ -199,8 +251,9 @@ async fn imap_steps(
                         let folders = folder_list(&mut session, timeout).await;
                         Err(Fail::hint(
                             format!(
-                                "move_to folder {target:?} does not exist ({e}): mails would get \
-                                 their ticket but stay in {folder:?}"
+                                "move_to folder {target:?} does not exist ({}): mails would get \
+                                 their ticket but stay in {folder:?}",
+                                e.detail
                             ),
                             format!(
                                 "create {target:?} on the server or fix `move_to`; the server \
@@ -212,6 +265,14 @@ async fn imap_steps(
             })
             .await?;
     }
+    let plan = Plan::new(
+        &action,
+        |c| caps.iter().any(|have| have.eq_ignore_ascii_case(c)),
+        &hierarchy,
+    );
+    report
+        .run("disposal", disposal_step(&mut session, &plan, timeout))
+        .await?;
     let mail = prepare_test_mail(config, account, report)?;
     let accepted = send_step(config, &mail, report).await?;
     let arrived = report
@@ -226,7 +287,12 @@ async fn imap_steps(
                     .await
                     .map_err(|e| Fail::new(format!("looking for the test mail: {e}")))?;
                 if !found.is_empty() {
-                    return Ok(((), arrival_detail(account, started.elapsed())));
+                    let then =
+                        format!("the next fetch pass stores it without a ticket: it is {plan}");
+                    return Ok((
+                        (),
+                        arrival_detail(&format!("in {folder:?}"), &then, started.elapsed()),
+                    ));
                 }
                 if started.elapsed() >= wait {
                     return Err(not_arrived(account, wait, &accepted));
@@ -278,6 +344,9 @@ async fn imap_timed<T>(
                 operation,
                 source: E::No(text) | E::Bad(text),
             } => Fail::new(format!("{operation}: server said: {}", server_words(&text))),
+            ImapError::Refused { operation, server } => {
+                Fail::new(format!("{operation}: server said: {server}"))
+            }
             other => Fail::new(other.to_string()),
         })
 }
@@ -431,29 +500,46 @@ fn report_name(mail: &TestMail) -> String {
     mail.subject.clone()
 }
 
-fn arrival_detail(account: &AccountConfig, elapsed: Duration) -> String {
-    let disposal = match account.action {
-        Action::Move => format!(
-            "moved to {:?}",
-            account.move_to.as_deref().unwrap_or_default()
-        ),
-        Action::Delete => "deleted".into(),
-        Action::Keep => "kept".into(),
-    };
+/// "in \"INBOX\" 0.4 s after the SMTP server accepted it; the next fetch pass ...".
+fn arrival_detail(place: &str, then: &str, elapsed: Duration) -> String {
     format!(
-        "in {:?} {} after the SMTP server accepted it; the next fetch pass disposes of it \
-         ({disposal}) without creating a ticket",
-        account.folder,
+        "{place} {} after the SMTP server accepted it; {then}",
         human_duration(elapsed)
     )
 }
 
+/// "disposal": exactly what the daemon does with a stored mail on this server, and whether
+/// something in the folder would hold it up now.
+async fn disposal_step(
+    session: &mut Session<MailStream>,
+    plan: &Plan,
+    timeout: Duration,
+) -> Result<((), String), Fail> {
+    let mut detail = format!("a mail with a stored ticket is {plan}");
+    if plan.expunge == Expunge::Guarded {
+        let flagged = imap_timed(timeout, "UID SEARCH DELETED", session.uid_search("DELETED"))
+            .await?
+            .len();
+        if flagged > 0 {
+            detail.push_str(&format!(
+                "; now {} in the folder flagged \\Deleted, so mails stay flagged until it is \
+                 expunged or undeleted (unless it is one of ours)",
+                messages(flagged as u32)
+            ));
+        }
+    }
+    Ok(((), detail))
+}
+
 fn not_arrived(account: &AccountConfig, wait: Duration, accepted: &str) -> Fail {
+    let place = match account.protocol {
+        Protocol::Imap => format!("in {:?}", account.folder),
+        Protocol::Pop3 => "in the maildrop".into(),
+    };
     Fail::hint(
         format!(
-            "the test mail did not arrive in {:?} within {} s (the SMTP server accepted it: \
+            "the test mail did not arrive {place} within {} s (the SMTP server accepted it: \
              {accepted})",
-            account.folder,
             wait.as_secs()
         ),
         format!(
@@ -471,6 +557,20 @@ fn pop3_fail(account: &AccountConfig, e: Pop3Error) -> Fail {
         Pop3Error::AuthRejected { user, server_text } => Fail::hint(
             format!("login rejected for {user} (server said: {server_text})"),
             "check `user` and `password`",
+        ),
+        Pop3Error::LoginDelay { delay, server_text } => Fail::hint(
+            format!(
+                "the server refused the login as too early (LOGIN-DELAY, server said: \
+                 {server_text}); this is not a wrong password"
+            ),
+            format!(
+                "someone logged in to this mailbox less than {} ago (the daemon, or another \
+                 client): wait that long and run test-fetch again",
+                delay.map_or("the server's LOGIN-DELAY".to_string(), |d| format!(
+                    "{} s",
+                    d.as_secs()
+                ))
+            ),
         ),
         Pop3Error::UidlNotSupported => uidl_missing(),
         Pop3Error::StartTlsNotOffered => Fail::hint(
@@ -651,10 +751,24 @@ async fn pop3_steps(
                 .iter()
                 .filter_map(|c| c.split_ascii_whitespace().next())
                 .collect();
-            Ok((
-                (),
-                format!("UIDL yes, {stls}; server lists {}", words.join(" ")),
-            ))
+            let mut detail = format!("UIDL yes, {stls}; server lists {}", words.join(" "));
+            if let Some(delay) = client.login_delay() {
+                detail.push_str(&format!(
+                    "; LOGIN-DELAY {} s: the server allows one login every {} s, so the daemon \
+                     polls at most that often{}",
+                    delay.as_secs(),
+                    delay.as_secs(),
+                    if delay > config.daemon.poll_interval {
+                        format!(
+                            " (instead of poll_interval = {} s)",
+                            config.daemon.poll_interval.as_secs()
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Ok(((), detail))
         })
         .await?;
     report
@@ -677,6 +791,7 @@ async fn pop3_steps(
             ))
         })
         .await?;
+    let login_delay = client.login_delay().unwrap_or_default();
     let _ = client.quit().await;
     let mail = prepare_test_mail(config, account, report)?;
     let accepted = send_step(config, &mail, report).await?;
@@ -690,6 +805,9 @@ async fn pop3_steps(
                 Encryption::None => Pop3Security::Plain,
             };
             let mut seen = before;
+            // Every look is a login: keep the server's LOGIN-DELAY between two of them.
+            let pause = POLL_EVERY.max(Duration::from_millis(500)).max(login_delay);
+            tokio::time::sleep(login_delay).await;
             loop {
                 // A POP3 session sees the maildrop as it was at login: log in anew each time.
                 let found = async {
@@ -721,12 +839,22 @@ async fn pop3_steps(
                     }
                 })?;
                 if found {
-                    return Ok(((), arrival_detail(account, started.elapsed())));
+                    let then = match account.disposal() {
+                        Ok(Disposal::Pop3(Pop3Action::Keep)) => {
+                            "the next fetch pass recognises it, creates no ticket and keeps it \
+                             on the server (action = \"keep\")"
+                        }
+                        _ => "the next fetch pass recognises it, creates no ticket and deletes it",
+                    };
+                    return Ok((
+                        (),
+                        arrival_detail("in the maildrop", then, started.elapsed()),
+                    ));
                 }
                 if started.elapsed() >= wait {
                     return Err(not_arrived(account, wait, &accepted));
                 }
-                tokio::time::sleep(POLL_EVERY.max(Duration::from_millis(500))).await;
+                tokio::time::sleep(pause).await;
             }
         })
         .await

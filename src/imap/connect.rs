@@ -27,6 +27,13 @@ pub enum ImapError {
         operation: String,
         source: async_imap::error::Error,
     },
+    /// The connection failed (reset, closed, I/O error): nothing the server said was wrong.
+    #[error("the connection to the IMAP server failed during {operation}: {reason}")]
+    Connection { operation: String, reason: String },
+    /// A NO or BAD answer: the server understood and declined. The words are the server's.
+    #[error("the IMAP server refused {operation}: {server}")]
+    Refused { operation: String, server: String },
+    /// A protocol violation only (a reply that breaks the protocol), never a refusal.
     #[error("IMAP server sent an unexpected reply to {operation}: {reply}")]
     Protocol { operation: String, reply: String },
     #[error("folder {folder:?} cannot be opened: {reason}; check `folder`")]
@@ -48,6 +55,8 @@ impl ImapError {
 pub struct ImapConnection {
     pub session: Session<MailStream>,
     pub capabilities: Vec<String>,
+    /// The server's separator and personal prefix: configured folder names map through it.
+    pub hierarchy: super::names::Hierarchy,
     pub timeout: Duration,
 }
 
@@ -67,6 +76,12 @@ pub async fn timed<T>(
 ) -> Result<T, ImapError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text))) => {
+            Err(ImapError::Refused {
+                operation: operation.into(),
+                server: server_words(&text),
+            })
+        }
         Ok(Err(source)) => Err(ImapError::Imap {
             operation: operation.into(),
             source,
@@ -138,9 +153,11 @@ pub async fn connect(
             async_imap::types::Capability::Atom(a) => a.to_string(),
         })
         .collect();
+    let hierarchy = super::names::discover(&mut session, timeout).await?;
     Ok(ImapConnection {
         session,
         capabilities,
+        hierarchy,
         timeout,
     })
 }
@@ -157,9 +174,9 @@ async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(
             operation: operation.into(),
             secs: timeout.as_secs(),
         })?
-        .map_err(|e| ImapError::Protocol {
+        .map_err(|e| ImapError::Connection {
             operation: operation.into(),
-            reply: e.to_string(),
+            reason: e.to_string(),
         })?;
     if read == 0 {
         return Err(ImapError::Protocol {
@@ -182,9 +199,9 @@ pub async fn read_greeting(stream: &mut MailStream, timeout: Duration) -> Result
                 operation: "greeting".into(),
                 secs: timeout.as_secs(),
             })?
-            .map_err(|e| ImapError::Protocol {
+            .map_err(|e| ImapError::Connection {
                 operation: "greeting".into(),
-                reply: e.to_string(),
+                reason: e.to_string(),
             })?;
         if n == 0 {
             return Err(ImapError::Protocol {
@@ -226,9 +243,9 @@ pub async fn negotiate_starttls(
         .get_mut()
         .write_all(b"S1 CAPABILITY\r\n")
         .await
-        .map_err(|e| ImapError::Protocol {
+        .map_err(|e| ImapError::Connection {
             operation: "CAPABILITY".into(),
-            reply: e.to_string(),
+            reason: e.to_string(),
         })?;
     let mut offered = false;
     loop {
@@ -254,9 +271,9 @@ pub async fn negotiate_starttls(
         .get_mut()
         .write_all(b"S2 STARTTLS\r\n")
         .await
-        .map_err(|e| ImapError::Protocol {
+        .map_err(|e| ImapError::Connection {
             operation: "STARTTLS".into(),
-            reply: e.to_string(),
+            reason: e.to_string(),
         })?;
     loop {
         let line = read_line(&mut reader, timeout, "STARTTLS").await?;
@@ -280,15 +297,32 @@ pub async fn negotiate_starttls(
     Ok(reader.into_inner())
 }
 
-/// async-imap renders NO/BAD replies as `code: None, info: Some("...")`; keep the server's words.
+/// async-imap renders NO/BAD replies as `code: None, info: Some("...")` (most commands) or
+/// `outcome: Outcome { code: None, information: Some("...") }` (STATUS, SELECT); keep the
+/// server's words, with a response code such as `[TRYCREATE]` in front as the server sent it.
 pub fn server_words(text: &str) -> String {
-    match text.split_once("info: Some(\"") {
-        Some((_, rest)) => rest
-            .rsplit_once("\")")
-            .map_or(rest, |(words, _)| words)
-            .to_string(),
-        None => text.trim().to_string(),
+    let words = ["information: Some(\"", "info: Some(\""]
+        .iter()
+        .find_map(|marker| text.split_once(marker))
+        .map(|(_, rest)| rest.rsplit_once("\")").map_or(rest, |(words, _)| words));
+    let Some(words) = words else {
+        return text.trim().to_string();
+    };
+    let words = words.replace("\\\"", "\"");
+    // A plain code such as TryCreate or Alert; codes with arguments are left out.
+    let code = text.split_once("code: Some(").and_then(|(_, rest)| {
+        let end = rest.find(|c: char| !c.is_ascii_alphanumeric())?;
+        (end > 0 && rest[end..].starts_with(')')).then(|| &rest[..end])
+    });
+    match code {
+        Some(code) => format!("[{}] {words}", code.to_ascii_uppercase()),
+        None => words,
     }
+}
+
+/// Whether a refusal carries `[TRYCREATE]`: the target folder does not exist (RFC 3501 6.4.7).
+pub fn is_trycreate(server: &str) -> bool {
+    server.to_ascii_uppercase().starts_with("[TRYCREATE]")
 }
 
 #[cfg(test)]
@@ -302,5 +336,16 @@ mod tests {
             "[AUTHENTICATIONFAILED] Authentication failed."
         );
         assert_eq!(super::server_words(" plain text "), "plain text");
+        assert_eq!(
+            super::server_words(
+                r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: Nope") }"#
+            ),
+            "Mailbox doesn't exist: Nope"
+        );
+        let missing = super::server_words(
+            r#"code: Some(TryCreate), info: Some("Mailbox doesn't exist: Nope")"#,
+        );
+        assert_eq!(missing, "[TRYCREATE] Mailbox doesn't exist: Nope");
+        assert!(super::is_trycreate(&missing));
     }
 }

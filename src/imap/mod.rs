@@ -1,6 +1,9 @@
 //! IMAP: connecting (TLS, STARTTLS without silent downgrade), and the ingestion pass.
 
 pub mod connect;
+pub mod dispose;
+pub mod idle;
+pub mod names;
 pub mod pass;
 pub mod utf7;
 

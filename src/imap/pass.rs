@@ -17,11 +17,12 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use tracing::{error, info, warn};
 
-use super::connect::{timed, ImapConnection, ImapError};
+use super::connect::{server_words, timed, ImapConnection, ImapError};
+use super::dispose::{self, DisposeError, Disposed, Plan};
 use super::utf7;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AccountConfig, Action};
+use crate::config::{AccountConfig, ImapAction};
 use crate::health::AccountHealth;
 use crate::ingest::parse::parse;
 use crate::store::{Incoming, Outcome, Store, StoredAlone, TicketRules};
@@ -46,6 +47,11 @@ pub struct PassReport {
     pub backlog_seen: usize,
     /// Disposal problems (e.g. the move_to folder is missing): tickets exist, mails stay.
     pub dispose_errors: Vec<String>,
+    /// Mails flagged \Deleted but not expunged (no UIDPLUS, and other clients' mails are
+    /// flagged too): tickets exist, mails stay until the guard allows EXPUNGE.
+    pub left_flagged: usize,
+    /// The POP3 server's LOGIN-DELAY (RFC 2449): the least time between two logins.
+    pub login_delay: Option<Duration>,
 }
 
 impl PassReport {
@@ -83,6 +89,8 @@ impl PassReport {
 /// Everything a pass needs besides the connection.
 pub struct PassContext<'a> {
     pub account: &'a AccountConfig,
+    /// The account's `action` as IMAP knows it (there is no IMAP "keep").
+    pub action: &'a ImapAction,
     pub rules: &'a TicketRules,
     pub store: &'a Store,
     pub max_message_size: u64,
@@ -97,6 +105,17 @@ struct Listed {
     uid: u32,
     size: u64,
     quarantined: bool,
+    /// Carries \Deleted (set by us after a copy, or by another client).
+    deleted: bool,
+}
+
+/// What the disposal of one pass needs besides the connection.
+struct Disposal<'p> {
+    plan: &'p Plan,
+    /// Mails of the folder flagged \Deleted when it was listed.
+    flagged: &'p HashSet<u32>,
+    /// Mails of the folder whose tickets are stored (grows batch by batch).
+    ours: HashSet<u32>,
 }
 
 pub async fn run_pass(
@@ -104,16 +123,19 @@ pub async fn run_pass(
     ctx: &PassContext<'_>,
 ) -> Result<PassReport, ImapError> {
     let account = ctx.account;
+    // Store keys use the configured name, so they survive a change of the server's separator.
     let folder = account.folder.as_str();
+    let on_server = conn.hierarchy.server_name(folder);
     let t = conn.timeout;
     let mut report = PassReport::default();
 
-    let mailbox = match tokio::time::timeout(t, conn.session.select(utf7::encode(folder))).await {
+    let mailbox = match tokio::time::timeout(t, conn.session.select(utf7::encode(&on_server))).await
+    {
         Ok(Ok(m)) => m,
         Ok(Err(async_imap::error::Error::No(reason))) => {
             return Err(ImapError::FolderMissing {
-                folder: folder.into(),
-                reason,
+                folder: on_server,
+                reason: server_words(&reason),
             })
         }
         Ok(Err(source)) => {
@@ -150,6 +172,8 @@ pub async fn run_pass(
     let key = |uid: u32| format!("{prefix}{uid}");
     let processed = ctx.store.processed(&account.name, &prefix).await?;
 
+    let plan = Plan::for_connection(ctx.action, conn);
+    let flagged: HashSet<u32> = listed.iter().filter(|m| m.deleted).map(|m| m.uid).collect();
     let mut to_dispose = Vec::new();
     let mut new = Vec::new();
     for m in &listed {
@@ -172,9 +196,14 @@ pub async fn run_pass(
         }
     }
 
+    let mut disposal = Disposal {
+        plan: &plan,
+        flagged: &flagged,
+        ours: to_dispose.iter().copied().collect(),
+    };
     // Mails stored in an earlier pass (or before a crash) whose disposal did not happen yet.
     if !to_dispose.is_empty() {
-        dispose(conn, ctx, &to_dispose, &prefix, &mut report).await;
+        dispose(conn, ctx, &disposal, &to_dispose, &prefix, &mut report).await;
     }
 
     // Pipelined: while batch N is stored (SQLite's thread, one fsynced commit), the connection
@@ -202,7 +231,7 @@ pub async fn run_pass(
                 let moved = if durable.is_empty() {
                     None
                 } else {
-                    Some(dispose_on_server(conn, ctx, &durable).await)
+                    Some(dispose_on_server(conn, &disposal, &durable).await)
                 };
                 let next = match &following {
                     Some(uids) => Some(fetch_bodies(conn, uids).await),
@@ -238,11 +267,12 @@ pub async fn run_pass(
             .iter()
             .filter_map(|(m, _)| m.source_key.rsplit(':').next()?.parse().ok())
             .collect();
+        disposal.ours.extend(&durable);
         // A failed fetch ends the pass; this batch stays stored and is disposed next pass.
         fetched = next.transpose()?;
     }
     if !durable.is_empty() {
-        dispose(conn, ctx, &durable, &prefix, &mut report).await;
+        dispose(conn, ctx, &disposal, &durable, &prefix, &mut report).await;
     }
     Ok(report)
 }
@@ -266,6 +296,9 @@ async fn list_folder(conn: &mut ImapConnection) -> Result<Vec<Listed>, ImapError
                 quarantined: f.flags().any(|fl| {
                     matches!(fl, async_imap::types::Flag::Custom(ref c) if c.eq_ignore_ascii_case(QUARANTINE_KEYWORD))
                 }),
+                deleted: f
+                    .flags()
+                    .any(|fl| matches!(fl, async_imap::types::Flag::Deleted)),
             })
         })
         .collect();
@@ -285,7 +318,7 @@ async fn parse_batch(
 ) -> Result<Vec<Incoming>, ImapError> {
     let prefix = prefix.to_string();
     tokio::task::spawn_blocking(move || {
-        fetched
+        let incoming = fetched
             .into_iter()
             .map(|(uid, raw)| Incoming {
                 source_key: format!("{prefix}{uid}"),
@@ -293,7 +326,8 @@ async fn parse_batch(
                 raw,
                 received_at: Utc::now(),
             })
-            .collect()
+            .collect();
+        crate::ingest::order::store_order(incoming, |m: &Incoming| &m.parsed)
     })
     .await
     .map_err(|e| ImapError::Protocol {
@@ -388,46 +422,43 @@ async fn store_one_by_one<'m>(
     Ok(stored)
 }
 
-/// Moves or deletes stored mails. Failures are logged loudly and reported; the mails stay and
-/// are retried next pass. A failed move never falls back to deleting.
+/// Moves or deletes stored mails (see [`dispose`](super::dispose) for how). Failures are logged
+/// loudly and reported; the mails stay and are retried next pass. A failed move never falls back
+/// to deleting.
 async fn dispose(
     conn: &mut ImapConnection,
     ctx: &PassContext<'_>,
+    disposal: &Disposal<'_>,
     uids: &[u32],
     prefix: &str,
     report: &mut PassReport,
 ) {
-    let result = dispose_on_server(conn, ctx, uids).await;
+    let result = dispose_on_server(conn, disposal, uids).await;
     record_disposal(ctx, uids, prefix, result, report).await;
 }
 
-/// The server side of [`dispose`]: UID MOVE, or STORE \Deleted + UID EXPUNGE.
 async fn dispose_on_server(
     conn: &mut ImapConnection,
-    ctx: &PassContext<'_>,
+    disposal: &Disposal<'_>,
     uids: &[u32],
-) -> Result<(), String> {
-    let account = ctx.account;
-    let set = uid_set(uids);
-    match account.action {
-        Action::Move => {
-            let target = account.move_to.as_deref().unwrap_or_default();
-            move_mails(conn, &set, target).await.map_err(|e| {
-                format!(
-                    "moving {} mail(s) to folder {target:?} failed: {e}; the tickets exist and the mails stay in {:?} \
-                     until the move works (create the folder or fix `move_to`); retrying next pass",
-                    uids.len(),
-                    account.folder
-                )
-            })
-        }
-        Action::Delete | Action::Keep => delete_mails(conn, &set).await.map_err(|e| {
-            format!(
-                "deleting {} mail(s) failed: {e}; the tickets exist and the mails stay; retrying next pass",
-                uids.len()
-            )
-        }),
+) -> Result<Disposed, DisposeError> {
+    dispose::dispose(conn, disposal.plan, uids, disposal.flagged, &disposal.ours).await
+}
+
+/// Accounts whose mails wait flagged for other clients' \Deleted mails, so that the reason is
+/// logged once, not every pass.
+static LEFT_FLAGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records whether `account`'s mails wait flagged; true when that is news (worth a log line).
+fn left_flagged_changed(account: &str, waiting: bool) -> bool {
+    let mut accounts = LEFT_FLAGGED.lock().unwrap_or_else(|e| e.into_inner());
+    let was = accounts.iter().any(|a| a == account);
+    if waiting && !was {
+        accounts.push(account.to_string());
+    } else if !waiting {
+        accounts.retain(|a| a != account);
     }
+    waiting != was
 }
 
 /// The store side of [`dispose`]: report and record what the server did.
@@ -435,66 +466,51 @@ async fn record_disposal(
     ctx: &PassContext<'_>,
     uids: &[u32],
     prefix: &str,
-    result: Result<(), String>,
+    result: Result<Disposed, DisposeError>,
     report: &mut PassReport,
 ) {
     let account = ctx.account;
+    let name = account.name.as_str();
     match result {
-        Ok(()) => {
+        Ok(Disposed::Done) => {
+            left_flagged_changed(name, false);
             report.disposed += uids.len();
             let keys: Vec<String> = uids.iter().map(|u| format!("{prefix}{u}")).collect();
-            if let Err(e) = ctx.store.mark_disposed(&account.name, &keys).await {
-                warn!(account = %account.name, error = %e, "could not record disposal (harmless: the mails are gone)");
+            if let Err(e) = ctx.store.mark_disposed(name, &keys).await {
+                warn!(account = name, error = %e, "could not record disposal (harmless: the mails are gone)");
             }
         }
-        Err(message) => {
-            error!(account = %account.name, "{message}");
+        Ok(Disposed::LeftFlagged { others }) => {
+            report.left_flagged += uids.len();
+            if left_flagged_changed(name, true) {
+                warn!(account = name, mails = uids.len(), others, folder = %account.folder,
+                    "mails with tickets are flagged \\Deleted but stay in the folder: the server has no UIDPLUS, \
+                     and EXPUNGE would also remove {others} mail(s) another client flagged \\Deleted; \
+                     they are expunged once those are gone (said once until then)");
+            }
+        }
+        Err(e) => {
+            let count = uids.len();
+            let folder = &account.folder;
+            let message = match (&e, ctx.action) {
+                (DisposeError::TargetMissing { .. }, ImapAction::Move { to }) => format!(
+                    "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
+                     {folder:?} until the folder exists: create it or fix `move_to` (now {to:?}); \
+                     retrying next pass"
+                ),
+                (_, ImapAction::Move { .. }) => format!(
+                    "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
+                     {folder:?}; retrying next pass"
+                ),
+                (_, ImapAction::Delete) => format!(
+                    "deleting {count} mail(s) failed: {e}; the tickets exist and the mails stay; \
+                     retrying next pass"
+                ),
+            };
+            error!(account = name, "{message}");
             report.dispose_errors.push(message);
         }
     }
-}
-
-async fn move_mails(conn: &mut ImapConnection, set: &str, target: &str) -> Result<(), ImapError> {
-    let t = conn.timeout;
-    let target = utf7::encode(target);
-    if conn.has("MOVE") {
-        return timed(t, "UID MOVE", conn.session.uid_mv(set, &target)).await;
-    }
-    if !conn.has("UIDPLUS") {
-        return Err(ImapError::Protocol {
-            operation: "move".into(),
-            reply: "server offers neither MOVE nor UIDPLUS; a plain EXPUNGE would also remove other clients' deleted mail".into(),
-        });
-    }
-    timed(t, "UID COPY", conn.session.uid_copy(set, &target)).await?;
-    delete_mails(conn, set).await
-}
-
-async fn delete_mails(conn: &mut ImapConnection, set: &str) -> Result<(), ImapError> {
-    if !conn.has("UIDPLUS") {
-        return Err(ImapError::Protocol {
-            operation: "delete".into(),
-            reply: "server lacks UIDPLUS (UID EXPUNGE); a plain EXPUNGE would also remove other clients' deleted mail".into(),
-        });
-    }
-    let t = conn.timeout;
-    timed(t, "UID STORE \\Deleted", async {
-        conn.session
-            .uid_store(set, "+FLAGS.SILENT (\\Deleted)")
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
-    })
-    .await?;
-    timed(t, "UID EXPUNGE", async {
-        conn.session
-            .uid_expunge(set)
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
-    })
-    .await?;
-    Ok(())
 }
 
 /// "1:3,5,7:8" from sorted or unsorted UIDs.
@@ -523,9 +539,6 @@ pub fn uid_set(uids: &[u32]) -> String {
     }
     out
 }
-
-/// How long to wait in IDLE before re-issuing it (servers may drop IDLE after 30 minutes).
-pub const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
 
 #[cfg(test)]
 mod tests {

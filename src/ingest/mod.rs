@@ -2,6 +2,7 @@
 
 pub mod bounce;
 pub mod customer;
+pub mod order;
 pub mod parse;
 pub mod same_message;
 pub mod testmail;

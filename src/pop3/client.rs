@@ -79,6 +79,19 @@ pub enum Pop3Error {
     StartTlsNotOffered,
     #[error("login rejected for {user}: check `user` and `password` (server said: {server_text})")]
     AuthRejected { user: String, server_text: String },
+    /// RFC 2449 `[LOGIN-DELAY]`: the login came too soon after the previous one (of anybody
+    /// using the mailbox). The password was not judged.
+    #[error(
+        "the POP3 server refused the login as too early: it allows one login every {} \
+         (LOGIN-DELAY); this is not a wrong password, the next try waits that long (server \
+         said: {server_text})",
+        delay.map_or("while".to_string(), |d| format!("{} s", d.as_secs()))
+    )]
+    LoginDelay {
+        /// The delay the server advertised in CAPA, if it did.
+        delay: Option<Duration>,
+        server_text: String,
+    },
     #[error(
         "timed out waiting for the POP3 server at {command}; check `host`, `port` and the \
          firewall, or raise the timeout"
@@ -206,6 +219,18 @@ impl Pop3Client {
         })
     }
 
+    /// The least time between two logins the server advertised (RFC 2449 `LOGIN-DELAY n`).
+    pub fn login_delay(&self) -> Option<Duration> {
+        self.capabilities.iter().find_map(|c| {
+            let mut words = c.split_ascii_whitespace();
+            let name = words.next()?;
+            if !name.eq_ignore_ascii_case("LOGIN-DELAY") {
+                return None;
+            }
+            words.next()?.parse().ok().map(Duration::from_secs)
+        })
+    }
+
     /// Whether the session runs over TLS.
     pub fn is_tls(&self) -> bool {
         self.reader.get_ref().is_tls()
@@ -225,7 +250,12 @@ impl Pop3Client {
         }
         let line = format!("USER {user}\r\n");
         if let Reply::Err(text) = self.command("USER", line.as_bytes()).await? {
-            return Err(login_failure(LoginStep::User, user, text));
+            return Err(login_failure(
+                LoginStep::User,
+                user,
+                text,
+                self.login_delay(),
+            ));
         }
         let mut line = Vec::with_capacity(password.len() + 7);
         line.extend_from_slice(b"PASS ");
@@ -234,7 +264,12 @@ impl Pop3Client {
         let reply = self.command("PASS ***", &line).await;
         line.fill(0);
         if let Reply::Err(text) = reply? {
-            return Err(login_failure(LoginStep::Pass, user, text));
+            return Err(login_failure(
+                LoginStep::Pass,
+                user,
+                text,
+                self.login_delay(),
+            ));
         }
         Ok(())
     }
@@ -482,7 +517,18 @@ enum LoginStep {
 
 /// Maps a -ERR during login: always a rejection after PASS, and after USER when the server
 /// marks it with the RFC 3206 `[AUTH]` response code; any other USER failure is a protocol error.
-fn login_failure(step: LoginStep, user: &str, server_text: String) -> Pop3Error {
+fn login_failure(
+    step: LoginStep,
+    user: &str,
+    server_text: String,
+    delay: Option<Duration>,
+) -> Pop3Error {
+    if server_text
+        .get(..13)
+        .is_some_and(|code| code.eq_ignore_ascii_case("[LOGIN-DELAY]"))
+    {
+        return Pop3Error::LoginDelay { delay, server_text };
+    }
     // RFC 2449 response codes: a locked maildrop or a server-side fault is not a wrong password,
     // and telling the admin to check the password would send them the wrong way.
     if server_text.starts_with("[IN-USE]") || server_text.starts_with("[SYS/") {
@@ -894,11 +940,29 @@ mod tests {
     }
 
     #[test]
+    fn a_login_delay_code_is_too_early_never_a_wrong_password() {
+        let e = login_failure(
+            LoginStep::Pass,
+            "bob",
+            "[LOGIN-DELAY] Logins must be at least 1 minute apart".into(),
+            Some(Duration::from_secs(60)),
+        );
+        assert!(matches!(&e, Pop3Error::LoginDelay { delay: Some(d), .. } if d.as_secs() == 60));
+        let text = e.to_string();
+        assert!(
+            text.contains("too early") && text.contains("60 s"),
+            "{text}"
+        );
+        assert!(!text.contains("check `user`"), "{text}");
+    }
+
+    #[test]
     fn err_replies_map_to_errors() {
         let e = login_failure(
             LoginStep::Pass,
             "bob",
             "[AUTH] Authentication failed.".into(),
+            None,
         );
         assert!(matches!(&e, Pop3Error::AuthRejected { user, .. } if user == "bob"));
         assert_eq!(
@@ -907,23 +971,24 @@ mod tests {
              Authentication failed.)"
         );
         assert!(matches!(
-            login_failure(LoginStep::Pass, "bob", "invalid password".into()),
+            login_failure(LoginStep::Pass, "bob", "invalid password".into(), None),
             Pop3Error::AuthRejected { .. }
         ));
         assert!(matches!(
             login_failure(
                 LoginStep::User,
                 "bob",
-                "[AUTH] Plaintext authentication disallowed on non-secure connections.".into()
+                "[AUTH] Plaintext authentication disallowed on non-secure connections.".into(),
+                None,
             ),
             Pop3Error::AuthRejected { .. }
         ));
         assert!(matches!(
-            login_failure(LoginStep::User, "bob", "[SYS/TEMP] try later".into()),
+            login_failure(LoginStep::User, "bob", "[SYS/TEMP] try later".into(), None),
             Pop3Error::Protocol { command, .. } if command == "USER"
         ));
         assert!(matches!(
-            login_failure(LoginStep::Pass, "bob", "[IN-USE] Mailbox locked".into()),
+            login_failure(LoginStep::Pass, "bob", "[IN-USE] Mailbox locked".into(), None),
             Pop3Error::Protocol { command, .. } if command == "PASS"
         ));
         assert!(Pop3Error::UidlNotSupported

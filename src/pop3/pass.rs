@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
-use crate::config::{Action, Encryption};
+use crate::config::{Encryption, Pop3Action};
 use crate::imap::pass::PassReport;
+use crate::ingest::order::store_order;
 use crate::ingest::parse::parse;
 use crate::poller::AccountRuntime;
 use crate::store::{Incoming, Outcome, Store, StoredAlone, QUARANTINE_AFTER};
@@ -59,13 +60,17 @@ pub async fn connect(rt: &AccountRuntime) -> Result<Pop3Client, Pop3Error> {
 /// what was stored are still committed by QUIT.
 pub async fn pass_once(
     rt: &AccountRuntime,
+    action: Pop3Action,
     store: &Store,
     cancel: Option<&CancellationToken>,
 ) -> Result<PassReport, Pop3PassError> {
     let account = &rt.account;
     let name = account.name.as_str();
     let mut client = connect(rt).await?;
-    let mut report = PassReport::default();
+    let mut report = PassReport {
+        login_delay: client.login_delay(),
+        ..PassReport::default()
+    };
 
     let uidls = client.uidl().await?;
     let sizes: std::collections::HashMap<u32, u64> = client.list().await?.into_iter().collect();
@@ -74,7 +79,7 @@ pub async fn pass_once(
     let key = |uidl: &str| format!("pop3:{uidl}");
     let processed = store.processed(name, "pop3:").await?;
 
-    let delete = account.action == Action::Delete;
+    let delete = action == Pop3Action::Delete;
     let mut dele_keys = Vec::new();
     let mut new = Vec::new();
     for (msg, uidl) in &uidls {
@@ -182,6 +187,11 @@ pub async fn pass_once(
         })
         .await
         .map_err(|e| Pop3Error::Io(std::io::Error::other(e)))?;
+        // A reply the server lists before its original is stored after it (joins its ticket).
+        let (meta, incoming): (Vec<_>, Vec<_>) =
+            store_order(meta.into_iter().zip(incoming).collect(), |(_, m)| &m.parsed)
+                .into_iter()
+                .unzip();
         parsed = Some((meta, incoming));
     }
 

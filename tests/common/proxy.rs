@@ -50,3 +50,184 @@ pub async fn cut_on(target: u16, trigger: &'static [u8]) -> CutProxy {
     });
     CutProxy { port, cuts }
 }
+
+/// A proxy in front of an IMAP port that imitates a server which never pushes during IDLE: while
+/// the client is in IDLE, untagged responses (`* 3 EXISTS`, `* OK Still here`) are withheld.
+/// Everything else passes unchanged.
+pub struct MuteIdleProxy {
+    pub port: u16,
+    /// IDLE commands the client sent.
+    pub idles: Arc<AtomicUsize>,
+    /// Untagged lines withheld while the client was in IDLE.
+    pub withheld: Arc<AtomicUsize>,
+}
+
+pub async fn mute_idle(target: u16) -> MuteIdleProxy {
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::AsyncBufReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let idles = Arc::new(AtomicUsize::new(0));
+    let withheld = Arc::new(AtomicUsize::new(0));
+    let (idles2, withheld2) = (idles.clone(), withheld.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (idles, withheld) = (idles2.clone(), withheld2.clone());
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let idling = Arc::new(AtomicBool::new(false));
+                let (mut cr, mut cw) = client.into_split();
+                let (sr, mut sw) = server.into_split();
+                let in_idle = idling.clone();
+                let down = tokio::spawn(async move {
+                    let mut sr = tokio::io::BufReader::new(sr);
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match sr.read_until(b'\n', &mut line).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        if in_idle.load(Ordering::SeqCst) && line.starts_with(b"* ") {
+                            withheld.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
+                        if cw.write_all(&line).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buf[..n];
+                    if chunk.ends_with(b" IDLE\r\n") {
+                        idles.fetch_add(1, Ordering::SeqCst);
+                        idling.store(true, Ordering::SeqCst);
+                    } else if chunk.starts_with(b"DONE\r\n") {
+                        idling.store(false, Ordering::SeqCst);
+                    }
+                    if sw.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                down.abort();
+            });
+        }
+    });
+    MuteIdleProxy {
+        port,
+        idles,
+        withheld,
+    }
+}
+
+/// A proxy in front of a plain POP3 port that imitates RFC 2449 LOGIN-DELAY (as Debian's Cyrus
+/// does): CAPA lists `LOGIN-DELAY <secs>`, and a PASS less than `secs` after the previous
+/// accepted one is answered `-ERR [LOGIN-DELAY] ...` without reaching the server.
+pub struct LoginDelayProxy {
+    pub port: u16,
+    /// Logins refused as too early.
+    pub too_early: Arc<AtomicUsize>,
+    /// Logins passed on to the server.
+    pub logins: Arc<AtomicUsize>,
+}
+
+pub async fn login_delay(target: u16, secs: u64) -> LoginDelayProxy {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncBufReadExt;
+    use tokio::sync::Mutex;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let too_early = Arc::new(AtomicUsize::new(0));
+    let logins = Arc::new(AtomicUsize::new(0));
+    let last_login: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let (early2, logins2) = (too_early.clone(), logins.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (too_early, logins, last_login) =
+                (early2.clone(), logins2.clone(), last_login.clone());
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, mut sw) = server.into_split();
+                let cw = Arc::new(Mutex::new(cw));
+                let in_capa = Arc::new(AtomicBool::new(false));
+                let (down_cw, down_capa) = (cw.clone(), in_capa.clone());
+                let down = tokio::spawn(async move {
+                    let mut sr = tokio::io::BufReader::new(sr);
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match sr.read_until(b'\n', &mut line).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        let mut w = down_cw.lock().await;
+                        if line == b".\r\n" && down_capa.swap(false, Ordering::SeqCst) {
+                            let extra = format!("LOGIN-DELAY {secs}\r\n");
+                            if w.write_all(extra.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                        if w.write_all(&line).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut cr = tokio::io::BufReader::new(cr);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match cr.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let upper = line.to_ascii_uppercase();
+                    if upper.starts_with(b"CAPA") {
+                        in_capa.store(true, Ordering::SeqCst);
+                    }
+                    if upper.starts_with(b"PASS ") {
+                        let now = Instant::now();
+                        let early = {
+                            let mut last = last_login.lock().unwrap();
+                            let early = last.is_some_and(|t| now - t < Duration::from_secs(secs));
+                            if !early {
+                                *last = Some(now);
+                            }
+                            early
+                        };
+                        if early {
+                            too_early.fetch_add(1, Ordering::SeqCst);
+                            let refusal = format!(
+                                "-ERR [LOGIN-DELAY] Logins must be at least {secs} seconds apart\r\n"
+                            );
+                            if cw.lock().await.write_all(refusal.as_bytes()).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        logins.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if sw.write_all(&line).await.is_err() {
+                        break;
+                    }
+                }
+                down.abort();
+            });
+        }
+    });
+    LoginDelayProxy {
+        port,
+        too_early,
+        logins,
+    }
+}
