@@ -44,3 +44,56 @@ pub fn init(format: LogFormat, audience: Audience) {
     // A second init (tests) is harmless.
     let _ = result;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What a subscriber with the audience's default filter writes for one of our warnings and
+    /// one of sqlx's.
+    fn written(audience: Audience) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(audience.default_filter()))
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "mail2ticket::store", "our own warning");
+            tracing::warn!(target: "sqlx::query", "slow statement: execution time exceeded alert threshold");
+        });
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_command_shows_our_warnings_but_no_librarys() {
+        let text = written(Audience::Command);
+        assert!(text.contains("our own warning"), "{text}");
+        assert!(!text.contains("slow statement"), "{text}");
+    }
+
+    #[test]
+    fn the_daemon_logs_library_warnings_too() {
+        let text = written(Audience::Daemon);
+        assert!(
+            text.contains("our own warning") && text.contains("slow statement"),
+            "{text}"
+        );
+    }
+}
