@@ -68,6 +68,21 @@ pub enum Command {
         #[command(subcommand)]
         command: TicketsCommand,
     },
+    /// OAuth 2.0 sign-in of accounts and [smtp] (auth = "oauth2")
+    Oauth2 {
+        #[command(subcommand)]
+        command: Oauth2Command,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Oauth2Command {
+    /// Authorize NAME (an account, or `smtp`) by the device flow: open the printed URL in any
+    /// browser, enter the code, approve; the refresh token is stored for the daemon
+    Authorize {
+        /// The account's `name`, or `smtp` for [smtp]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +200,9 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::CheckConfig => unreachable!("handled above"),
             Command::Run { once } => crate::daemon::run(loaded, cli.config, once).await,
             Command::Tickets { command } => tickets(&loaded, command).await,
+            Command::Oauth2 {
+                command: Oauth2Command::Authorize { name },
+            } => crate::oauth::device::authorize(&loaded.config, &name).await,
             Command::Healthcheck { timeout } => healthcheck(&loaded, timeout).await,
             Command::TestFetch { name, json, wait } => {
                 crate::diagnose::test_fetch(&loaded.config, &name, json, wait).await

@@ -49,6 +49,9 @@ pub struct AccountState {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// The kind of the last error (as in the `errors` metric), e.g. `login` or
+    /// `oauth_invalid_grant`: what to look at without parsing the message.
+    pub last_error_kind: Option<String>,
     pub failing_since: Option<String>,
     pub backoff_until: Option<String>,
     /// Seconds within which a success is expected.
@@ -62,6 +65,7 @@ struct Inner {
     since: DateTime<Utc>,
     last_success: Option<DateTime<Utc>>,
     last_error: Option<(DateTime<Utc>, String)>,
+    last_error_kind: Option<&'static str>,
     failing_since: Option<DateTime<Utc>>,
     backoff_until: Option<DateTime<Utc>>,
     expected: Duration,
@@ -84,6 +88,7 @@ impl AccountHealth {
             since: Utc::now(),
             last_success: None,
             last_error: None,
+            last_error_kind: None,
             failing_since: None,
             backoff_until: None,
             expected: Duration::from_secs(120),
@@ -114,6 +119,11 @@ impl AccountHealth {
         if state != State::BackingOff {
             s.backoff_until = None;
         }
+    }
+
+    /// Names the kind of the error the next [`AccountHealth::failed`] reports.
+    pub fn set_error_kind(&self, kind: &'static str) {
+        self.lock().last_error_kind = Some(kind);
     }
 
     pub fn set_expected(&self, expected: Duration) {
@@ -157,6 +167,7 @@ impl AccountHealth {
             last_success: s.last_success.map(ts),
             last_error: s.last_error.as_ref().map(|(_, e)| e.clone()),
             last_error_at: s.last_error.as_ref().map(|(t, _)| ts(*t)),
+            last_error_kind: s.last_error_kind.map(str::to_string),
             failing_since: s.failing_since.map(ts),
             backoff_until: s.backoff_until.map(ts),
             expected_interval_secs: s.expected.as_secs(),

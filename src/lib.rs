@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod oauth;
 pub mod poller;
 pub mod pop3;
 pub mod reply;

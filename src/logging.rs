@@ -27,9 +27,40 @@ impl Audience {
     }
 }
 
+/// Libraries whose trace output carries what they send and receive: async-imap prints every
+/// command (a LOGIN password, an AUTHENTICATE token), the HTTP stack can print request bodies
+/// (a client secret, a refresh token). With `RUST_LOG=trace` they stay at debug, whatever else
+/// the filter says, so no log level shows a secret.
+const CAPPED_AT_DEBUG: &[&str] = &[
+    "async_imap",
+    "imap_proto",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "oauth2",
+    "lettre",
+    "rustls",
+    "tokio_rustls",
+];
+
+/// `spec` is `RUST_LOG`; without it, the audience's default.
+pub fn filter(spec: Option<&str>, audience: Audience) -> EnvFilter {
+    let mut filter = spec
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new(audience.default_filter()));
+    if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
+        for target in CAPPED_AT_DEBUG {
+            if let Ok(directive) = format!("{target}=debug").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
 pub fn init(format: LogFormat, audience: Audience) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(audience.default_filter()));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), audience);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -69,7 +100,7 @@ mod tests {
         let buffer = Buffer::default();
         let out = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new(audience.default_filter()))
+            .with_env_filter(filter(None, audience))
             .with_writer(move || out.clone())
             .with_ansi(false)
             .finish();

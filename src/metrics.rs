@@ -29,6 +29,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    account: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     account: String,
     kind: String,
@@ -46,6 +52,7 @@ struct Metrics {
     replies_retried: Family<AccountLabel, Counter>,
     replies_bounced: Family<AccountLabel, Counter>,
     errors: Family<KindLabel, Counter>,
+    oauth_tokens: Family<OutcomeLabel, Counter>,
     last_success: Family<AccountLabel, Gauge>,
     backlog: Family<AccountLabel, Gauge>,
     outbox_depth: Gauge,
@@ -67,6 +74,7 @@ fn metrics() -> &'static Metrics {
             replies_retried: Family::default(),
             replies_bounced: Family::default(),
             errors: Family::default(),
+            oauth_tokens: Family::default(),
             last_success: Family::default(),
             backlog: Family::default(),
             outbox_depth: Gauge::default(),
@@ -124,6 +132,11 @@ fn metrics() -> &'static Metrics {
             "errors",
             "Errors by kind (connect, login, timeout, protocol, folder, store, dispose, panic)",
             m.errors.clone(),
+        );
+        r.register(
+            "oauth_token_requests",
+            "OAuth 2.0 token requests (first tokens and refreshes) by outcome: ok or the error kind",
+            m.oauth_tokens.clone(),
         );
         r.register(
             "last_success_timestamp_seconds",
@@ -212,6 +225,17 @@ pub fn error(account_name: &str, kind: &str) {
         .get_or_create(&KindLabel {
             account: account_name.to_string(),
             kind: kind.to_string(),
+        })
+        .inc();
+}
+
+/// One OAuth token request of an account (or "smtp"): `ok` or the error kind.
+pub fn oauth_token(account_name: &str, outcome: &str) {
+    metrics()
+        .oauth_tokens
+        .get_or_create(&OutcomeLabel {
+            account: account_name.to_string(),
+            outcome: outcome.to_string(),
         })
         .inc();
 }

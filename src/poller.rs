@@ -10,11 +10,14 @@ use rustls::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{AccountConfig, Config, Disposal, ImapAction, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::config::{
+    AccountConfig, AuthMethod, Config, Disposal, ImapAction, DEFAULT_MAX_MESSAGE_SIZE,
+};
 use crate::health::{AccountHealth, State};
-use crate::imap;
 use crate::imap::idle::{idle, idle_wait};
 use crate::imap::pass::{run_pass, PassContext, PassReport};
+use crate::imap::{self, ImapConnection};
+use crate::oauth::TokenSource;
 use crate::store::{Store, TicketRules};
 
 /// What a poller needs, resolved once from the config.
@@ -30,6 +33,8 @@ pub struct AccountRuntime {
     pub timeout: Duration,
     /// Where the poller reports its state (detached unless the supervisor registered it).
     pub health: AccountHealth,
+    /// With `auth = "oauth2"`: the account's tokens, kept across reconnects.
+    pub tokens: Option<Arc<TokenSource>>,
 }
 
 impl AccountRuntime {
@@ -51,7 +56,7 @@ impl AccountRuntime {
                     .unwrap_or_else(crate::config::default_subject_tag),
                 customer: account.customer,
                 reply: crate::reply::ReplyPolicy::for_account(config, account)?,
-                test_mail_key: Some((account.email.clone(), account.password())),
+                test_mail_key: Some((account.email.clone(), account.test_mail_key())),
             },
             tls,
             max_message_size: account
@@ -61,6 +66,7 @@ impl AccountRuntime {
             poll_interval: config.daemon.poll_interval,
             timeout: config.daemon.network_timeout,
             health: AccountHealth::detached(&account.name),
+            tokens: token_source(config, account)?,
             account: account.clone(),
         })
     }
@@ -104,6 +110,42 @@ impl AccountRuntime {
     }
 }
 
+fn token_source(
+    config: &Config,
+    account: &AccountConfig,
+) -> anyhow::Result<Option<Arc<TokenSource>>> {
+    match (&account.auth, &account.oauth2) {
+        (AuthMethod::Oauth2, Some(o)) => Ok(Some(Arc::new(TokenSource::new(
+            &account.name,
+            o,
+            account.protocol.into(),
+            &config.store.path,
+            config.daemon.network_timeout,
+        )?))),
+        _ => Ok(None),
+    }
+}
+
+/// Connects and logs in, with a token when the account uses OAuth 2.0.
+pub async fn imap_connect(rt: &AccountRuntime) -> anyhow::Result<ImapConnection> {
+    let a = &rt.account;
+    let Some(tokens) = &rt.tokens else {
+        return Ok(imap::connect(a, rt.tls.clone(), rt.timeout).await?);
+    };
+    let server = format!("{}:{}", a.host, a.port());
+    crate::oauth::login::sign_in(
+        tokens,
+        &server,
+        &a.user,
+        |token| async move { imap::connect_with(a, rt.tls.clone(), rt.timeout, Some(&token)).await },
+        |e| match e {
+            imap::ImapError::AuthRejected { server, .. } => Some(server.clone()),
+            _ => None,
+        },
+    )
+    .await
+}
+
 /// One complete pass: connect, fetch everything pending, store, dispose, log out. With `cancel`
 /// the pass stops after the batch in flight once it fires.
 pub async fn pass_once(
@@ -113,7 +155,7 @@ pub async fn pass_once(
 ) -> anyhow::Result<PassReport> {
     match &rt.disposal {
         Disposal::Imap(action) => {
-            let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
+            let mut conn = imap_connect(rt).await?;
             let report = run_pass(&mut conn, &rt.ctx(action, store, cancel)).await;
             let _ = tokio::time::timeout(rt.timeout, conn.session.logout()).await;
             Ok(report?)
@@ -144,6 +186,7 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
     if let Some(e) = e.downcast_ref::<Pop3PassError>() {
         return match e {
             Pop3PassError::Store(_) => "store",
+            Pop3PassError::OAuth(o) => o.kind(),
             Pop3PassError::Pop3(p) => {
                 use crate::pop3::client::Pop3Error as P;
                 match p {
@@ -160,6 +203,9 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
     }
     if e.downcast_ref::<crate::store::StoreError>().is_some() {
         return "store";
+    }
+    if let Some(e) = e.downcast_ref::<crate::oauth::OAuthError>() {
+        return e.kind();
     }
     "other"
 }
@@ -218,6 +264,16 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
             }
             Err(e) => {
                 failures += 1;
+                // A wrong client secret or a revoked authorization waits for the admin: retry
+                // at the longest interval instead of asking the provider again every second.
+                if e.downcast_ref::<crate::oauth::OAuthError>()
+                    .is_some_and(|o| o.is_permanent())
+                    || matches!(e.downcast_ref::<crate::pop3::pass::Pop3PassError>(),
+                        Some(crate::pop3::pass::Pop3PassError::OAuth(o)) if o.is_permanent())
+                {
+                    failures = failures.max(8);
+                }
+                rt.health.set_error_kind(error_kind(&e));
                 let delay = backoff_delay(failures);
                 let until =
                     chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -316,7 +372,7 @@ async fn imap_session(
     failures: &mut u32,
 ) -> anyhow::Result<()> {
     let name = rt.account.name.as_str();
-    let mut conn = imap::connect(&rt.account, rt.tls.clone(), rt.timeout).await?;
+    let mut conn = imap_connect(rt).await?;
     info!(account = name, idle = conn.has("IDLE"), "connected");
     rt.health.set(State::Connected);
     rt.health

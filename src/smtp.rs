@@ -12,12 +12,16 @@
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
+use std::sync::Arc;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use crate::config::{Encryption, SmtpConfig};
+use crate::config::{AuthMethod, Encryption, MailProtocol, SmtpConfig};
+use crate::oauth::TokenSource;
+use crate::secret::Secret;
 
 /// Building the transport failed: a config problem, found before any mail is queued.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,8 @@ pub enum SmtpSetupError {
     CaFileInvalid { path: String, reason: String },
     #[error("[smtp] TLS setup for {host} failed: {reason}")]
     Tls { host: String, reason: String },
+    #[error("[smtp] OAuth 2.0 setup failed: {0}")]
+    OAuth(#[from] crate::oauth::OAuthError),
 }
 
 /// Why one message could not be delivered. Callers must tell the two apart: a transient failure
@@ -72,6 +78,16 @@ pub struct SmtpTransport {
     inner: AsyncSmtpTransport<Tokio1Executor>,
     /// `host:port (encryption)`, for messages.
     server: String,
+    /// With `auth = "oauth2"`: the token source and a transport built for the current token.
+    oauth: Option<Arc<OAuthSmtp>>,
+}
+
+/// lettre takes credentials when the transport is built, so a new token means a new transport
+/// (and pool); connections of the old pool stay signed in until they close.
+struct OAuthSmtp {
+    config: SmtpConfig,
+    tokens: Arc<TokenSource>,
+    current: tokio::sync::Mutex<Option<(Secret, AsyncSmtpTransport<Tokio1Executor>)>>,
 }
 
 impl std::fmt::Debug for SmtpTransport {
@@ -106,6 +122,72 @@ impl SmtpTransport {
     /// Must be called inside a Tokio runtime: the connection pool starts a task to close idle
     /// connections.
     pub fn new(config: &SmtpConfig) -> Result<SmtpTransport, SmtpSetupError> {
+        let password = config
+            .resolved_password
+            .as_ref()
+            .map(|p| (p.clone(), Mechanism::Plain));
+        let (inner, server) = build(config, password)?;
+        Ok(SmtpTransport {
+            inner,
+            server,
+            oauth: None,
+        })
+    }
+
+    /// The transport for `[smtp]`: with `auth = "oauth2"` it signs in with tokens kept beside
+    /// `store_path` (see [`crate::oauth`]).
+    pub fn for_config(
+        config: &SmtpConfig,
+        store_path: &std::path::Path,
+    ) -> Result<SmtpTransport, SmtpSetupError> {
+        let (AuthMethod::Oauth2, Some(o)) = (config.auth, &config.oauth2) else {
+            return SmtpTransport::new(config);
+        };
+        let tokens = TokenSource::new("smtp", o, MailProtocol::Smtp, store_path, config.timeout)?;
+        let (inner, server) = build(config, None)?;
+        Ok(SmtpTransport {
+            inner,
+            server,
+            oauth: Some(Arc::new(OAuthSmtp {
+                config: config.clone(),
+                tokens: Arc::new(tokens),
+                current: tokio::sync::Mutex::new(None),
+            })),
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The transport signed in with `token`, built anew when the token changed.
+    async fn with_token(
+        &self,
+        oauth: &OAuthSmtp,
+        token: &Secret,
+    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+        let mut current = oauth.current.lock().await;
+        if let Some((t, transport)) = current.as_ref() {
+            if t == token {
+                return Ok(transport.clone());
+            }
+        }
+        let (transport, _) = build(&oauth.config, Some((token.clone(), Mechanism::Xoauth2)))
+            .map_err(|e| SendError::Transient {
+                server: self.server.clone(),
+                detail: e.to_string(),
+            })?;
+        *current = Some((token.clone(), transport.clone()));
+        Ok(transport)
+    }
+}
+
+/// Builds the pooled lettre transport, signing in as `[smtp] user` with `secret` by `mechanism`.
+fn build(
+    config: &SmtpConfig,
+    secret: Option<(Secret, Mechanism)>,
+) -> Result<(AsyncSmtpTransport<Tokio1Executor>, String), SmtpSetupError> {
+    {
         let port = config.port();
         let (tls, mode) = match config.encryption {
             Encryption::Ssl => (Tls::Wrapper(tls_parameters(config)?), "ssl"),
@@ -121,22 +203,14 @@ impl SmtpTransport {
                     .max_size(4)
                     .idle_timeout(Duration::from_secs(60)),
             );
-        if let Some(user) = &config.user {
-            let password = config
-                .resolved_password
-                .as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default();
-            builder = builder.credentials(Credentials::new(user.clone(), password));
+        if let (Some(user), Some((secret, mechanism))) = (&config.user, secret) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), secret.expose().to_string()));
+            if mechanism == Mechanism::Xoauth2 {
+                builder = builder.authentication(vec![Mechanism::Xoauth2]);
+            }
         }
-        Ok(SmtpTransport {
-            inner: builder.build(),
-            server: format!("{}:{port} ({mode})", config.host),
-        })
-    }
-
-    pub fn server(&self) -> &str {
-        &self.server
+        Ok((builder.build(), format!("{}:{port} ({mode})", config.host)))
     }
 }
 
@@ -208,11 +282,46 @@ impl Deliver for SmtpTransport {
         })?;
         let envelope = Envelope::new(Some(from), vec![to])
             .map_err(|e| SendError::Unusable(format!("no valid envelope: {e}")))?;
-        self.inner
-            .send_raw(&envelope, message)
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(&self.server, &e))
+        let Some(oauth) = &self.oauth else {
+            return self
+                .inner
+                .send_raw(&envelope, message)
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&self.server, &e));
+        };
+        let user = oauth.config.user.clone().unwrap_or_default();
+        let sent = crate::oauth::login::sign_in(
+            &oauth.tokens,
+            &self.server,
+            &user,
+            |token| {
+                let envelope = envelope.clone();
+                async move {
+                    let transport = self.with_token(oauth, &token).await?;
+                    transport
+                        .send_raw(&envelope, message)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| classify(&self.server, &e))
+                }
+            },
+            |e: &SendError| match e {
+                SendError::Transient { detail, .. } if detail.starts_with("login refused") => {
+                    Some(detail.clone())
+                }
+                _ => None,
+            },
+        )
+        .await;
+        // A token problem is never the message's fault: the reply stays queued and is retried.
+        sent.map_err(|e| match e.downcast::<SendError>() {
+            Ok(send) => send,
+            Err(other) => SendError::Transient {
+                server: self.server.clone(),
+                detail: format!("{other:#}"),
+            },
+        })
     }
 }
 
@@ -233,6 +342,8 @@ mod tests {
             ca_file: None,
             timeout: Duration::from_secs(5),
             message_id_domain: None,
+            auth: crate::config::AuthMethod::Password,
+            oauth2: None,
             resolved_password: Some(Secret::new("hunter2")),
         }
     }

@@ -46,7 +46,8 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
         None => None,
         Some(smtp) => Some((
             smtp.clone(),
-            SmtpTransport::new(smtp).map_err(|e| format!("[smtp]: {e}"))?,
+            SmtpTransport::for_config(smtp, &config.store.path)
+                .map_err(|e| format!("[smtp]: {e}"))?,
         )),
     };
     Ok(Plan { accounts, smtp })

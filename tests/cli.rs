@@ -24,7 +24,8 @@ fn example_with_passwords() -> std::process::Command {
     std::fs::write(&cfg, text).unwrap();
     let mut cmd = common::mail2ticket_cmd(&cfg);
     cmd.env("MAIL2TICKET_SUPPORT_PASSWORD", "pw1")
-        .env("MAIL2TICKET_RETURNS_PASSWORD", "pw2");
+        .env("MAIL2TICKET_RETURNS_PASSWORD", "pw2")
+        .env("MAIL2TICKET_SALES_CLIENT_SECRET", "secret3");
     cmd
 }
 
@@ -36,7 +37,7 @@ fn example_config_passes_check_config() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stderr: {}", common::stderr(&out));
-    assert_eq!(stdout.trim(), "ok: 2 accounts (1 active)");
+    assert_eq!(stdout.trim(), "ok: 3 accounts (1 active)");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! and line:column.
 
 mod model;
+mod oauth;
 mod validate;
 
 use std::fmt;
@@ -13,6 +14,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 pub use model::*;
+pub use oauth::*;
 
 /// Exit code for a bad config (EX_CONFIG from sysexits.h); the systemd unit names it in
 /// `RestartPreventExitStatus=` so a broken config does not restart-loop.

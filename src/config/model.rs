@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::oauth::{AuthMethod, OAuth2Config};
 use crate::secret::Secret;
 
 pub const MAX_ACCOUNTS: usize = 20;
@@ -166,6 +167,9 @@ pub struct SmtpConfig {
     pub timeout: Duration,
     /// Domain of the Message-IDs of our automatic replies; default: the first account's domain.
     pub message_id_domain: Option<String>,
+    #[serde(default)]
+    pub auth: AuthMethod,
+    pub oauth2: Option<OAuth2Config>,
     /// Filled in by validation from whichever password source is set.
     #[serde(skip)]
     pub resolved_password: Option<Secret>,
@@ -237,6 +241,9 @@ pub struct AccountConfig {
     #[serde(default = "default_auto_reply_max_age", with = "humantime_serde")]
     pub auto_reply_max_age: Duration,
     pub max_message_size: Option<ByteSize>,
+    #[serde(default)]
+    pub auth: AuthMethod,
+    pub oauth2: Option<OAuth2Config>,
     #[serde(skip)]
     pub resolved_password: Option<Secret>,
 }
@@ -295,6 +302,18 @@ impl AccountConfig {
         self.resolved_password
             .clone()
             .unwrap_or_else(|| Secret::new(""))
+    }
+    /// The key that signs test-fetch's test mails: the password, or with OAuth the client
+    /// secret (a public OAuth client has none; its client id is then the best there is).
+    pub fn test_mail_key(&self) -> Secret {
+        match (&self.resolved_password, &self.oauth2) {
+            (Some(p), _) => p.clone(),
+            (None, Some(o)) => o
+                .resolved_client_secret
+                .clone()
+                .unwrap_or_else(|| Secret::new(o.client_id.clone())),
+            (None, None) => Secret::new(""),
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use std::str::FromStr;
 use toml::de::{DeTable, DeValue};
 
 use super::model::*;
+use super::oauth::AuthMethod;
 use super::Severity;
+
+mod oauth;
 use crate::secret::Secret;
 
 pub type Found = Vec<(Severity, Key, String)>;
@@ -20,6 +23,8 @@ pub type Found = Vec<(Severity, Key, String)>;
 pub struct Key {
     section: &'static str,
     account: Option<usize>,
+    /// A table inside the section or account, such as `oauth2`.
+    table: Option<&'static str>,
     field: Option<&'static str>,
 }
 
@@ -28,6 +33,7 @@ impl Key {
         Key {
             section: "account",
             account: Some(file_index),
+            table: None,
             field: None,
         }
     }
@@ -35,11 +41,16 @@ impl Key {
         Key {
             section,
             account: None,
+            table: None,
             field: None,
         }
     }
     fn field(mut self, field: &'static str) -> Key {
         self.field = Some(field);
+        self
+    }
+    fn table(mut self, table: &'static str) -> Key {
+        self.table = Some(table);
         self
     }
 
@@ -50,6 +61,13 @@ impl Key {
             (Some(i), DeValue::Array(items)) => items.get(i)?,
             (None, _) => section,
             _ => return Some(section_key.span().start),
+        };
+        let table = match (self.table, table.get_ref()) {
+            (Some(name), DeValue::Table(t)) => match t.iter().find(|(k, _)| k.get_ref() == name) {
+                Some((_, inner)) => inner,
+                None => table,
+            },
+            _ => table,
         };
         let fallback = table.span().start;
         let Some(field) = self.field else {
@@ -71,6 +89,9 @@ impl fmt::Display for Key {
         f.write_str(self.section)?;
         if let Some(i) = self.account {
             write!(f, "[{}]", i + 1)?;
+        }
+        if let Some(table) = self.table {
+            write!(f, ".{table}")?;
         }
         if let Some(field) = self.field {
             write!(f, ".{field}")?;
@@ -234,8 +255,22 @@ pub fn check(
     if let Some(smtp) = &mut config.smtp {
         let at = Key::section("smtp");
         c.non_empty(at.clone().field("host"), &smtp.host);
-        let required = smtp.user.is_some();
+        let required = smtp.user.is_some() && smtp.auth == AuthMethod::Password;
         smtp.resolved_password = c.password(at.clone(), &smtp.password_source(), required);
+        let place = oauth::Place {
+            at: at.clone(),
+            table_name: "smtp",
+            name: "smtp",
+            store_path: &config.store.path,
+        };
+        let passwords = smtp.password_source();
+        oauth::check(&mut c, &place, smtp.auth, &mut smtp.oauth2, &passwords);
+        if smtp.auth == AuthMethod::Oauth2 && smtp.user.is_none() {
+            c.error(
+                at.clone().field("user"),
+                "missing: auth = \"oauth2\" signs in as `user`, the mailbox the token is for",
+            );
+        }
         if smtp.user.is_none() && smtp.resolved_password.is_some() {
             c.error(
                 at.clone().field("user"),
@@ -311,7 +346,23 @@ pub fn check(
         c.non_empty(key("host"), &account.host);
         c.non_empty(key("user"), &account.user);
         c.non_empty(key("folder"), &account.folder);
-        account.resolved_password = c.password(at.clone(), &account.password_source(), true);
+        let password_login = account.auth == AuthMethod::Password;
+        account.resolved_password =
+            c.password(at.clone(), &account.password_source(), password_login);
+        let place = oauth::Place {
+            at: at.clone(),
+            table_name: "account",
+            name: &account.name,
+            store_path: &config.store.path,
+        };
+        let passwords = account.password_source();
+        oauth::check(
+            &mut c,
+            &place,
+            account.auth,
+            &mut account.oauth2,
+            &passwords,
+        );
         if let Some(ca) = &account.ca_file {
             c.readable_file(key("ca_file"), ca);
         }

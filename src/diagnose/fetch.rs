@@ -15,9 +15,10 @@ use futures::TryStreamExt;
 
 use super::net::{self as dnet, LineError, Service};
 use super::send::{smtp_steps, test_mail, TestMail};
+use super::token::{token_step, REFUSED_TOKEN_HINT};
 use super::{find_account, human_duration, Fail, Report, GREETING_TIMEOUT};
 use crate::config::{
-    AccountConfig, Config, Disposal, Encryption, ImapAction, Pop3Action, Protocol,
+    AccountConfig, AuthMethod, Config, Disposal, Encryption, ImapAction, Pop3Action, Protocol,
 };
 use crate::imap::connect::server_words;
 use crate::imap::connect::{negotiate_starttls, read_greeting, ImapError};
@@ -26,7 +27,9 @@ use crate::imap::names;
 use crate::imap::utf7;
 use crate::ingest::parse::TEST_HEADER;
 use crate::net::MailStream;
+use crate::oauth::sasl::Mechanism;
 use crate::pop3::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
+use crate::secret::Secret;
 
 /// Pause between two looks for the test mail.
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -40,9 +43,28 @@ pub async fn test_fetch(config: &Config, name: &str, json: bool, wait: u64) -> E
     let mut report = Report::new(&account.name, json);
     let timeout = config.daemon.network_timeout;
     let wait = Duration::from_secs(wait);
+    let token = match (account.auth, &account.oauth2) {
+        (AuthMethod::Oauth2, Some(o)) => {
+            let protocol = account.protocol.into();
+            let step = token_step(
+                &mut report,
+                &account.name,
+                o,
+                protocol,
+                &config.store.path,
+                timeout,
+            );
+            match step.await {
+                Some(token) => Some(token),
+                None => return report.finish("test-fetch"),
+            }
+        }
+        _ => None,
+    };
+    let token = token.as_ref();
     match account.protocol {
-        Protocol::Imap => imap_steps(config, account, timeout, wait, &mut report).await,
-        Protocol::Pop3 => pop3_steps(config, account, timeout, wait, &mut report).await,
+        Protocol::Imap => imap_steps(config, account, timeout, wait, token, &mut report).await,
+        Protocol::Pop3 => pop3_steps(config, account, timeout, wait, token, &mut report).await,
     };
     report.finish("test-fetch")
 }
@@ -104,6 +126,7 @@ async fn imap_steps(
     account: &AccountConfig,
     timeout: Duration,
     wait: Duration,
+    token: Option<&Secret>,
     report: &mut Report,
 ) -> Option<()> {
     let tcp = tcp_steps(account, timeout, report).await?;
@@ -155,7 +178,7 @@ async fn imap_steps(
         }
     };
     let mut session = report
-        .run("login", imap_login(account, stream, timeout))
+        .run("login", imap_login(account, stream, timeout, token))
         .await?;
     let caps = report
         .run("capabilities", async {
@@ -309,7 +332,22 @@ async fn imap_login(
     account: &AccountConfig,
     stream: MailStream,
     timeout: Duration,
+    token: Option<&Secret>,
 ) -> Result<(Session<MailStream>, String), Fail> {
+    if let Some(token) = token {
+        let user = account.user.as_str();
+        return match crate::imap::oauth::authenticate(stream, account, token, timeout).await {
+            Ok((session, mechanism)) => Ok((
+                session,
+                format!("logged in as {user} by {}", mechanism.name()),
+            )),
+            Err(ImapError::AuthRejected { server, .. }) => Err(Fail::hint(
+                format!("login with the token refused for {user} (server said: {server})"),
+                REFUSED_TOKEN_HINT,
+            )),
+            Err(e) => Err(Fail::new(e.to_string())),
+        };
+    }
     let client = async_imap::Client::new(stream);
     let user = account.user.as_str();
     let password = account.password();
@@ -455,7 +493,7 @@ async fn send_step(config: &Config, mail: &TestMail, report: &mut Report) -> Opt
     report
         .run("send test mail", async {
             let mut inner = Report::quiet(&report_name(mail));
-            let accepted = smtp_steps(smtp, mail, &mut inner).await;
+            let accepted = smtp_steps(config, smtp, mail, &mut inner).await;
             match accepted {
                 Some(reply) => Ok((
                     reply.clone(),
@@ -551,6 +589,38 @@ fn not_arrived(account: &AccountConfig, wait: Duration, accepted: &str) -> Fail 
 }
 
 // ------------------------------------------------------------------------------------ POP3
+
+/// USER/PASS, or SASL with `token`; returns " by MECHANISM" for the latter.
+async fn pop3_sign_in(
+    client: &mut Pop3Client,
+    account: &AccountConfig,
+    token: Option<&Secret>,
+) -> Result<String, Pop3Error> {
+    let Some(token) = token else {
+        client
+            .login(&account.user, account.password().expose())
+            .await?;
+        return Ok(String::new());
+    };
+    let offered: Vec<String> = client
+        .capabilities()
+        .iter()
+        .filter_map(|c| c.strip_prefix("SASL "))
+        .flat_map(str::split_ascii_whitespace)
+        .map(str::to_string)
+        .collect();
+    let mechanism = Mechanism::choose(offered.iter().map(String::as_str));
+    let message = mechanism.initial_response(&account.user, &account.host, account.port(), token);
+    client
+        .authenticate(
+            &account.user,
+            mechanism.name(),
+            &message,
+            mechanism.after_error_challenge(),
+        )
+        .await?;
+    Ok(format!(" by {}", mechanism.name()))
+}
 
 fn pop3_fail(account: &AccountConfig, e: Pop3Error) -> Fail {
     match e {
@@ -685,6 +755,7 @@ async fn pop3_steps(
     account: &AccountConfig,
     timeout: Duration,
     wait: Duration,
+    token: Option<&Secret>,
     report: &mut Report,
 ) -> Option<()> {
     let tcp = tcp_steps(account, timeout, report).await?;
@@ -774,11 +845,18 @@ async fn pop3_steps(
     report
         .run("login", async {
             let user = account.user.as_str();
-            client
-                .login(user, account.password().expose())
+            let how = pop3_sign_in(&mut client, account, token)
                 .await
-                .map_err(|e| pop3_fail(account, e))?;
-            Ok(((), format!("logged in as {user}")))
+                .map_err(|e| match (e, token) {
+                    (Pop3Error::AuthRejected { server_text, .. }, Some(_)) => Fail::hint(
+                        format!(
+                            "login with the token refused for {user} (server said: {server_text})"
+                        ),
+                        REFUSED_TOKEN_HINT,
+                    ),
+                    (e, _) => pop3_fail(account, e),
+                })?;
+            Ok(((), format!("logged in as {user}{how}")))
         })
         .await?;
     let before = report
@@ -814,7 +892,7 @@ async fn pop3_steps(
                     let mut c =
                         Pop3Client::connect(host, account.port(), security, tls.clone(), timeouts)
                             .await?;
-                    c.login(&account.user, account.password().expose()).await?;
+                    pop3_sign_in(&mut c, account, token).await?;
                     let mut found = false;
                     for (n, uid) in c.uidl().await? {
                         if seen.contains(&uid) {

@@ -12,6 +12,7 @@ mod cert;
 mod fetch;
 mod net;
 mod send;
+mod token;
 
 use std::future::Future;
 use std::process::ExitCode;

@@ -25,10 +25,12 @@ use lettre::Message;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::net::{self as dnet, LineError, Service};
+use super::token::token_step;
 use super::{find_account, Fail, Report, GREETING_TIMEOUT};
-use crate::config::{AccountConfig, Config, Encryption, SmtpConfig};
+use crate::config::{AccountConfig, AuthMethod, Config, Encryption, MailProtocol, SmtpConfig};
 use crate::ingest::parse::TEST_HEADER;
 use crate::net::MailStream;
+use crate::secret::Secret;
 
 /// A dated test mail, marked with [`TEST_HEADER`] so ingestion disposes of it without a ticket.
 #[derive(Debug, Clone)]
@@ -91,7 +93,7 @@ pub fn test_mail(account: &AccountConfig, to: &str, stamp: &str) -> Result<TestM
         .date_now()
         .message_id(None)
         .header(TestMarker(crate::ingest::testmail::marker(
-            &account.password(),
+            &account.test_mail_key(),
             &account.email,
             stamp,
         )))
@@ -107,7 +109,27 @@ pub fn test_mail(account: &AccountConfig, to: &str, stamp: &str) -> Result<TestM
 
 /// Runs the SMTP steps for `mail` into `report`; returns the server's reply to the message
 /// (e.g. "250 2.0.0 Ok: queued as 4F2B") when it was accepted.
-pub async fn smtp_steps(smtp: &SmtpConfig, mail: &TestMail, report: &mut Report) -> Option<String> {
+pub async fn smtp_steps(
+    config: &Config,
+    smtp: &SmtpConfig,
+    mail: &TestMail,
+    report: &mut Report,
+) -> Option<String> {
+    let token = match (smtp.auth, &smtp.oauth2) {
+        (AuthMethod::Oauth2, Some(o)) => {
+            let step = token_step(
+                report,
+                "smtp",
+                o,
+                MailProtocol::Smtp,
+                &config.store.path,
+                smtp.timeout,
+            );
+            Some(step.await?)
+        }
+        _ => None,
+    };
+    let token = token.as_ref();
     let host = smtp.host.as_str();
     let port = smtp.port();
     let timeout = smtp.timeout;
@@ -198,7 +220,7 @@ pub async fn smtp_steps(smtp: &SmtpConfig, mail: &TestMail, report: &mut Report)
             Ok((conn, detail))
         })
         .await?;
-    let accepted = session_steps(smtp, mail, &mut conn, encrypted, report).await;
+    let accepted = session_steps(smtp, mail, &mut conn, encrypted, token, report).await;
     if accepted.is_some() {
         let _ = tokio::time::timeout(timeout, conn.quit()).await;
     } else {
@@ -212,6 +234,7 @@ async fn session_steps(
     mail: &TestMail,
     conn: &mut AsyncSmtpConnection,
     encrypted: bool,
+    token: Option<&Secret>,
     report: &mut Report,
 ) -> Option<String> {
     let timeout = smtp.timeout;
@@ -223,6 +246,25 @@ async fn session_steps(
                     "skipped: [smtp] has no user, sending without login".to_string(),
                 ));
             };
+            if let Some(token) = token {
+                let credentials = Credentials::new(user.to_string(), token.expose().to_string());
+                let auth = conn.auth(&[Mechanism::Xoauth2], &credentials);
+                return match tokio::time::timeout(timeout, auth).await {
+                    Err(_) => Err(timeout_fail("AUTH", timeout)),
+                    Ok(Ok(reply)) => Ok((
+                        (),
+                        format!("logged in as {user} by XOAUTH2: {}", reply_text(&reply)),
+                    )),
+                    Ok(Err(e)) if e.status().is_some() => Err(Fail::hint(
+                        format!(
+                            "SMTP login with the token refused for {user} (server said: {})",
+                            server_said(&e)
+                        ),
+                        super::token::REFUSED_TOKEN_HINT,
+                    )),
+                    Ok(Err(e)) => Err(Fail::new(format!("AUTH failed: {}", server_said(&e)))),
+                };
+            }
             let mechanisms = [Mechanism::Plain, Mechanism::Login];
             if conn.server_info().get_auth_mechanism(&mechanisms).is_none() {
                 let hint = if encrypted {
@@ -632,7 +674,7 @@ pub async fn test_send(config: &Config, name: &str, to: Option<&str>, json: bool
     let to = to.unwrap_or(&account.email);
     match test_mail(account, to, &super::test_stamp()) {
         Ok(mail) => {
-            smtp_steps(smtp, &mail, &mut report).await;
+            smtp_steps(config, smtp, &mail, &mut report).await;
         }
         Err(fail) => report.fail_now("build test mail", fail),
     }

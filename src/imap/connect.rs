@@ -98,6 +98,16 @@ pub async fn connect(
     tls: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<ImapConnection, ImapError> {
+    connect_with(account, tls, timeout, None).await
+}
+
+/// Connects and logs in with the password, or with `token` by SASL (see [`super::oauth`]).
+pub async fn connect_with(
+    account: &AccountConfig,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+    token: Option<&crate::secret::Secret>,
+) -> Result<ImapConnection, ImapError> {
     let host = account.host.as_str();
     let tcp = net::connect_tcp(host, account.port(), timeout).await?;
     let stream = match account.encryption {
@@ -116,33 +126,13 @@ pub async fn connect(
             plain
         }
     };
-    let client = async_imap::Client::new(stream);
-    let login = tokio::time::timeout(
-        timeout,
-        client.login(&account.user, account.password().expose()),
-    )
-    .await;
-    let mut session = match login {
-        Ok(Ok(session)) => session,
-        Ok(Err((async_imap::error::Error::No(text), _)))
-        | Ok(Err((async_imap::error::Error::Bad(text), _))) => {
-            return Err(ImapError::AuthRejected {
-                user: account.user.clone(),
-                server: server_words(&text),
-            })
+    let mut session = match token {
+        Some(token) => {
+            super::oauth::authenticate(stream, account, token, timeout)
+                .await?
+                .0
         }
-        Ok(Err((source, _))) => {
-            return Err(ImapError::Imap {
-                operation: "LOGIN".into(),
-                source,
-            })
-        }
-        Err(_) => {
-            return Err(ImapError::Timeout {
-                operation: "LOGIN".into(),
-                secs: timeout.as_secs(),
-            })
-        }
+        None => password_login(stream, account, timeout).await?,
     };
     let caps = timed(timeout, "CAPABILITY", session.capabilities()).await?;
     let capabilities = caps
@@ -160,6 +150,35 @@ pub async fn connect(
         hierarchy,
         timeout,
     })
+}
+
+async fn password_login(
+    stream: MailStream,
+    account: &AccountConfig,
+    timeout: Duration,
+) -> Result<Session<MailStream>, ImapError> {
+    let client = async_imap::Client::new(stream);
+    let login = tokio::time::timeout(
+        timeout,
+        client.login(&account.user, account.password().expose()),
+    )
+    .await;
+    match login {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err((async_imap::error::Error::No(text), _)))
+        | Ok(Err((async_imap::error::Error::Bad(text), _))) => Err(ImapError::AuthRejected {
+            user: account.user.clone(),
+            server: server_words(&text),
+        }),
+        Ok(Err((source, _))) => Err(ImapError::Imap {
+            operation: "LOGIN".into(),
+            source,
+        }),
+        Err(_) => Err(ImapError::Timeout {
+            operation: "LOGIN".into(),
+            secs: timeout.as_secs(),
+        }),
+    }
 }
 
 async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(

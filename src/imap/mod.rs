@@ -4,7 +4,8 @@ pub mod connect;
 pub mod dispose;
 pub mod idle;
 pub mod names;
+pub mod oauth;
 pub mod pass;
 pub mod utf7;
 
-pub use connect::{connect, ImapConnection, ImapError};
+pub use connect::{connect, connect_with, ImapConnection, ImapError};

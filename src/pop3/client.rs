@@ -274,6 +274,79 @@ impl Pop3Client {
         Ok(())
     }
 
+    /// SASL `AUTH` (RFC 5034) with one client message, e.g. XOAUTH2 or OAUTHBEARER with a
+    /// token. The message goes after the server's `+` continuation rather than on the AUTH
+    /// line, because RFC 5034 caps that line at 255 octets and bearer tokens are longer.
+    /// `after_error` answers a second challenge (the server's error details) so it can finish.
+    /// Neither the message nor its base64 form is ever logged or put in an error.
+    pub async fn authenticate(
+        &mut self,
+        user: &str,
+        mechanism: &str,
+        message: &crate::secret::Secret,
+        after_error: &[u8],
+    ) -> Result<(), Pop3Error> {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let command = format!("AUTH {mechanism}");
+        let mut sent = false;
+        let mut line = format!("{command}\r\n").into_bytes();
+        loop {
+            let logged = if sent {
+                "(SASL response)"
+            } else {
+                command.as_str()
+            };
+            if self.broken {
+                return Err(Pop3Error::ConnectionBroken {
+                    command: command.clone(),
+                });
+            }
+            tracing::debug!("POP3 C: {logged}");
+            let write = async {
+                self.reader.get_mut().write_all(&line).await?;
+                self.reader.get_mut().flush().await
+            };
+            match tokio::time::timeout(self.timeouts.command, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(self.fail(Pop3Error::Io(e))),
+                Err(_) => {
+                    return Err(self.fail(Pop3Error::Timeout { command }));
+                }
+            }
+            line.fill(0);
+            self.read_line(&command).await?;
+            if self.line.starts_with(b"+ ") || trim_eol(&self.line) == b"+" {
+                // A continuation: first the request for our message, then (if any) the
+                // server's error details, answered with the mechanism's "give up".
+                let reply = if sent {
+                    b64(after_error)
+                } else {
+                    b64(message.expose().as_bytes())
+                };
+                line = format!("{reply}\r\n").into_bytes();
+                sent = true;
+                continue;
+            }
+            return match parse_status(&self.line) {
+                Some(Status::Ok(_)) => Ok(()),
+                Some(Status::Err(text)) => {
+                    let text = shown(text);
+                    Err(login_failure(
+                        LoginStep::Pass,
+                        user,
+                        text,
+                        self.login_delay(),
+                    ))
+                }
+                None => {
+                    let reply = shown(trim_eol(&self.line));
+                    Err(self.fail(Pop3Error::Protocol { command, reply }))
+                }
+            };
+        }
+    }
+
     /// STAT: (number of messages, total size in octets).
     pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
         let text = self.simple("STAT", b"STAT\r\n").await?;
@@ -1217,6 +1290,56 @@ mod tests {
             "{err:?}"
         );
         server.await.unwrap();
+    }
+
+    /// RFC 5034 AUTH with a bearer message: the message follows the server's `+`, and a second
+    /// `+` (the server's error details, as XOAUTH2 sends them) is answered so the server can say
+    /// -ERR. Neither the token nor its base64 form shows in the error.
+    #[tokio::test]
+    async fn sasl_auth_sends_the_message_after_the_continuation_and_gives_up_cleanly() {
+        use base64::Engine;
+        let message = crate::secret::Secret::new("user=bob\x01auth=Bearer tok-123\x01\x01");
+        let b64: &'static str = Box::leak(
+            base64::engine::general_purpose::STANDARD
+                .encode(message.expose())
+                .into_boxed_str(),
+        );
+        for accepted in [true, false] {
+            let mut script = vec![
+                ("CAPA", b"+OK\r\nSASL XOAUTH2\r\n.\r\n".to_vec()),
+                ("AUTH XOAUTH2", b"+ \r\n".to_vec()),
+            ];
+            if accepted {
+                script.push((b64, b"+OK Logged in.\r\n".to_vec()));
+            } else {
+                script.push((b64, b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\n".to_vec()));
+                script.push(("", b"-ERR [AUTH] Authentication failed.\r\n".to_vec()));
+            }
+            let (port, server) = fake_server(b"+OK ready\r\n", script).await;
+            let mut client = Pop3Client::connect(
+                "127.0.0.1",
+                port,
+                Pop3Security::Plain,
+                tls_config(),
+                timeouts(),
+            )
+            .await
+            .unwrap();
+            let result = client.authenticate("bob", "XOAUTH2", &message, b"").await;
+            if accepted {
+                result.unwrap();
+            } else {
+                let err = result.unwrap_err();
+                assert!(matches!(err, Pop3Error::AuthRejected { .. }), "{err:?}");
+                let text = format!("{err} {err:?}");
+                assert!(
+                    text.contains("bob") && !text.contains("tok-123") && !text.contains(b64),
+                    "{text}"
+                );
+            }
+            drop(client);
+            server.await.unwrap();
+        }
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use crate::config::{Encryption, Pop3Action};
 use crate::imap::pass::PassReport;
 use crate::ingest::order::store_order;
 use crate::ingest::parse::parse;
+use crate::oauth::sasl::Mechanism;
 use crate::poller::AccountRuntime;
 use crate::store::{Incoming, Outcome, Store, StoredAlone, QUARANTINE_AFTER};
 
@@ -29,6 +30,8 @@ pub enum Pop3PassError {
     Pop3(#[from] Pop3Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
 }
 
 pub fn security(encryption: Encryption) -> Pop3Security {
@@ -39,9 +42,58 @@ pub fn security(encryption: Encryption) -> Pop3Security {
     }
 }
 
-pub async fn connect(rt: &AccountRuntime) -> Result<Pop3Client, Pop3Error> {
+/// Connects and logs in: USER/PASS, or with `auth = "oauth2"` SASL with a token.
+pub async fn connect(rt: &AccountRuntime) -> Result<Pop3Client, Pop3PassError> {
     let a = &rt.account;
-    let mut client = Pop3Client::connect(
+    let Some(tokens) = &rt.tokens else {
+        let mut client = open(rt).await?;
+        client.login(&a.user, a.password().expose()).await?;
+        return Ok(client);
+    };
+    let server = format!("{}:{}", a.host, a.port());
+    let signed_in = crate::oauth::login::sign_in(
+        tokens,
+        &server,
+        &a.user,
+        |token| async move {
+            let mut client = open(rt).await?;
+            let sasl: Vec<&str> = client
+                .capabilities()
+                .iter()
+                .filter_map(|c| c.strip_prefix("SASL "))
+                .flat_map(str::split_ascii_whitespace)
+                .collect();
+            let mechanism = Mechanism::choose(sasl);
+            let message = mechanism.initial_response(&a.user, &a.host, a.port(), &token);
+            client
+                .authenticate(
+                    &a.user,
+                    mechanism.name(),
+                    &message,
+                    mechanism.after_error_challenge(),
+                )
+                .await?;
+            Ok::<_, Pop3Error>(client)
+        },
+        |e| match e {
+            Pop3Error::AuthRejected { server_text, .. } => Some(server_text.clone()),
+            _ => None,
+        },
+    )
+    .await;
+    signed_in.map_err(|e| match e.downcast::<Pop3Error>() {
+        Ok(p) => Pop3PassError::Pop3(p),
+        Err(e) => match e.downcast::<crate::oauth::OAuthError>() {
+            Ok(o) => Pop3PassError::OAuth(o),
+            Err(e) => Pop3PassError::Pop3(Pop3Error::InvalidInput(format!("{e:#}"))),
+        },
+    })
+}
+
+/// Connects, reads the greeting and the capabilities (and does STLS), without logging in.
+async fn open(rt: &AccountRuntime) -> Result<Pop3Client, Pop3Error> {
+    let a = &rt.account;
+    let client = Pop3Client::connect(
         &a.host,
         a.port(),
         security(a.encryption),
@@ -52,7 +104,6 @@ pub async fn connect(rt: &AccountRuntime) -> Result<Pop3Client, Pop3Error> {
         },
     )
     .await?;
-    client.login(&a.user, a.password().expose()).await?;
     Ok(client)
 }
 

@@ -122,3 +122,106 @@ fn urlencode(s: &str) -> String {
 pub fn xoauth2(user: &str, token: &str) -> String {
     format!("user={user}\x01auth=Bearer {token}\x01\x01")
 }
+
+/// Turns a lab account section (from `imap_account`/`pop3_account`) into one that signs in with
+/// OAuth 2.0 at the lab's provider: the password goes, `auth = "oauth2"` and the table come in.
+/// `oauth2_extra` are more keys of the table (e.g. a `token_file`).
+pub fn oauth_account(
+    lab: &Lab,
+    provider: &TokenProvider,
+    section: String,
+    grant: &str,
+    client_id: &str,
+    secret: &str,
+    oauth2_extra: &str,
+) -> String {
+    let without_password = section.replace(&format!("password = \"{}\"\n", lab.password()), "");
+    format!(
+        "{without_password}auth = \"oauth2\"\n{}",
+        oauth2_table("account", provider, grant, client_id, secret, oauth2_extra)
+    )
+}
+
+/// An `[account.oauth2]` / `[smtp.oauth2]` table for the lab's provider.
+pub fn oauth2_table(
+    owner: &str,
+    provider: &TokenProvider,
+    grant: &str,
+    client_id: &str,
+    secret: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "[{owner}.oauth2]\nprovider = \"custom\"\ngrant = \"{grant}\"\nclient_id = \"{client_id}\"\n\
+         client_secret = \"{secret}\"\ntoken_url = \"{url}/token\"\ndevice_authorization_url = \"{url}/devicecode\"\n{extra}\n",
+        url = provider.url()
+    )
+}
+
+/// `[smtp]` on the lab's submission port (STARTTLS) signing in as `user` with a token.
+pub fn oauth_smtp(
+    lab: &Lab,
+    provider: &TokenProvider,
+    user: &str,
+    client_id: &str,
+    secret: &str,
+) -> String {
+    format!(
+        "[smtp]\nhost = \"localhost\"\nport = {}\nencryption = \"starttls\"\nca_file = \"{}\"\ntimeout = \"10s\"\n\
+         message_id_domain = \"tickets.example.test\"\nuser = \"{user}\"\nauth = \"oauth2\"\n{}",
+        lab.port("MAIL_LAB_SUBMISSION_PORT"),
+        lab.ca(),
+        oauth2_table("smtp", provider, "client_credentials", client_id, secret, "")
+    )
+}
+
+/// Everything in `text` that looks like a token of the lab's provider or a SASL bearer message
+/// (plain or base64): a secret that must never be logged.
+pub fn leaked_secrets(text: &str, secrets: &[&str]) -> Vec<String> {
+    let mut found: Vec<String> = secrets
+        .iter()
+        .filter(|s| text.contains(*s))
+        .map(|s| s.to_string())
+        .collect();
+    for marker in ["at-", "rt-"] {
+        for (i, _) in text.match_indices(marker) {
+            let token: String = text[i + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            // The provider's tokens carry 32 random characters; words such as "at-least" are short.
+            if token.len() >= 30 {
+                found.push(format!("{marker}{token}"));
+            }
+        }
+    }
+    // base64 of "user=" (XOAUTH2) and "n,a=" (OAUTHBEARER), and the plain bearer marker.
+    for marker in ["dXNlcj1", "bixhPS", "auth=Bearer"] {
+        if text.contains(marker) {
+            found.push(marker.to_string());
+        }
+    }
+    found
+}
+
+impl TokenProvider {
+    /// A refresh token for `client_id` opening `username`'s mailbox, as an approved device flow
+    /// leaves behind.
+    pub async fn refresh_token(&self, client_id: &str, username: &str) -> String {
+        let (status, body) = self
+            .post_json(
+                "/admin/refresh",
+                &json!({"client_id": client_id, "username": username}),
+            )
+            .await;
+        assert_eq!(status, 200, "issuing a refresh token: {body}");
+        body["refresh_token"].as_str().unwrap().to_string()
+    }
+
+    /// How many tokens `client_id` got by `grant`.
+    pub async fn grants(&self, client_id: &str, grant: &str) -> u64 {
+        self.stats().await["grants"][client_id][grant]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
