@@ -74,7 +74,8 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
     code
 }
 
-/// One pass per active account, concurrently; exit 0 only when every pass fully succeeded.
+/// One pass per active account, concurrently; exit 0 only when every pass fully succeeded:
+/// every mail it saw stored and disposed of.
 async fn run_once(runtimes: &[AccountRuntime], store: &Store, sender: Option<&Sender>) -> ExitCode {
     let mut set = JoinSet::new();
     for rt in runtimes.iter().cloned() {
@@ -90,7 +91,16 @@ async fn run_once(runtimes: &[AccountRuntime], store: &Store, sender: Option<&Se
             Ok((name, Ok(report))) => {
                 info!(account = %name, fetched = report.fetched, new = report.new_tickets,
                     followups = report.followups, duplicates = report.duplicates,
-                    disposed = report.disposed, oversized = report.oversized, "pass finished");
+                    disposed = report.disposed, oversized = report.oversized,
+                    failed = report.failed, quarantined = report.quarantined, "pass finished");
+                if report.failed > 0 {
+                    ok = false;
+                    eprintln!(
+                        "error: account {name}: {} mail(s) could not be stored ({} quarantined); \
+                         they stay on the server, see the log for why",
+                        report.failed, report.quarantined
+                    );
+                }
                 if !report.dispose_errors.is_empty() {
                     ok = false;
                     for e in &report.dispose_errors {

@@ -14,6 +14,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::store::StoreState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
@@ -28,6 +30,10 @@ pub enum State {
     Waiting,
     /// Failed; retrying at `backoff_until`.
     BackingOff,
+    /// The server rejected the credentials; the next try is at `backoff_until` (or at once
+    /// after a SIGHUP that changes them). `server_said` has the server's words.
+    #[serde(rename = "login_rejected")]
+    LoginRejected,
     Stopped,
 }
 
@@ -54,6 +60,9 @@ pub struct AccountState {
     pub last_error_kind: Option<String>,
     pub failing_since: Option<String>,
     pub backoff_until: Option<String>,
+    /// What the server answered to the rejected login (state `login_rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_said: Option<String>,
     /// Seconds within which a success is expected.
     pub expected_interval_secs: u64,
 }
@@ -68,6 +77,7 @@ struct Inner {
     last_error_kind: Option<&'static str>,
     failing_since: Option<DateTime<Utc>>,
     backoff_until: Option<DateTime<Utc>>,
+    server_said: Option<String>,
     expected: Duration,
 }
 
@@ -91,6 +101,7 @@ impl AccountHealth {
             last_error_kind: None,
             failing_since: None,
             backoff_until: None,
+            server_said: None,
             expected: Duration::from_secs(120),
         })))
     }
@@ -116,8 +127,9 @@ impl AccountHealth {
         }
         s.state = state;
         s.since = Utc::now();
-        if state != State::BackingOff {
+        if !matches!(state, State::BackingOff | State::LoginRejected) {
             s.backoff_until = None;
+            s.server_said = None;
         }
     }
 
@@ -155,11 +167,27 @@ impl AccountHealth {
         self.lock().backoff_until = Some(until);
     }
 
+    /// The server rejected the login; the poller tries again at `until`. The poller logs the
+    /// WARN line itself (one per attempt).
+    pub fn login_rejected(&self, error: &str, server_said: &str, until: DateTime<Utc>) {
+        {
+            let mut s = self.lock();
+            let now = Utc::now();
+            s.last_error = Some((now, error.to_string()));
+            s.failing_since.get_or_insert(now);
+        }
+        self.set(State::LoginRejected);
+        let mut s = self.lock();
+        s.backoff_until = Some(until);
+        s.server_said = Some(server_said.to_string());
+    }
+
     pub fn snapshot(&self, now: DateTime<Utc>) -> AccountState {
         let s = self.lock();
         let expected = chrono::Duration::from_std(s.expected).unwrap_or(chrono::Duration::MAX);
-        let healthy =
-            s.state != State::Stopped && s.last_success.is_some_and(|t| now - t <= expected);
+        // Rejected credentials need the admin, however recent the last success was.
+        let healthy = !matches!(s.state, State::Stopped | State::LoginRejected)
+            && s.last_success.is_some_and(|t| now - t <= expected);
         AccountState {
             state: s.state,
             healthy,
@@ -170,6 +198,7 @@ impl AccountHealth {
             last_error_kind: s.last_error_kind.map(str::to_string),
             failing_since: s.failing_since.map(ts),
             backoff_until: s.backoff_until.map(ts),
+            server_said: s.server_said.clone(),
             expected_interval_secs: s.expected.as_secs(),
         }
     }
@@ -199,17 +228,19 @@ impl Health {
         self.map().remove(name);
     }
 
-    /// `(all healthy, JSON body)` for `GET /healthz`.
-    pub fn report(&self) -> (bool, String) {
+    /// `(all healthy, JSON body)` for `GET /healthz`: every account, and the ticket store (a
+    /// store that cannot be written, e.g. a full disk, is unhealthy however the accounts are).
+    pub fn report(&self, store: &StoreState) -> (bool, String) {
         let now = Utc::now();
         let accounts: BTreeMap<String, AccountState> = self
             .map()
             .iter()
             .map(|(name, h)| (name.clone(), h.snapshot(now)))
             .collect();
-        let ok = accounts.values().all(|a| a.healthy);
+        let ok = store.healthy && accounts.values().all(|a| a.healthy);
         let body = serde_json::json!({
             "status": if ok { "ok" } else { "unhealthy" },
+            "store": store,
             "accounts": accounts,
         });
         (ok, body.to_string())
@@ -223,12 +254,13 @@ mod tests {
     #[test]
     fn healthy_only_after_a_recent_success() {
         let health = Health::default();
+        let store = crate::store::StoreHealth::default().state();
         let a = health.register("a", Duration::from_secs(60));
-        assert!(!health.report().0, "no success yet");
+        assert!(!health.report(&store).0, "no success yet");
         a.success();
-        assert!(health.report().0);
+        assert!(health.report(&store).0);
         a.failed("login rejected", Utc::now() + chrono::Duration::seconds(5));
-        let (ok, body) = health.report();
+        let (ok, body) = health.report(&store);
         assert!(
             ok,
             "one failure right after a success is within the interval"

@@ -91,7 +91,7 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
     }
     match req.uri().path() {
         "/healthz" => {
-            let (ok, body) = state.health.report();
+            let (ok, body) = state.health.report(&state.store.health());
             let status = if ok {
                 StatusCode::OK
             } else {

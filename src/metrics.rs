@@ -40,8 +40,14 @@ struct KindLabel {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreKindLabel {
+    kind: String,
+}
+
 struct Metrics {
     registry: Registry,
+    store_errors: Family<StoreKindLabel, Counter>,
     fetched: Family<AccountLabel, Counter>,
     tickets: Family<AccountLabel, Counter>,
     followups: Family<AccountLabel, Counter>,
@@ -64,6 +70,7 @@ fn metrics() -> &'static Metrics {
     METRICS.get_or_init(|| {
         let mut registry = Registry::with_prefix("mail2ticket");
         let m = Metrics {
+            store_errors: Family::default(),
             fetched: Family::default(),
             tickets: Family::default(),
             followups: Family::default(),
@@ -132,6 +139,11 @@ fn metrics() -> &'static Metrics {
             "errors",
             "Errors by kind (connect, login, timeout, protocol, folder, store, dispose, panic)",
             m.errors.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Ticket store errors by kind (disk_full, io, read_only, locked, other)",
+            m.store_errors.clone(),
         );
         r.register(
             "oauth_token_requests",
@@ -224,6 +236,16 @@ pub fn error(account_name: &str, kind: &str) {
         .errors
         .get_or_create(&KindLabel {
             account: account_name.to_string(),
+            kind: kind.to_string(),
+        })
+        .inc();
+}
+
+/// A ticket store error of this kind (see `store::StoreErrorKind`).
+pub fn store_error(kind: &str) {
+    metrics()
+        .store_errors
+        .get_or_create(&StoreKindLabel {
             kind: kind.to_string(),
         })
         .inc();

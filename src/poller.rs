@@ -235,8 +235,11 @@ fn log_report(account: &str, report: &PassReport) {
             new = report.new_tickets,
             followups = report.followups,
             duplicates = report.duplicates,
+            test_mails = report.test_mails,
             disposed = report.disposed,
             oversized = report.oversized,
+            failed = report.failed,
+            quarantined = report.quarantined,
             dispose_errors = report.dispose_errors.len(),
             "pass done"
         );
@@ -245,10 +248,40 @@ fn log_report(account: &str, report: &PassReport) {
     }
 }
 
+/// The server's words when `e` is a rejected login (wrong user or password): retrying soon
+/// cannot help, and a provider's fail2ban would ban the whole host after a few tries. Other
+/// login trouble (a locked maildrop, a server fault, "too early") is not a rejection.
+pub fn login_rejection(e: &anyhow::Error) -> Option<&str> {
+    use crate::imap::ImapError;
+    use crate::pop3::client::Pop3Error;
+    use crate::pop3::pass::Pop3PassError;
+    match e.downcast_ref::<ImapError>() {
+        Some(ImapError::AuthRejected { server, .. }) => return Some(server),
+        Some(_) => return None,
+        None => {}
+    }
+    match e.downcast_ref::<Pop3PassError>() {
+        Some(Pop3PassError::Pop3(Pop3Error::AuthRejected { server_text, .. })) => Some(server_text),
+        _ => None,
+    }
+}
+
+/// After a rejected login: 10 minutes, doubling up to an hour. At most two failed logins per
+/// account in any first 10 minutes, however the process is restarted by a reload.
+pub fn login_backoff(rejections: u32) -> Duration {
+    const FIRST: Duration = Duration::from_secs(10 * 60);
+    const MAX: Duration = Duration::from_secs(60 * 60);
+    FIRST
+        .saturating_mul(1u32 << rejections.saturating_sub(1).min(3))
+        .min(MAX)
+}
+
 /// The long-running loop of one account; returns when `cancel` fires.
 pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationToken) {
     let name = rt.account.name.clone();
     let mut failures = 0u32;
+    // Consecutive rejected logins; any other outcome of a connection starts again from zero.
+    let mut rejections = 0u32;
     while !cancel.is_cancelled() {
         rt.health.set(State::Connecting);
         let result = match &rt.disposal {
@@ -257,6 +290,27 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
             }
             Disposal::Pop3(_) => poll_session(&rt, &store, &cancel, &mut failures).await,
         };
+        if let Err(e) = &result {
+            if let Some(server_said) = login_rejection(e) {
+                rejections += 1;
+                let delay = login_backoff(rejections);
+                let until =
+                    chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                let next_try = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                crate::metrics::error(&name, "login");
+                warn!(account = %name, server_said, rejections, next_try = %next_try,
+                    "login rejected: check the account's user and password; not trying again \
+                     before {next_try} (a SIGHUP with changed credentials retries at once)");
+                rt.health
+                    .login_rejected(&format!("{e:#}"), server_said, until);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                continue;
+            }
+        }
+        rejections = 0;
         match result {
             Ok(()) => {
                 rt.health.set(State::Stopped);
@@ -417,4 +471,15 @@ async fn imap_session(
 
 pub fn warn_inactive(account: &AccountConfig) {
     warn!(account = %account.name, "account inactive (active = false): validated, not polled");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_logins_wait_ten_minutes_doubling_to_an_hour() {
+        let minutes = |n| login_backoff(n).as_secs() / 60;
+        assert_eq!([1, 2, 3, 4, 5, 40].map(minutes), [10, 20, 40, 60, 60, 60]);
+    }
 }

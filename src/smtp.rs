@@ -50,6 +50,10 @@ pub enum SendError {
     /// wrong password must not throw away every queued reply; it is fixed in the config).
     #[error("sending through {server} failed for now: {detail}")]
     Transient { server: String, detail: String },
+    /// The server rejected our credentials (535). Retried, but only after a long pause for the
+    /// whole sender: every attempt is a failed login, and a provider's fail2ban bans the host.
+    #[error("the SMTP server {server} rejected the login: {detail}")]
+    LoginRejected { server: String, detail: String },
     /// The message in the outbox cannot be sent at all (no valid sender or recipient).
     #[error("the queued message is unusable: {0}")]
     Unusable(String),
@@ -216,13 +220,21 @@ fn build(
 
 /// SMTP reply codes that mean "the login or the session is wrong", not "this message is wrong":
 /// they are retried (after the admin fixes the config) instead of failing every queued reply.
-const SESSION_CODES: &[&str] = &["530", "534", "535", "538"];
+const SESSION_CODES: &[&str] = &["530", "534", "538"];
+/// "Authentication credentials invalid" (RFC 4954).
+const LOGIN_REJECTED: &str = "535";
 
 /// Sorts a lettre error into permanent/transient, with words an admin can act on.
 pub fn classify(server: &str, err: &lettre::transport::smtp::Error) -> SendError {
     let code = err.status().map(|c| c.to_string());
     let text = err.to_string();
     if err.is_permanent() {
+        if code.as_deref() == Some(LOGIN_REJECTED) {
+            return SendError::LoginRejected {
+                server: server.into(),
+                detail: format!("{text}; check [smtp] user and password"),
+            };
+        }
         if code.as_deref().is_some_and(|c| SESSION_CODES.contains(&c)) {
             return SendError::Transient {
                 server: server.into(),

@@ -100,4 +100,23 @@ mod tests {
         assert!(check("oops {").is_err());
         assert!(check("oops }").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_renders_without_panicking_and_keeps_plain_text(
+            template in proptest::prelude::any::<String>(),
+            value in proptest::prelude::any::<String>(),
+        ) {
+            let out = render(&template, |_| value.clone());
+            if !template.contains(['{', '}']) {
+                proptest::prop_assert_eq!(out, template);
+            }
+        }
+
+        #[test]
+        fn escaped_braces_around_unicode_render_as_single_braces(text in "[^{}]*") {
+            let out = render(&format!("{{{{{text}}}}}"), |_| String::new());
+            proptest::prop_assert_eq!(out, format!("{{{text}}}"));
+        }
+    }
 }

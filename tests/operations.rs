@@ -511,7 +511,7 @@ async fn healthz_is_503_with_the_error_when_login_fails_and_healthcheck_exits_1(
     let (code, body) = daemon.healthz().unwrap();
     assert_eq!(code, 503, "{body}");
     let acc = &body["accounts"]["support"];
-    assert_eq!(acc["state"], "backing-off", "{body}");
+    assert_eq!(acc["state"], "login_rejected", "{body}");
     assert!(
         acc["last_error"]
             .as_str()

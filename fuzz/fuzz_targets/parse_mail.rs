@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use libfuzzer_sys::fuzz_target;
-use mail2ticket::ingest::parse::parse;
+use mail2ticket::ingest::parse::parse_or_panic as parse;
 use mail2ticket::ingest::thread::ticket_number_in_subject;
 use mail2ticket::reply::{compose, rules, ReplyPolicy};
 use mail2ticket::store::sha256_hex;

@@ -52,6 +52,9 @@ impl ImapError {
     }
 }
 
+/// LOGIN failures that say nothing about the password (RFC 5530 response codes).
+const TEMPORARY_LOGIN_CODES: &[&str] = &["[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]"];
+
 pub struct ImapConnection {
     pub session: Session<MailStream>,
     pub capabilities: Vec<String>,
@@ -166,10 +169,20 @@ async fn password_login(
     match login {
         Ok(Ok(session)) => Ok(session),
         Ok(Err((async_imap::error::Error::No(text), _)))
-        | Ok(Err((async_imap::error::Error::Bad(text), _))) => Err(ImapError::AuthRejected {
-            user: account.user.clone(),
-            server: server_words(&text),
-        }),
+        | Ok(Err((async_imap::error::Error::Bad(text), _))) => {
+            let server = server_words(&text);
+            // RFC 5530: the server's own trouble, not the credentials (retried soon).
+            if TEMPORARY_LOGIN_CODES.iter().any(|c| server.starts_with(c)) {
+                return Err(ImapError::Protocol {
+                    operation: "LOGIN".into(),
+                    reply: server,
+                });
+            }
+            Err(ImapError::AuthRejected {
+                user: account.user.clone(),
+                server,
+            })
+        }
         Ok(Err((source, _))) => Err(ImapError::Imap {
             operation: "LOGIN".into(),
             source,

@@ -43,8 +43,10 @@ pub struct PassReport {
     pub test_mails: usize,
     pub disposed: usize,
     pub oversized: usize,
+    /// Mails whose storage failed this pass (they stay on the server); `quarantined` of them
+    /// for good.
+    pub failed: usize,
     pub quarantined: usize,
-    pub backlog_seen: usize,
     /// Disposal problems (e.g. the move_to folder is missing): tickets exist, mails stay.
     pub dispose_errors: Vec<String>,
     /// Mails flagged \Deleted but not expunged (no UIDPLUS, and other clients' mails are
@@ -166,7 +168,6 @@ pub async fn run_pass(
     }
 
     let listed = list_folder(conn).await?;
-    report.backlog_seen = listed.len();
     crate::metrics::backlog_seen(&account.name, listed.len());
     let prefix = format!("imap:{folder}:{uidvalidity}:");
     let key = |uid: u32| format!("{prefix}{uid}");
@@ -251,6 +252,9 @@ pub async fn run_pass(
         }
         let stored = match first_try {
             Ok(outcomes) => incoming.iter().zip(outcomes).collect(),
+            // A full disk and the like: no mail is to blame, none is tried alone. The pass
+            // ends; this batch stays on the server, the batches before it are durable.
+            Err(e) if e.is_environmental() => return Err(e.into()),
             Err(e) => {
                 warn!(account = %ctx.account.name, error = %e, "storing a batch failed; storing its mails one by one");
                 store_one_by_one(conn, ctx, &incoming, &mut report).await?
@@ -393,6 +397,7 @@ async fn store_one_by_one<'m>(
         match ctx.store.store_alone(ctx.rules, mail).await? {
             StoredAlone::Stored(outcome) => stored.push((mail, outcome)),
             StoredAlone::Failed { attempts } => {
+                report.failed += 1;
                 if attempts >= QUARANTINE_AFTER {
                     let uid = mail.source_key.rsplit(':').next().unwrap_or_default();
                     let flag = format!("+FLAGS.SILENT ({QUARANTINE_KEYWORD})");

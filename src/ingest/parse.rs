@@ -57,7 +57,24 @@ pub const LOOP_HEADER: &str = "X-Mail2ticket-Loop";
 pub const TEST_HEADER: &str = "X-Mail2ticket-Test";
 pub const UNPARSEABLE_SUBJECT: &str = "(unparseable message)";
 
+/// Parses a fetched mail. No input can take the batch down: should the parser panic, the mail
+/// becomes an unparseable one (its raw bytes kept, flagged with the problem) like any other
+/// mail it cannot read.
 pub fn parse(raw: &[u8]) -> ParsedMail {
+    match std::panic::catch_unwind(|| parse_or_panic(raw)) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            tracing::error!(
+                size = raw.len(),
+                "the mail parser panicked; the mail is stored as unparseable"
+            );
+            unparseable(raw, "the mail parser panicked on this message")
+        }
+    }
+}
+
+/// [`parse`] without the panic guard: for the fuzzer, which must see panics.
+pub fn parse_or_panic(raw: &[u8]) -> ParsedMail {
     let Some(msg) = MessageParser::default().parse(raw) else {
         return unparseable(raw, "no message headers could be parsed");
     };

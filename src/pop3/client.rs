@@ -413,11 +413,6 @@ impl Pop3Client {
             .map(drop)
     }
 
-    /// RSET: unmarks every message marked for deletion.
-    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
-        self.simple("RSET", b"RSET\r\n").await.map(drop)
-    }
-
     /// NOOP: keeps the session alive / checks that it still is.
     pub async fn noop(&mut self) -> Result<(), Pop3Error> {
         self.simple("NOOP", b"NOOP\r\n").await.map(drop)
@@ -479,7 +474,7 @@ impl Pop3Client {
                 command: shown.into(),
             });
         }
-        tracing::debug!("POP3 C: {shown}");
+        tracing::debug!(target: crate::logging::WIRE_POP3, "POP3 C: {shown}");
         let write = async {
             self.reader.get_mut().write_all(line).await?;
             self.reader.get_mut().flush().await
@@ -510,8 +505,12 @@ impl Pop3Client {
             }
         };
         match &reply {
-            Reply::Ok(text) => tracing::debug!("POP3 S: +OK {text}"),
-            Reply::Err(text) => tracing::debug!("POP3 S: -ERR {text}"),
+            Reply::Ok(text) => {
+                tracing::debug!(target: crate::logging::WIRE_POP3, "POP3 S: +OK {text}")
+            }
+            Reply::Err(text) => {
+                tracing::debug!(target: crate::logging::WIRE_POP3, "POP3 S: -ERR {text}")
+            }
         }
         Ok(reply)
     }

@@ -125,7 +125,6 @@ pub async fn pass_once(
 
     let uidls = client.uidl().await?;
     let sizes: std::collections::HashMap<u32, u64> = client.list().await?.into_iter().collect();
-    report.backlog_seen = uidls.len();
     crate::metrics::backlog_seen(name, uidls.len());
     let key = |uidl: &str| format!("pop3:{uidl}");
     let processed = store.processed(name, "pop3:").await?;
@@ -202,9 +201,13 @@ pub async fn pass_once(
         if let (Some(outcomes), Some((meta, incoming))) = (outcomes, parsed.take()) {
             let outcomes: Vec<Option<Outcome>> = match outcomes {
                 Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
+                // A full disk and the like: no mail is to blame. The pass ends without QUIT, so
+                // the DELEs of this session are not committed either; their mails are stored
+                // and are deleted by the next pass.
+                Err(e) if e.is_environmental() => return Err(e.into()),
                 Err(e) => {
                     warn!(account = name, error = %e, "storing a batch failed; storing its mails one by one");
-                    store_one_by_one(rt, store, &incoming).await?
+                    store_one_by_one(rt, store, &incoming, &mut report).await?
                 }
             };
             rt.health.success();
@@ -276,6 +279,7 @@ async fn store_one_by_one(
     rt: &AccountRuntime,
     store: &Store,
     incoming: &[Incoming],
+    report: &mut PassReport,
 ) -> Result<Vec<Option<Outcome>>, Pop3PassError> {
     let name = rt.account.name.as_str();
     let mut out = Vec::with_capacity(incoming.len());
@@ -283,7 +287,9 @@ async fn store_one_by_one(
         match store.store_alone(&rt.rules, mail).await? {
             StoredAlone::Stored(outcome) => out.push(Some(outcome)),
             StoredAlone::Failed { attempts } => {
+                report.failed += 1;
                 if attempts >= QUARANTINE_AFTER {
+                    report.quarantined += 1;
                     store
                         .record_skipped(name, &mail.source_key, QUARANTINED)
                         .await?;

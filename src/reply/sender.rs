@@ -76,6 +76,15 @@ pub struct OutboxSender<D: Deliver> {
     store: Store,
     deliver: Arc<D>,
     settings: SenderSettings,
+    login: std::sync::Mutex<LoginGate>,
+}
+
+/// After the SMTP server rejected our login, nothing is sent (so no login is tried) until
+/// `until`: 10 minutes, doubling up to an hour, like a fetching account.
+#[derive(Debug, Default)]
+struct LoginGate {
+    rejections: u32,
+    until: Option<chrono::DateTime<Utc>>,
 }
 
 /// The envelope sender: the From address of the stored reply (our account address).
@@ -90,6 +99,7 @@ impl<D: Deliver> OutboxSender<D> {
             store,
             deliver: Arc::new(deliver),
             settings,
+            login: Default::default(),
         }
     }
 
@@ -107,6 +117,9 @@ impl<D: Deliver> OutboxSender<D> {
         fresh_start: bool,
         cancel: Option<&CancellationToken>,
     ) -> Result<Round, StoreError> {
+        if self.login_blocked_until().is_some() {
+            return Ok(Round::default());
+        }
         let now = Utc::now();
         let lease_until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let entries = self
@@ -129,6 +142,14 @@ impl<D: Deliver> OutboxSender<D> {
                 Verdict::Sent => round.sent += 1,
                 Verdict::Retry => round.retrying += 1,
                 Verdict::Failed => round.failed += 1,
+                Verdict::LoginRejected => {
+                    // The same login would be rejected for every other entry: give them back.
+                    round.retrying += 1;
+                    for left in &entries[i + 1..] {
+                        self.store.release_reply(left).await?;
+                    }
+                    break;
+                }
             }
         }
         Ok(round)
@@ -160,11 +181,24 @@ impl<D: Deliver> OutboxSender<D> {
             .unwrap_or(-1);
         match result {
             Ok(()) => {
+                self.login_accepted();
                 self.store.mark_reply_sent(entry).await?;
                 crate::metrics::reply_sent(&entry.account);
                 info!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
                     attempts = entry.attempts, queued_ms, "auto-reply sent");
                 Ok(Verdict::Sent)
+            }
+            Err(e @ SendError::LoginRejected { .. }) => {
+                let next = self.login_rejected();
+                let text = e.to_string();
+                self.store.mark_reply_retry(entry, &text, next).await?;
+                crate::metrics::reply_retried(&entry.account);
+                crate::metrics::error("smtp", "login");
+                let next_try = next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                warn!(error = %text, next_try = %next_try,
+                    "SMTP login rejected: no reply is sent (and no login tried) before {next_try}; \
+                     fix [smtp] user and password (a SIGHUP with changed credentials retries at once)");
+                Ok(Verdict::LoginRejected)
             }
             Err(e) if e.is_permanent() => {
                 let text = format!("{e}; not retried");
@@ -202,6 +236,29 @@ impl<D: Deliver> OutboxSender<D> {
         }
     }
 
+    fn gate(&self) -> std::sync::MutexGuard<'_, LoginGate> {
+        self.login.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the last rejected login still blocks sending: until when.
+    fn login_blocked_until(&self) -> Option<chrono::DateTime<Utc>> {
+        self.gate().until.filter(|until| *until > Utc::now())
+    }
+
+    /// Counts a rejected login; returns when the next may be tried.
+    fn login_rejected(&self) -> chrono::DateTime<Utc> {
+        let mut gate = self.gate();
+        gate.rejections += 1;
+        let delay = crate::poller::login_backoff(gate.rejections);
+        let until = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        gate.until = Some(until);
+        until
+    }
+
+    fn login_accepted(&self) {
+        *self.gate() = LoginGate::default();
+    }
+
     /// The daemon's task: send whatever is due until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let mut store_failures = 0u32;
@@ -212,10 +269,13 @@ impl<D: Deliver> OutboxSender<D> {
             let wait = match result {
                 Ok(round) => {
                     store_failures = 0;
-                    if round.claimed as i64 >= self.settings.batch {
+                    if let Some(until) = self.login_blocked_until() {
+                        (until - Utc::now()).to_std().unwrap_or_default()
+                    } else if round.claimed as i64 >= self.settings.batch {
                         continue;
+                    } else {
+                        self.settings.poll
                     }
-                    self.settings.poll
                 }
                 Err(e) => {
                     store_failures += 1;
@@ -240,6 +300,9 @@ impl<D: Deliver> OutboxSender<D> {
             self.round(fresh_start, None).await?;
             fresh_start = false;
             let summary = self.store.outbox_summary().await?;
+            if self.login_blocked_until().is_some() {
+                return Ok(summary);
+            }
             let Some(next_due) = summary.next_due.clone() else {
                 return Ok(summary);
             };
@@ -263,6 +326,8 @@ enum Verdict {
     Sent,
     Retry,
     Failed,
+    /// Retried after the login pause; the rest of the round is given back.
+    LoginRejected,
 }
 
 #[cfg(test)]
@@ -373,6 +438,43 @@ mod tests {
                 .starts_with("auto-reply sent to k@c.test"),
             "{}",
             detail.articles[0].auto_reply
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_smtp_login_pauses_all_sending_for_ten_minutes() {
+        let (_d, store) = store().await;
+        store
+            .store_batch(
+                &rules(),
+                &[
+                    incoming(1, "a@c.test"),
+                    incoming(2, "b@c.test"),
+                    incoming(3, "d@c.test"),
+                ],
+            )
+            .await
+            .unwrap();
+        let script = Arc::new(Script::default());
+        *script.results.lock().unwrap() = vec![Err(SendError::LoginRejected {
+            server: "s".into(),
+            detail: "535 5.7.8 authentication failed".into(),
+        })];
+        let sender = OutboxSender::new(store.clone(), script.clone(), settings());
+        let r = sender.send_due().await.unwrap();
+        assert_eq!(r.retrying, 1);
+        let s = sender.drain(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            script.delivered.lock().unwrap().len(),
+            1,
+            "one login tried, not one per queued reply"
+        );
+        assert_eq!((s.sent, s.unsent()), (0, 3), "every reply stays queued");
+        let until = sender.login_blocked_until().expect("sending is paused");
+        let pause = until - Utc::now();
+        assert!(
+            pause > chrono::Duration::minutes(9) && pause <= chrono::Duration::minutes(10),
+            "{pause}"
         );
     }
 

@@ -117,7 +117,33 @@ impl Store {
     /// the same for every mail (already processed? same bytes stored before?) and the
     /// `processed` rows are one statement per chunk of the batch. Each statement is a round trip
     /// to SQLite's worker thread, and these round trips were most of a backlog's time.
+    ///
+    /// A panic while handling a mail (a bug in parsing, threading, reply rules or building the
+    /// rows) is caught here and returned as [`StoreError::Panicked`]: the transaction rolls back
+    /// and the caller retries mail by mail, where it counts as that mail's failure.
     pub async fn store_batch(
+        &self,
+        rules: &TicketRules,
+        mails: &[Incoming],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let work = std::panic::AssertUnwindSafe(self.store_batch_tx(rules, mails));
+        match futures::FutureExt::catch_unwind(work).await {
+            Ok(Ok(outcomes)) => {
+                self.health.worked();
+                Ok(outcomes)
+            }
+            Ok(Err(e)) => Err(self.fail(e)),
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                tracing::error!(account = %rules.account, mails = mails.len(), panic = %what,
+                    "handling a batch panicked; storing its mails one by one");
+                crate::metrics::error(&rules.account, "panic");
+                Err(StoreError::Panicked(what))
+            }
+        }
+    }
+
+    async fn store_batch_tx(
         &self,
         rules: &TicketRules,
         mails: &[Incoming],
@@ -145,6 +171,7 @@ impl Store {
                 outcomes.push(Outcome::AlreadyProcessed);
                 continue;
             }
+            crate::ingest::panic_hook::check(&mail.parsed.subject);
             let now = now_rfc3339();
             let owned = msg_key.as_ref().is_some_and(|k| owners.contains_key(k));
             if !stored.contains_key(sha) && !owned && opens_plain_ticket(rules, &mail.parsed) {
@@ -229,6 +256,8 @@ impl Store {
             Ok(mut outcomes) => Ok(StoredAlone::Stored(
                 outcomes.pop().unwrap_or(Outcome::AlreadyProcessed),
             )),
+            // The disk, not the mail: stop the pass without blaming the mail.
+            Err(e) if e.is_environmental() => Err(e),
             Err(e) => {
                 let attempts = self
                     .record_failure(&rules.account, &mail.source_key, &e.to_string())
@@ -252,7 +281,8 @@ impl Store {
         .bind(prefix.len() as i64)
         .bind(prefix)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.fail(e))?;
         Ok(rows
             .into_iter()
             .map(|(k, d, outcome)| {
@@ -283,11 +313,18 @@ impl Store {
         .bind(outcome)
         .bind(now_rfc3339())
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.fail(e))?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn mark_disposed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+        self.mark_disposed_tx(account, keys)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn mark_disposed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
         let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
         for chunk in keys.chunks(IN_CHUNK) {
@@ -309,6 +346,12 @@ impl Store {
 
     /// Forgets processed keys (POP3 keep mode prunes UIDLs that left the server).
     pub async fn forget_processed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+        self.forget_processed_tx(account, keys)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn forget_processed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         for key in keys {
             sqlx::query("DELETE FROM processed WHERE account = ? AND source_key = ?")
@@ -332,7 +375,8 @@ impl Store {
         .bind(account)
         .bind(folder)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.fail(e))?;
         Ok(v.map(|v| v as u32))
     }
 
@@ -351,7 +395,8 @@ impl Store {
         .bind(value as i64)
         .bind(now_rfc3339())
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -372,9 +417,19 @@ impl Store {
         .bind(error)
         .bind(now_rfc3339())
         .fetch_one(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.fail(e))?;
         Ok(attempts as u32)
     }
+}
+
+/// The text of a caught panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// What a batch knows about the mails stored before (in the store or earlier in the batch), and

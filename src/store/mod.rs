@@ -4,6 +4,7 @@
 //! Ingestion commits a batch of mails in one transaction and only then touches the source
 //! mails, so a mail leaves the server only after its ticket is on disk.
 
+mod failure;
 mod find;
 mod ingest;
 mod outbox;
@@ -13,12 +14,13 @@ pub mod synthetic;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::ConnectOptions;
-use sqlx::SqlitePool;
+use sqlx::{ConnectOptions, Connection, SqlitePool};
 
+pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
@@ -41,11 +43,41 @@ pub enum StoreError {
     },
     #[error("ticket store: {0}")]
     Sql(#[from] sqlx::Error),
+    /// An environmental error (see [`StoreErrorKind::is_environmental`]): the pass stops, the
+    /// mails stay on the server, no mail is blamed.
+    #[error("ticket store: {what} at {path}; mails stay on the server until {until} ({source})", what = kind.what_and_until().0, until = kind.what_and_until().1)]
+    Unavailable {
+        kind: StoreErrorKind,
+        path: String,
+        source: sqlx::Error,
+    },
+    /// Handling one mail panicked (a bug): counted as that mail's failure.
+    #[error("handling the mail panicked: {0}")]
+    Panicked(String),
+}
+
+impl StoreError {
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Sql(e) => StoreErrorKind::of(e),
+            StoreError::Unavailable { kind, .. } => *kind,
+            StoreError::CreateDir { .. } | StoreError::Open { .. } => StoreErrorKind::Io,
+            StoreError::Migrate { .. } | StoreError::Panicked(_) => StoreErrorKind::Other,
+        }
+    }
+
+    /// True when the error is the environment's (disk, file system, lock), not the mail's.
+    pub fn is_environmental(&self) -> bool {
+        self.kind().is_environmental()
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// As shown in messages.
+    path: Arc<str>,
+    health: StoreHealth,
 }
 
 pub fn now_rfc3339() -> String {
@@ -81,6 +113,22 @@ impl Store {
             .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    // The ping flushes a queued rollback first. A connection still inside a
+                    // transaction after that (SQLite rolled back by itself on a full disk, so
+                    // sqlx's ROLLBACK failed and its depth counter stayed up) is closed:
+                    // reused, every later BEGIN on it would fail.
+                    conn.ping().await?;
+                    if conn.is_in_transaction() {
+                        tracing::warn!(
+                            "discarding a store connection left inside a failed transaction"
+                        );
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
@@ -91,10 +139,71 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
-                path: shown,
+                path: shown.clone(),
                 source,
             })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            path: shown.into(),
+            health: StoreHealth::default(),
+        })
+    }
+
+    /// A private in-memory store (one connection), for fuzzing and unit tests.
+    pub async fn open_in_memory() -> Result<Store, StoreError> {
+        let shown = ":memory:".to_string();
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|source| StoreError::Open {
+                path: shown.clone(),
+                source,
+            })?
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: shown.clone(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: shown.clone(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            path: shown.into(),
+            health: StoreHealth::default(),
+        })
+    }
+
+    /// The store's state for /healthz.
+    pub fn health(&self) -> StoreState {
+        self.health.state()
+    }
+
+    /// Every store error on its way out: counted by kind, an environmental one named with the
+    /// store's path and remembered for /healthz.
+    pub(crate) fn fail(&self, e: impl Into<StoreError>) -> StoreError {
+        let e = e.into();
+        let kind = e.kind();
+        crate::metrics::store_error(kind.label());
+        if !kind.is_environmental() {
+            return e;
+        }
+        let e = match e {
+            StoreError::Sql(source) => StoreError::Unavailable {
+                kind,
+                path: self.path.to_string(),
+                source,
+            },
+            other => other,
+        };
+        self.health.failed(kind, &e.to_string());
+        e
     }
 
     pub async fn close(&self) {

@@ -6,6 +6,7 @@
 
 pub mod bigstore;
 pub mod diag;
+pub mod http;
 pub mod mails;
 pub mod oauth;
 pub mod proxy;

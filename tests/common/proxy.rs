@@ -51,6 +51,37 @@ pub async fn cut_on(target: u16, trigger: &'static [u8]) -> CutProxy {
     CutProxy { port, cuts }
 }
 
+/// A transparent proxy that counts the connections made through it.
+pub struct CountingProxy {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl CountingProxy {
+    pub fn count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts a proxy to 127.0.0.1:`target` that forwards everything and counts connections.
+pub async fn counting(target: u16) -> CountingProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    CountingProxy { port, connections }
+}
+
 /// A proxy in front of an IMAP port that imitates a server which never pushes during IDLE: while
 /// the client is in IDLE, untagged responses (`* 3 EXISTS`, `* OK Still here`) are withheld.
 /// Everything else passes unchanged.
