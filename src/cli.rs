@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded, Severity, EXIT_CONFIG};
-use crate::store::Store;
+use crate::logging::Audience;
+use crate::store::{ExportError, FindQuery, Sender, Store, TicketFilter};
+use crate::when::When;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,16 +87,71 @@ pub enum Oauth2Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TicketsCommand {
-    /// All tickets, oldest first
+    /// Tickets, newest first
     List {
+        /// At most this many tickets
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: u32,
+        /// Only this account's tickets (its `name`)
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Only tickets with this status
+        #[arg(long)]
+        status: Option<String>,
+        /// Only tickets of this type
+        #[arg(long = "type", value_name = "TYPE")]
+        ticket_type: Option<String>,
+        /// Created since: a date (2026-11-23, the whole day), a time (RFC 3339) or an age (7d)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<When>,
+        /// Created before: a date (2026-11-23 includes that day), a time or an age (30d)
+        #[arg(long, value_name = "WHEN")]
+        until: Option<When>,
+        /// Print JSON
         #[arg(long)]
         json: bool,
     },
-    /// One ticket with its articles
-    Show {
-        number: String,
+    /// Articles by sender, Message-ID, subject or words in subject and body, newest first
+    Find {
+        /// Words that must all occur in the subject or body (`liefer*` matches a prefix)
+        text: Vec<String>,
+        /// Sender: an address (kunde@example.com) or a whole domain (example.com)
+        #[arg(long, value_name = "ADDR")]
+        from: Option<Sender>,
+        /// The mail's Message-ID, with or without <>
+        #[arg(long, value_name = "ID")]
+        message_id: Option<String>,
+        /// Words that must all occur in the subject
+        #[arg(long, value_name = "TEXT")]
+        subject: Option<String>,
+        /// Only this account's articles (its `name`)
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Received since: a date, a time (RFC 3339) or an age (7d)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<When>,
+        /// Received before: a date (that day included), a time or an age
+        #[arg(long, value_name = "WHEN")]
+        until: Option<When>,
+        /// At most this many articles
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: u32,
+        /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// One ticket with its articles, or one article's mail or attachment as raw bytes
+    Show {
+        number: String,
+        /// Print JSON
+        #[arg(long, conflicts_with_all = ["raw", "attachment"])]
+        json: bool,
+        /// Write article ARTICLE (from 1) exactly as it was fetched to stdout: `> mail.eml`
+        #[arg(long, value_name = "ARTICLE", conflicts_with = "attachment")]
+        raw: Option<u32>,
+        /// Write attachment N (from 1) of article ARTICLE to stdout: `> file`
+        #[arg(long, num_args = 2, value_names = ["ARTICLE", "N"])]
+        attachment: Option<Vec<u32>>,
     },
 }
 
@@ -123,7 +180,11 @@ pub fn main(cli: Cli) -> ExitCode {
     if let Command::CheckConfig = cli.command {
         return check_config(&loaded);
     }
-    crate::logging::init(loaded.config.daemon.log_format);
+    let audience = match cli.command {
+        Command::Run { .. } => Audience::Daemon,
+        _ => Audience::Command,
+    };
+    crate::logging::init(loaded.config.daemon.log_format, audience);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,40 +269,133 @@ async fn tickets(loaded: &Loaded, command: TicketsCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match command {
-        TicketsCommand::List { json } => store.list_tickets().await.map(|list| {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&list).unwrap_or_default()
-                );
-            } else {
-                print!("{}", crate::display::ticket_table(&list));
-            }
-            ExitCode::SUCCESS
-        }),
-        TicketsCommand::Show { number, json } => {
-            store.show_ticket(&number).await.map(|t| match t {
-                Some(t) if json => {
-                    println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Some(t) => {
-                    print!("{}", crate::display::ticket_detail(&t));
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!(
-                        "no ticket with number {number}: `mail2ticket tickets list` shows them all"
-                    );
-                    ExitCode::FAILURE
-                }
-            })
-        }
-    };
+    let code = tickets_command(&store, command).await;
     store.close().await;
-    result.unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        ExitCode::FAILURE
-    })
+    code
+}
+
+async fn tickets_command(store: &Store, command: TicketsCommand) -> ExitCode {
+    let now = chrono::Utc::now();
+    match command {
+        TicketsCommand::List {
+            limit,
+            account,
+            status,
+            ticket_type,
+            since,
+            until,
+            json,
+        } => {
+            let filter = TicketFilter {
+                account,
+                status,
+                ticket_type,
+                since: since.map(|w| w.start(now)),
+                until: until.map(|w| w.end(now)),
+                limit,
+            };
+            match store.list_tickets(&filter).await {
+                Ok(list) if json => print_json(&list),
+                Ok(list) => {
+                    print!("{}", crate::display::ticket_table(&list));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        TicketsCommand::Find {
+            text,
+            from,
+            message_id,
+            subject,
+            account,
+            since,
+            until,
+            limit,
+            json,
+        } => {
+            let query = FindQuery {
+                from,
+                message_id,
+                subject,
+                text: Some(text.join(" ")).filter(|t| !t.trim().is_empty()),
+                account,
+                since: since.map(|w| w.start(now)),
+                until: until.map(|w| w.end(now)),
+                limit,
+            };
+            if !query.has_criterion() {
+                eprintln!(
+                    "error: tell `tickets find` what to look for: words, --from ADDR, \
+                     --message-id ID or --subject TEXT (`tickets list` shows the newest tickets)"
+                );
+                return ExitCode::from(2);
+            }
+            match store.find_articles(&query).await {
+                Ok(hits) if json => print_json(&hits),
+                Ok(hits) => {
+                    print!("{}", crate::display::hit_table(&hits));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        TicketsCommand::Show {
+            number,
+            raw: Some(article),
+            ..
+        } => match store.raw_mail(&number, article).await {
+            Ok(bytes) => write_stdout(&bytes),
+            Err(e) => fail(e),
+        },
+        TicketsCommand::Show {
+            number,
+            attachment: Some(which),
+            ..
+        } => {
+            // clap takes exactly two values for --attachment.
+            let (article, n) = (which[0], which[1]);
+            match store.attachment(&number, article, n).await {
+                Ok(att) => write_stdout(&att.data),
+                Err(e) => fail(e),
+            }
+        }
+        TicketsCommand::Show { number, json, .. } => match store.show_ticket(&number).await {
+            Ok(Some(t)) if json => print_json(&t),
+            Ok(Some(t)) => {
+                print!("{}", crate::display::ticket_detail(&t));
+                ExitCode::SUCCESS
+            }
+            Ok(None) => fail(ExportError::NoTicket(number)),
+            Err(e) => fail(e),
+        },
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Bytes for `> file`: exactly these, nothing before or after (no newline, no message).
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing to standard output failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::store::{TicketDetail, TicketSummary};
+use crate::store::{ArticleHit, TicketDetail, TicketSummary};
 
 fn clip(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -43,6 +43,36 @@ pub fn ticket_table(list: &[TicketSummary]) -> String {
     out
 }
 
+/// `tickets find`: one line per article, naming the ticket and the article as `tickets show
+/// NUMBER --raw ARTICLE` takes them.
+pub fn hit_table(hits: &[ArticleHit]) -> String {
+    if hits.is_empty() {
+        return "nothing found\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<8} {:>3}  {:<12} {:<16}  {:<28} SUBJECT",
+        "TICKET", "ART", "ACCOUNT", "RECEIVED", "FROM"
+    );
+    for h in hits {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>3}  {:<12} {:<16}  {:<28} {}",
+            h.number,
+            h.article,
+            clip(&h.account, 12),
+            h.received_at
+                .get(..16)
+                .unwrap_or(&h.received_at)
+                .replace('T', " "),
+            clip(&h.from, 28),
+            clip(&h.subject, 60)
+        );
+    }
+    out
+}
+
 pub fn ticket_detail(t: &TicketDetail) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Ticket {}: {}", t.number, t.subject);
@@ -77,11 +107,15 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         if !a.auto_reply.is_empty() {
             let _ = writeln!(out, "    Auto-reply: {}", a.auto_reply);
         }
-        for att in &a.attachments {
+        // Numbered as `--attachment ARTICLE N` takes them.
+        for (n, att) in a.attachments.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "    Attachment: {} ({}, {} bytes)",
-                att.filename, att.content_type, att.size
+                "    Attachment {}: {} ({}, {} bytes)",
+                n + 1,
+                att.filename,
+                att.content_type,
+                att.size
             );
         }
         for line in a.text.lines() {

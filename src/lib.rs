@@ -24,3 +24,4 @@ pub mod store;
 pub mod supervisor;
 pub mod template;
 pub mod tls;
+pub mod when;

@@ -1,4 +1,4 @@
-//! Logging to stderr (journald picks it up); `RUST_LOG` filters, default `info`.
+//! Logging to stderr (journald picks it up); `RUST_LOG` filters, else a default per audience.
 
 use std::io::IsTerminal;
 
@@ -9,6 +9,27 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+/// Who reads the log, which decides what is logged when `RUST_LOG` is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// `run`: an operator's journal. Our own events from `info`, the libraries' warnings too.
+    Daemon,
+    /// Every other command: a person at a terminal or a script reading its output. Only our
+    /// own warnings and errors; a library's warnings (sqlx's "slow statement", say) mean
+    /// nothing to them and would mix into the output they asked for.
+    Command,
+}
+
+impl Audience {
+    fn default_filter(self) -> &'static str {
+        match self {
+            Audience::Daemon => "info",
+            // Directives for one target only: every other target is off.
+            Audience::Command => "mail2ticket=warn",
+        }
+    }
+}
 
 /// Libraries whose trace output carries what they send and receive: async-imap prints every
 /// command (a LOGIN password, an AUTHENTICATE token), the HTTP stack can print request bodies
@@ -27,10 +48,11 @@ const CAPPED_AT_DEBUG: &[&str] = &[
     "tokio_rustls",
 ];
 
-pub fn filter(spec: Option<&str>) -> EnvFilter {
+/// `spec` is `RUST_LOG`; without it, the audience's default.
+pub fn filter(spec: Option<&str>, audience: Audience) -> EnvFilter {
     let mut filter = spec
         .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(audience.default_filter()));
     if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
         for target in CAPPED_AT_DEBUG {
             if let Ok(directive) = format!("{target}=debug").parse() {
@@ -41,8 +63,8 @@ pub fn filter(spec: Option<&str>) -> EnvFilter {
     filter
 }
 
-pub fn init(format: LogFormat) {
-    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
+pub fn init(format: LogFormat, audience: Audience) {
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), audience);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -95,7 +117,55 @@ fn is_wire_target(target: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// What a subscriber with the audience's default filter writes for one of our warnings and
+    /// one of sqlx's.
+    fn written(audience: Audience) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter(None, audience))
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "mail2ticket::store", "our own warning");
+            tracing::warn!(target: "sqlx::query", "slow statement: execution time exceeded alert threshold");
+        });
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_command_shows_our_warnings_but_no_librarys() {
+        let text = written(Audience::Command);
+        assert!(text.contains("our own warning"), "{text}");
+        assert!(!text.contains("slow statement"), "{text}");
+    }
+
+    #[test]
+    fn the_daemon_logs_library_warnings_too() {
+        let text = written(Audience::Daemon);
+        assert!(
+            text.contains("our own warning") && text.contains("slow statement"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn wire_targets_and_their_modules_are_capped_others_are_not() {

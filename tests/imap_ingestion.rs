@@ -598,8 +598,10 @@ async fn a_follow_up_in_the_same_batch_joins_the_ticket_opened_just_before_it() 
     );
     assert!(cfg.run(&["run", "--once"]).status.success());
     let tickets = cfg.tickets();
+    // `tickets list` shows the newest first: reversed, in the order they were opened.
     let summary: Vec<(String, String, i64)> = tickets
         .iter()
+        .rev()
         .map(|t| {
             (
                 t["number"].as_str().unwrap().to_string(),

@@ -39,12 +39,12 @@ fn assert_no_secret_in_trace(what: &str, out: &Output, user: &str, password: &st
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // `run --once` opens the store, whose statements are logged at debug: seeing them shows
+    // `run --once` opens the store, whose statements are logged at trace: seeing them shows
     // that RUST_LOG=trace took effect (otherwise the silence would prove nothing).
     if what.starts_with("run --once") {
         assert!(
-            all.contains("DEBUG sqlx::query"),
-            "{what}: no debug line in the output:\n{all}"
+            all.contains("TRACE sqlx::query"),
+            "{what}: no trace line in the output:\n{all}"
         );
     }
     for secret in secret_forms(user, password) {

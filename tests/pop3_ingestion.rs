@@ -105,7 +105,7 @@ async fn eight_bit_bodies_and_dot_lines_survive_byte_for_byte() {
     );
     assert!(cfg.run(&["run", "--once"]).status.success());
     let db = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
-    let tickets = db.list_tickets().await.unwrap();
+    let tickets = db.list_tickets(&Default::default()).await.unwrap();
     assert_eq!(tickets.len(), 3);
     let mut raws = Vec::new();
     for t in &tickets {

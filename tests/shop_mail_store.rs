@@ -174,7 +174,7 @@ async fn two_pollers_storing_copies_at_the_same_moment_open_one_ticket_each_mess
             other => panic!("{other:?}"),
         }
     }
-    for t in store.list_tickets().await.unwrap() {
+    for t in store.list_tickets(&Default::default()).await.unwrap() {
         let d = store.show_ticket(&t.number).await.unwrap().unwrap();
         assert_eq!(d.articles.len(), 1);
         let mut by = d.articles[0].received_by.clone();
@@ -252,7 +252,10 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
         pool.close().await;
     }
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.list_tickets().await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_tickets(&Default::default()).await.unwrap().len(),
+        1
+    );
     let out = store
         .store_batch(
             &rules("returns"),
@@ -311,7 +314,7 @@ async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
         .store_batch(&from_rules, &[form("c", "f3", "")])
         .await
         .unwrap();
-    let tickets = store.list_tickets().await.unwrap();
+    let tickets = store.list_tickets(&Default::default()).await.unwrap();
     let by_account = |account: &str| -> Vec<(String, String)> {
         tickets
             .iter()

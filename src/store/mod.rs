@@ -5,9 +5,12 @@
 //! mails, so a mail leaves the server only after its ticket is on disk.
 
 mod failure;
+mod find;
 mod ingest;
 mod outbox;
 mod query;
+mod raw;
+pub mod synthetic;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -15,12 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqlitePool};
+use sqlx::{ConnectOptions, Connection, SqlitePool};
 
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
+pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use query::*;
+pub use raw::{AttachmentData, ExportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,7 +105,12 @@ impl Store {
             // FULL: a commit is fsynced before it returns; disposal of source mails relies on it.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // sqlx logs every statement at DEBUG and slow ones at WARN by default; a slow query
+            // is a tuning hint for the daemon's debug log, not a warning for whoever runs a
+            // command, and the statements themselves are trace detail.
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .after_release(|conn, _| {

@@ -1,7 +1,8 @@
 //! Read side for the CLI (`tickets list`, `tickets show`).
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Store, StoreError};
 
@@ -65,6 +66,38 @@ const SUMMARY_SQL: &str = "SELECT t.number, t.account, t.ticket_type, t.status, 
      (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id) AS articles \
      FROM tickets t";
 
+/// Which tickets `tickets list` shows: newest first, at most `limit`, narrowed by the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketFilter {
+    pub account: Option<String>,
+    pub status: Option<String>,
+    pub ticket_type: Option<String>,
+    /// Created at or after this moment.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before this moment.
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+impl Default for TicketFilter {
+    fn default() -> TicketFilter {
+        TicketFilter {
+            account: None,
+            status: None,
+            ticket_type: None,
+            since: None,
+            until: None,
+            limit: 50,
+        }
+    }
+}
+
+/// A bound in the form `created_at` is stored in (RFC 3339, milliseconds, `Z`), so text
+/// comparison is time comparison.
+fn created_bound(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn summary(row: &sqlx::sqlite::SqliteRow) -> TicketSummary {
     TicketSummary {
         number: row.get(0),
@@ -80,10 +113,42 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> TicketSummary {
 }
 
 impl Store {
-    pub async fn list_tickets(&self) -> Result<Vec<TicketSummary>, StoreError> {
-        let rows = sqlx::query(&format!("{SUMMARY_SQL} ORDER BY t.id"))
-            .fetch_all(&self.pool)
-            .await?;
+    /// One page of tickets, newest first. The page is chosen through the created_at indexes
+    /// (migration 0004) before articles are counted, so its cost follows `limit`, not the size
+    /// of the store.
+    pub async fn list_tickets(
+        &self,
+        filter: &TicketFilter,
+    ) -> Result<Vec<TicketSummary>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "WITH page AS (SELECT id, number, account, ticket_type, status, subject, customer_email, \
+             customer_name, created_at FROM tickets WHERE 1 = 1",
+        );
+        if let Some(account) = &filter.account {
+            q.push(" AND account = ").push_bind(account);
+        }
+        if let Some(status) = &filter.status {
+            q.push(" AND status = ").push_bind(status);
+        }
+        if let Some(ticket_type) = &filter.ticket_type {
+            q.push(" AND ticket_type = ").push_bind(ticket_type);
+        }
+        if let Some(since) = filter.since {
+            q.push(" AND created_at >= ")
+                .push_bind(created_bound(since));
+        }
+        if let Some(until) = filter.until {
+            q.push(" AND created_at < ").push_bind(created_bound(until));
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit))
+            .push(
+                ") SELECT p.number, p.account, p.ticket_type, p.status, p.subject, p.customer_email, \
+                 p.customer_name, p.created_at, COUNT(a.id) FROM page p \
+                 LEFT JOIN articles a ON a.ticket_id = p.id \
+                 GROUP BY p.id ORDER BY p.created_at DESC, p.id DESC",
+            );
+        let rows = q.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(summary).collect())
     }
 
@@ -166,15 +231,5 @@ impl Store {
             created_at: s.created_at,
             articles: details,
         }))
-    }
-
-    /// The raw bytes of every article of a ticket, oldest first (for tests and export).
-    pub async fn raw_articles(&self, number: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT a.raw FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ? ORDER BY a.id",
-        )
-        .bind(number)
-        .fetch_all(&self.pool)
-        .await?)
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod bigstore;
 pub mod diag;
 pub mod http;
 pub mod mails;
@@ -238,8 +239,9 @@ impl TestConfig {
         mail2ticket_cmd(&self.path).args(args).output().unwrap()
     }
 
+    /// Every ticket of the store, newest first.
     pub fn tickets(&self) -> Vec<serde_json::Value> {
-        let out = self.run(&["tickets", "list", "--json"]);
+        let out = self.run(&["tickets", "list", "--json", "--limit", "1000000"]);
         assert!(
             out.status.success(),
             "tickets list failed: {}",

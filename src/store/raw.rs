@@ -1,0 +1,168 @@
+//! The mail of an article exactly as it was fetched, and the attachments decoded from it
+//! (`tickets show NUMBER --raw ARTICLE`, `--attachment ARTICLE N`).
+//!
+//! Every read of stored raw bytes goes through [`verified_raw`]: it checks them against the
+//! SHA-256 taken at ingestion, and it is the one place to change when raw mail is stored
+//! differently (compressed, say).
+
+use sqlx::SqlitePool;
+
+use super::{sha256_hex, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("no ticket with number {0}: `mail2ticket tickets list` or `tickets find` shows them")]
+    NoTicket(String),
+    #[error(
+        "ticket {number} has {count} article(s), so there is no article {article}: \
+         `mail2ticket tickets show {number}` numbers them from 1"
+    )]
+    NoArticle {
+        number: String,
+        article: u32,
+        count: i64,
+    },
+    #[error(
+        "article {article} of ticket {number} has {count} attachment(s), so there is no \
+         attachment {n}: `mail2ticket tickets show {number}` numbers them from 1"
+    )]
+    NoAttachment {
+        number: String,
+        article: u32,
+        n: u32,
+        count: i64,
+    },
+    #[error(
+        "the stored mail of article {article} of ticket {number} does not match the SHA-256 taken \
+         when it was fetched (stored {expected}, now {actual}): the store file is damaged; \
+         restore it from a backup (nothing was written)"
+    )]
+    Corrupt {
+        number: String,
+        article: u32,
+        expected: String,
+        actual: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ExportError {
+    fn from(e: sqlx::Error) -> ExportError {
+        ExportError::Store(StoreError::Sql(e))
+    }
+}
+
+/// One decoded attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentData {
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// The raw bytes of an article, checked against its stored SHA-256. `number` and `article` only
+/// name it in the error.
+async fn verified_raw(
+    pool: &SqlitePool,
+    article_id: i64,
+    number: &str,
+    article: u32,
+) -> Result<Vec<u8>, ExportError> {
+    let (raw, expected): (Vec<u8>, String) =
+        sqlx::query_as("SELECT raw, raw_sha256 FROM articles WHERE id = ?")
+            .bind(article_id)
+            .fetch_one(pool)
+            .await?;
+    let actual = sha256_hex(&raw);
+    if actual != expected {
+        return Err(ExportError::Corrupt {
+            number: number.to_string(),
+            article,
+            expected,
+            actual,
+        });
+    }
+    Ok(raw)
+}
+
+impl Store {
+    /// The row ids of a ticket's articles, oldest first: article N of `tickets show` is the
+    /// N-th of them.
+    async fn article_ids(&self, number: &str) -> Result<Vec<i64>, ExportError> {
+        let ticket: Option<i64> = sqlx::query_scalar("SELECT id FROM tickets WHERE number = ?")
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(ticket) = ticket else {
+            return Err(ExportError::NoTicket(number.to_string()));
+        };
+        Ok(
+            sqlx::query_scalar("SELECT id FROM articles WHERE ticket_id = ? ORDER BY id")
+                .bind(ticket)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn article_id(&self, number: &str, article: u32) -> Result<i64, ExportError> {
+        let ids = self.article_ids(number).await?;
+        (article as usize)
+            .checked_sub(1)
+            .and_then(|i| ids.get(i).copied())
+            .ok_or(ExportError::NoArticle {
+                number: number.to_string(),
+                article,
+                count: ids.len() as i64,
+            })
+    }
+
+    /// Article `article` (from 1) of a ticket exactly as it was fetched.
+    pub async fn raw_mail(&self, number: &str, article: u32) -> Result<Vec<u8>, ExportError> {
+        let id = self.article_id(number, article).await?;
+        verified_raw(&self.pool, id, number, article).await
+    }
+
+    /// The raw bytes of every article of a ticket, oldest first.
+    pub async fn raw_articles(&self, number: &str) -> Result<Vec<Vec<u8>>, ExportError> {
+        let mut out = Vec::new();
+        for (i, id) in self.article_ids(number).await?.into_iter().enumerate() {
+            out.push(verified_raw(&self.pool, id, number, i as u32 + 1).await?);
+        }
+        Ok(out)
+    }
+
+    /// Attachment `n` (from 1, in the order `tickets show` lists them) of an article.
+    pub async fn attachment(
+        &self,
+        number: &str,
+        article: u32,
+        n: u32,
+    ) -> Result<AttachmentData, ExportError> {
+        let id = self.article_id(number, article).await?;
+        // Ids first: only the one attachment asked for is read into memory.
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM attachments WHERE article_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        let Some(attachment) = (n as usize).checked_sub(1).and_then(|i| ids.get(i)) else {
+            return Err(ExportError::NoAttachment {
+                number: number.to_string(),
+                article,
+                n,
+                count: ids.len() as i64,
+            });
+        };
+        let (filename, content_type, data) =
+            sqlx::query_as("SELECT filename, content_type, data FROM attachments WHERE id = ?")
+                .bind(attachment)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(AttachmentData {
+            filename,
+            content_type,
+            data,
+        })
+    }
+}
