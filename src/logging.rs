@@ -31,36 +31,10 @@ impl Audience {
     }
 }
 
-/// Libraries whose trace output carries what they send and receive: async-imap prints every
-/// command (a LOGIN password, an AUTHENTICATE token), the HTTP stack can print request bodies
-/// (a client secret, a refresh token). With `RUST_LOG=trace` they stay at debug, whatever else
-/// the filter says, so no log level shows a secret.
-const CAPPED_AT_DEBUG: &[&str] = &[
-    "async_imap",
-    "imap_proto",
-    "reqwest",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "oauth2",
-    "lettre",
-    "rustls",
-    "tokio_rustls",
-];
-
 /// `spec` is `RUST_LOG`; without it, the audience's default.
 pub fn filter(spec: Option<&str>, audience: Audience) -> EnvFilter {
-    let mut filter = spec
-        .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new(audience.default_filter()));
-    if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
-        for target in CAPPED_AT_DEBUG {
-            if let Ok(directive) = format!("{target}=debug").parse() {
-                filter = filter.add_directive(directive);
-            }
-        }
-    }
-    filter
+    spec.and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new(audience.default_filter()))
 }
 
 pub fn init(format: LogFormat, audience: Audience) {
@@ -91,9 +65,23 @@ pub fn init(format: LogFormat, audience: Audience) {
 }
 
 /// Log targets that see protocol traffic, logins included: async-imap logs every line it writes
-/// at trace (`LOGIN "user" "password"`), lettre's SMTP client the AUTH exchange, and our POP3
-/// client its commands. Their debug and trace events never reach any output.
-pub const WIRE_TARGETS: &[&str] = &["async_imap", "imap_proto", "lettre", WIRE_TARGET];
+/// at trace (`LOGIN "user" "password"`, an AUTHENTICATE token), lettre's SMTP client the AUTH
+/// exchange, the HTTP stack under the OAuth token requests their bodies and headers (a client
+/// secret, a refresh token), and our POP3 client its commands. Their debug and trace events
+/// never reach any output.
+pub const WIRE_TARGETS: &[&str] = &[
+    "async_imap",
+    "imap_proto",
+    "lettre",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "oauth2",
+    "rustls",
+    "tokio_rustls",
+    WIRE_TARGET,
+];
 
 /// Parent target of our own protocol-line logging.
 pub const WIRE_TARGET: &str = "mail2ticket::wire";
@@ -175,6 +163,8 @@ mod tests {
             "lettre::transport::smtp::client::async_connection"
         ));
         assert!(is_wire_target("mail2ticket::wire::pop3"));
+        assert!(is_wire_target("reqwest::connect"));
+        assert!(is_wire_target("hyper_util::client::legacy::pool"));
         assert!(!is_wire_target("async_imapx"));
         assert!(!is_wire_target("mail2ticket::poller"));
     }
