@@ -193,7 +193,7 @@ async fn a_full_disk_stops_the_pass_blames_no_mail_and_every_mail_arrives_once_a
     });
     drop(daemon);
     let out = mail2ticket_cmd(&config)
-        .args(["tickets", "list", "--json"])
+        .args(["tickets", "list", "--json", "--limit", "1000000"])
         .output()
         .unwrap();
     let tickets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
