@@ -135,18 +135,7 @@ impl Store {
                 path: shown.clone(),
                 source,
             })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: shown.clone(),
-                source,
-            })?;
-        Ok(Store {
-            pool,
-            path: shown.into(),
-            health: StoreHealth::default(),
-        })
+        Store::migrated(pool, shown).await
     }
 
     /// A private in-memory store (one connection), for fuzzing and unit tests.
@@ -166,6 +155,11 @@ impl Store {
                 path: shown.clone(),
                 source,
             })?;
+        Store::migrated(pool, shown).await
+    }
+
+    /// Brings a freshly opened pool's schema up to date: the one place migrations run.
+    async fn migrated(pool: SqlitePool, shown: String) -> Result<Store, StoreError> {
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
