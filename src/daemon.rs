@@ -10,11 +10,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::account::AccountRuntime;
 use crate::config::{Config, Loaded, Severity};
+use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::Health;
 use crate::http::HttpState;
-use crate::poller::{self, AccountRuntime};
-use crate::reply::sender::{OutboxSender, SenderSettings};
+use crate::poller;
 use crate::signals::{self, Event, Signals};
 use crate::smtp::SmtpTransport;
 use crate::store::Store;

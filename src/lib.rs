@@ -1,9 +1,12 @@
 //! mail2ticket: turns customer e-mail fetched by IMAP or POP3 into helpdesk tickets, exactly once.
 #![forbid(unsafe_code)]
 
+pub mod account;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod diagnose;
 pub mod display;
 pub mod health;
@@ -20,6 +23,7 @@ pub mod reply;
 pub mod secret;
 pub mod signals;
 pub mod smtp;
+pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod template;

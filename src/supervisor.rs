@@ -16,10 +16,12 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::account::AccountRuntime;
+use crate::backoff::backoff_delay;
 use crate::config::{Config, SmtpConfig};
+use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::{AccountHealth, Health, State};
-use crate::poller::{self, backoff_delay, AccountRuntime};
-use crate::reply::sender::{OutboxSender, SenderSettings};
+use crate::poller;
 use crate::smtp::SmtpTransport;
 use crate::store::Store;
 
@@ -129,7 +131,9 @@ impl Supervisor {
             if !changes.restarted.contains(&name) {
                 changes.started.push(name.clone());
             }
-            rt.health = self.health.register(&name, rt.expected_interval(false));
+            rt.health = self
+                .health
+                .register(&name, poller::expected_interval(&rt, false));
             crate::metrics::register_account(&name);
             let cancel = CancellationToken::new();
             let handle = tokio::spawn(supervise_account(

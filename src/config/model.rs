@@ -109,6 +109,18 @@ pub enum Protocol {
     Pop3,
 }
 
+impl Protocol {
+    /// The usual port for an encryption mode: implicit TLS, or plain (with or without STARTTLS).
+    pub fn default_port(self, encryption: Encryption) -> u16 {
+        match (self, encryption) {
+            (Protocol::Imap, Encryption::Ssl) => 993,
+            (Protocol::Imap, _) => 143,
+            (Protocol::Pop3, Encryption::Ssl) => 995,
+            (Protocol::Pop3, _) => 110,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -175,13 +187,18 @@ pub struct SmtpConfig {
     pub resolved_password: Option<Secret>,
 }
 
+/// The usual SMTP port for an encryption mode (submissions, submission, SMTP).
+pub fn smtp_default_port(encryption: Encryption) -> u16 {
+    match encryption {
+        Encryption::Ssl => 465,
+        Encryption::Starttls => 587,
+        Encryption::None => 25,
+    }
+}
+
 impl SmtpConfig {
     pub fn port(&self) -> u16 {
-        self.port.unwrap_or(match self.encryption {
-            Encryption::Ssl => 465,
-            Encryption::Starttls => 587,
-            Encryption::None => 25,
-        })
+        self.port.unwrap_or(smtp_default_port(self.encryption))
     }
     pub fn password_source(&self) -> PasswordSource {
         PasswordSource {
@@ -263,12 +280,8 @@ fn default_auto_reply_max_age() -> Duration {
 
 impl AccountConfig {
     pub fn port(&self) -> u16 {
-        self.port.unwrap_or(match (self.protocol, self.encryption) {
-            (Protocol::Imap, Encryption::Ssl) => 993,
-            (Protocol::Imap, _) => 143,
-            (Protocol::Pop3, Encryption::Ssl) => 995,
-            (Protocol::Pop3, _) => 110,
-        })
+        self.port
+            .unwrap_or(self.protocol.default_port(self.encryption))
     }
     pub fn password_source(&self) -> PasswordSource {
         PasswordSource {

@@ -52,6 +52,26 @@ impl ImapError {
     }
 }
 
+impl From<ImapError> for crate::source::SourceError {
+    fn from(e: ImapError) -> Self {
+        use crate::source::ErrorKind;
+        let kind = match &e {
+            ImapError::Store(_) => ErrorKind::Store,
+            ImapError::Connect(_) => ErrorKind::Connect,
+            ImapError::StartTlsNotOffered { .. } => ErrorKind::Tls,
+            ImapError::AuthRejected { server, .. } => ErrorKind::LoginRejected {
+                server_said: server.clone(),
+            },
+            ImapError::Timeout { .. } => ErrorKind::Timeout,
+            ImapError::Imap { .. } | ImapError::Protocol { .. } => ErrorKind::Protocol,
+            ImapError::Refused { .. } => ErrorKind::Refused,
+            ImapError::Connection { .. } => ErrorKind::Connection,
+            ImapError::FolderMissing { .. } => ErrorKind::Folder,
+        };
+        crate::source::SourceError::new(kind, e)
+    }
+}
+
 /// LOGIN failures that say nothing about the password (RFC 5530 response codes).
 const TEMPORARY_LOGIN_CODES: &[&str] = &["[UNAVAILABLE]", "[SERVERBUG]", "[INUSE]", "[LIMIT]"];
 

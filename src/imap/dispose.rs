@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 
 use super::connect::{is_trycreate, timed, ImapConnection, ImapError};
 use super::names::Hierarchy;
-use super::pass::uid_set;
+use super::uid_set::uid_set;
 use super::utf7;
 use crate::config::ImapAction;
 

@@ -11,6 +11,7 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 use super::{now_rfc3339, Store, StoreError};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
+pub use crate::ingest::outcome::Outcome;
 use crate::ingest::parse::ParsedMail;
 use crate::ingest::same_message::message_key;
 
@@ -48,38 +49,6 @@ impl TicketRules {
                 crate::ingest::testmail::is_genuine(marker, key, email)
             }
             _ => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    NewTicket {
-        number: String,
-    },
-    FollowUp {
-        number: String,
-    },
-    /// The same bytes were already stored for this account (e.g. after a UIDVALIDITY change).
-    /// Also: a copy of a message another account (or this one) already stored; it is recorded
-    /// against that message's article (see `ingest::same_message`).
-    Duplicate {
-        number: String,
-    },
-    /// A test-fetch mail: disposed without a ticket.
-    TestMail,
-    /// This source key was handled in an earlier pass.
-    AlreadyProcessed,
-}
-
-impl Outcome {
-    fn label(&self) -> &'static str {
-        match self {
-            Outcome::NewTicket { .. } => "ticket",
-            Outcome::FollowUp { .. } => "followup",
-            Outcome::Duplicate { .. } => "duplicate",
-            Outcome::TestMail => "test",
-            Outcome::AlreadyProcessed => "processed",
         }
     }
 }

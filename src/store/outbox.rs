@@ -1,12 +1,12 @@
 //! The outbox of automatic replies: queued inside the ingestion transaction, delivered by
-//! `reply::sender`.
+//! `delivery`.
 //!
 //! Life of a row: `pending` → (claimed) `sending` → `sent` | `pending` again (temporary failure,
 //! with `next_attempt_at` pushed back) | `failed` (permanent failure, or temporary ones for
 //! longer than the give-up time). A claim is a conditional UPDATE committed *before* the SMTP
 //! conversation starts; it sets `next_attempt_at` to the end of a lease. If the process dies
 //! while sending, the row stays `sending` and becomes claimable again when the lease ends, so the
-//! reply is retried, never lost. See `reply::sender` for why that is the safer side.
+//! reply is retried, never lost. See `delivery` for why that is the safer side.
 //!
 //! All times are RFC 3339 UTC with milliseconds (`now_rfc3339`), which sort as text.
 

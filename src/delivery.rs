@@ -222,7 +222,7 @@ impl<D: Deliver> OutboxSender<D> {
                         error = %text, "auto-reply failed");
                     return Ok(Verdict::Failed);
                 }
-                let delay = crate::poller::backoff_delay(entry.attempts.saturating_sub(1));
+                let delay = crate::backoff::backoff_delay(entry.attempts.saturating_sub(1));
                 let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 let text = e.to_string();
                 self.store.mark_reply_retry(entry, &text, next).await?;
@@ -249,7 +249,7 @@ impl<D: Deliver> OutboxSender<D> {
     fn login_rejected(&self) -> chrono::DateTime<Utc> {
         let mut gate = self.gate();
         gate.rejections += 1;
-        let delay = crate::poller::login_backoff(gate.rejections);
+        let delay = crate::backoff::login_backoff(gate.rejections);
         let until = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         gate.until = Some(until);
         until
@@ -280,7 +280,7 @@ impl<D: Deliver> OutboxSender<D> {
                 Err(e) => {
                     store_failures += 1;
                     error!(error = %e, "the reply sender cannot read the outbox; retrying");
-                    crate::poller::backoff_delay(store_failures)
+                    crate::backoff::backoff_delay(store_failures)
                 }
             };
             tokio::select! {
@@ -604,7 +604,7 @@ mod tests {
         let out = store.store_batch(&rules(), &[answer]).await.unwrap();
         assert_eq!(
             out[0],
-            crate::store::Outcome::FollowUp {
+            crate::ingest::outcome::Outcome::FollowUp {
                 number: "10002".into()
             }
         );
