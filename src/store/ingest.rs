@@ -580,7 +580,7 @@ async fn message_owners(
             "SELECT m.message_key, m.article_id, t.number FROM messages m \
              JOIN tickets t ON t.id = m.ticket_id WHERE m.message_key IN (",
         );
-        q.push_list(chunk.iter().map(|key| *key));
+        q.push_list(chunk.iter().copied());
         q.push(")");
         let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
         for (key, article_id, number) in rows {
@@ -760,7 +760,7 @@ async fn processed_among(
     for chunk in keys.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new("SELECT source_key FROM processed WHERE account = ");
         q.push_bind(account).push(" AND source_key IN (");
-        q.push_list(chunk.iter().map(|key| *key));
+        q.push_list(chunk.iter().copied());
         q.push(")");
         let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
         out.extend(rows.into_iter().map(|(k,)| k));

@@ -117,8 +117,8 @@ pub struct Store {
     health: StoreHealth,
 }
 
-/// The key of the PostgreSQL advisory lock every write transaction takes (see
-/// [`Store::write_tx`]): "m2tstore" in ASCII, so it is recognisable in `pg_locks`.
+/// The seed of the PostgreSQL advisory lock every write transaction takes (see
+/// [`Store::write_tx`]): "m2tstore" in ASCII.
 const WRITE_LOCK_KEY: i64 = 0x6d32_7473_746f_7265;
 
 /// Connections per store: enough for the pollers' batches, the reply sender and reads.
@@ -358,7 +358,9 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                // Keyed by the schema too: two stores in one database (say, a test and a
+                // production schema) do not wait for each other.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(current_schema(), $1))")
                     .bind(WRITE_LOCK_KEY)
                     .execute(&mut *tx)
                     .await?;

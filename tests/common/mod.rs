@@ -229,7 +229,9 @@ impl TestStore {
     }
 }
 
-/// A new, empty database on the lab's PostgreSQL; returns its URL (TLS, verify-full).
+/// A new, empty store on the lab's PostgreSQL; returns its URL (TLS, verify-full). Each store is
+/// a schema of its own (the URL sets `search_path`): a database per test would leave the
+/// server's shutdown checkpoint (the restart test) thousands of files to flush.
 pub async fn fresh_pg_database(lab: &Lab) -> String {
     use sqlx::Connection;
     static N: AtomicU32 = AtomicU32::new(0);
@@ -248,12 +250,12 @@ pub async fn fresh_pg_database(lab: &Lab) -> String {
         .unwrap_or_else(|e| {
             panic!("the lab's PostgreSQL does not answer ({e}): run `scripts/mail-lab up`")
         });
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(&format!("CREATE SCHEMA {name}"))
         .execute(&mut conn)
         .await
         .unwrap();
     conn.close().await.ok();
-    admin.replacen("/postgres?", &format!("/{name}?"), 1)
+    format!("{admin}&options[search_path]={name}")
 }
 
 /// A config file in a temporary directory, with the store beside it (SQLite) or in a fresh
@@ -269,9 +271,14 @@ pub struct TestConfig {
 impl TestConfig {
     /// `accounts` are TOML `[[account]]` bodies; the store and daemon sections are filled in.
     pub fn new(accounts: &[String], extra: &str) -> TestConfig {
+        TestConfig::new_on(TestStore::current(), accounts, extra)
+    }
+
+    /// As [`TestConfig::new`], on the given store whatever the suite runs on.
+    pub fn new_on(on: TestStore, accounts: &[String], extra: &str) -> TestConfig {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("tickets.db");
-        let (location, store_section) = match TestStore::current() {
+        let (location, store_section) = match on {
             TestStore::Sqlite => (
                 StoreLocation::Sqlite(store.clone()),
                 format!("path = \"{}\"", store.display()),
@@ -281,6 +288,11 @@ impl TestConfig {
                 // In a file, as a deployment would keep it: the URL carries the password.
                 let url_file = dir.path().join("store.url");
                 std::fs::write(&url_file, &url).unwrap();
+                std::fs::set_permissions(
+                    &url_file,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
                 (
                     StoreLocation::Postgres(mail2ticket::secret::Secret::new(url)),
                     format!("url_file = \"{}\"", url_file.display()),
