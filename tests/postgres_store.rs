@@ -216,4 +216,33 @@ async fn postgres_restarted_mid_backlog_loses_and_doubles_nothing() {
         !log.contains("storing a mail failed"),
         "a mail was blamed:\n{log}"
     );
+    assert!(
+        !log.contains(lab.var("MAIL_LAB_PG_PASSWORD")),
+        "the database password reached the log"
+    );
+}
+
+#[test]
+fn an_oauth_account_on_a_postgres_store_must_name_its_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[store]\nurl = \"postgres://m2t@db/tickets\"\n\n[[account]]\nname = \"x\"\n\
+         email = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
+         ticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\nauth = \"oauth2\"\n\n\
+         [account.oauth2]\nprovider = \"google\"\ngrant = \"refresh_token\"\nclient_id = \"c\"\n\
+         client_secret = \"s\"\n",
+    )
+    .unwrap();
+    let out = common::mail2ticket_cmd(&config)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("oauth2.token_file") && err.contains("[store] url"),
+        "{err}"
+    );
 }
