@@ -42,7 +42,7 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
         }
     };
     let config = loaded.config;
-    let store = match Store::open(&config.store.path).await {
+    let store = match Store::open_at(&config.store.location()).await {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -252,7 +252,7 @@ async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) 
 fn needs_restart(old: &Config, new: &Config) {
     let mut keys = Vec::new();
     if old.store != new.store {
-        keys.push("[store] path");
+        keys.push("[store] path / url");
     }
     if old.daemon.http_listen != new.daemon.http_listen {
         keys.push("[daemon] http_listen");
