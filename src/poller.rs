@@ -17,6 +17,7 @@ use crate::health::{AccountHealth, State};
 use crate::imap::idle::{idle, idle_wait};
 use crate::imap::pass::{run_pass, PassContext, PassReport};
 use crate::imap::{self, ImapConnection};
+use crate::lease::Holding;
 use crate::oauth::TokenSource;
 use crate::store::{Store, TicketRules};
 
@@ -35,6 +36,9 @@ pub struct AccountRuntime {
     pub health: AccountHealth,
     /// With `auth = "oauth2"`: the account's tokens, kept across reconnects.
     pub tokens: Option<Arc<TokenSource>>,
+    /// Several instances: asked before every disposal (set by `lease::serve`; always yes
+    /// otherwise).
+    pub lease: Holding,
 }
 
 impl AccountRuntime {
@@ -67,6 +71,7 @@ impl AccountRuntime {
             timeout: config.daemon.network_timeout,
             health: AccountHealth::detached(&account.name),
             tokens: token_source(config, account)?,
+            lease: Holding::default(),
             account: account.clone(),
         })
     }
@@ -106,6 +111,7 @@ impl AccountRuntime {
             max_message_size: self.max_message_size,
             cancel,
             health: Some(&self.health),
+            lease: &self.lease,
         }
     }
 }
@@ -187,6 +193,7 @@ pub fn error_kind(e: &anyhow::Error) -> &'static str {
         return match e {
             Pop3PassError::Store(_) => "store",
             Pop3PassError::OAuth(o) => o.kind(),
+            Pop3PassError::LeaseLost => "lease_lost",
             Pop3PassError::Pop3(p) => {
                 use crate::pop3::client::Pop3Error as P;
                 match p {

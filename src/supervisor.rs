@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, SmtpConfig};
 use crate::health::{AccountHealth, Health, State};
+use crate::lease::Leases;
 use crate::poller::{self, backoff_delay, AccountRuntime};
 use crate::reply::sender::{OutboxSender, SenderSettings};
 use crate::smtp::SmtpTransport;
@@ -71,6 +72,8 @@ pub struct Changes {
 
 pub struct Supervisor {
     store: Store,
+    /// `[store] instances = "several"`: accounts are polled under their leases.
+    leases: Option<Leases>,
     health: Health,
     grace: Duration,
     accounts: BTreeMap<String, Task<AccountRuntime>>,
@@ -80,9 +83,15 @@ pub struct Supervisor {
 impl Supervisor {
     /// `grace`: how long a stopping task may take to finish its mail in flight before it is
     /// aborted.
-    pub fn new(store: Store, health: Health, grace: Duration) -> Supervisor {
+    pub fn new(
+        store: Store,
+        leases: Option<Leases>,
+        health: Health,
+        grace: Duration,
+    ) -> Supervisor {
         Supervisor {
             store,
+            leases,
             health,
             grace,
             accounts: BTreeMap::new(),
@@ -135,6 +144,7 @@ impl Supervisor {
             let handle = tokio::spawn(supervise_account(
                 rt.clone(),
                 self.store.clone(),
+                self.leases.clone(),
                 cancel.clone(),
             ));
             self.accounts.insert(
@@ -281,11 +291,21 @@ async fn supervise(
     }
 }
 
-async fn supervise_account(rt: AccountRuntime, store: Store, cancel: CancellationToken) {
+async fn supervise_account(
+    rt: AccountRuntime,
+    store: Store,
+    leases: Option<Leases>,
+    cancel: CancellationToken,
+) {
     let name = rt.account.name.clone();
     let health = rt.health.clone();
     supervise(name, Some(health.clone()), cancel, move |cancel| {
-        Box::pin(poller::run_account(rt.clone(), store.clone(), cancel))
+        Box::pin(crate::lease::run_account(
+            leases.clone(),
+            rt.clone(),
+            store.clone(),
+            cancel,
+        ))
     })
     .await;
     health.set(State::Stopped);

@@ -324,6 +324,7 @@ fn deserialize_sections(
         config: Config {
             store: store.unwrap_or(StoreConfig {
                 path: PathBuf::new(),
+                instances: Default::default(),
             }),
             daemon: daemon.unwrap_or_default(),
             tickets,

@@ -29,6 +29,22 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// How many instances share this store; `several` turns on account leases (see
+    /// docs/operations.md, "Several instances").
+    #[serde(default)]
+    pub instances: Instances,
+}
+
+/// `[store] instances`: whether other mail2ticket instances run the same config on this store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// This instance is the only one: every account is polled at once, no leases.
+    #[default]
+    One,
+    /// Every instance runs the whole config; an account is polled only by the instance
+    /// holding its lease.
+    Several,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AccountConfig, ImapAction};
 use crate::health::AccountHealth;
+use crate::lease::Holding;
 use crate::ingest::parse::parse;
 use crate::store::{Incoming, Outcome, Store, StoredAlone, TicketRules};
 
@@ -101,6 +102,8 @@ pub struct PassContext<'a> {
     pub cancel: Option<&'a CancellationToken>,
     /// Told after every committed batch, so a long pass counts as progress for /healthz.
     pub health: Option<&'a AccountHealth>,
+    /// Several instances: asked right before every disposal.
+    pub lease: &'a Holding,
 }
 
 struct Listed {
@@ -118,6 +121,7 @@ struct Disposal<'p> {
     flagged: &'p HashSet<u32>,
     /// Mails of the folder whose tickets are stored (grows batch by batch).
     ours: HashSet<u32>,
+    lease: &'p Holding,
 }
 
 pub async fn run_pass(
@@ -201,6 +205,7 @@ pub async fn run_pass(
         plan: &plan,
         flagged: &flagged,
         ours: to_dispose.iter().copied().collect(),
+        lease: ctx.lease,
     };
     // Mails stored in an earlier pass (or before a crash) whose disposal did not happen yet.
     if !to_dispose.is_empty() {
@@ -442,11 +447,16 @@ async fn dispose(
     record_disposal(ctx, uids, prefix, result, report).await;
 }
 
+/// The one call that moves or deletes mail of the folder.
 async fn dispose_on_server(
     conn: &mut ImapConnection,
     disposal: &Disposal<'_>,
     uids: &[u32],
 ) -> Result<Disposed, DisposeError> {
+    // Several instances: not after this instance's lease may have ended (see crate::lease).
+    if !disposal.lease.may_dispose() {
+        return Err(DisposeError::LeaseLost);
+    }
     dispose::dispose(conn, disposal.plan, uids, disposal.flagged, &disposal.ours).await
 }
 
@@ -498,6 +508,7 @@ async fn record_disposal(
             let count = uids.len();
             let folder = &account.folder;
             let message = match (&e, ctx.action) {
+                (DisposeError::LeaseLost, _) => format!("{count} stored mail(s) not disposed: {e}"),
                 (DisposeError::TargetMissing { .. }, ImapAction::Move { to }) => format!(
                     "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
                      {folder:?} until the folder exists: create it or fix `move_to` (now {to:?}); \

@@ -32,6 +32,8 @@ pub enum Pop3PassError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     OAuth(#[from] crate::oauth::OAuthError),
+    #[error("the account's lease is no longer this instance's; nothing deleted (no QUIT), the mails are left to the instance holding it")]
+    LeaseLost,
 }
 
 pub fn security(encryption: Encryption) -> Pop3Security {
@@ -261,7 +263,12 @@ pub async fn pass_once(
             store.forget_processed(name, &gone).await?;
         }
     }
-    // QUIT commits the DELEs (RFC 1939 UPDATE state).
+    // QUIT commits the DELEs (RFC 1939 UPDATE state): the one step that deletes mail. Several
+    // instances: not after this instance's lease may have ended (see crate::lease); dropping
+    // the connection without QUIT leaves every mail on the server.
+    if !rt.lease.may_dispose() {
+        return Err(Pop3PassError::LeaseLost);
+    }
     client.quit().await?;
     report.disposed = dele_keys.len();
     if !dele_keys.is_empty() {

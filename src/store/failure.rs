@@ -15,6 +15,9 @@ pub enum StoreErrorKind {
     Io,
     ReadOnly,
     Locked,
+    /// The account's lease is another instance's now (several instances on one store): not
+    /// the mail's fault, and not the store's either.
+    LeaseLost,
     /// Not environmental: a constraint, a malformed value, a bug. Counted per mail.
     Other,
 }
@@ -27,6 +30,7 @@ impl StoreErrorKind {
             StoreErrorKind::Io => "io",
             StoreErrorKind::ReadOnly => "read_only",
             StoreErrorKind::Locked => "locked",
+            StoreErrorKind::LeaseLost => "lease_lost",
             StoreErrorKind::Other => "other",
         }
     }
@@ -44,6 +48,10 @@ impl StoreErrorKind {
             StoreErrorKind::Locked => (
                 "database locked past the busy timeout (another process holds it)",
                 "the lock is released",
+            ),
+            StoreErrorKind::LeaseLost => (
+                "the account's lease was lost",
+                "this instance holds the lease again",
             ),
             StoreErrorKind::Other => ("error", "it is fixed"),
         }

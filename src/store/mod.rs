@@ -7,6 +7,7 @@
 mod failure;
 mod find;
 mod ingest;
+mod lease;
 mod outbox;
 mod query;
 mod raw;
@@ -23,6 +24,7 @@ use sqlx::{ConnectOptions, Connection, SqlitePool};
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
+pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
@@ -54,6 +56,10 @@ pub enum StoreError {
     /// Handling one mail panicked (a bug): counted as that mail's failure.
     #[error("handling the mail panicked: {0}")]
     Panicked(String),
+    /// A write of a lease holder found the account's lease taken over by another instance (or
+    /// gone): the transaction rolled back, the mails stay on the server for the new holder.
+    #[error("ticket store: the lease of account {account:?} is no longer this instance's; nothing was written, the mails stay on the server for the instance holding it now")]
+    LeaseLost { account: String },
 }
 
 impl StoreError {
@@ -63,6 +69,7 @@ impl StoreError {
             StoreError::Unavailable { kind, .. } => *kind,
             StoreError::CreateDir { .. } | StoreError::Open { .. } => StoreErrorKind::Io,
             StoreError::Migrate { .. } | StoreError::Panicked(_) => StoreErrorKind::Other,
+            StoreError::LeaseLost { .. } => StoreErrorKind::LeaseLost,
         }
     }
 
@@ -78,6 +85,9 @@ pub struct Store {
     /// As shown in messages.
     path: Arc<str>,
     health: StoreHealth,
+    /// Set on the handle of a lease holder (see [`Store::fenced`]): every write transaction
+    /// first checks that the lease is still ours.
+    fence: Option<Arc<Fence>>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -171,6 +181,7 @@ impl Store {
             pool,
             path: shown.into(),
             health: StoreHealth::default(),
+            fence: None,
         })
     }
 
@@ -185,7 +196,7 @@ impl Store {
         let e = e.into();
         let kind = e.kind();
         crate::metrics::store_error(kind.label());
-        if !kind.is_environmental() {
+        if !kind.is_environmental() || kind == StoreErrorKind::LeaseLost {
             return e;
         }
         let e = match e {
@@ -208,13 +219,27 @@ impl Store {
         &self.pool
     }
 
+    /// The same store for the holder of an account's lease: each of its write transactions
+    /// checks, inside the transaction, that `fence` still holds the lease, and rolls back with
+    /// [`StoreError::LeaseLost`] if not.
+    pub fn fenced(&self, fence: Fence) -> Store {
+        Store {
+            fence: Some(Arc::new(fence)),
+            ..self.clone()
+        }
+    }
+
     /// Every write transaction starts IMMEDIATE: a deferred one that reads first and writes later
     /// fails at once with "database is locked" when another connection committed in between
     /// (the busy timeout does not apply to that upgrade), which under load would count as a
-    /// storage failure of an innocent mail.
+    /// storage failure of an innocent mail. On a fenced store it first checks the lease.
     pub(crate) async fn write_tx(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(fence) = &self.fence {
+            lease::check_fence(&mut tx, fence).await?;
+        }
+        Ok(tx)
     }
 }
