@@ -128,3 +128,123 @@ pub(super) async fn check_fence(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Incoming, TicketRules};
+
+    const TTL: Duration = Duration::from_secs(15);
+
+    fn rules() -> TicketRules {
+        TicketRules {
+            account: "support".into(),
+            ticket_type: "question".into(),
+            ticket_status: "open".into(),
+            subject_tag: "Ticket#".into(),
+            customer: crate::config::CustomerSource::ReplyTo,
+            reply: None,
+            test_mail_key: None,
+        }
+    }
+
+    fn mail(n: u32) -> Incoming {
+        let raw = format!(
+            "From: k{n}@c.test\r\nTo: support@shop.test\r\nSubject: Frage {n}\r\nMessage-ID: <l{n}@c.test>\r\n\r\nHallo\r\n"
+        );
+        Incoming {
+            source_key: format!("imap:INBOX:1:{n}"),
+            parsed: crate::ingest::parse::parse(raw.as_bytes()),
+            raw: raw.into_bytes(),
+            received_at: Utc::now(),
+        }
+    }
+
+    fn fence(owner: &str, fence: i64) -> Fence {
+        Fence {
+            account: "support".into(),
+            owner: owner.into(),
+            fence,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_is_refused_to_others_until_it_expires_and_each_takeover_raises_the_fence(
+    ) {
+        let store = Store::open_in_memory().await.unwrap();
+        assert_eq!(store.acquire_lease("support", "a", TTL).await.unwrap(), Some(1));
+        assert_eq!(store.acquire_lease("support", "b", TTL).await.unwrap(), None);
+        assert_eq!(
+            store.acquire_lease("other", "b", TTL).await.unwrap(),
+            Some(1),
+            "leases are per account"
+        );
+        assert!(store.renew_lease(&fence("a", 1), TTL).await.unwrap());
+        assert!(
+            !store.renew_lease(&fence("b", 1), TTL).await.unwrap(),
+            "only the holder renews"
+        );
+        // An expired lease (a dead holder) is taken over with the next fence.
+        store.renew_lease(&fence("a", 1), Duration::ZERO).await.unwrap();
+        assert_eq!(store.acquire_lease("support", "b", TTL).await.unwrap(), Some(2));
+        assert!(
+            !store.renew_lease(&fence("a", 1), TTL).await.unwrap(),
+            "the old holder finds its lease gone"
+        );
+        // A released lease is free at once.
+        store.release_lease(&fence("b", 2)).await.unwrap();
+        assert_eq!(store.acquire_lease("support", "a", TTL).await.unwrap(), Some(3));
+        let holder = store.lease_holder("support").await.unwrap().unwrap();
+        assert_eq!((holder.owner.as_str(), holder.fence), ("a", 3));
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_lease_was_taken_over_commits_nothing() {
+        let store = Store::open_in_memory().await.unwrap();
+        let old = store.acquire_lease("support", "a", TTL).await.unwrap().unwrap();
+        let old_holder = store.fenced(fence("a", old));
+        let stored = old_holder.store_batch(&rules(), &[mail(1)]).await.unwrap();
+        assert_eq!(stored.len(), 1, "the holder stores while the lease is its");
+
+        // The old holder stalls past its lease; another instance takes the account over.
+        store.renew_lease(&fence("a", old), Duration::ZERO).await.unwrap();
+        let new = store.acquire_lease("support", "b", TTL).await.unwrap().unwrap();
+        let err = old_holder
+            .store_batch(&rules(), &[mail(2)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+        assert!(
+            err.is_environmental(),
+            "not the mail's fault: never counted toward its quarantine"
+        );
+        assert!(old_holder
+            .mark_disposed("support", &["imap:INBOX:1:1".into()])
+            .await
+            .is_err());
+        assert!(
+            store.processed("support", "imap:").await.unwrap().len() == 1,
+            "nothing of the old holder's second batch was written"
+        );
+        assert!(
+            store.health().healthy,
+            "a lost lease says nothing about the store"
+        );
+
+        let new_holder = store.fenced(fence("b", new));
+        let outcomes = new_holder
+            .store_batch(&rules(), &[mail(1), mail(2)])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes[0],
+            crate::store::Outcome::AlreadyProcessed,
+            "the new holder sees the old holder's commit and only disposes of that mail"
+        );
+        assert!(matches!(
+            outcomes[1],
+            crate::store::Outcome::NewTicket { .. }
+        ));
+        assert_eq!(store.count_tickets().await.unwrap(), 2);
+    }
+}
