@@ -59,7 +59,10 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
     };
     let leases = (config.store.instances == Instances::Several).then(|| {
         let leases = Leases::new(store.clone());
-        info!(instance = leases.owner(), "several instances share the store: accounts are polled under leases");
+        info!(
+            instance = leases.owner(),
+            "several instances share the store: accounts are polled under leases"
+        );
         leases
     });
     let code = if once {

@@ -221,9 +221,7 @@ impl Holding {
     }
 
     fn deadline(&self) -> Instant {
-        self.lock()
-            .and_then(|d| *d)
-            .unwrap_or_else(Instant::now)
+        self.lock().and_then(|d| *d).unwrap_or_else(Instant::now)
     }
 
     fn extend(&self, deadline: Instant) {
@@ -262,7 +260,12 @@ pub async fn serve(
             }
             continue;
         };
-        info!(account, fence = fence.fence, instance = leases.owner(), "lease acquired: polling the account");
+        info!(
+            account,
+            fence = fence.fence,
+            instance = leases.owner(),
+            "lease acquired: polling the account"
+        );
         health.set_lease(Some(LeaseView::Held { fence: fence.fence }));
         crate::metrics::lease_held(account, true);
         let cancel = cancel.clone();
@@ -286,13 +289,19 @@ pub async fn run_account(
         return poller::run_account(rt, store, cancel).await;
     };
     let (health, name) = (rt.health.clone(), rt.account.name.clone());
-    serve(&leases, &health, &name, &cancel, |store, holding, cancel| {
-        let rt = AccountRuntime {
-            lease: holding,
-            ..rt.clone()
-        };
-        Box::pin(poller::run_account(rt, store, cancel))
-    })
+    serve(
+        &leases,
+        &health,
+        &name,
+        &cancel,
+        |store, holding, cancel| {
+            let rt = AccountRuntime {
+                lease: holding,
+                ..rt.clone()
+            };
+            Box::pin(poller::run_account(rt, store, cancel))
+        },
+    )
     .await
 }
 
@@ -318,7 +327,10 @@ pub async fn pass_once(
     };
     let name = rt.account.name.as_str();
     let Some((fence, deadline)) = leases.acquire(name).await else {
-        info!(account = name, "another instance holds the account's lease and polls it: skipped");
+        info!(
+            account = name,
+            "another instance holds the account's lease and polls it: skipped"
+        );
         return Ok(PassReport::default());
     };
     let rt = rt.clone();

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AccountConfig, ImapAction};
 use crate::health::AccountHealth;
-use crate::lease::Holding;
 use crate::ingest::parse::parse;
+use crate::lease::Holding;
 use crate::store::{Incoming, Outcome, Store, StoredAlone, TicketRules};
 
 /// IMAP keyword set on a mail whose storage failed `QUARANTINE_AFTER` times: skipped afterwards.

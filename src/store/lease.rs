@@ -92,12 +92,11 @@ impl Store {
 
     /// Who holds (or last held) the account's lease.
     pub async fn lease_holder(&self, account: &str) -> Result<Option<LeaseHolder>, StoreError> {
-        let row: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT owner, fence, expires_at FROM account_leases WHERE account = ?",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(String, i64, String)> =
+            sqlx::query_as("SELECT owner, fence, expires_at FROM account_leases WHERE account = ?")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(owner, fence, expires_at)| LeaseHolder {
             owner,
             fence,
@@ -169,11 +168,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_held_lease_is_refused_to_others_until_it_expires_and_each_takeover_raises_the_fence(
-    ) {
+    async fn a_held_lease_is_refused_to_others_until_it_expires_and_each_takeover_raises_the_fence()
+    {
         let store = Store::open_in_memory().await.unwrap();
-        assert_eq!(store.acquire_lease("support", "a", TTL).await.unwrap(), Some(1));
-        assert_eq!(store.acquire_lease("support", "b", TTL).await.unwrap(), None);
+        assert_eq!(
+            store.acquire_lease("support", "a", TTL).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            store.acquire_lease("support", "b", TTL).await.unwrap(),
+            None
+        );
         assert_eq!(
             store.acquire_lease("other", "b", TTL).await.unwrap(),
             Some(1),
@@ -185,15 +190,24 @@ mod tests {
             "only the holder renews"
         );
         // An expired lease (a dead holder) is taken over with the next fence.
-        store.renew_lease(&fence("a", 1), Duration::ZERO).await.unwrap();
-        assert_eq!(store.acquire_lease("support", "b", TTL).await.unwrap(), Some(2));
+        store
+            .renew_lease(&fence("a", 1), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.acquire_lease("support", "b", TTL).await.unwrap(),
+            Some(2)
+        );
         assert!(
             !store.renew_lease(&fence("a", 1), TTL).await.unwrap(),
             "the old holder finds its lease gone"
         );
         // A released lease is free at once.
         store.release_lease(&fence("b", 2)).await.unwrap();
-        assert_eq!(store.acquire_lease("support", "a", TTL).await.unwrap(), Some(3));
+        assert_eq!(
+            store.acquire_lease("support", "a", TTL).await.unwrap(),
+            Some(3)
+        );
         let holder = store.lease_holder("support").await.unwrap().unwrap();
         assert_eq!((holder.owner.as_str(), holder.fence), ("a", 3));
     }
@@ -201,14 +215,25 @@ mod tests {
     #[tokio::test]
     async fn a_holder_whose_lease_was_taken_over_commits_nothing() {
         let store = Store::open_in_memory().await.unwrap();
-        let old = store.acquire_lease("support", "a", TTL).await.unwrap().unwrap();
+        let old = store
+            .acquire_lease("support", "a", TTL)
+            .await
+            .unwrap()
+            .unwrap();
         let old_holder = store.fenced(fence("a", old));
         let stored = old_holder.store_batch(&rules(), &[mail(1)]).await.unwrap();
         assert_eq!(stored.len(), 1, "the holder stores while the lease is its");
 
         // The old holder stalls past its lease; another instance takes the account over.
-        store.renew_lease(&fence("a", old), Duration::ZERO).await.unwrap();
-        let new = store.acquire_lease("support", "b", TTL).await.unwrap().unwrap();
+        store
+            .renew_lease(&fence("a", old), Duration::ZERO)
+            .await
+            .unwrap();
+        let new = store
+            .acquire_lease("support", "b", TTL)
+            .await
+            .unwrap()
+            .unwrap();
         let err = old_holder
             .store_batch(&rules(), &[mail(2)])
             .await
