@@ -57,6 +57,13 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
             return ExitCode::from(crate::config::EXIT_CONFIG);
         }
     };
+    if config.store.instances == Instances::One {
+        if let Err(e) = crate::lease::check_alone(&store).await {
+            error!("{e}");
+            store.close().await;
+            return ExitCode::FAILURE;
+        }
+    }
     let leases = (config.store.instances == Instances::Several).then(|| {
         let leases = Leases::new(store.clone());
         info!(

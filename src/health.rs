@@ -306,4 +306,25 @@ mod tests {
         let snap = a.snapshot(Utc::now() + chrono::Duration::seconds(61));
         assert!(!snap.healthy, "no success within the expected interval");
     }
+
+    #[test]
+    fn an_account_in_standby_is_healthy_and_held_accounts_are_listed() {
+        let health = Health::default();
+        let store = crate::store::StoreHealth::default().state();
+        let held = health.register("a", Duration::from_secs(60));
+        held.set_lease(Some(LeaseView::Held { fence: 4 }));
+        held.success();
+        let waiting = health.register("b", Duration::from_secs(60));
+        waiting.set_lease(Some(LeaseView::Standby {
+            holder: Some("other:1:2".into()),
+        }));
+        waiting.set(State::Standby);
+        let (ok, body) = health.report(&store);
+        assert!(ok, "another instance serves b: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["held_accounts"], serde_json::json!(["a"]));
+        assert_eq!(body["accounts"]["a"]["lease"]["state"], "held");
+        assert_eq!(body["accounts"]["b"]["lease"]["holder"], "other:1:2");
+        assert_eq!(body["accounts"]["b"]["state"], "standby");
+    }
 }

@@ -308,10 +308,28 @@ pub async fn run_account(
 /// Shows who holds the account while this instance waits.
 async fn standby(leases: &Leases, health: &AccountHealth, account: &str) {
     let holder = leases.store.lease_holder(account).await.ok().flatten();
+    crate::metrics::lease_held(account, false);
     health.set_lease(Some(LeaseView::Standby {
         holder: holder.map(|h| h.owner),
     }));
     health.set(State::Standby);
+}
+
+/// With `instances = "one"`: refuses to start while another instance polls an account of this
+/// store under a lease, since this one would poll it too. The error names the account and says
+/// what to do.
+pub async fn check_alone(store: &Store) -> Result<(), String> {
+    let live = store
+        .live_leases()
+        .await
+        .map_err(|e| format!("cannot read the account leases: {e}"))?;
+    match live.first() {
+        None => Ok(()),
+        Some((account, holder)) => Err(format!(
+            "account {account:?} is polled under a lease by instance {} (until {}), which runs              with [store] instances = \"several\"; this instance (instances = \"one\") would poll              it as well. Set instances = \"several\" in [store] here too, or stop that instance              (a stopped instance releases its leases; a killed one's expire 15 s after it died)",
+            holder.owner, holder.expires_at
+        )),
+    }
 }
 
 /// One pass (`run --once`): as it is with one instance; with several, only if the account's
@@ -367,6 +385,34 @@ mod tests {
         revoked.revoke();
         revoked.extend(Instant::now() + Duration::from_secs(10));
         assert!(!revoked.may_dispose(), "a lost lease is never extended");
+    }
+
+    #[tokio::test]
+    async fn a_single_instance_refuses_to_start_beside_lease_holders() {
+        let store = Store::open_in_memory().await.unwrap();
+        assert_eq!(check_alone(&store).await, Ok(()));
+        let ttl = Timing::default().ttl;
+        let fence = store
+            .acquire_lease("support", "other:1:2", ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let err = check_alone(&store).await.unwrap_err();
+        assert!(
+            err.contains("\"support\"") && err.contains("other:1:2") && err.contains("several"),
+            "{err}"
+        );
+        let fence = Fence {
+            account: "support".into(),
+            owner: "other:1:2".into(),
+            fence,
+        };
+        store.release_lease(&fence).await.unwrap();
+        assert_eq!(
+            check_alone(&store).await,
+            Ok(()),
+            "a released lease is no one's"
+        );
     }
 
     #[test]

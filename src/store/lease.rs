@@ -105,6 +105,32 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Leases in force (not expired), by account: instances running with
+    /// `instances = "several"` on this store right now.
+    pub async fn live_leases(&self) -> Result<Vec<(String, LeaseHolder)>, StoreError> {
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT account, owner, fence, expires_at FROM account_leases WHERE expires_at > ? ORDER BY account",
+        )
+        .bind(super::now_rfc3339())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(account, owner, fence, expires_at)| {
+                (
+                    account,
+                    LeaseHolder {
+                        owner,
+                        fence,
+                        expires_at,
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
 /// Inside a write transaction of a fenced store: the lease is still ours with our fence. The
 /// transaction holds SQLite's write lock, so no other instance can take the lease over between
 /// this check and the commit.
