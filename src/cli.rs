@@ -262,7 +262,7 @@ fn check_config(loaded: &Loaded) -> ExitCode {
 }
 
 async fn tickets(loaded: &Loaded, command: TicketsCommand) -> ExitCode {
-    let store = match Store::open(&loaded.config.store.path).await {
+    let store = match Store::open_at(&loaded.config.store.location()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -42,7 +42,7 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
         }
     };
     let config = loaded.config;
-    let store = match Store::open(&config.store.path).await {
+    let store = match Store::open_at(&config.store.location()).await {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -273,8 +273,12 @@ async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) 
 /// Settings that only a restart applies: say so instead of silently ignoring them.
 fn needs_restart(old: &Config, new: &Config) {
     let mut keys = Vec::new();
-    if old.store.path != new.store.path {
-        keys.push("[store] path");
+    let old_place = crate::config::StoreConfig {
+        instances: new.store.instances,
+        ..old.store.clone()
+    };
+    if old_place != new.store {
+        keys.push("[store] path / url");
     }
     if old.store.instances != new.store.instances {
         keys.push("[store] instances");

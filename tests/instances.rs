@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::http::{free_port, healthz, wait_for};
 use common::smtp::SwitchProxy;
 use common::{imap_account, Daemon, Lab, TestConfig};
+use mail2ticket::store::StoreLocation;
 
 /// The instances of one config: the same file for all, except each its own /healthz port.
 struct Cluster {
@@ -129,20 +130,28 @@ fn backlog(dir: &Path, to: &str, tag: &str, n: usize, customers: &[String]) -> V
         .collect()
 }
 
-/// Rows of `sql` (one integer) in the store, read-only beside the running daemons.
-async fn store_count(store: &Path, sql: &str) -> i64 {
-    use sqlx::ConnectOptions;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(store)
-        .read_only(true)
-        .busy_timeout(Duration::from_secs(10));
-    let Ok(mut conn) = options.connect().await else {
-        return 0;
-    };
-    sqlx::query_scalar(sql)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or(0)
+/// Rows of `sql` (one integer) in the store, read beside the running daemons (0 before the
+/// schema exists).
+async fn store_count(store: &StoreLocation, sql: &str) -> i64 {
+    use sqlx::{ConnectOptions, Connection};
+    match store {
+        StoreLocation::Sqlite(path) => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true)
+                .busy_timeout(Duration::from_secs(10));
+            let Ok(mut conn) = options.connect().await else {
+                return 0;
+            };
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap_or(0)
+        }
+        StoreLocation::Postgres(url) => {
+            let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url.expose()).await else {
+                return 0;
+            };
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap_or(0)
+        }
+    }
 }
 
 /// Every Message-ID in a folder, as many times as it is there.
@@ -191,7 +200,7 @@ async fn instances_killed_in_turn_lose_and_double_nothing(instances: usize) {
     for i in 0..instances {
         cluster.start(i);
     }
-    let store = cluster.cfg.store.clone();
+    let store = cluster.cfg.location.clone();
     let articles = || store_count(&store, "SELECT COUNT(*) FROM articles");
 
     // Kill the instances in turn, each right after progress, while both backlogs have mail left.
@@ -403,12 +412,18 @@ async fn a_holder_frozen_past_its_lease_stops_and_the_other_takes_over() {
         cluster.held(0).contains(&"shop".to_string()).then_some(())
     });
     cluster.start(1);
-    let store = cluster.cfg.store.clone();
+    let store = cluster.cfg.location.clone();
     let before = store_count(&store, "SELECT COUNT(*) FROM articles").await;
     while store_count(&store, "SELECT COUNT(*) FROM articles").await == before {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    freeze_outside_a_write(cluster.slots[0].daemon.as_ref().unwrap(), &store).await;
+    match &store {
+        StoreLocation::Sqlite(path) => {
+            freeze_outside_a_write(cluster.slots[0].daemon.as_ref().unwrap(), path).await
+        }
+        // The server ends a frozen holder's transaction after 10 s (see store::open_url).
+        StoreLocation::Postgres(_) => signal(cluster.slots[0].daemon.as_ref().unwrap(), "STOP"),
+    }
     let frozen_at = Instant::now();
     let left = lab.count(&user, "INBOX").await;
     assert!(left > 0, "frozen mid-backlog");

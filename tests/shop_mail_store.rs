@@ -1,7 +1,10 @@
-//! The store's side of a shop's everyday mail, on a real SQLite file: one message in several
+//! The store's side of a shop's everyday mail, on a real SQLite file (or the lab's PostgreSQL,
+//! see `common::TestStore`): one message in several
 //! accounts is one ticket (also when two pollers store their copies at the same moment), a
 //! reused Message-ID from another sender is another message, bounces of our replies join their
 //! ticket, and stores written before these rules keep working.
+
+mod common;
 
 use std::path::Path;
 
@@ -37,8 +40,18 @@ fn copy(to: &str, source_key: &str, from: &str, id: &str) -> Incoming {
     }
 }
 
+/// A new store: a SQLite file in `dir`, or a fresh database of the lab's PostgreSQL when the
+/// suite runs on it (see `common::TestStore`).
 async fn open(dir: &Path) -> Store {
-    Store::open(&dir.join("tickets.db")).await.unwrap()
+    match common::TestStore::current() {
+        common::TestStore::Sqlite => Store::open(&dir.join("tickets.db")).await.unwrap(),
+        common::TestStore::Postgres => {
+            let url = common::fresh_pg_database(common::Lab::get()).await;
+            Store::open_url(&mail2ticket::secret::Secret::new(url))
+                .await
+                .unwrap()
+        }
+    }
 }
 
 #[tokio::test]
@@ -218,7 +231,7 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
         .await
         .unwrap();
         let initial = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_initial.sql"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/0001_initial.sql"),
         )
         .unwrap();
         sqlx::raw_sql(&initial).execute(&pool).await.unwrap();
@@ -232,7 +245,7 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
         .await
         .unwrap();
         // sqlx's bookkeeping of the applied first migration, as the previous release wrote it.
-        let migrator = sqlx::migrate!("./migrations");
+        let migrator = sqlx::migrate!("./migrations/sqlite");
         let first = migrator.iter().next().unwrap();
         sqlx::raw_sql(
             "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \

@@ -28,7 +28,17 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// The SQLite file; empty when the store is PostgreSQL (exactly one of path / url).
+    #[serde(default)]
     pub path: PathBuf,
+    /// A `postgres://` URL: inline (best without its password: PGPASSFILE), in a file, or in
+    /// an environment variable, like an account's password.
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
+    pub url_env: Option<String>,
+    /// Filled in by validation from whichever url source is set.
+    #[serde(skip)]
+    pub resolved_url: Option<Secret>,
     /// How many instances share this store; `several` turns on account leases (see
     /// docs/operations.md, "Several instances").
     #[serde(default)]
@@ -45,6 +55,41 @@ pub enum Instances {
     /// Every instance runs the whole config; an account is polled only by the instance
     /// holding its lease.
     Several,
+}
+
+impl StoreConfig {
+    /// A SQLite store at `path`.
+    pub fn sqlite(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            url: None,
+            url_file: None,
+            url_env: None,
+            resolved_url: None,
+            instances: Instances::default(),
+        }
+    }
+
+    /// True when any of url / url_file / url_env is set.
+    pub fn has_url(&self) -> bool {
+        self.url.is_some() || self.url_file.is_some() || self.url_env.is_some()
+    }
+
+    pub fn url_source(&self) -> PasswordSource {
+        PasswordSource {
+            password: self.url.clone(),
+            password_file: self.url_file.clone(),
+            password_env: self.url_env.clone(),
+        }
+    }
+
+    /// Where the store is, once validation resolved the URL.
+    pub fn location(&self) -> crate::store::StoreLocation {
+        match &self.resolved_url {
+            Some(url) => crate::store::StoreLocation::Postgres(url.clone()),
+            None => crate::store::StoreLocation::Sqlite(self.path.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -4,14 +4,16 @@
 //! senders, `articles_message_id`, and the FTS5 table `articles_fts` for words. When words are
 //! given, the FTS index drives the query in descending row id order, so a common word stops
 //! after `limit` hits instead of ranking every match.
+//!
+//! PostgreSQL: the sender, Message-ID, account and time criteria work the same (indexes of its
+//! migration 0004); words (`--subject`, TEXT) need SQLite's full-text index and are refused
+//! with an error that says so, rather than answered by a slow scan of every article.
 
 use std::str::FromStr;
 
+use super::{Backend, SqlBuilder, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{QueryBuilder, Sqlite};
-
-use super::{Store, StoreError};
 
 /// `--from`: one address, or every address of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +122,16 @@ impl Store {
     /// Articles matching every criterion of `query`, newest first, at most `query.limit`.
     pub async fn find_articles(&self, query: &FindQuery) -> Result<Vec<ArticleHit>, StoreError> {
         let fts = query.match_expression();
-        let mut q = QueryBuilder::<Sqlite>::new(
+        if fts.is_some() && self.backend == Backend::Postgres {
+            return Err(StoreError::Unsupported(
+                "tickets find: searching words (--subject, TEXT) needs the full-text index of a \
+                 SQLite store; on PostgreSQL search by --from, --message-id, --account, \
+                 --since and --until, or use PostgreSQL's own text search on the articles table \
+                 (docs/schema.md)"
+                    .into(),
+            ));
+        }
+        let mut q = SqlBuilder::new(
             "SELECT t.number AS number, \
              (SELECT COUNT(*) FROM articles b WHERE b.ticket_id = a.ticket_id AND b.id <= a.id) AS article, \
              a.account AS account, a.received_at AS received_at, a.from_email AS \"from\", \
@@ -142,8 +153,16 @@ impl Store {
                     .push_bind(addr.clone());
             }
             Some(Sender::Domain(domain)) => {
-                q.push(" AND lower(substr(a.from_email, instr(a.from_email, '@') + 1)) = ")
-                    .push_bind(domain.clone());
+                q.push(match self.backend {
+                    Backend::Sqlite => {
+                        " AND lower(substr(a.from_email, instr(a.from_email, '@') + 1)) = "
+                    }
+                    // PostgreSQL calls instr strpos.
+                    Backend::Postgres => {
+                        " AND lower(substr(a.from_email, strpos(a.from_email, '@') + 1)) = "
+                    }
+                })
+                .push_bind(domain.clone());
             }
             None => {}
         }

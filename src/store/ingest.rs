@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
-use super::{now_rfc3339, Store, StoreError};
+use super::{now_rfc3339, SqlBuilder, Store, StoreError};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
 use crate::ingest::parse::ParsedMail;
@@ -154,7 +154,7 @@ impl Store {
         let shas: Vec<String> = mails.iter().map(|m| sha256_hex(&m.raw)).collect();
         let mut stored = stored_numbers(&mut tx, &rules.account, &shas).await?;
         let msg_keys: Vec<Option<String>> = mails.iter().map(|m| message_key(&m.parsed)).collect();
-        // Read inside this write transaction (BEGIN IMMEDIATE): no other poller can store a copy
+        // Read inside this write transaction (it holds the write lock): no other poller can store a copy
         // between this lookup and our insert, so "the first account to store it opens it" is exact.
         let mut owners = message_owners(&mut tx, &msg_keys).await?;
         let mut bounced = Vec::new();
@@ -275,10 +275,9 @@ impl Store {
         prefix: &str,
     ) -> Result<HashMap<String, ProcessedState>, StoreError> {
         let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
-            "SELECT source_key, disposed_at, outcome FROM processed WHERE account = ? AND substr(source_key, 1, ?) = ?",
+            "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 AND substr(source_key, 1, length($2)) = $2",
         )
         .bind(account)
-        .bind(prefix.len() as i64)
         .bind(prefix)
         .fetch_all(&self.pool)
         .await
@@ -305,8 +304,8 @@ impl Store {
         outcome: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO processed (account, source_key, outcome, created_at, disposed_at) \
-             VALUES (?, ?, ?, ?, NULL)",
+            "INSERT INTO processed (account, source_key, outcome, created_at, disposed_at) \
+             VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING",
         )
         .bind(account)
         .bind(source_key)
@@ -328,15 +327,12 @@ impl Store {
         let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
         for chunk in keys.chunks(IN_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE processed SET disposed_at = ");
+            let mut q = SqlBuilder::new("UPDATE processed SET disposed_at = ");
             q.push_bind(&now)
                 .push(" WHERE account = ")
                 .push_bind(account)
                 .push(" AND source_key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(key);
-            }
+            q.push_list(chunk.iter().map(String::as_str));
             q.push(")");
             q.build().execute(&mut *tx).await?;
         }
@@ -354,7 +350,7 @@ impl Store {
     async fn forget_processed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         for key in keys {
-            sqlx::query("DELETE FROM processed WHERE account = ? AND source_key = ?")
+            sqlx::query("DELETE FROM processed WHERE account = $1 AND source_key = $2")
                 .bind(account)
                 .bind(key)
                 .execute(&mut *tx)
@@ -370,7 +366,7 @@ impl Store {
         folder: &str,
     ) -> Result<Option<u32>, StoreError> {
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT uidvalidity FROM mailbox_state WHERE account = ? AND folder = ?",
+            "SELECT uidvalidity FROM mailbox_state WHERE account = $1 AND folder = $2",
         )
         .bind(account)
         .bind(folder)
@@ -387,7 +383,7 @@ impl Store {
         value: u32,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at",
         )
         .bind(account)
@@ -408,8 +404,8 @@ impl Store {
         error: &str,
     ) -> Result<u32, StoreError> {
         let attempts: i64 = sqlx::query_scalar(
-            "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES (?, ?, 1, ?, ?) \
-             ON CONFLICT (account, source_key) DO UPDATE SET attempts = attempts + 1, \
+            "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (account, source_key) DO UPDATE SET attempts = failures.attempts + 1, \
              last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
         )
         .bind(account)
@@ -454,7 +450,7 @@ struct Owner {
 
 /// Stores one mail that is not processed yet.
 async fn store_one(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     mail: &Incoming,
     sha: &str,
@@ -496,7 +492,7 @@ async fn store_one(
     };
     let (ticket_id, number, followup) = match thread {
         Some((id, number)) => {
-            sqlx::query("UPDATE tickets SET updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE tickets SET updated_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(id)
                 .execute(&mut **tx)
@@ -514,7 +510,7 @@ async fn store_one(
             "no auto-reply: delivery report of our automatic reply to {} (a bounce)",
             b.recipient
         );
-        sqlx::query("UPDATE articles SET is_bounce = 1, reply_note = ? WHERE id = ?")
+        sqlx::query("UPDATE articles SET is_bounce = 1, reply_note = $1 WHERE id = $2")
             .bind(&note)
             .bind(article_id)
             .execute(&mut **tx)
@@ -553,14 +549,14 @@ async fn store_one(
 
 /// Records that `rules.account` received another copy of the message stored as `article_id`.
 async fn record_copy(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     mail: &Incoming,
     article_id: i64,
     now: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO message_copies (article_id, account, source_key, received_at, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO message_copies (article_id, account, source_key, received_at, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(article_id)
     .bind(&rules.account)
@@ -574,20 +570,17 @@ async fn record_copy(
 
 /// Which of these message keys are stored already, and where.
 async fn message_owners(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     keys: &[Option<String>],
 ) -> Result<HashMap<String, Owner>, StoreError> {
     let keys: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
     let mut out = HashMap::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "SELECT m.message_key, m.article_id, t.number FROM messages m \
              JOIN tickets t ON t.id = m.ticket_id WHERE m.message_key IN (",
         );
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(*key);
-        }
+        q.push_list(chunk.iter().copied());
         q.push(")");
         let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
         for (key, article_id, number) in rows {
@@ -600,16 +593,16 @@ async fn message_owners(
 /// Remembers where messages are stored: (message key, ticket id, article id). The primary key
 /// refuses a second owner, so a bug here fails the batch instead of opening a second ticket.
 async fn insert_messages(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     rows: &[(&str, i64, i64)],
     now: &str,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 5) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "INSERT INTO messages (message_key, ticket_id, article_id, account, created_at) ",
         );
-        q.push_values(chunk, |mut b, (key, ticket_id, article_id)| {
+        q.push_values(chunk, |b, (key, ticket_id, article_id)| {
             b.push_bind(*key)
                 .push_bind(*ticket_id)
                 .push_bind(*article_id)
@@ -648,7 +641,8 @@ struct PlainTicket<'a> {
 }
 
 /// Plain new tickets waiting for their multi-row INSERT. Their row ids are assigned here: the
-/// batch's BEGIN IMMEDIATE transaction holds the write lock, so nobody else takes an id.
+/// batch's transaction holds the store's write lock (`Store::write_tx`), so nobody else takes
+/// an id.
 #[derive(Default)]
 struct PlainTickets<'a> {
     pending: Vec<PlainTicket<'a>>,
@@ -659,13 +653,11 @@ struct PlainTickets<'a> {
 }
 
 impl<'a> PlainTickets<'a> {
-    async fn next_ids(
-        &mut self,
-        tx: &mut Transaction<'_, Sqlite>,
-    ) -> Result<(i64, i64), StoreError> {
+    async fn next_ids(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(i64, i64), StoreError> {
         if !self.ids_known {
-            // AUTOINCREMENT takes max(rowid, sqlite_sequence) + 1; rows are never deleted, so
-            // MAX(id) + 1 is the id it would give, and explicit ids keep sqlite_sequence in step.
+            // The id rule of `create_ticket`: AUTOINCREMENT takes max(rowid, sqlite_sequence) + 1;
+            // rows are never deleted, so MAX(id) + 1 is the id it would give, and explicit ids
+            // keep sqlite_sequence in step. PostgreSQL's tickets and articles have no sequence.
             let (t, a): (i64, i64) = sqlx::query_as(
                 "SELECT (SELECT COALESCE(MAX(id), 0) FROM tickets), (SELECT COALESCE(MAX(id), 0) FROM articles)",
             )
@@ -683,17 +675,17 @@ impl<'a> PlainTickets<'a> {
 
     async fn flush(
         &mut self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         rules: &TicketRules,
     ) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) ",
         );
-        q.push_values(&pending, |mut b, t| {
+        q.push_values(&pending, |b, t| {
             let p = &t.mail.parsed;
             let who = customer(p, rules.customer);
             b.push_bind(t.ticket_id)
@@ -708,12 +700,12 @@ impl<'a> PlainTickets<'a> {
                 .push_bind(t.now.as_str());
         });
         q.build().execute(&mut **tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
              to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
              received_at, created_at) ",
         );
-        q.push_values(&pending, |mut b, t| {
+        q.push_values(&pending, |b, t| {
             let (mail, p) = (t.mail, &t.mail.parsed);
             b.push_bind(t.article_id)
                 .push_bind(t.ticket_id)
@@ -760,19 +752,15 @@ const IN_CHUNK: usize = 500;
 
 /// Which of `keys` are already in `processed` for the account.
 async fn processed_among(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     keys: &[&str],
 ) -> Result<HashSet<String>, StoreError> {
     let mut out = HashSet::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("SELECT source_key FROM processed WHERE account = ");
+        let mut q = SqlBuilder::new("SELECT source_key FROM processed WHERE account = ");
         q.push_bind(account).push(" AND source_key IN (");
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(*key);
-        }
+        q.push_list(chunk.iter().copied());
         q.push(")");
         let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
         out.extend(rows.into_iter().map(|(k,)| k));
@@ -783,21 +771,18 @@ async fn processed_among(
 /// SHA-256 → ticket number of the account's stored mails with these exact bytes (the oldest
 /// article wins, as the index order of a single lookup would give).
 async fn stored_numbers(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     shas: &[String],
 ) -> Result<HashMap<String, String>, StoreError> {
     let mut out = HashMap::new();
     for chunk in shas.chunks(IN_CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "SELECT a.raw_sha256, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
              WHERE a.account = ",
         );
         q.push_bind(account).push(" AND a.raw_sha256 IN (");
-        let mut list = q.separated(", ");
-        for sha in chunk {
-            list.push_bind(sha.as_str());
-        }
+        q.push_list(chunk.iter().map(|sha| sha.as_str()));
         q.push(") ORDER BY a.id");
         let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
         for (sha, number) in rows {
@@ -809,15 +794,15 @@ async fn stored_numbers(
 
 /// One `processed` row per stored mail: (source key, outcome label, article id, time).
 async fn insert_processed(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     rows: &[(&str, &str, Option<i64>, String)],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 5) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "INSERT INTO processed (account, source_key, outcome, article_id, created_at) ",
         );
-        q.push_values(chunk, |mut b, (key, outcome, article_id, now)| {
+        q.push_values(chunk, |b, (key, outcome, article_id, now)| {
             b.push_bind(account)
                 .push_bind(*key)
                 .push_bind(*outcome)
@@ -832,7 +817,7 @@ async fn insert_processed(
 /// A follow-up names a stored Message-ID (ours or a customer's) in In-Reply-To/References, or
 /// carries `[<subject_tag><number>]` of an existing ticket in its subject.
 async fn find_thread(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     parsed: &ParsedMail,
 ) -> Result<Option<(i64, String)>, StoreError> {
@@ -845,9 +830,9 @@ async fn find_thread(
         let hit: Option<(i64, String)> = sqlx::query_as(
             // Our replies first: a Message-ID we sent belongs to its reply's ticket, even if a
             // stripped echo of that reply was stored as an article of another one.
-            "SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = ? \
+            "SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = $1 \
              UNION ALL \
-             SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = ? \
+             SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = $2 \
              LIMIT 1",
         )
         .bind(id)
@@ -862,7 +847,7 @@ async fn find_thread(
         crate::ingest::thread::ticket_number_in_subject(&parsed.subject, &rules.subject_tag)
     {
         let hit: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, number FROM tickets WHERE number = ?")
+            sqlx::query_as("SELECT id, number FROM tickets WHERE number = $1")
                 .bind(number)
                 .fetch_optional(&mut **tx)
                 .await?;
@@ -872,17 +857,20 @@ async fn find_thread(
 }
 
 async fn create_ticket(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     parsed: &ParsedMail,
     now: &str,
 ) -> Result<(i64, String), StoreError> {
     let who = customer(parsed, rules.customer);
-    // Numbers follow the row id (AUTOINCREMENT never reuses one), offset so they look like
-    // ticket numbers rather than row counts.
+    // Numbers follow the row id, offset so they look like ticket numbers rather than row
+    // counts. The id is the next after the highest (rows are never deleted, so this is the id
+    // SQLite's AUTOINCREMENT would give), taken under the store's write lock (see
+    // `Store::write_tx`): explicit, so one statement serves both backends.
     let row: (i64, String) = sqlx::query_as(
-        "INSERT INTO tickets (number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) \
-         VALUES (CAST((SELECT COALESCE(MAX(id), 0) + 10001 FROM tickets) AS TEXT), ?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) \
+         SELECT n.id, CAST(n.id + 10000 AS TEXT), $1, $2, $3, $4, $5, $6, $7, $8 \
+         FROM (SELECT COALESCE(MAX(id), 0) + 1 AS id FROM tickets) n \
          RETURNING id, number",
     )
     .bind(&rules.account)
@@ -899,7 +887,7 @@ async fn create_ticket(
 }
 
 async fn insert_article(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     mail: &Incoming,
     ticket_id: i64,
@@ -909,9 +897,11 @@ async fn insert_article(
 ) -> Result<i64, StoreError> {
     let p = &mail.parsed;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO articles (ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
+        // The id rule of `create_ticket`.
+        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
          to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
-         received_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         received_at, created_at) SELECT n.id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 \
+         FROM (SELECT COALESCE(MAX(id), 0) + 1 AS id FROM articles) n RETURNING id",
     )
     .bind(ticket_id)
     .bind(&rules.account)
@@ -940,13 +930,13 @@ async fn insert_article(
 }
 
 async fn insert_attachments(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     article_id: i64,
     parsed: &ParsedMail,
 ) -> Result<(), StoreError> {
     for att in &parsed.attachments {
         sqlx::query(
-            "INSERT INTO attachments (article_id, filename, content_type, size, data) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO attachments (article_id, filename, content_type, size, data) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(article_id)
         .bind(&att.filename)

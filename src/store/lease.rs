@@ -1,17 +1,16 @@
 //! The SQL of account leases (see `crate::lease` for the design) and the fence check every
 //! write transaction of a lease holder runs.
 //!
-//! Times are the store's clock: on SQLite, one file on one machine, that is the local clock of
-//! whichever instance writes, and all of them share it. Times are RFC 3339 UTC with
-//! milliseconds and compare as text.
+//! Every expiry is computed and compared on the store's clock, inside the statement: on
+//! PostgreSQL the server's `now()`, so the instances' own clocks do not matter; on SQLite (one
+//! file on one machine) the machine's clock, which all instances share. Times are RFC 3339 UTC
+//! text with milliseconds, like every time in the store, and compare as text.
 
 use std::time::Duration;
 
-use chrono::Utc;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
-use super::outbox::rfc3339;
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// Who may write for an account: the instance and the fence of its current lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,45 +28,64 @@ pub struct LeaseHolder {
     pub expires_at: String,
 }
 
-fn until(ttl: Duration) -> String {
-    rfc3339(Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default())
+/// The store's clock plus `$offset` seconds (a bound float), as RFC 3339 UTC text.
+fn clock(backend: Backend, offset: &str) -> String {
+    match backend {
+        Backend::Sqlite => {
+            format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || {offset} || ' seconds')")
+        }
+        Backend::Postgres => format!(
+            "to_char((now() + {offset} * interval '1 second') AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        ),
+    }
 }
 
 impl Store {
     /// Takes the account's lease for `owner` when nobody holds it, it expired, or `owner`
     /// holds it already; the fence goes up by one every time. `None`: another instance holds it.
+    /// One statement, atomic on both stores: of two instances trying at once, one wins.
     pub async fn acquire_lease(
         &self,
         account: &str,
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let fence: Option<i64> = sqlx::query_scalar(
+        let (now, until) = (clock(self.backend, "0.0"), clock(self.backend, "$3"));
+        let fence: Option<i64> = sqlx::query_scalar(&format!(
             "INSERT INTO account_leases (account, owner, fence, expires_at, acquired_at) \
-             VALUES (?1, ?2, 1, ?3, ?4) \
+             VALUES ($1, $2, 1, {until}, {now}) \
              ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, \
              fence = account_leases.fence + 1, expires_at = excluded.expires_at, \
              acquired_at = excluded.acquired_at \
-             WHERE account_leases.expires_at <= ?4 OR account_leases.owner = excluded.owner \
-             RETURNING fence",
-        )
+             WHERE account_leases.expires_at <= {now} OR account_leases.owner = excluded.owner \
+             RETURNING fence"
+        ))
         .bind(account)
         .bind(owner)
-        .bind(until(ttl))
-        .bind(super::now_rfc3339())
-        .fetch_optional(&mut *tx)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(fence)
     }
 
-    /// Extends the lease `fence` holds by `ttl` from now; `false` when it is no longer ours.
+    /// Extends the lease `fence` holds to `ttl` from now; `false` when it is no longer ours.
     pub async fn renew_lease(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE account_leases SET expires_at = ?1 WHERE account = ?2 AND owner = ?3 AND fence = ?4",
-        )
-        .bind(until(ttl))
+        self.set_expiry(fence, ttl).await
+    }
+
+    /// Ends the lease at once (shutdown), so another instance takes over at its next try.
+    pub async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
+        self.set_expiry(fence, Duration::ZERO).await.map(drop)
+    }
+
+    async fn set_expiry(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        let until = clock(self.backend, "$1");
+        let done = sqlx::query(&format!(
+            "UPDATE account_leases SET expires_at = {until} \
+             WHERE account = $2 AND owner = $3 AND fence = $4"
+        ))
+        .bind(ttl.as_secs_f64())
         .bind(&fence.account)
         .bind(&fence.owner)
         .bind(fence.fence)
@@ -76,43 +94,29 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Ends the lease at once (shutdown), so another instance takes over at its next try.
-    pub async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE account_leases SET expires_at = ?1 WHERE account = ?2 AND owner = ?3 AND fence = ?4",
-        )
-        .bind(super::now_rfc3339())
-        .bind(&fence.account)
-        .bind(&fence.owner)
-        .bind(fence.fence)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Who holds (or last held) the account's lease.
     pub async fn lease_holder(&self, account: &str) -> Result<Option<LeaseHolder>, StoreError> {
-        let row: Option<(String, i64, String)> =
-            sqlx::query_as("SELECT owner, fence, expires_at FROM account_leases WHERE account = ?")
-                .bind(account)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, i64, String)> = sqlx::query_as(
+            "SELECT owner, fence, expires_at FROM account_leases WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|(owner, fence, expires_at)| LeaseHolder {
             owner,
             fence,
             expires_at,
         }))
     }
-}
 
-impl Store {
     /// Leases in force (not expired), by account: instances running with
     /// `instances = "several"` on this store right now.
     pub async fn live_leases(&self) -> Result<Vec<(String, LeaseHolder)>, StoreError> {
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT account, owner, fence, expires_at FROM account_leases WHERE expires_at > ? ORDER BY account",
-        )
-        .bind(super::now_rfc3339())
+        let now = clock(self.backend, "0.0");
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(&format!(
+            "SELECT account, owner, fence, expires_at FROM account_leases \
+             WHERE expires_at > {now} ORDER BY account"
+        ))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -131,15 +135,16 @@ impl Store {
     }
 }
 
-/// Inside a write transaction of a fenced store: the lease is still ours with our fence. The
-/// transaction holds SQLite's write lock, so no other instance can take the lease over between
-/// this check and the commit.
+/// Inside a write transaction of a fenced store, under the store's write lock: the lease is
+/// still ours with our fence. A takeover may commit between this check and our commit, but the
+/// new holder's own writes wait for our write lock, so they see our commit (its mails as
+/// already processed) and nothing of ours lands after them.
 pub(super) async fn check_fence(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     fence: &Fence,
 ) -> Result<(), StoreError> {
     let ours: Option<i64> = sqlx::query_scalar(
-        "SELECT fence FROM account_leases WHERE account = ? AND owner = ? AND fence = ?",
+        "SELECT fence FROM account_leases WHERE account = $1 AND owner = $2 AND fence = $3",
     )
     .bind(&fence.account)
     .bind(&fence.owner)
@@ -181,7 +186,7 @@ mod tests {
             source_key: format!("imap:INBOX:1:{n}"),
             parsed: crate::ingest::parse::parse(raw.as_bytes()),
             raw: raw.into_bytes(),
-            received_at: Utc::now(),
+            received_at: chrono::Utc::now(),
         }
     }
 

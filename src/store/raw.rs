@@ -5,7 +5,7 @@
 //! SHA-256 taken at ingestion, and it is the one place to change when raw mail is stored
 //! differently (compressed, say).
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use super::{sha256_hex, Store, StoreError};
 
@@ -64,13 +64,13 @@ pub struct AttachmentData {
 /// The raw bytes of an article, checked against its stored SHA-256. `number` and `article` only
 /// name it in the error.
 async fn verified_raw(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     article_id: i64,
     number: &str,
     article: u32,
 ) -> Result<Vec<u8>, ExportError> {
     let (raw, expected): (Vec<u8>, String) =
-        sqlx::query_as("SELECT raw, raw_sha256 FROM articles WHERE id = ?")
+        sqlx::query_as("SELECT raw, raw_sha256 FROM articles WHERE id = $1")
             .bind(article_id)
             .fetch_one(pool)
             .await?;
@@ -90,7 +90,7 @@ impl Store {
     /// The row ids of a ticket's articles, oldest first: article N of `tickets show` is the
     /// N-th of them.
     async fn article_ids(&self, number: &str) -> Result<Vec<i64>, ExportError> {
-        let ticket: Option<i64> = sqlx::query_scalar("SELECT id FROM tickets WHERE number = ?")
+        let ticket: Option<i64> = sqlx::query_scalar("SELECT id FROM tickets WHERE number = $1")
             .bind(number)
             .fetch_optional(&self.pool)
             .await?;
@@ -98,7 +98,7 @@ impl Store {
             return Err(ExportError::NoTicket(number.to_string()));
         };
         Ok(
-            sqlx::query_scalar("SELECT id FROM articles WHERE ticket_id = ? ORDER BY id")
+            sqlx::query_scalar("SELECT id FROM articles WHERE ticket_id = $1 ORDER BY id")
                 .bind(ticket)
                 .fetch_all(&self.pool)
                 .await?,
@@ -142,7 +142,7 @@ impl Store {
         let id = self.article_id(number, article).await?;
         // Ids first: only the one attachment asked for is read into memory.
         let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM attachments WHERE article_id = ? ORDER BY id")
+            sqlx::query_scalar("SELECT id FROM attachments WHERE article_id = $1 ORDER BY id")
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -155,7 +155,7 @@ impl Store {
             });
         };
         let (filename, content_type, data) =
-            sqlx::query_as("SELECT filename, content_type, data FROM attachments WHERE id = ?")
+            sqlx::query_as("SELECT filename, content_type, data FROM attachments WHERE id = $1")
                 .bind(attachment)
                 .fetch_one(&self.pool)
                 .await?;
