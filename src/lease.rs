@@ -269,11 +269,16 @@ pub async fn serve(
         health.set_lease(Some(LeaseView::Held { fence: fence.fence }));
         crate::metrics::lease_held(account, true);
         let cancel = cancel.clone();
-        leases
+        let held = leases
             .while_held(fence, deadline, |store, holding| {
                 session(store, holding, cancel)
             })
             .await;
+        if held.is_none() {
+            // Lost: say so at once, not only once the next acquisition attempt has answered.
+            health.set_lease(Some(LeaseView::Standby { holder: None }));
+            health.set(State::Standby);
+        }
     }
 }
 

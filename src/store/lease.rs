@@ -65,7 +65,10 @@ impl Store {
         .bind(owner)
         .bind(ttl.as_secs_f64())
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.fail(e))?;
+        // The store answers: a standby instance writes nothing else that would say so.
+        self.health.worked();
         Ok(fence)
     }
 
@@ -90,7 +93,9 @@ impl Store {
         .bind(&fence.owner)
         .bind(fence.fence)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.fail(e))?;
+        self.health.worked();
         Ok(done.rows_affected() == 1)
     }
 
