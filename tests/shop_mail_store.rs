@@ -348,3 +348,32 @@ async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
         )]
     );
 }
+
+#[tokio::test]
+async fn a_store_written_before_the_migrations_moved_per_backend_still_opens() {
+    // migrations/0001.. became migrations/sqlite/0001.. unchanged: sqlx checks each applied
+    // migration's checksum, so a moved-and-edited file would refuse this store.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tickets.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/stores/main-2026-11-30.sqlite"),
+        &path,
+    )
+    .unwrap();
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.count_tickets().await.unwrap(), 44);
+    // Every fetched mail stays known as processed: none would be fetched twice.
+    assert_eq!(
+        store
+            .processed("fixture-imap", "imap:")
+            .await
+            .unwrap()
+            .len(),
+        44
+    );
+    assert_eq!(
+        store.processed("fixture-pop", "pop3:").await.unwrap().len(),
+        12
+    );
+    store.close().await;
+}
