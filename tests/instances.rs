@@ -143,13 +143,19 @@ async fn store_count(store: &StoreLocation, sql: &str) -> i64 {
             let Ok(mut conn) = options.connect().await else {
                 return 0;
             };
-            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap_or(0)
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0)
         }
         StoreLocation::Postgres(url) => {
             let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url.expose()).await else {
                 return 0;
             };
-            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap_or(0)
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0)
         }
     }
 }
