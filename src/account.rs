@@ -8,6 +8,7 @@ use rustls::ClientConfig;
 
 use crate::config::{AccountConfig, AuthMethod, Config, Disposal, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::health::AccountHealth;
+use crate::lease::Holding;
 use crate::oauth::TokenSource;
 use crate::store::TicketRules;
 
@@ -26,6 +27,9 @@ pub struct AccountRuntime {
     pub health: AccountHealth,
     /// With `auth = "oauth2"`: the account's tokens, kept across reconnects.
     pub tokens: Option<Arc<TokenSource>>,
+    /// Several instances: asked before every disposal (set by `lease::serve`; always yes
+    /// otherwise).
+    pub lease: Holding,
 }
 
 impl AccountRuntime {
@@ -58,6 +62,7 @@ impl AccountRuntime {
             timeout: config.daemon.network_timeout,
             health: AccountHealth::detached(&account.name),
             tokens: token_source(config, account)?,
+            lease: Holding::default(),
             account: account.clone(),
         })
     }

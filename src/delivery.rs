@@ -544,6 +544,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn senders_of_several_instances_on_one_store_send_each_reply_once() {
+        let (dir, store) = store().await;
+        let mails: Vec<Incoming> = (0..60)
+            .map(|n| incoming(n, &format!("k{n}@c.test")))
+            .collect();
+        store.store_batch(&rules(), &mails).await.unwrap();
+        // Three instances: each its own pool on the same file, all sending at once.
+        let script = Arc::new(Script::default());
+        let mut senders = Vec::new();
+        for _ in 0..3 {
+            let own = Store::open(&dir.path().join("t.db")).await.unwrap();
+            senders.push(OutboxSender::new(own, script.clone(), settings()));
+        }
+        loop {
+            let rounds =
+                futures::future::join_all(senders.iter().map(|s| s.round(true, None))).await;
+            if rounds.into_iter().all(|r| r.unwrap().claimed == 0) {
+                break;
+            }
+        }
+        let delivered = script.delivered.lock().unwrap().clone();
+        let recipients: std::collections::HashSet<&String> =
+            delivered.iter().map(|(_, to, _)| to).collect();
+        assert_eq!(delivered.len(), 60, "each reply sent once");
+        assert_eq!(recipients.len(), 60, "no reply sent twice");
+        assert_eq!(store.outbox_summary().await.unwrap().sent, 60);
+    }
+
+    #[tokio::test]
     async fn a_fresh_start_does_not_wait_out_an_old_backoff() {
         let (_d, store) = store().await;
         store

@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod imap;
 pub mod ingest;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod net;

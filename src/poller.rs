@@ -40,6 +40,7 @@ fn context<'a>(
         max_message_size: rt.max_message_size,
         cancel,
         health: Some(&rt.health),
+        lease: &rt.lease,
     }
 }
 

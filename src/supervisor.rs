@@ -21,6 +21,7 @@ use crate::backoff::backoff_delay;
 use crate::config::{Config, SmtpConfig};
 use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::{AccountHealth, Health, State};
+use crate::lease::Leases;
 use crate::poller;
 use crate::smtp::SmtpTransport;
 use crate::store::Store;
@@ -73,6 +74,8 @@ pub struct Changes {
 
 pub struct Supervisor {
     store: Store,
+    /// `[store] instances = "several"`: accounts are polled under their leases.
+    leases: Option<Leases>,
     health: Health,
     grace: Duration,
     accounts: BTreeMap<String, Task<AccountRuntime>>,
@@ -82,9 +85,15 @@ pub struct Supervisor {
 impl Supervisor {
     /// `grace`: how long a stopping task may take to finish its mail in flight before it is
     /// aborted.
-    pub fn new(store: Store, health: Health, grace: Duration) -> Supervisor {
+    pub fn new(
+        store: Store,
+        leases: Option<Leases>,
+        health: Health,
+        grace: Duration,
+    ) -> Supervisor {
         Supervisor {
             store,
+            leases,
             health,
             grace,
             accounts: BTreeMap::new(),
@@ -139,6 +148,7 @@ impl Supervisor {
             let handle = tokio::spawn(supervise_account(
                 rt.clone(),
                 self.store.clone(),
+                self.leases.clone(),
                 cancel.clone(),
             ));
             self.accounts.insert(
@@ -285,11 +295,21 @@ async fn supervise(
     }
 }
 
-async fn supervise_account(rt: AccountRuntime, store: Store, cancel: CancellationToken) {
+async fn supervise_account(
+    rt: AccountRuntime,
+    store: Store,
+    leases: Option<Leases>,
+    cancel: CancellationToken,
+) {
     let name = rt.account.name.clone();
     let health = rt.health.clone();
     supervise(name, Some(health.clone()), cancel, move |cancel| {
-        Box::pin(poller::run_account(rt.clone(), store.clone(), cancel))
+        Box::pin(crate::lease::run_account(
+            leases.clone(),
+            rt.clone(),
+            store.clone(),
+            cancel,
+        ))
     })
     .await;
     health.set(State::Stopped);

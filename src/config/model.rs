@@ -39,6 +39,22 @@ pub struct StoreConfig {
     /// Filled in by validation from whichever url source is set.
     #[serde(skip)]
     pub resolved_url: Option<Secret>,
+    /// How many instances share this store; `several` turns on account leases (see
+    /// docs/operations.md, "Several instances").
+    #[serde(default)]
+    pub instances: Instances,
+}
+
+/// `[store] instances`: whether other mail2ticket instances run the same config on this store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// This instance is the only one: every account is polled at once, no leases.
+    #[default]
+    One,
+    /// Every instance runs the whole config; an account is polled only by the instance
+    /// holding its lease.
+    Several,
 }
 
 impl StoreConfig {
@@ -50,6 +66,7 @@ impl StoreConfig {
             url_file: None,
             url_env: None,
             resolved_url: None,
+            instances: Instances::default(),
         }
     }
 

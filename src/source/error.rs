@@ -37,6 +37,8 @@ pub enum ErrorKind {
         label: &'static str,
         permanent: bool,
     },
+    /// Several instances: this instance's lease on the account ended (see crate::lease).
+    LeaseLost,
     Other,
 }
 
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::Folder => "folder",
             ErrorKind::Store => "store",
             ErrorKind::OAuth { label, .. } => label,
+            ErrorKind::LeaseLost => "lease_lost",
             ErrorKind::Other => "other",
         }
     }
@@ -78,6 +81,17 @@ impl SourceError {
     pub fn kind(&self) -> &ErrorKind {
         &self.kind
     }
+
+    /// The pass stopped because the account's lease is no longer this instance's.
+    pub fn lease_lost() -> SourceError {
+        SourceError::new(
+            ErrorKind::LeaseLost,
+            anyhow::anyhow!(
+                "the account's lease is no longer this instance's; nothing more moved or \
+                 deleted, the mails are left to the instance holding it"
+            ),
+        )
+    }
 }
 
 impl fmt::Display for SourceError {
@@ -91,7 +105,11 @@ impl std::error::Error for SourceError {}
 
 impl From<StoreError> for SourceError {
     fn from(e: StoreError) -> SourceError {
-        SourceError::new(ErrorKind::Store, e)
+        let kind = match e.kind() {
+            crate::store::StoreErrorKind::LeaseLost => ErrorKind::LeaseLost,
+            _ => ErrorKind::Store,
+        };
+        SourceError::new(kind, e)
     }
 }
 

@@ -19,6 +19,7 @@ use super::{Listed, PassReport, Source, SourceError, SourceKey};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
 use crate::ingest::parse::parse;
+use crate::lease::Holding;
 use crate::store::{Incoming, Store, StoredAlone, TicketRules, QUARANTINE_AFTER};
 
 /// Batch limits: many small mails per durable transaction, but bounded memory.
@@ -35,6 +36,8 @@ pub struct PassContext<'a> {
     pub cancel: Option<&'a CancellationToken>,
     /// Told after every committed batch, so a long pass counts as progress for /healthz.
     pub health: Option<&'a AccountHealth>,
+    /// Several instances: asked right before mail leaves the server (see crate::lease).
+    pub lease: &'a Holding,
 }
 
 pub async fn run_pass<S: Source>(
@@ -75,7 +78,7 @@ pub async fn run_pass<S: Source>(
         }
     }
     if !committed.is_empty() {
-        let gone = dispose_committed(&mut source, &committed, &mut report).await?;
+        let gone = dispose_committed(&mut source, ctx, &committed, &mut report).await?;
         record_gone::<S>(ctx, &keys_of(&source, &gone), &mut report).await;
     }
 
@@ -106,7 +109,7 @@ pub async fn run_pass<S: Source>(
                 let gone = if durable.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    dispose_committed(&mut source, &durable, &mut report).await
+                    dispose_committed(&mut source, ctx, &durable, &mut report).await
                 };
                 let next = match &following {
                     Some(ids) => Some(source.fetch(ids).await),
@@ -141,20 +144,30 @@ pub async fn run_pass<S: Source>(
         fetched = next.transpose()?;
     }
     if !durable.is_empty() {
-        let gone = dispose_committed(&mut source, &durable, &mut report).await?;
+        let gone = dispose_committed(&mut source, ctx, &durable, &mut report).await?;
         record_gone::<S>(ctx, &keys_of(&source, &gone), &mut report).await;
+    }
+    // POP3's QUIT deletes what DELE marked: past the lease, drop the connection instead and
+    // the server keeps every mail.
+    if !ctx.lease.may_dispose() {
+        return Err(SourceError::lease_lost());
     }
     let gone = source.finish(&processed).await?;
     record_gone::<S>(ctx, &gone, &mut report).await;
     Ok(report)
 }
 
-/// The one place where mails leave the server: only mails whose tickets are committed get here.
+/// The one place where mails leave the server: only mails whose tickets are committed get here,
+/// and only while this instance may still touch the mailbox (several instances: its lease).
 async fn dispose_committed<S: Source>(
     source: &mut S,
+    ctx: &PassContext<'_>,
     committed: &[S::Id],
     report: &mut PassReport,
 ) -> Result<Vec<S::Id>, SourceError> {
+    if !ctx.lease.may_dispose() {
+        return Err(SourceError::lease_lost());
+    }
     source.dispose(committed, report).await
 }
 

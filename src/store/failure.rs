@@ -17,6 +17,9 @@ pub enum StoreErrorKind {
     Locked,
     /// The database server is gone: connection lost or refused, shut down, restarting.
     Unreachable,
+    /// The account's lease is another instance's now (several instances on one store): not
+    /// the mail's fault, and not the store's either.
+    LeaseLost,
     /// Not environmental: a constraint, a malformed value, a bug. Counted per mail.
     Other,
 }
@@ -30,6 +33,7 @@ impl StoreErrorKind {
             StoreErrorKind::ReadOnly => "read_only",
             StoreErrorKind::Locked => "locked",
             StoreErrorKind::Unreachable => "unreachable",
+            StoreErrorKind::LeaseLost => "lease_lost",
             StoreErrorKind::Other => "other",
         }
     }
@@ -51,6 +55,10 @@ impl StoreErrorKind {
             StoreErrorKind::Unreachable => (
                 "database server unreachable",
                 "it answers again (the daemon retries by itself)",
+            ),
+            StoreErrorKind::LeaseLost => (
+                "the account's lease was lost",
+                "this instance holds the lease again",
             ),
             StoreErrorKind::Other => ("error", "it is fixed"),
         }

@@ -14,6 +14,7 @@
 mod failure;
 mod find;
 mod ingest;
+mod lease;
 mod outbox;
 mod query;
 mod raw;
@@ -34,6 +35,7 @@ pub(crate) use sql::SqlBuilder;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
+pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
@@ -72,6 +74,10 @@ pub enum StoreError {
     /// Handling one mail panicked (a bug): counted as that mail's failure.
     #[error("handling the mail panicked: {0}")]
     Panicked(String),
+    /// A write of a lease holder found the account's lease taken over by another instance (or
+    /// gone): the transaction rolled back, the mails stay on the server for the new holder.
+    #[error("ticket store: the lease of account {account:?} is no longer this instance's; nothing was written, the mails stay on the server for the instance holding it now")]
+    LeaseLost { account: String },
 }
 
 impl StoreError {
@@ -81,6 +87,7 @@ impl StoreError {
             StoreError::Unavailable { kind, .. } => *kind,
             StoreError::CreateDir { .. } | StoreError::Open { .. } => StoreErrorKind::Io,
             StoreError::Connect { .. } => StoreErrorKind::Unreachable,
+            StoreError::LeaseLost { .. } => StoreErrorKind::LeaseLost,
             StoreError::Migrate { .. } | StoreError::Panicked(_) | StoreError::Unsupported(_) => {
                 StoreErrorKind::Other
             }
@@ -115,6 +122,9 @@ pub struct Store {
     /// As shown in messages: the file, or the URL with its password masked.
     path: Arc<str>,
     health: StoreHealth,
+    /// Set on the handle of a lease holder (see [`Store::fenced`]): every write transaction
+    /// first checks that the lease is still ours.
+    fence: Option<Arc<Fence>>,
 }
 
 /// The seed of the PostgreSQL advisory lock every write transaction takes (see
@@ -255,6 +265,18 @@ impl Store {
             // A restarted server leaves dead connections in the pool: each is tested before
             // use (the default), and a pass that still meets one stops as environmental.
             .acquire_timeout(Duration::from_secs(10))
+            // A process that stops inside a write transaction (frozen, or cut off from the
+            // server) would hold the store's write lock until the server notices the dead
+            // connection, which without traffic can take hours: the server ends such a
+            // transaction after 10 s instead (nothing of ours idles that long inside one), so
+            // the other instances, and the account's next lease holder, can write again.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET idle_in_transaction_session_timeout = '10s'")
+                        .await?;
+                    Ok(())
+                })
+            })
             .connect_with(quiet(options))
             .await
             .map_err(connect_error)?;
@@ -295,6 +317,7 @@ impl Store {
             backend,
             path: shown.into(),
             health: StoreHealth::default(),
+            fence: None,
         })
     }
 
@@ -318,7 +341,7 @@ impl Store {
         let e = e.into();
         let kind = e.kind();
         crate::metrics::store_error(kind.label());
-        if !kind.is_environmental() {
+        if !kind.is_environmental() || kind == StoreErrorKind::LeaseLost {
             return e;
         }
         let e = match e {
@@ -341,6 +364,16 @@ impl Store {
         &self.pool
     }
 
+    /// The same store for the holder of an account's lease: each of its write transactions
+    /// checks, inside the transaction, that `fence` still holds the lease, and rolls back with
+    /// [`StoreError::LeaseLost`] if not.
+    pub fn fenced(&self, fence: Fence) -> Store {
+        Store {
+            fence: Some(Arc::new(fence)),
+            ..self.clone()
+        }
+    }
+
     /// A write transaction holds the store's one write lock from its first statement, so the
     /// reads it makes before writing (already processed? message stored by another account?
     /// the next row ids) stay true until it commits, whichever process writes beside it.
@@ -353,7 +386,18 @@ impl Store {
     /// PostgreSQL: a transaction-level advisory lock, released by COMMIT or ROLLBACK (or the
     /// server when the connection dies). Readers are never blocked; each later statement of the
     /// transaction (READ COMMITTED) sees everything committed before the lock was granted.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+    ///
+    /// On a fenced store (an account's lease holder), the lease is checked next, under the
+    /// write lock: no later write of the new holder can come before this transaction's commit.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+        let mut tx = self.write_lock().await?;
+        if let Some(fence) = &self.fence {
+            lease::check_fence(&mut tx, fence).await?;
+        }
+        Ok(tx)
+    }
+
+    async fn write_lock(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => {
