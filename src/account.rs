@@ -8,7 +8,7 @@ use rustls::ClientConfig;
 
 use crate::config::{AccountConfig, AuthMethod, Config, Disposal, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::health::AccountHealth;
-use crate::lease::Holding;
+use crate::lease::holding::Holding;
 use crate::oauth::TokenSource;
 use crate::store::TicketRules;
 

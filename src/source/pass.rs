@@ -19,7 +19,7 @@ use super::{Listed, PassReport, Source, SourceError, SourceKey};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
 use crate::ingest::parse::parse;
-use crate::lease::Holding;
+use crate::lease::holding::Holding;
 use crate::store::{Incoming, Store, StoredAlone, TicketRules, QUARANTINE_AFTER};
 
 /// Batch limits: many small mails per durable transaction, but bounded memory.

@@ -50,7 +50,7 @@
 //! previous lease to expire (its identity is new at every start), up to the TTL.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -63,6 +63,10 @@ use crate::health::{AccountHealth, LeaseView, State};
 use crate::poller;
 use crate::source::{PassReport, SourceError};
 use crate::store::{Fence, Store};
+
+pub mod holding;
+
+pub use holding::Holding;
 
 /// How long a lease lasts and how often it is renewed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,49 +198,6 @@ impl Leases {
             warn!(account = %fence.account, error = %e, "could not release the lease; another instance takes over when it expires");
         }
         done
-    }
-}
-
-/// What the pass asks before every disposal: whether this instance may still touch the mailbox.
-/// The default handle (leases off) always may.
-#[derive(Debug, Clone, Default)]
-pub struct Holding(Option<Arc<Mutex<Option<Instant>>>>);
-
-impl Holding {
-    fn until(deadline: Instant) -> Holding {
-        Holding(Some(Arc::new(Mutex::new(Some(deadline)))))
-    }
-
-    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Option<Instant>>> {
-        self.0
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// True while the lease is held and its local deadline has not passed.
-    pub fn may_dispose(&self) -> bool {
-        match self.lock() {
-            None => true,
-            Some(deadline) => deadline.is_some_and(|d| Instant::now() < d),
-        }
-    }
-
-    fn deadline(&self) -> Instant {
-        self.lock().and_then(|d| *d).unwrap_or_else(Instant::now)
-    }
-
-    fn extend(&self, deadline: Instant) {
-        if let Some(mut d) = self.lock() {
-            if d.is_some() {
-                *d = Some(deadline);
-            }
-        }
-    }
-
-    fn revoke(&self) {
-        if let Some(mut d) = self.lock() {
-            *d = None;
-        }
     }
 }
 
