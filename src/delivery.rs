@@ -372,12 +372,6 @@ mod tests {
 
     fn rules() -> TicketRules {
         TicketRules {
-            account: "support".into(),
-            ticket_type: "question".into(),
-            ticket_status: "open".into(),
-            subject_tag: "Ticket#".into(),
-            customer: crate::config::CustomerSource::ReplyTo,
-            test_mail_key: None,
             reply: Some(crate::reply::ReplyPolicy {
                 account_email: "support@shop.test".into(),
                 sender_name: Some("Shop".into()),
@@ -392,6 +386,7 @@ mod tests {
                 message_id_domain: "tickets.shop.test".into(),
                 own_addresses: vec!["support@shop.test".into()],
             }),
+            ..TicketRules::without_replies("support")
         }
     }
 

@@ -14,15 +14,7 @@ use mail2ticket::ingest::parse::parse;
 use mail2ticket::store::{Incoming, Outcome, Store, TicketRules};
 
 fn rules(account: &str) -> TicketRules {
-    TicketRules {
-        account: account.into(),
-        ticket_type: "question".into(),
-        ticket_status: "open".into(),
-        subject_tag: "Ticket#".into(),
-        customer: CustomerSource::ReplyTo,
-        reply: None,
-        test_mail_key: None,
-    }
+    TicketRules::without_replies(account)
 }
 
 /// A copy of a mail as the mailbox `to` holds it: the delivery header differs per mailbox.

@@ -281,15 +281,7 @@ mod tests {
     use crate::store::{Incoming, TicketRules};
 
     fn rules() -> TicketRules {
-        TicketRules {
-            account: "support".into(),
-            ticket_type: "question".into(),
-            ticket_status: "open".into(),
-            subject_tag: "Ticket#".into(),
-            customer: crate::config::CustomerSource::ReplyTo,
-            test_mail_key: None,
-            reply: None,
-        }
+        TicketRules::without_replies("support")
     }
 
     /// Mail `n` fetched `n` hours after `base`, give or take `jitter` (up to two hours).

@@ -42,6 +42,21 @@ pub struct TicketRules {
 }
 
 impl TicketRules {
+    /// The rules of an account configured with nothing but its name: type "question", status
+    /// "open", the default subject tag, the customer from Reply-To, no automatic replies and no
+    /// test mails. What generated stores, fuzzing and tests start from.
+    pub fn without_replies(account: &str) -> TicketRules {
+        TicketRules {
+            account: account.into(),
+            ticket_type: "question".into(),
+            ticket_status: "open".into(),
+            subject_tag: crate::config::default_subject_tag(),
+            customer: crate::config::CustomerSource::ReplyTo,
+            reply: None,
+            test_mail_key: None,
+        }
+    }
+
     /// A genuine test-fetch mail of this account: disposed of without a ticket.
     pub fn is_test_mail(&self, parsed: &ParsedMail) -> bool {
         match (&parsed.automation.test_marker, &self.test_mail_key) {

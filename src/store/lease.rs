@@ -172,15 +172,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(15);
 
     fn rules() -> TicketRules {
-        TicketRules {
-            account: "support".into(),
-            ticket_type: "question".into(),
-            ticket_status: "open".into(),
-            subject_tag: "Ticket#".into(),
-            customer: crate::config::CustomerSource::ReplyTo,
-            reply: None,
-            test_mail_key: None,
-        }
+        TicketRules::without_replies("support")
     }
 
     fn mail(n: u32) -> Incoming {
