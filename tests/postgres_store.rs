@@ -60,19 +60,22 @@ async fn a_wrong_password_is_reported_without_showing_it() {
     assert!(err.contains("password authentication failed"), "{err}");
 }
 
-#[test]
-fn path_and_url_together_are_refused_with_key_and_line() {
+/// `check-config` on a config file of `text`.
+fn check_config(text: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "[store]\npath = \"/tmp/t.db\"\nurl = \"postgres://m2t:Inline-Secret-9@db/tickets\"\n",
-    )
-    .unwrap();
-    let out = common::mail2ticket_cmd(&config)
+    std::fs::write(&config, text).unwrap();
+    common::mail2ticket_cmd(&config)
         .arg("check-config")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn path_and_url_together_are_refused_with_key_and_line() {
+    let out = check_config(
+        "[store]\npath = \"/tmp/t.db\"\nurl = \"postgres://m2t:Inline-Secret-9@db/tickets\"\n",
+    );
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(err.contains(":3:") && err.contains("store.url"), "{err}");
@@ -82,17 +85,7 @@ fn path_and_url_together_are_refused_with_key_and_line() {
 
 #[test]
 fn a_password_written_in_the_config_is_warned_about_and_never_printed() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "[store]\nurl = \"postgres://m2t:Inline-Secret-9@db/tickets\"\n",
-    )
-    .unwrap();
-    let out = common::mail2ticket_cmd(&config)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = check_config("[store]\nurl = \"postgres://m2t:Inline-Secret-9@db/tickets\"\n");
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -108,18 +101,9 @@ fn a_password_written_in_the_config_is_warned_about_and_never_printed() {
 #[test]
 fn a_url_that_is_not_postgres_names_its_key() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
     let url_file = dir.path().join("store.url");
     std::fs::write(&url_file, "mysql://m2t:Other-Secret-3@db/tickets\n").unwrap();
-    std::fs::write(
-        &config,
-        format!("[store]\nurl_file = \"{}\"\n", url_file.display()),
-    )
-    .unwrap();
-    let out = common::mail2ticket_cmd(&config)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = check_config(&format!("[store]\nurl_file = \"{}\"\n", url_file.display()));
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(
@@ -224,21 +208,13 @@ async fn postgres_restarted_mid_backlog_loses_and_doubles_nothing() {
 
 #[test]
 fn an_oauth_account_on_a_postgres_store_must_name_its_token_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
+    let out = check_config(
         "[store]\nurl = \"postgres://m2t@db/tickets\"\n\n[[account]]\nname = \"x\"\n\
          email = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
          ticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\nauth = \"oauth2\"\n\n\
          [account.oauth2]\nprovider = \"google\"\ngrant = \"refresh_token\"\nclient_id = \"c\"\n\
          client_secret = \"s\"\n",
-    )
-    .unwrap();
-    let out = common::mail2ticket_cmd(&config)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    );
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(
