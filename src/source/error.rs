@@ -43,6 +43,14 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// A store error's kind for the pass: a lost lease is not a store failure.
+    pub fn of_store(e: &StoreError) -> ErrorKind {
+        match e.kind() {
+            crate::store::StoreErrorKind::LeaseLost => ErrorKind::LeaseLost,
+            _ => ErrorKind::Store,
+        }
+    }
+
     /// A short, stable name for the `errors` metric and /healthz.
     pub fn label(&self) -> &'static str {
         match self {
@@ -105,11 +113,7 @@ impl std::error::Error for SourceError {}
 
 impl From<StoreError> for SourceError {
     fn from(e: StoreError) -> SourceError {
-        let kind = match e.kind() {
-            crate::store::StoreErrorKind::LeaseLost => ErrorKind::LeaseLost,
-            _ => ErrorKind::Store,
-        };
-        SourceError::new(kind, e)
+        SourceError::new(ErrorKind::of_store(&e), e)
     }
 }
 

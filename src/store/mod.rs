@@ -42,13 +42,12 @@ pub use raw::{AttachmentData, ExportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the store folder {path}: {source}; check [store] path and permissions")]
-    CreateDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot open the ticket store {path}: {source}; check [store] path and that the folder is writable (in Docker, mount a volume there)")]
-    Open { path: String, source: sqlx::Error },
+    // The variants that name their cause in the message keep it as `cause`, not as a
+    // `source()`: a chain printed with `{:#}` would show it twice.
+    #[error("cannot create the store folder {path}: {cause}; check [store] path and permissions")]
+    CreateDir { path: String, cause: std::io::Error },
+    #[error("cannot open the ticket store {path}: {cause}; check [store] path and that the folder is writable (in Docker, mount a volume there)")]
+    Open { path: String, cause: sqlx::Error },
     /// Connecting to PostgreSQL failed. The cause is kept as text with the URL's password
     /// masked: a driver message must not carry it into a log.
     #[error("cannot connect to the ticket store {url}: {cause}; check [store] url (or url_file / url_env), that the server runs and lets this user in (password in the URL, PGPASSFILE or ~/.pgpass), and sslmode / sslrootcert")]
@@ -56,20 +55,20 @@ pub enum StoreError {
     /// Something this backend cannot do (e.g. word search on PostgreSQL).
     #[error("{0}")]
     Unsupported(String),
-    #[error("migrating the ticket store {path} failed: {source}")]
+    #[error("migrating the ticket store {path} failed: {cause}")]
     Migrate {
         path: String,
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
     #[error("ticket store: {0}")]
     Sql(#[from] sqlx::Error),
     /// An environmental error (see [`StoreErrorKind::is_environmental`]): the pass stops, the
     /// mails stay on the server, no mail is blamed.
-    #[error("ticket store: {what} at {path}; mails stay on the server until {until} ({source})", what = kind.what_and_until().0, until = kind.what_and_until().1)]
+    #[error("ticket store: {what} at {path}; mails stay on the server until {until} ({cause})", what = kind.what_and_until().0, until = kind.what_and_until().1)]
     Unavailable {
         kind: StoreErrorKind,
         path: String,
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// Handling one mail panicked (a bug): counted as that mail's failure.
     #[error("handling the mail panicked: {0}")]
@@ -194,9 +193,9 @@ impl Store {
         install_drivers();
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            std::fs::create_dir_all(dir).map_err(|cause| StoreError::CreateDir {
                 path: dir.display().to_string(),
-                source,
+                cause,
             })?;
         }
         // The Any driver takes a URL; SQLite's own options write it (percent-encoding the path).
@@ -204,9 +203,9 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .to_url_lossy();
-        let open_error = |source| StoreError::Open {
+        let open_error = |cause| StoreError::Open {
             path: shown.clone(),
-            source,
+            cause,
         };
         let options = AnyConnectOptions::from_url(&url).map_err(open_error)?;
         let pool = AnyPoolOptions::new()
@@ -291,9 +290,9 @@ impl Store {
             .max_connections(1)
             .connect("sqlite::memory:")
             .await
-            .map_err(|source| StoreError::Open {
+            .map_err(|cause| StoreError::Open {
                 path: shown.clone(),
-                source,
+                cause,
             })?;
         Store::migrated(pool, Backend::Sqlite, shown).await
     }
@@ -308,9 +307,9 @@ impl Store {
         migrator
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
+            .map_err(|cause| StoreError::Migrate {
                 path: shown.clone(),
-                source,
+                cause,
             })?;
         Ok(Store {
             pool,
@@ -339,16 +338,24 @@ impl Store {
     /// store's path and remembered for /healthz.
     pub(crate) fn fail(&self, e: impl Into<StoreError>) -> StoreError {
         let e = e.into();
-        let kind = e.kind();
+        let kind = match (&e, self.backend) {
+            // sqlx reports a server that refuses connections until the acquire timeout as a
+            // pool timeout (it keeps retrying the connect); on SQLite it means every connection
+            // stayed busy.
+            (StoreError::Sql(sqlx::Error::PoolTimedOut), Backend::Postgres) => {
+                StoreErrorKind::Unreachable
+            }
+            _ => e.kind(),
+        };
         crate::metrics::store_error(kind.label());
         if !kind.is_environmental() || kind == StoreErrorKind::LeaseLost {
             return e;
         }
         let e = match e {
-            StoreError::Sql(source) => StoreError::Unavailable {
+            StoreError::Sql(cause) => StoreError::Unavailable {
                 kind,
                 path: self.path.to_string(),
-                source,
+                cause,
             },
             other => other,
         };
