@@ -147,15 +147,6 @@ impl Drop for ServerStopped<'_> {
     }
 }
 
-fn signal(daemon: &common::Daemon, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(daemon.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_stopped_mid_backlog_loses_and_doubles_nothing() {
     let _server = SERVER.write().await;
@@ -192,14 +183,14 @@ async fn postgres_stopped_mid_backlog_loses_and_doubles_nothing() {
     while cfg.ticket_count().await == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    signal(&daemon, "STOP");
+    daemon.signal("STOP");
     let before = cfg.ticket_count().await;
     assert!(
         before > 0 && before < total as i64,
         "the outage must start inside the backlog ({before} of {total} tickets stored)"
     );
     let stopped = ServerStopped::stop(lab);
-    signal(&daemon, "CONT");
+    daemon.signal("CONT");
     let noticed_by = tokio::time::Instant::now() + Duration::from_secs(60);
     let noticed = loop {
         let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
