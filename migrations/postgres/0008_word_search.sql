@@ -1,6 +1,5 @@
 -- Word search on PostgreSQL (`tickets find TEXT`, `--subject`): what SQLite's FTS5 table
--- articles_fts (0004) does there. Subject words carry weight A and body words weight B, so a
--- query can ask for subject words alone ('word':A, see src/store/find.rs).
+-- articles_fts (0004) does there.
 
 -- Text as FTS5's tokenizer (`unicode61 remove_diacritics 2`) sees it for a SQLite store:
 -- lower case, Latin letters with a diacritic as their base letter (`koln` finds `Köln`), and
@@ -19,13 +18,19 @@ AS $$
             || '                                ')
 $$;
 
--- A tsvector holds at most 1 MB, so a body is indexed up to its first 100,000 characters: a
--- mail with a novel in it is still stored, and found by the words of its beginning.
+-- The words of subject and body (TEXT). A tsvector holds at most 1 MB, so a body is indexed
+-- up to its first 100,000 characters: a mail with a novel in it is still stored, and found by
+-- the words of its beginning.
 --
 -- Adding a stored generated column rewrites the table once, under a lock, when this migration
 -- runs (at the first start of this version).
 ALTER TABLE articles ADD COLUMN words tsvector GENERATED ALWAYS AS (
-    setweight(to_tsvector('simple', search_text(subject)), 'A')
-        || setweight(to_tsvector('simple', search_text(left(text_body, 100000))), 'B')
+    to_tsvector('simple', search_text(subject))
+        || to_tsvector('simple', search_text(left(text_body, 100000)))
 ) STORED;
 CREATE INDEX articles_words ON articles USING gin (words);
+
+-- The words of the subject alone (`--subject`), in an index of their own: a word rare in
+-- subjects but common in bodies ("Rechnung") is then found among the subjects, not by reading
+-- every article whose body has it. Queries spell this expression exactly (src/store/find.rs).
+CREATE INDEX articles_subject_words ON articles USING gin (to_tsvector('simple', search_text(subject)));

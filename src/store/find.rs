@@ -107,14 +107,6 @@ impl FindQuery {
             (Some(s), Some(t)) => Some(format!("subject : ({s}) AND ({t})")),
         }
     }
-
-    /// The words for PostgreSQL's text search: subject words limited to the subject's
-    /// weight A (migration 0008), then the text words.
-    fn weighted_words(&self) -> Vec<(Word<'_>, Option<char>)> {
-        let subject = self.subject_words().into_iter().map(|w| (w, Some('A')));
-        let text = self.text_words().into_iter().map(|w| (w, None));
-        subject.chain(text).collect()
-    }
 }
 
 /// The `to_tsquery('simple', …)` text for `words`, each as folded by the store's
@@ -124,21 +116,15 @@ impl FindQuery {
 /// Every word is one quoted lexeme, so what a person types is never read as query syntax;
 /// PostgreSQL splits a quoted word that folding broke in two (`order 4711`) into a phrase, as
 /// FTS5 does. A word ending in `*` matches as a prefix (`:*`).
-fn tsquery(words: &[(Word<'_>, Option<char>)], folded: &[String]) -> Option<String> {
+fn tsquery(words: &[Word<'_>], folded: &[String]) -> Option<String> {
     let lexemes: Vec<String> = words
         .iter()
         .zip(folded)
         .filter(|(_, f)| !f.trim().is_empty())
-        .map(|((w, weight), f)| {
-            let star = if w.prefix { "*" } else { "" };
-            let weight = weight.map(String::from).unwrap_or_default();
-            let label = if star.is_empty() && weight.is_empty() {
-                String::new()
-            } else {
-                format!(":{star}{weight}")
-            };
+        .map(|(w, f)| {
+            let prefix = if w.prefix { ":*" } else { "" };
             let quoted = f.trim().replace('\\', "\\\\").replace('\'', "''");
-            format!("'{quoted}'{label}")
+            format!("'{quoted}'{prefix}")
         })
         .collect();
     (!lexemes.is_empty()).then(|| lexemes.join(" & "))
@@ -228,21 +214,35 @@ impl Store {
         q.push(" JOIN tickets t ON t.id = a.ticket_id WHERE 1 = 1");
         if words {
             match self.backend {
-                Backend::Sqlite => q
-                    .push(" AND articles_fts MATCH ")
-                    .push_bind(query.fts5_expression().unwrap_or_default()),
+                Backend::Sqlite => {
+                    q.push(" AND articles_fts MATCH ")
+                        .push_bind(query.fts5_expression().unwrap_or_default());
+                }
                 Backend::Postgres => {
-                    let words = query.weighted_words();
-                    let folded = self.search_text(words.iter().map(|(w, _)| w.text)).await?;
-                    let Some(tsquery) = tsquery(&words, &folded) else {
+                    let (subject, text) = (query.subject_words(), query.text_words());
+                    let folded = self
+                        .search_text(subject.iter().chain(&text).map(|w| w.text))
+                        .await?;
+                    let (folded_subject, folded_text) = folded.split_at(subject.len());
+                    let subject = tsquery(&subject, folded_subject);
+                    let text = tsquery(&text, folded_text);
+                    if subject.is_none() && text.is_none() {
                         // Only punctuation: no article has such a word.
                         return Ok(Vec::new());
-                    };
-                    q.push(" AND a.words @@ to_tsquery('simple', ")
-                        .push_bind(tsquery)
-                        .push(")")
+                    }
+                    // The expressions of the indexes of migration 0008, letter for letter.
+                    if let Some(subject) = subject {
+                        q.push(" AND to_tsvector('simple', search_text(a.subject)) @@ to_tsquery('simple', ")
+                            .push_bind(subject)
+                            .push(")");
+                    }
+                    if let Some(text) = text {
+                        q.push(" AND a.words @@ to_tsquery('simple', ")
+                            .push_bind(text)
+                            .push(")");
+                    }
                 }
-            };
+            }
             // FTS5 seeks a row id range in its posting lists instead of filtering every hit;
             // PostgreSQL gets the same range to scan the primary key by.
             let ids = self.article_ids_received(query.since, query.until).await?;
@@ -484,34 +484,25 @@ mod tests {
         query(subject, text).fts5_expression()
     }
 
-    /// The tsquery for these words, each folded as `search_text` would (here: lower case).
-    fn tsquery_of(subject: Option<&str>, text: Option<&str>, folded: &[&str]) -> Option<String> {
-        let q = query(subject, text);
+    /// The tsquery for these words, each folded as `search_text` would (here: by hand).
+    fn tsquery_of(text: &str, folded: &[&str]) -> Option<String> {
         let folded: Vec<String> = folded.iter().map(|f| f.to_string()).collect();
-        tsquery(&q.weighted_words(), &folded)
+        tsquery(&query(None, Some(text)).text_words(), &folded)
     }
 
     #[test]
     fn folded_words_are_quoted_lexemes_on_postgres() {
         assert_eq!(
-            tsquery_of(None, Some("Order-4711 it's"), &["order 4711", "it s"]).unwrap(),
+            tsquery_of("Order-4711 it's", &["order 4711", "it s"]).unwrap(),
             "'order 4711' & 'it s'"
         );
         // Folding turns quotes and backslashes into spaces; were one left, it stays quoted.
+        assert_eq!(tsquery_of("a'b", &["a'b\\"]).unwrap(), r"'a''b\\'");
         assert_eq!(
-            tsquery_of(None, Some("a'b"), &["a'b\\"]).unwrap(),
-            r"'a''b\\'"
+            tsquery_of("Rechnung liefer*", &["rechnung", "liefer"]).unwrap(),
+            "'rechnung' & 'liefer':*"
         );
-        assert_eq!(
-            tsquery_of(
-                Some("Rechnung liefer*"),
-                Some("falsch*"),
-                &["rechnung", "liefer", "falsch"]
-            )
-            .unwrap(),
-            "'rechnung':A & 'liefer':*A & 'falsch':*"
-        );
-        assert_eq!(tsquery_of(None, Some("& !"), &["  ", " "]), None);
+        assert_eq!(tsquery_of("& !", &["  ", " "]), None);
     }
 
     #[test]
