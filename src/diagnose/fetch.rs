@@ -19,9 +19,9 @@ use super::{find_account, human_duration, Fail, Report, GREETING_TIMEOUT};
 use crate::config::{
     AccountConfig, AuthMethod, Config, Disposal, Encryption, ImapAction, Pop3Action, Protocol,
 };
-use crate::imap::connect::server_words;
-use crate::imap::connect::{negotiate_starttls, read_greeting, ImapError};
+use crate::imap::connect::{negotiate_starttls, read_greeting};
 use crate::imap::dispose::{Expunge, Plan};
+use crate::imap::error::{server_words, ImapError};
 use crate::imap::names;
 use crate::imap::utf7;
 use crate::ingest::parse::TEST_HEADER;
@@ -207,7 +207,7 @@ async fn imap_steps(
             if !notes.is_empty() {
                 detail.push_str(&format!(" ({})", notes.join("; ")));
             }
-            let names = crate::imap::connect::capability_names(&caps);
+            let names = crate::imap::login::capability_names(&caps);
             Ok((names, detail))
         })
         .await?;
@@ -320,44 +320,34 @@ async fn imap_steps(
     arrived
 }
 
+/// "login": the daemon's own login ([`crate::imap::login::log_in`]), its failures told with
+/// what to change.
 async fn imap_login(
     account: &AccountConfig,
     stream: MailStream,
     timeout: Duration,
     token: Option<&Secret>,
 ) -> Result<(Session<MailStream>, String), Fail> {
-    if let Some(token) = token {
-        let user = account.user.as_str();
-        return match crate::imap::oauth::authenticate(stream, account, token, timeout).await {
-            Ok((session, mechanism)) => Ok((
-                session,
-                format!("logged in as {user} by {}", mechanism.name()),
-            )),
-            Err(ImapError::AuthRejected { server, .. }) => Err(Fail::hint(
-                format!("login with the token refused for {user} (server said: {server})"),
-                REFUSED_TOKEN_HINT,
-            )),
-            Err(e) => Err(Fail::new(e.to_string())),
-        };
-    }
-    let client = async_imap::Client::new(stream);
     let user = account.user.as_str();
-    let password = account.password();
-    match tokio::time::timeout(timeout, client.login(user, password.expose())).await {
-        Ok(Ok(session)) => Ok((session, format!("logged in as {user}"))),
-        Ok(Err((async_imap::error::Error::No(text), _)))
-        | Ok(Err((async_imap::error::Error::Bad(text), _))) => Err(Fail::hint(
-            format!(
-                "login rejected for {user} (server said: {})",
-                server_words(&text)
-            ),
+    match crate::imap::login::log_in(stream, account, timeout, token).await {
+        Ok((session, Some(mechanism))) => Ok((
+            session,
+            format!("logged in as {user} by {}", mechanism.name()),
+        )),
+        Ok((session, None)) => Ok((session, format!("logged in as {user}"))),
+        Err(ImapError::AuthRejected { server, .. }) if token.is_some() => Err(Fail::hint(
+            format!("login with the token refused for {user} (server said: {server})"),
+            REFUSED_TOKEN_HINT,
+        )),
+        Err(ImapError::AuthRejected { server, .. }) => Err(Fail::hint(
+            format!("login rejected for {user} (server said: {server})"),
             "check `user` and `password`",
         )),
-        Ok(Err((e, _))) => Err(Fail::new(format!("IMAP LOGIN failed: {e}"))),
-        Err(_) => Err(Fail::hint(
-            format!("no answer to LOGIN within {}s", timeout.as_secs()),
+        Err(ImapError::Timeout { operation, secs }) => Err(Fail::hint(
+            format!("no answer to {operation} within {secs}s"),
             "check the server, or raise [daemon] network_timeout",
         )),
+        Err(e) => Err(Fail::new(e.to_string())),
     }
 }
 
@@ -367,7 +357,7 @@ async fn imap_timed<T>(
     fut: impl std::future::Future<Output = Result<T, async_imap::error::Error>>,
 ) -> Result<T, Fail> {
     use async_imap::error::Error as E;
-    crate::imap::connect::timed(timeout, operation, fut)
+    crate::imap::error::timed(timeout, operation, fut)
         .await
         .map_err(|e| match e {
             ImapError::Imap {
