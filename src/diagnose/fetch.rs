@@ -62,11 +62,29 @@ pub async fn test_fetch(config: &Config, name: &str, json: bool, wait: u64) -> E
         _ => None,
     };
     let token = token.as_ref();
+    let run = Run {
+        config,
+        account,
+        timeout,
+        wait,
+        token,
+    };
     match account.protocol {
-        Protocol::Imap => imap_steps(config, account, timeout, wait, token, &mut report).await,
-        Protocol::Pop3 => pop3_steps(config, account, timeout, wait, token, &mut report).await,
+        Protocol::Imap => imap_steps(run, &mut report).await,
+        Protocol::Pop3 => pop3_steps(run, &mut report).await,
     };
     report.finish("test-fetch")
+}
+
+/// What the steps of one test-fetch need.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    config: &'a Config,
+    account: &'a AccountConfig,
+    timeout: Duration,
+    /// How long to wait for the test mail.
+    wait: Duration,
+    token: Option<&'a Secret>,
 }
 
 /// What differs between IMAP and POP3 in the first steps: how the server greets and how a plain
@@ -79,95 +97,64 @@ trait Opening {
     /// The upgrade command as the step's detail names it.
     const UPGRADE: &'static str;
     /// The greeting on `stream`, waited for at most `wait`.
-    async fn greeted(
-        account: &AccountConfig,
-        stream: MailStream,
-        wait: Duration,
-        timeout: Duration,
-    ) -> Result<Self::Session, Fail>;
+    async fn greeted(&self, stream: MailStream, wait: Duration) -> Result<Self::Session, Fail>;
     /// Greeting and the upgrade command on the plain socket: the socket ready for TLS.
-    async fn upgrade(
-        account: &AccountConfig,
-        tcp: TcpStream,
-        wait: Duration,
-        timeout: Duration,
-    ) -> Result<TcpStream, Fail>;
+    async fn upgrade(&self, tcp: TcpStream, wait: Duration) -> Result<TcpStream, Fail>;
     /// The session over TLS after the upgrade (the server does not greet again).
-    fn over_tls(stream: MailStream, timeout: Duration) -> Self::Session;
+    fn over_tls(&self, stream: MailStream) -> Self::Session;
 }
 
-struct ImapOpening;
+/// IMAP's opening: async-imap takes the greeted stream.
+struct ImapOpening<'a>(&'a AccountConfig);
 
-impl Opening for ImapOpening {
+impl Opening for ImapOpening<'_> {
     type Session = MailStream;
     const SERVICE: Service = Service::Imap;
     const UPGRADE: &'static str = "STARTTLS";
 
-    async fn greeted(
-        account: &AccountConfig,
-        mut stream: MailStream,
-        wait: Duration,
-        _timeout: Duration,
-    ) -> Result<MailStream, Fail> {
-        read_greeting(&mut stream, wait)
-            .await
-            .map_err(|e| imap_greeting_fail(account, e, wait))?;
+    async fn greeted(&self, mut stream: MailStream, wait: Duration) -> Result<MailStream, Fail> {
+        let greeting = read_greeting(&mut stream, wait).await;
+        greeting.map_err(|e| imap_greeting_fail(self.0, e, wait))?;
         Ok(stream)
     }
 
-    async fn upgrade(
-        account: &AccountConfig,
-        tcp: TcpStream,
-        wait: Duration,
-        _timeout: Duration,
-    ) -> Result<TcpStream, Fail> {
-        negotiate_starttls(tcp, &account.host, wait)
-            .await
-            .map_err(|e| imap_greeting_fail(account, e, wait))
+    async fn upgrade(&self, tcp: TcpStream, wait: Duration) -> Result<TcpStream, Fail> {
+        let upgraded = negotiate_starttls(tcp, &self.0.host, wait).await;
+        upgraded.map_err(|e| imap_greeting_fail(self.0, e, wait))
     }
 
-    fn over_tls(stream: MailStream, _timeout: Duration) -> MailStream {
+    fn over_tls(&self, stream: MailStream) -> MailStream {
         stream
     }
 }
 
-struct Pop3Opening;
+/// POP3's opening: the daemon's client, step by step.
+struct Pop3Opening<'a> {
+    account: &'a AccountConfig,
+    timeout: Duration,
+}
 
-impl Opening for Pop3Opening {
+impl Opening for Pop3Opening<'_> {
     type Session = Pop3Client;
     const SERVICE: Service = Service::Pop3;
     const UPGRADE: &'static str = "STLS";
 
-    async fn greeted(
-        account: &AccountConfig,
-        stream: MailStream,
-        wait: Duration,
-        timeout: Duration,
-    ) -> Result<Pop3Client, Fail> {
-        let mut client = Self::over_tls(stream, timeout);
-        client
-            .read_greeting(wait)
-            .await
-            .map_err(|e| pop3_greeting_fail(account, e, wait))?;
+    async fn greeted(&self, stream: MailStream, wait: Duration) -> Result<Pop3Client, Fail> {
+        let mut client = self.over_tls(stream);
+        let greeting = client.read_greeting(wait).await;
+        greeting.map_err(|e| pop3_greeting_fail(self.account, e, wait))?;
         Ok(client)
     }
 
-    async fn upgrade(
-        account: &AccountConfig,
-        tcp: TcpStream,
-        wait: Duration,
-        timeout: Duration,
-    ) -> Result<TcpStream, Fail> {
-        let mut plain = Self::greeted(account, MailStream::Plain(tcp), wait, timeout).await?;
-        plain
-            .refresh_capabilities()
-            .await
-            .map_err(|e| pop3_fail(account, e))?;
-        plain.stls().await.map_err(|e| pop3_fail(account, e))
+    async fn upgrade(&self, tcp: TcpStream, wait: Duration) -> Result<TcpStream, Fail> {
+        let fail = |e| pop3_fail(self.account, e);
+        let mut plain = self.greeted(MailStream::Plain(tcp), wait).await?;
+        plain.refresh_capabilities().await.map_err(fail)?;
+        plain.stls().await.map_err(fail)
     }
 
-    fn over_tls(stream: MailStream, timeout: Duration) -> Pop3Client {
-        Pop3Client::from_stream(stream, pop3_timeouts(timeout))
+    fn over_tls(&self, stream: MailStream) -> Pop3Client {
+        Pop3Client::from_stream(stream, pop3_timeouts(self.timeout))
     }
 }
 
@@ -181,6 +168,7 @@ fn pop3_timeouts(timeout: Duration) -> Pop3Timeouts {
 /// "resolve host", "connect" and "TLS" (the handshake, from the first byte or after the
 /// upgrade, and the greeting; without encryption the greeting alone).
 async fn open_steps<O: Opening>(
+    opening: O,
     account: &AccountConfig,
     timeout: Duration,
     report: &mut Report,
@@ -206,17 +194,17 @@ async fn open_steps<O: Opening>(
             match account.encryption {
                 Encryption::Ssl => {
                     let (tls, detail) = handshake(tcp).await?;
-                    Ok((O::greeted(account, tls, timeout, timeout).await?, detail))
+                    Ok((opening.greeted(tls, timeout).await?, detail))
                 }
                 Encryption::Starttls => {
-                    let tcp = O::upgrade(account, tcp, greet_wait, timeout).await?;
+                    let tcp = opening.upgrade(tcp, greet_wait).await?;
                     let (tls, detail) = handshake(tcp).await?;
                     let detail = format!("{} accepted, {detail}", O::UPGRADE);
-                    Ok((O::over_tls(tls, timeout), detail))
+                    Ok((opening.over_tls(tls), detail))
                 }
                 Encryption::None => {
                     let plain = MailStream::Plain(tcp);
-                    let session = O::greeted(account, plain, greet_wait, timeout).await?;
+                    let session = opening.greeted(plain, greet_wait).await?;
                     Ok((session, PLAIN_WARNING.to_string()))
                 }
             }
@@ -279,15 +267,10 @@ fn pop3_greeting_fail(account: &AccountConfig, e: Pop3Error, wait: Duration) -> 
     )
 }
 
-async fn imap_steps(
-    config: &Config,
-    account: &AccountConfig,
-    timeout: Duration,
-    wait: Duration,
-    token: Option<&Secret>,
-    report: &mut Report,
-) -> Option<()> {
-    let stream = open_steps::<ImapOpening>(account, timeout, report).await?;
+async fn imap_steps(run: Run<'_>, report: &mut Report) -> Option<()> {
+    let (config, account, timeout) = (run.config, run.account, run.timeout);
+    let (wait, token) = (run.wait, run.token);
+    let stream = open_steps(ImapOpening(account), account, timeout, report).await?;
     let action = match account.disposal() {
         Ok(Disposal::Imap(action)) => action,
         Ok(Disposal::Pop3(_)) | Err(_) => {
@@ -698,15 +681,10 @@ fn uidl_missing() -> Fail {
     )
 }
 
-async fn pop3_steps(
-    config: &Config,
-    account: &AccountConfig,
-    timeout: Duration,
-    wait: Duration,
-    token: Option<&Secret>,
-    report: &mut Report,
-) -> Option<()> {
-    let mut client = open_steps::<Pop3Opening>(account, timeout, report).await?;
+async fn pop3_steps(run: Run<'_>, report: &mut Report) -> Option<()> {
+    let (config, account, timeout) = (run.config, run.account, run.timeout);
+    let (wait, token) = (run.wait, run.token);
+    let mut client = open_steps(Pop3Opening { account, timeout }, account, timeout, report).await?;
     report
         .run("capabilities", async {
             client
