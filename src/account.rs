@@ -8,8 +8,8 @@ use rustls::ClientConfig;
 
 use crate::config::{AccountConfig, AuthMethod, Config, Disposal, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::health::AccountHealth;
-use crate::lease::holding::Holding;
 use crate::oauth::TokenSource;
+use crate::source::Holding;
 use crate::store::TicketRules;
 
 /// What a poller needs, resolved once from the config.

@@ -1,5 +1,6 @@
 //! A password that never prints itself: `Debug` and `Display` show `***`, so a secret that ends up
-//! in a log line, an error or a panic message leaks nothing.
+//! in a log line, an error or a panic message leaks nothing. A URL that may carry one is shown
+//! with [`masked_url`].
 
 use std::fmt;
 
@@ -30,6 +31,34 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `postgres://user:***@host/db`: the URL as it may appear in messages.
+pub fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            // Query parameters may carry a password too (`?password=`).
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "***".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => "(an unreadable URL)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +68,17 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_url_in_messages_never_shows_its_password() {
+        assert_eq!(
+            masked_url("postgres://m2t:s3cret@db.example.com:5432/tickets?sslmode=verify-full"),
+            "postgres://m2t:***@db.example.com:5432/tickets?sslmode=verify-full"
+        );
+        assert_eq!(
+            masked_url("postgres://m2t@db/t?password=s3cret"),
+            "postgres://m2t@db/t?password=***"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::oauth::{AuthMethod, OAuth2Config};
+use super::oauth::{AuthMethod, MailProtocol, OAuth2Config};
 use crate::secret::Secret;
 
 pub const MAX_ACCOUNTS: usize = 20;
@@ -84,12 +84,20 @@ impl StoreConfig {
     }
 
     /// Where the store is, once validation resolved the URL.
-    pub fn location(&self) -> crate::store::StoreLocation {
+    pub fn location(&self) -> StoreLocation {
         match &self.resolved_url {
-            Some(url) => crate::store::StoreLocation::Postgres(url.clone()),
-            None => crate::store::StoreLocation::Sqlite(self.path.clone()),
+            Some(url) => StoreLocation::Postgres(url.clone()),
+            None => StoreLocation::Sqlite(self.path.clone()),
         }
     }
+}
+
+/// Which database a store lives in: `[store] path` or `[store] url`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL; it may carry a password, so it is a secret.
+    Postgres(Secret),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -178,6 +186,16 @@ impl Protocol {
             (Protocol::Imap, _) => 143,
             (Protocol::Pop3, Encryption::Ssl) => 995,
             (Protocol::Pop3, _) => 110,
+        }
+    }
+}
+
+/// The scopes of a mailbox's token follow its protocol.
+impl From<Protocol> for MailProtocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Imap => MailProtocol::Imap,
+            Protocol::Pop3 => MailProtocol::Pop3,
         }
     }
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::model::Protocol;
 use crate::secret::Secret;
 
 /// How a mailbox (or `[smtp]`) logs in.
@@ -51,15 +50,6 @@ pub enum MailProtocol {
     Imap,
     Pop3,
     Smtp,
-}
-
-impl From<Protocol> for MailProtocol {
-    fn from(p: Protocol) -> Self {
-        match p {
-            Protocol::Imap => MailProtocol::Imap,
-            Protocol::Pop3 => MailProtocol::Pop3,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

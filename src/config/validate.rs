@@ -177,7 +177,7 @@ impl Checker<'_> {
         let Some(url) = self.secret(at.clone(), &STORE_URL, &store.url_source(), true) else {
             return;
         };
-        let shown = crate::store::masked_url(url.expose());
+        let shown = crate::secret::masked_url(url.expose());
         let key = match (&store.url_file, &store.url_env) {
             (Some(_), _) => at.clone().field("url_file"),
             (_, Some(_)) => at.clone().field("url_env"),

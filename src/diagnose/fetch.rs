@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_imap::Session;
 use futures::TryStreamExt;
+use tokio::net::TcpStream;
 
 use super::net::{self as dnet, LineError, Service};
 use super::send::{smtp_steps, test_mail, TestMail};
@@ -19,15 +20,15 @@ use super::{find_account, human_duration, Fail, Report, GREETING_TIMEOUT};
 use crate::config::{
     AccountConfig, AuthMethod, Config, Disposal, Encryption, ImapAction, Pop3Action, Protocol,
 };
-use crate::imap::connect::server_words;
-use crate::imap::connect::{negotiate_starttls, read_greeting, ImapError};
+use crate::imap::connect::{negotiate_starttls, read_greeting};
 use crate::imap::dispose::{Expunge, Plan};
+use crate::imap::error::{server_words, ImapError};
 use crate::imap::names;
 use crate::imap::utf7;
 use crate::ingest::parse::TEST_HEADER;
 use crate::net::MailStream;
-use crate::oauth::sasl::Mechanism;
 use crate::pop3::client::{Pop3Client, Pop3Error, Pop3Timeouts};
+use crate::pop3::login::log_in;
 use crate::secret::Secret;
 
 /// Pause between two looks for the test mail.
@@ -61,33 +62,153 @@ pub async fn test_fetch(config: &Config, name: &str, json: bool, wait: u64) -> E
         _ => None,
     };
     let token = token.as_ref();
+    let run = Run {
+        config,
+        account,
+        timeout,
+        wait,
+        token,
+    };
     match account.protocol {
-        Protocol::Imap => imap_steps(config, account, timeout, wait, token, &mut report).await,
-        Protocol::Pop3 => pop3_steps(config, account, timeout, wait, token, &mut report).await,
+        Protocol::Imap => imap_steps(run, &mut report).await,
+        Protocol::Pop3 => pop3_steps(run, &mut report).await,
     };
     report.finish("test-fetch")
 }
 
-fn service(account: &AccountConfig) -> Service {
-    match account.protocol {
-        Protocol::Imap => Service::Imap,
-        Protocol::Pop3 => Service::Pop3,
+/// What the steps of one test-fetch need.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    config: &'a Config,
+    account: &'a AccountConfig,
+    timeout: Duration,
+    /// How long to wait for the test mail.
+    wait: Duration,
+    token: Option<&'a Secret>,
+}
+
+/// What differs between IMAP and POP3 in the first steps: how the server greets and how a plain
+/// connection is upgraded. The steps themselves ([`open_steps`]) are the same for both, and
+/// each protocol's part is the daemon's own code.
+trait Opening {
+    /// The session the steps hand on: the greeted stream for IMAP, the client for POP3.
+    type Session;
+    const SERVICE: Service;
+    /// The upgrade command as the step's detail names it.
+    const UPGRADE: &'static str;
+    /// The greeting on `stream`, waited for at most `wait`.
+    async fn greeted(&self, stream: MailStream, wait: Duration) -> Result<Self::Session, Fail>;
+    /// Greeting and the upgrade command on the plain socket: the socket ready for TLS.
+    async fn upgrade(&self, tcp: TcpStream, wait: Duration) -> Result<TcpStream, Fail>;
+    /// The session over TLS after the upgrade (the server does not greet again).
+    fn over_tls(&self, stream: MailStream) -> Self::Session;
+}
+
+/// IMAP's opening: async-imap takes the greeted stream.
+struct ImapOpening<'a>(&'a AccountConfig);
+
+impl Opening for ImapOpening<'_> {
+    type Session = MailStream;
+    const SERVICE: Service = Service::Imap;
+    const UPGRADE: &'static str = "STARTTLS";
+
+    async fn greeted(&self, mut stream: MailStream, wait: Duration) -> Result<MailStream, Fail> {
+        let greeting = read_greeting(&mut stream, wait).await;
+        greeting.map_err(|e| imap_greeting_fail(self.0, e, wait))?;
+        Ok(stream)
+    }
+
+    async fn upgrade(&self, tcp: TcpStream, wait: Duration) -> Result<TcpStream, Fail> {
+        let upgraded = negotiate_starttls(tcp, &self.0.host, wait).await;
+        upgraded.map_err(|e| imap_greeting_fail(self.0, e, wait))
+    }
+
+    fn over_tls(&self, stream: MailStream) -> MailStream {
+        stream
     }
 }
 
-/// "resolve host" and "connect".
-async fn tcp_steps(
+/// POP3's opening: the daemon's client, step by step.
+struct Pop3Opening<'a> {
+    account: &'a AccountConfig,
+    timeout: Duration,
+}
+
+impl Opening for Pop3Opening<'_> {
+    type Session = Pop3Client;
+    const SERVICE: Service = Service::Pop3;
+    const UPGRADE: &'static str = "STLS";
+
+    async fn greeted(&self, stream: MailStream, wait: Duration) -> Result<Pop3Client, Fail> {
+        let mut client = self.over_tls(stream);
+        let greeting = client.read_greeting(wait).await;
+        greeting.map_err(|e| pop3_greeting_fail(self.account, e, wait))?;
+        Ok(client)
+    }
+
+    async fn upgrade(&self, tcp: TcpStream, wait: Duration) -> Result<TcpStream, Fail> {
+        let fail = |e| pop3_fail(self.account, e);
+        let mut plain = self.greeted(MailStream::Plain(tcp), wait).await?;
+        plain.refresh_capabilities().await.map_err(fail)?;
+        plain.stls().await.map_err(fail)
+    }
+
+    fn over_tls(&self, stream: MailStream) -> Pop3Client {
+        Pop3Client::from_stream(stream, pop3_timeouts(self.timeout))
+    }
+}
+
+fn pop3_timeouts(timeout: Duration) -> Pop3Timeouts {
+    Pop3Timeouts {
+        connect: timeout,
+        command: timeout,
+    }
+}
+
+/// "resolve host", "connect" and "TLS" (the handshake, from the first byte or after the
+/// upgrade, and the greeting; without encryption the greeting alone).
+async fn open_steps<O: Opening>(
+    opening: O,
     account: &AccountConfig,
     timeout: Duration,
     report: &mut Report,
-) -> Option<tokio::net::TcpStream> {
-    let svc = service(account);
+) -> Option<O::Session> {
     let (host, port) = (account.host.as_str(), account.port());
     let addrs = report
-        .run("resolve host", dnet::resolve(svc, host, port, timeout))
+        .run(
+            "resolve host",
+            dnet::resolve(O::SERVICE, host, port, timeout),
+        )
         .await?;
+    let tcp = report
+        .run(
+            "connect",
+            dnet::connect(O::SERVICE, host, port, &addrs, timeout),
+        )
+        .await?;
+    let greet_wait = timeout.min(GREETING_TIMEOUT);
+    let ca = account.ca_file.as_deref();
+    let handshake = |tcp| dnet::handshake(O::SERVICE, tcp, host, account.encryption, ca, timeout);
     report
-        .run("connect", dnet::connect(svc, host, port, &addrs, timeout))
+        .run("TLS", async {
+            match account.encryption {
+                Encryption::Ssl => {
+                    let (tls, detail) = handshake(tcp).await?;
+                    Ok((opening.greeted(tls, timeout).await?, detail))
+                }
+                Encryption::Starttls => {
+                    let tcp = opening.upgrade(tcp, greet_wait).await?;
+                    let (tls, detail) = handshake(tcp).await?;
+                    let detail = format!("{} accepted, {detail}", O::UPGRADE);
+                    Ok((opening.over_tls(tls), detail))
+                }
+                Encryption::None => {
+                    let plain = MailStream::Plain(tcp);
+                    let session = opening.greeted(plain, greet_wait).await?;
+                    Ok((session, PLAIN_WARNING.to_string()))
+                }
+            }
+        })
         .await
 }
 
@@ -120,49 +241,36 @@ fn imap_greeting_fail(account: &AccountConfig, e: ImapError, wait: Duration) -> 
     }
 }
 
-async fn imap_steps(
-    config: &Config,
-    account: &AccountConfig,
-    timeout: Duration,
-    wait: Duration,
-    token: Option<&Secret>,
-    report: &mut Report,
-) -> Option<()> {
-    let tcp = tcp_steps(account, timeout, report).await?;
-    let host = account.host.as_str();
-    let greet_wait = timeout.min(GREETING_TIMEOUT);
-    let ca = account.ca_file.as_deref();
-    let stream = report
-        .run("TLS", async {
-            match account.encryption {
-                Encryption::Ssl => {
-                    let (mut tls, detail) =
-                        dnet::handshake(Service::Imap, tcp, host, account.encryption, ca, timeout)
-                            .await?;
-                    read_greeting(&mut tls, timeout)
-                        .await
-                        .map_err(|e| imap_greeting_fail(account, e, timeout))?;
-                    Ok((tls, detail))
-                }
-                Encryption::Starttls => {
-                    let tcp = negotiate_starttls(tcp, host, greet_wait)
-                        .await
-                        .map_err(|e| imap_greeting_fail(account, e, greet_wait))?;
-                    let (tls, detail) =
-                        dnet::handshake(Service::Imap, tcp, host, account.encryption, ca, timeout)
-                            .await?;
-                    Ok((tls, format!("STARTTLS accepted, {detail}")))
-                }
-                Encryption::None => {
-                    let mut plain = MailStream::Plain(tcp);
-                    read_greeting(&mut plain, greet_wait)
-                        .await
-                        .map_err(|e| imap_greeting_fail(account, e, greet_wait))?;
-                    Ok((plain, PLAIN_WARNING.to_string()))
-                }
-            }
-        })
-        .await?;
+fn pop3_greeting_fail(account: &AccountConfig, e: Pop3Error, wait: Duration) -> Fail {
+    let unread = match e {
+        Pop3Error::Protocol { reply, .. } => {
+            return Fail::hint(
+                format!("the server did not greet like a POP3 server: {reply:?}"),
+                format!(
+                    "check `port` and `protocol`; {}",
+                    Service::Pop3.default_ports_text()
+                ),
+            )
+        }
+        Pop3Error::Timeout { .. } => LineError::Timeout,
+        Pop3Error::Closed { .. } => LineError::Closed,
+        Pop3Error::Io(e) => LineError::Io(e),
+        other => return pop3_fail(account, other),
+    };
+    dnet::no_greeting(
+        Service::Pop3,
+        &account.host,
+        account.port(),
+        account.encryption,
+        unread,
+        wait,
+    )
+}
+
+async fn imap_steps(run: Run<'_>, report: &mut Report) -> Option<()> {
+    let (config, account, timeout) = (run.config, run.account, run.timeout);
+    let (wait, token) = (run.wait, run.token);
+    let stream = open_steps(ImapOpening(account), account, timeout, report).await?;
     let action = match account.disposal() {
         Ok(Disposal::Imap(action)) => action,
         Ok(Disposal::Pop3(_)) | Err(_) => {
@@ -207,7 +315,7 @@ async fn imap_steps(
             if !notes.is_empty() {
                 detail.push_str(&format!(" ({})", notes.join("; ")));
             }
-            let names = crate::imap::connect::capability_names(&caps);
+            let names = crate::imap::login::capability_names(&caps);
             Ok((names, detail))
         })
         .await?;
@@ -320,44 +428,34 @@ async fn imap_steps(
     arrived
 }
 
+/// "login": the daemon's own login ([`crate::imap::login::log_in`]), its failures told with
+/// what to change.
 async fn imap_login(
     account: &AccountConfig,
     stream: MailStream,
     timeout: Duration,
     token: Option<&Secret>,
 ) -> Result<(Session<MailStream>, String), Fail> {
-    if let Some(token) = token {
-        let user = account.user.as_str();
-        return match crate::imap::oauth::authenticate(stream, account, token, timeout).await {
-            Ok((session, mechanism)) => Ok((
-                session,
-                format!("logged in as {user} by {}", mechanism.name()),
-            )),
-            Err(ImapError::AuthRejected { server, .. }) => Err(Fail::hint(
-                format!("login with the token refused for {user} (server said: {server})"),
-                REFUSED_TOKEN_HINT,
-            )),
-            Err(e) => Err(Fail::new(e.to_string())),
-        };
-    }
-    let client = async_imap::Client::new(stream);
     let user = account.user.as_str();
-    let password = account.password();
-    match tokio::time::timeout(timeout, client.login(user, password.expose())).await {
-        Ok(Ok(session)) => Ok((session, format!("logged in as {user}"))),
-        Ok(Err((async_imap::error::Error::No(text), _)))
-        | Ok(Err((async_imap::error::Error::Bad(text), _))) => Err(Fail::hint(
-            format!(
-                "login rejected for {user} (server said: {})",
-                server_words(&text)
-            ),
+    match crate::imap::login::log_in(stream, account, timeout, token).await {
+        Ok((session, Some(mechanism))) => Ok((
+            session,
+            format!("logged in as {user} by {}", mechanism.name()),
+        )),
+        Ok((session, None)) => Ok((session, format!("logged in as {user}"))),
+        Err(ImapError::AuthRejected { server, .. }) if token.is_some() => Err(Fail::hint(
+            format!("login with the token refused for {user} (server said: {server})"),
+            REFUSED_TOKEN_HINT,
+        )),
+        Err(ImapError::AuthRejected { server, .. }) => Err(Fail::hint(
+            format!("login rejected for {user} (server said: {server})"),
             "check `user` and `password`",
         )),
-        Ok(Err((e, _))) => Err(Fail::new(format!("IMAP LOGIN failed: {e}"))),
-        Err(_) => Err(Fail::hint(
-            format!("no answer to LOGIN within {}s", timeout.as_secs()),
+        Err(ImapError::Timeout { operation, secs }) => Err(Fail::hint(
+            format!("no answer to {operation} within {secs}s"),
             "check the server, or raise [daemon] network_timeout",
         )),
+        Err(e) => Err(Fail::new(e.to_string())),
     }
 }
 
@@ -367,7 +465,7 @@ async fn imap_timed<T>(
     fut: impl std::future::Future<Output = Result<T, async_imap::error::Error>>,
 ) -> Result<T, Fail> {
     use async_imap::error::Error as E;
-    crate::imap::connect::timed(timeout, operation, fut)
+    crate::imap::error::timed(timeout, operation, fut)
         .await
         .map_err(|e| match e {
             ImapError::Imap {
@@ -381,7 +479,7 @@ async fn imap_timed<T>(
         })
 }
 
-/// The server's words out of async-imap's `code: .., info: Some("...")` rendering.
+/// "1 message", "2 messages".
 fn messages(n: u32) -> String {
     if n == 1 {
         "1 message".into()
@@ -545,38 +643,6 @@ fn not_arrived(account: &AccountConfig, wait: Duration, accepted: &str) -> Fail 
 
 // ------------------------------------------------------------------------------------ POP3
 
-/// USER/PASS, or SASL with `token`; returns " by MECHANISM" for the latter.
-async fn pop3_sign_in(
-    client: &mut Pop3Client,
-    account: &AccountConfig,
-    token: Option<&Secret>,
-) -> Result<String, Pop3Error> {
-    let Some(token) = token else {
-        client
-            .login(&account.user, account.password().expose())
-            .await?;
-        return Ok(String::new());
-    };
-    let offered: Vec<String> = client
-        .capabilities()
-        .iter()
-        .filter_map(|c| c.strip_prefix("SASL "))
-        .flat_map(str::split_ascii_whitespace)
-        .map(str::to_string)
-        .collect();
-    let mechanism = Mechanism::choose(offered.iter().map(String::as_str));
-    let message = mechanism.initial_response(&account.user, &account.host, account.port(), token);
-    client
-        .authenticate(
-            &account.user,
-            mechanism.name(),
-            &message,
-            mechanism.after_error_challenge(),
-        )
-        .await?;
-    Ok(format!(" by {}", mechanism.name()))
-}
-
 fn pop3_fail(account: &AccountConfig, e: Pop3Error) -> Fail {
     match e {
         Pop3Error::AuthRejected { user, server_text } => Fail::hint(
@@ -615,126 +681,10 @@ fn uidl_missing() -> Fail {
     )
 }
 
-/// One POP3 status line; `+OK` passes.
-async fn pop3_status(stream: &mut MailStream, wait: Duration, what: &str) -> Result<String, Fail> {
-    let line = dnet::read_line(stream, wait)
-        .await
-        .map_err(|e| Fail::new(format!("no answer to {what}: {e:?}")))?;
-    if line.starts_with("+OK") {
-        Ok(line)
-    } else {
-        Err(Fail::new(format!("the server refused {what}: {line}")))
-    }
-}
-
-/// Greeting on a stream that is not yet a [`Pop3Client`].
-async fn pop3_greeting(
-    account: &AccountConfig,
-    stream: &mut MailStream,
-    wait: Duration,
-) -> Result<(), Fail> {
-    match dnet::read_line(stream, wait).await {
-        Ok(line) if line.starts_with("+OK") => Ok(()),
-        Ok(line) => Err(Fail::hint(
-            format!("the server did not greet like a POP3 server: {line:?}"),
-            format!(
-                "check `port` and `protocol`; {}",
-                Service::Pop3.default_ports_text()
-            ),
-        )),
-        Err(e) => Err(dnet::no_greeting(
-            Service::Pop3,
-            &account.host,
-            account.port(),
-            account.encryption,
-            e,
-            wait,
-        )),
-    }
-}
-
-/// Greeting, CAPA and STLS on the plain connection (by hand: the daemon's client does all of
-/// connect, STLS and CAPA in one call, and each must be its own step here).
-async fn pop3_stls(
-    account: &AccountConfig,
-    mut plain: MailStream,
-    greet_wait: Duration,
-    timeout: Duration,
-) -> Result<tokio::net::TcpStream, Fail> {
-    pop3_greeting(account, &mut plain, greet_wait).await?;
-    dnet::write_line(&mut plain, "CAPA", timeout, "[daemon] network_timeout").await?;
-    let mut offered = false;
-    if pop3_status(&mut plain, timeout, "CAPA").await.is_ok() {
-        loop {
-            let line = dnet::read_line(&mut plain, timeout)
-                .await
-                .map_err(|e| Fail::new(format!("reading CAPA: {e:?}")))?;
-            if line == "." {
-                break;
-            }
-            if line
-                .split_ascii_whitespace()
-                .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case("STLS"))
-            {
-                offered = true;
-            }
-        }
-    }
-    if !offered {
-        return Err(pop3_fail(account, Pop3Error::StartTlsNotOffered));
-    }
-    dnet::write_line(&mut plain, "STLS", timeout, "[daemon] network_timeout").await?;
-    pop3_status(&mut plain, timeout, "STLS").await?;
-    match plain {
-        MailStream::Plain(tcp) => Ok(tcp),
-        MailStream::Tls(_) => Err(Fail::new("STLS on a connection that is already encrypted")),
-    }
-}
-
-async fn pop3_steps(
-    config: &Config,
-    account: &AccountConfig,
-    timeout: Duration,
-    wait: Duration,
-    token: Option<&Secret>,
-    report: &mut Report,
-) -> Option<()> {
-    let tcp = tcp_steps(account, timeout, report).await?;
-    let host = account.host.as_str();
-    let greet_wait = timeout.min(GREETING_TIMEOUT);
-    let ca = account.ca_file.as_deref();
-    let timeouts = Pop3Timeouts {
-        connect: timeout,
-        command: timeout,
-    };
-    let stream = report
-        .run("TLS", async {
-            match account.encryption {
-                Encryption::Ssl => {
-                    let (mut tls, detail) =
-                        dnet::handshake(Service::Pop3, tcp, host, account.encryption, ca, timeout)
-                            .await?;
-                    pop3_greeting(account, &mut tls, timeout).await?;
-                    Ok((tls, detail))
-                }
-                Encryption::Starttls => {
-                    let tcp =
-                        pop3_stls(account, MailStream::Plain(tcp), greet_wait, timeout).await?;
-                    let (tls, detail) =
-                        dnet::handshake(Service::Pop3, tcp, host, account.encryption, ca, timeout)
-                            .await?;
-                    Ok((tls, format!("STLS accepted, {detail}")))
-                }
-                Encryption::None => {
-                    let mut plain = MailStream::Plain(tcp);
-                    pop3_greeting(account, &mut plain, greet_wait).await?;
-                    Ok((plain, PLAIN_WARNING.to_string()))
-                }
-            }
-        })
-        .await?;
-    let mut client = Pop3Client::from_stream(stream, timeouts);
+async fn pop3_steps(run: Run<'_>, report: &mut Report) -> Option<()> {
+    let (config, account, timeout) = (run.config, run.account, run.timeout);
+    let (wait, token) = (run.wait, run.token);
+    let mut client = open_steps(Pop3Opening { account, timeout }, account, timeout, report).await?;
     report
         .run("capabilities", async {
             client
@@ -787,7 +737,7 @@ async fn pop3_steps(
     report
         .run("login", async {
             let user = account.user.as_str();
-            let how = pop3_sign_in(&mut client, account, token)
+            let how = log_in(&mut client, account, token)
                 .await
                 .map_err(|e| match (e, token) {
                     (Pop3Error::AuthRejected { server_text, .. }, Some(_)) => Fail::hint(
@@ -798,6 +748,7 @@ async fn pop3_steps(
                     ),
                     (e, _) => pop3_fail(account, e),
                 })?;
+            let how = how.map(|m| format!(" by {}", m.name())).unwrap_or_default();
             Ok(((), format!("logged in as {user}{how}")))
         })
         .await?;
@@ -818,7 +769,8 @@ async fn pop3_steps(
     report
         .run("test mail arrives", async {
             let started = Instant::now();
-            let tls = crate::tls::client_config(ca).map_err(|e| Fail::new(e.to_string()))?;
+            let tls = crate::tls::client_config(account.ca_file.as_deref())
+                .map_err(|e| Fail::new(e.to_string()))?;
             let security = crate::pop3::login::security(account.encryption);
             let mut seen = before;
             // Every look is a login: keep the server's LOGIN-DELAY between two of them.
@@ -827,10 +779,15 @@ async fn pop3_steps(
             loop {
                 // A POP3 session sees the maildrop as it was at login: log in anew each time.
                 let found = async {
-                    let mut c =
-                        Pop3Client::connect(host, account.port(), security, tls.clone(), timeouts)
-                            .await?;
-                    pop3_sign_in(&mut c, account, token).await?;
+                    let mut c = Pop3Client::connect(
+                        &account.host,
+                        account.port(),
+                        security,
+                        tls.clone(),
+                        pop3_timeouts(timeout),
+                    )
+                    .await?;
+                    log_in(&mut c, account, token).await?;
                     let mut found = false;
                     for (n, uid) in c.uidl().await? {
                         if seen.contains(&uid) {

@@ -23,7 +23,8 @@ use std::fmt;
 
 use futures::TryStreamExt;
 
-use super::connect::{is_trycreate, timed, ImapConnection, ImapError};
+use super::error::{is_trycreate, timed, ImapError};
+use super::login::ImapConnection;
 use super::names::Hierarchy;
 use super::uid_set::uid_set;
 use super::utf7;

@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod dispose;
+pub mod error;
 pub mod idle;
 pub mod login;
 pub mod names;
@@ -11,4 +12,5 @@ pub mod source;
 pub mod uid_set;
 pub mod utf7;
 
-pub use connect::{connect, connect_with, ImapConnection, ImapError};
+pub use error::ImapError;
+pub use login::{connect, connect_with, ImapConnection};

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
-use super::connect::{timed, ImapError};
+use super::error::{timed, ImapError};
 use crate::net::MailStream;
 
 /// The server's hierarchy separator and personal namespace prefix.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_imap::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::connect::{server_words, ImapError};
+use super::error::{server_words, ImapError};
 use crate::config::AccountConfig;
 use crate::net::MailStream;
 use crate::oauth::sasl::Mechanism;

@@ -13,8 +13,9 @@ use std::collections::{HashMap, HashSet};
 use futures::TryStreamExt;
 use tracing::{error, warn};
 
-use super::connect::{server_words, timed, ImapConnection, ImapError};
 use super::dispose::{self, DisposeError, Disposed, Plan};
+use super::error::{server_words, timed, ImapError};
+use super::login::ImapConnection;
 use super::uid_set::uid_set;
 use super::utf7;
 use crate::config::{AccountConfig, ImapAction, Protocol};

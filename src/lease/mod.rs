@@ -61,12 +61,8 @@ use tracing::{debug, info, warn};
 use crate::account::AccountRuntime;
 use crate::health::{AccountHealth, LeaseView, State};
 use crate::poller;
-use crate::source::{PassReport, SourceError};
+use crate::source::{Holding, PassReport, SourceError};
 use crate::store::{Fence, Store};
-
-pub mod holding;
-
-pub use holding::Holding;
 
 /// How long a lease lasts and how often it is renewed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

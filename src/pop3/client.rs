@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 use crate::net::{self, ConnectError, MailStream};
 
@@ -138,7 +139,8 @@ enum Reply {
 
 impl Pop3Client {
     /// Connects and reads the greeting and capabilities. With [`Pop3Security::StartTls`] it
-    /// requires STLS in CAPA, upgrades, and issues CAPA again over TLS.
+    /// requires STLS in CAPA, upgrades, and issues CAPA again over TLS. Each step is a method of
+    /// its own, so that `test-fetch` can report them one by one.
     pub async fn connect(
         host: &str,
         port: u16,
@@ -147,43 +149,27 @@ impl Pop3Client {
         timeouts: Pop3Timeouts,
     ) -> Result<Self, Pop3Error> {
         let tcp = net::connect_tcp(host, port, timeouts.connect).await?;
-        let stream = match security {
-            Pop3Security::Implicit => {
-                net::start_tls(tcp, host, tls.clone(), timeouts.connect).await?
-            }
-            Pop3Security::StartTls | Pop3Security::Plain => MailStream::Plain(tcp),
+        let greeted = |stream| async move {
+            let mut client = Self::from_stream(stream, timeouts);
+            client.read_greeting(timeouts.command).await?;
+            Ok::<_, Pop3Error>(client)
         };
-        let mut client = Self::from_stream(stream, timeouts);
-        client.read_greeting().await?;
+        let mut client = match security {
+            Pop3Security::Implicit => {
+                greeted(net::start_tls(tcp, host, tls, timeouts.connect).await?).await?
+            }
+            Pop3Security::Plain => greeted(MailStream::Plain(tcp)).await?,
+            Pop3Security::StartTls => {
+                let mut plain = greeted(MailStream::Plain(tcp)).await?;
+                plain.refresh_capabilities().await?;
+                let tcp = plain.stls().await?;
+                // A new session over TLS: capabilities seen before TLS are not trustworthy
+                // (RFC 2595 section 4), so they are asked again below.
+                let stream = net::start_tls(tcp, host, tls, timeouts.connect).await?;
+                Self::from_stream(stream, timeouts)
+            }
+        };
         client.refresh_capabilities().await?;
-        if security == Pop3Security::StartTls {
-            if !client.has_capability("STLS") {
-                return Err(Pop3Error::StartTlsNotOffered);
-            }
-            client.simple("STLS", b"STLS\r\n").await?;
-            // Bytes that arrived after "+OK" but before the handshake were never protected by TLS
-            // and could be injected replies (CVE-2011-0411 style): refuse them.
-            if !client.reader.buffer().is_empty() {
-                return Err(client.fail(Pop3Error::Protocol {
-                    command: "STLS".into(),
-                    reply: "the server sent data after +OK before the TLS handshake".into(),
-                }));
-            }
-            let tcp = match client.reader.into_inner() {
-                MailStream::Plain(tcp) => tcp,
-                MailStream::Tls(_) => {
-                    return Err(Pop3Error::Protocol {
-                        command: "STLS".into(),
-                        reply: "connection is already encrypted".into(),
-                    })
-                }
-            };
-            let stream = net::start_tls(tcp, host, tls, timeouts.connect).await?;
-            client.reader = BufReader::with_capacity(READ_BUFFER, stream);
-            // Capabilities seen before TLS are not trustworthy (RFC 2595 section 4).
-            client.capabilities.clear();
-            client.refresh_capabilities().await?;
-        }
         tracing::debug!(
             host,
             port,
@@ -192,6 +178,31 @@ impl Pop3Client {
             "POP3 connected"
         );
         Ok(client)
+    }
+
+    /// STLS (RFC 2595) after the greeting and CAPA: refused unless CAPA lists STLS. Returns the
+    /// plain socket, ready for the TLS handshake; the session continues over TLS in a new
+    /// client (see [`Pop3Client::from_stream`]) without a second greeting.
+    pub async fn stls(mut self) -> Result<TcpStream, Pop3Error> {
+        if !self.has_capability("STLS") {
+            return Err(Pop3Error::StartTlsNotOffered);
+        }
+        self.simple("STLS", b"STLS\r\n").await?;
+        // Bytes that arrived after "+OK" but before the handshake were never protected by TLS
+        // and could be injected replies (CVE-2011-0411 style): refuse them.
+        if !self.reader.buffer().is_empty() {
+            return Err(self.fail(Pop3Error::Protocol {
+                command: "STLS".into(),
+                reply: "the server sent data after +OK before the TLS handshake".into(),
+            }));
+        }
+        match self.reader.into_inner() {
+            MailStream::Plain(tcp) => Ok(tcp),
+            MailStream::Tls(_) => Err(Pop3Error::Protocol {
+                command: "STLS".into(),
+                reply: "connection is already encrypted".into(),
+            }),
+        }
     }
 
     pub fn from_stream(stream: MailStream, timeouts: Pop3Timeouts) -> Self {
@@ -427,13 +438,18 @@ impl Pop3Client {
         Ok(())
     }
 
-    async fn read_greeting(&mut self) -> Result<(), Pop3Error> {
+    /// The server's greeting, waited for at most `within`: a short wait tells a port that
+    /// expects TLS from the first byte (the server waits for our TLS hello and says nothing).
+    pub async fn read_greeting(&mut self, within: Duration) -> Result<(), Pop3Error> {
         let command = if self.is_tls() {
             "the greeting"
         } else {
             "the greeting (if this port expects TLS at once, use encryption = \"ssl\")"
         };
-        match self.read_reply(command).await? {
+        let usual = std::mem::replace(&mut self.timeouts.command, within);
+        let reply = self.read_reply(command).await;
+        self.timeouts.command = usual;
+        match reply? {
             Reply::Ok(_) => Ok(()),
             Reply::Err(text) => Err(Pop3Error::Protocol {
                 command: "the greeting".into(),
@@ -442,6 +458,8 @@ impl Pop3Client {
         }
     }
 
+    /// CAPA (RFC 2449): the capability list, kept for [`Pop3Client::capabilities`]; empty when
+    /// the server has no CAPA.
     pub async fn refresh_capabilities(&mut self) -> Result<(), Pop3Error> {
         self.capabilities = match self.command("CAPA", b"CAPA\r\n").await? {
             Reply::Ok(_) => {

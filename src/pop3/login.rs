@@ -3,8 +3,9 @@
 
 use super::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
 use crate::account::AccountRuntime;
-use crate::config::Encryption;
+use crate::config::{AccountConfig, Encryption};
 use crate::oauth::sasl::Mechanism;
+use crate::secret::Secret;
 use crate::source::SourceError;
 
 pub fn security(encryption: Encryption) -> Pop3Security {
@@ -20,7 +21,7 @@ pub async fn sign_in(rt: &AccountRuntime) -> Result<Pop3Client, SourceError> {
     let a = &rt.account;
     let Some(tokens) = &rt.tokens else {
         let mut client = open(rt).await?;
-        client.login(&a.user, a.password().expose()).await?;
+        log_in(&mut client, a, None).await?;
         return Ok(client);
     };
     let server = format!("{}:{}", a.host, a.port());
@@ -30,22 +31,7 @@ pub async fn sign_in(rt: &AccountRuntime) -> Result<Pop3Client, SourceError> {
         &a.user,
         |token| async move {
             let mut client = open(rt).await?;
-            let sasl: Vec<&str> = client
-                .capabilities()
-                .iter()
-                .filter_map(|c| c.strip_prefix("SASL "))
-                .flat_map(str::split_ascii_whitespace)
-                .collect();
-            let mechanism = Mechanism::choose(sasl);
-            let message = mechanism.initial_response(&a.user, &a.host, a.port(), &token);
-            client
-                .authenticate(
-                    &a.user,
-                    mechanism.name(),
-                    &message,
-                    mechanism.after_error_challenge(),
-                )
-                .await?;
+            log_in(&mut client, a, Some(&token)).await?;
             Ok::<_, Pop3Error>(client)
         },
         |e| match e {
@@ -54,6 +40,38 @@ pub async fn sign_in(rt: &AccountRuntime) -> Result<Pop3Client, SourceError> {
         },
     )
     .await?)
+}
+
+/// The login on a greeted client: USER/PASS with the password, or SASL `AUTH` with `token` by
+/// the best mechanism the server lists (then returned).
+pub async fn log_in(
+    client: &mut Pop3Client,
+    account: &AccountConfig,
+    token: Option<&Secret>,
+) -> Result<Option<Mechanism>, Pop3Error> {
+    let Some(token) = token else {
+        client
+            .login(&account.user, account.password().expose())
+            .await?;
+        return Ok(None);
+    };
+    let sasl: Vec<&str> = client
+        .capabilities()
+        .iter()
+        .filter_map(|c| c.strip_prefix("SASL "))
+        .flat_map(str::split_ascii_whitespace)
+        .collect();
+    let mechanism = Mechanism::choose(sasl);
+    let message = mechanism.initial_response(&account.user, &account.host, account.port(), token);
+    client
+        .authenticate(
+            &account.user,
+            mechanism.name(),
+            &message,
+            mechanism.after_error_challenge(),
+        )
+        .await?;
+    Ok(Some(mechanism))
 }
 
 /// Connects, reads the greeting and the capabilities (and does STLS), without logging in.

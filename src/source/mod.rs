@@ -5,6 +5,7 @@
 //! protocol provides.
 
 pub mod error;
+pub mod holding;
 pub mod key;
 pub mod pass;
 pub mod report;
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 pub use error::{ErrorKind, SourceError};
+pub use holding::Holding;
 pub use key::SourceKey;
 pub use pass::{run_pass, PassContext};
 pub use report::PassReport;

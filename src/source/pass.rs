@@ -15,11 +15,11 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::report::log_as;
+use super::Holding;
 use super::{Listed, PassReport, Source, SourceError, SourceKey};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
 use crate::ingest::parse::parse;
-use crate::lease::holding::Holding;
 use crate::store::{Incoming, Store, StoredAlone, TicketRules, QUARANTINE_AFTER};
 
 /// Batch limits: many small mails per durable transaction, but bounded memory.

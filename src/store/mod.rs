@@ -30,7 +30,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 
-use crate::secret::Secret;
+use crate::secret::{masked_url, Secret};
 pub(crate) use sql::SqlBuilder;
 
 pub use copy::CopiedTable;
@@ -41,6 +41,8 @@ pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
+
+pub use crate::config::StoreLocation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -105,14 +107,6 @@ impl StoreError {
     }
 }
 
-/// Which database a store lives in: `[store] path` or `[store] url`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum StoreLocation {
-    Sqlite(std::path::PathBuf),
-    /// A `postgres://` URL; it may carry a password, so it is a secret.
-    Postgres(Secret),
-}
-
 /// The database behind a store, for the few places where the dialects differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -138,34 +132,6 @@ const WRITE_LOCK_KEY: i64 = 0x6d32_7473_746f_7265;
 
 /// Connections per store: enough for the pollers' batches, the reply sender and reads.
 const POOL_SIZE: u32 = 4;
-
-/// `postgres://user:***@host/db`: the URL as it may appear in messages.
-pub fn masked_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            // Query parameters may carry a password too (`?password=`).
-            let pairs: Vec<(String, String)> = u
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if k == "password" {
-                        "***".into()
-                    } else {
-                        v.into_owned()
-                    };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            if !pairs.is_empty() {
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            u.to_string()
-        }
-        Err(_) => "(an unreadable URL)".into(),
-    }
-}
 
 fn install_drivers() {
     static DRIVERS: Once = Once::new();
@@ -446,14 +412,6 @@ mod tests {
 
     #[test]
     fn a_url_in_messages_never_shows_its_password() {
-        assert_eq!(
-            masked_url("postgres://m2t:s3cret@db.example.com:5432/tickets?sslmode=verify-full"),
-            "postgres://m2t:***@db.example.com:5432/tickets?sslmode=verify-full"
-        );
-        assert_eq!(
-            masked_url("postgres://m2t@db/t?password=s3cret"),
-            "postgres://m2t@db/t?password=***"
-        );
         let url = Secret::new("postgres://m2t:s3cret@db/t");
         assert_eq!(
             mask_secret(

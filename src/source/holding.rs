@@ -1,6 +1,6 @@
 //! The pass's side of a lease: may this instance still move or delete mail of the account?
-//! Kept apart from the lease loop (the parent module), which needs the poller, so that the
-//! account and the pass can carry the handle without importing the loop that sets it.
+//! The lease loop ([`crate::lease`]) sets it; the pass only asks it, so it lives with the pass
+//! and the account and the pass carry it without importing the loop, which needs the poller.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 pub struct Holding(Option<Arc<Mutex<Option<Instant>>>>);
 
 impl Holding {
-    pub(super) fn until(deadline: Instant) -> Holding {
+    pub(crate) fn until(deadline: Instant) -> Holding {
         Holding(Some(Arc::new(Mutex::new(Some(deadline)))))
     }
 
@@ -30,11 +30,11 @@ impl Holding {
         }
     }
 
-    pub(super) fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         self.lock().and_then(|d| *d).unwrap_or_else(Instant::now)
     }
 
-    pub(super) fn extend(&self, deadline: Instant) {
+    pub(crate) fn extend(&self, deadline: Instant) {
         if let Some(mut d) = self.lock() {
             if d.is_some() {
                 *d = Some(deadline);
@@ -42,7 +42,7 @@ impl Holding {
         }
     }
 
-    pub(super) fn revoke(&self) {
+    pub(crate) fn revoke(&self) {
         if let Some(mut d) = self.lock() {
             *d = None;
         }
