@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{imap_account, mails, Lab, TestConfig, TestStore};
 use mail2ticket::secret::Secret;
-use mail2ticket::store::Store;
+use mail2ticket::store::{FindQuery, Incoming, Store, TicketRules};
 
 /// The tests here that connect hold this for reading; the one that stops the server holds it for
 /// writing, so no other test of this suite meets the server while it is down.
@@ -274,4 +274,134 @@ fn an_oauth_account_on_a_postgres_store_must_name_its_token_file() {
         err.contains("oauth2.token_file") && err.contains("[store] url"),
         "{err}"
     );
+}
+
+/// When the first mail of the word-search test came in; mail `i` came `i` hours later.
+fn words_base() -> chrono::DateTime<chrono::Utc> {
+    "2026-01-01T00:00:00Z".parse().unwrap()
+}
+
+/// The same mails in a SQLite and a PostgreSQL store: for each query, the hits of
+/// PostgreSQL's text search (migration 0008) and of SQLite's FTS5, newest first.
+async fn find_on_both(
+    sqlite: &Store,
+    postgres: &Store,
+    subject: Option<&str>,
+    text: Option<&str>,
+    window: (Option<i64>, Option<i64>),
+    limit: u32,
+) -> Vec<String> {
+    let base = words_base();
+    let query = FindQuery {
+        from: None,
+        message_id: None,
+        subject: subject.map(String::from),
+        text: text.map(String::from),
+        account: None,
+        since: window.0.map(|h| base + chrono::TimeDelta::hours(h)),
+        until: window.1.map(|h| base + chrono::TimeDelta::hours(h)),
+        limit,
+    };
+    let ids = |hits: Vec<mail2ticket::store::ArticleHit>| -> Vec<String> {
+        hits.into_iter().map(|h| h.message_id).collect()
+    };
+    let on_sqlite = ids(sqlite.find_articles(&query).await.unwrap());
+    let on_postgres = ids(postgres.find_articles(&query).await.unwrap());
+    assert_eq!(
+        on_postgres, on_sqlite,
+        "--subject {subject:?} TEXT {text:?} in {window:?}"
+    );
+    on_sqlite
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn word_search_on_postgres_finds_what_sqlite_finds() {
+    let _server = SERVER.read().await;
+    let lab = Lab::get();
+    let pg = TestConfig::new_on(
+        TestStore::Postgres,
+        &[imap_account(
+            lab,
+            "shop",
+            "shop@example.test",
+            "none",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let postgres = pg.open_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&dir.path().join("tickets.db")).await.unwrap();
+    let base = words_base();
+    let subjects = [
+        "Bestellung order-4711",
+        "Paket nach Köln",
+        "Rückfrage von kunde@example.com",
+        "Lieferung verspätet",
+    ];
+    let incoming: Vec<Incoming> = (0..40)
+        .map(|i| {
+            let raw = mails::simple(
+                "shop@example.test",
+                &format!("{} {i}", subjects[i % 4]),
+                &format!("words-{i}@customer.example.test"),
+                "",
+            );
+            Incoming {
+                source_key: format!("imap:INBOX:1:{}", i + 1),
+                parsed: mail2ticket::ingest::parse::parse(&raw),
+                raw,
+                received_at: base + chrono::TimeDelta::hours(i as i64),
+            }
+        })
+        .collect();
+    for store in [&sqlite, &postgres] {
+        common::bigstore::ingest_known(store).await;
+        store
+            .store_batch(&TicketRules::without_replies("shop"), &incoming)
+            .await
+            .unwrap();
+    }
+    let all = (None, None);
+    // What a person types: a number out of an order reference, a place without its accent,
+    // part of an address, a prefix, words of an HTML body, a subject word.
+    for (subject, text, found) in [
+        (None, Some("4711"), 10),
+        (None, Some("order-4711"), 10),
+        (None, Some("koln"), 11),
+        (None, Some("Köln beschädigt"), 1),
+        (None, Some("example"), 10),
+        (None, Some("liefer*"), 11),
+        (None, Some("Rechnung"), 1),
+        (Some("Paket"), None, 10),
+        (Some("Body"), None, 0),
+        (Some("Lieferung"), Some("verspätet 3*"), 4),
+        (None, Some("don't AND ( \" &"), 0),
+        (None, Some("& !"), 0),
+    ] {
+        let hits = find_on_both(&sqlite, &postgres, subject, text, all, 100).await;
+        assert_eq!(hits.len(), found, "--subject {subject:?} TEXT {text:?}");
+    }
+    // Newest first up to the limit, and a time window.
+    let newest = find_on_both(&sqlite, &postgres, None, Some("body"), all, 5).await;
+    assert_eq!(newest[0], "words-39@customer.example.test");
+    let window = find_on_both(
+        &sqlite,
+        &postgres,
+        None,
+        Some("body"),
+        (Some(10), Some(20)),
+        100,
+    )
+    .await;
+    assert_eq!(window.len(), 10);
+
+    // And through the command an admin runs.
+    let out = common::mail2ticket_cmd(&pg.path)
+        .args(["tickets", "find", "--json", "4711"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits.as_array().map(Vec::len), Some(10), "{hits}");
 }
