@@ -227,7 +227,7 @@ async fn a_holder_frozen_past_its_lease_stops_and_the_other_takes_over() {
         "failover from a frozen holder: {:.1} s, {left} mails left",
         frozen_at.elapsed().as_secs_f64()
     );
-    wait_until_inboxes_empty(lab, &[user.clone()], Duration::from_secs(120)).await;
+    wait_until_inboxes_empty(lab, std::slice::from_ref(&user), Duration::from_secs(120)).await;
 
     // The frozen holder wakes up with its pass in flight.
     signal(cluster.slots[0].daemon.as_ref().unwrap(), "CONT");

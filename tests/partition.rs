@@ -138,7 +138,7 @@ async fn a_holder_cut_off_from_the_database_stops_before_the_other_takes_over() 
     assert_eq!(health["held_accounts"], serde_json::json!([]), "{health}");
     assert!(holds(&cluster, 1), "the account stays with instance 1");
 
-    wait_until_inboxes_empty(lab, &[user.clone()], Duration::from_secs(120)).await;
+    wait_until_inboxes_empty(lab, std::slice::from_ref(&user), Duration::from_secs(120)).await;
     smtp.set_up(true);
     assert_each_reply_sent_once(lab, &store, &customers, REPLIES_PER_CUSTOMER).await;
     let logs = cluster.logs();
