@@ -68,6 +68,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TicketsCommand,
     },
+    /// Work on the ticket store as a whole
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// OAuth 2.0 sign-in of accounts and [smtp] (auth = "oauth2")
     Oauth2 {
         #[command(subcommand)]
@@ -82,6 +87,18 @@ pub enum Oauth2Command {
     Authorize {
         /// The account's `name`, or `smtp` for [smtp]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every ticket, article, attachment and piece of bookkeeping of a SQLite store into
+    /// the configured store ([store] url or path), which must be empty: how a shop moves to
+    /// PostgreSQL. Stop the daemon first; the copy commits all or nothing.
+    Copy {
+        /// The SQLite store to copy from (the old [store] path)
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
     },
 }
 
@@ -200,6 +217,9 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::CheckConfig => unreachable!("handled above"),
             Command::Run { once } => crate::daemon::run(loaded, cli.config, once).await,
             Command::Tickets { command } => tickets(&loaded, command).await,
+            Command::Store {
+                command: StoreCommand::Copy { from },
+            } => copy_store(&loaded, &from).await,
             Command::Oauth2 {
                 command: Oauth2Command::Authorize { name },
             } => crate::oauth::device::authorize(&loaded.config, &name).await,
@@ -259,6 +279,50 @@ fn check_config(loaded: &Loaded) -> ExitCode {
     };
     println!("ok: {} {noun} ({active} active){suffix}", accounts.len());
     ExitCode::SUCCESS
+}
+
+async fn copy_store(loaded: &Loaded, from: &std::path::Path) -> ExitCode {
+    if !from.is_file() {
+        eprintln!(
+            "error: {} is not a file: give the SQLite store to copy from (the old [store] path)",
+            from.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = match Store::open_at(&loaded.config.store.location()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let copied = store
+        .copy_from_sqlite(from, |t| println!("{:>16}  {} row(s)", t.table, t.rows))
+        .await;
+    let code = match copied {
+        Ok(tables) => {
+            let rows = |name: &str| {
+                tables
+                    .iter()
+                    .find(|t| t.table == name)
+                    .map_or(0, |t| t.rows)
+            };
+            println!(
+                "copied {} ticket(s) and {} article(s) from {} into {}",
+                rows("tickets"),
+                rows("articles"),
+                from.display(),
+                store.shown()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    store.close().await;
+    code
 }
 
 async fn tickets(loaded: &Loaded, command: TicketsCommand) -> ExitCode {

@@ -189,9 +189,12 @@ fn received_bound(t: DateTime<Utc>) -> String {
 
 /// How far `received_at` may run against the article ids. Ids grow with commit order while
 /// `received_at` is the moment of the fetch, so two accounts' passes can commit in the other
-/// order, and a clock can be set back. A day covers both with room to spare; the exact
-/// `received_at` condition still applies inside the range, so the margin only costs reading a
-/// day more of the index.
+/// order (seconds to minutes apart), and a clock can be stepped back (NTP corrections are
+/// seconds). A day covers those with room to spare; the exact `received_at` condition still
+/// applies inside the range, so the margin only costs reading a day more of the index. A clock
+/// set back by more than a day between two fetches can hide the articles of that stretch from
+/// a word search with `--since`/`--until`; the other criteria and `tickets list` do not use the
+/// range.
 const RECEIVED_ORDER_SLACK: TimeDelta = TimeDelta::days(1);
 
 /// Article ids `[from, to)` that can hold every article received in a window.

@@ -11,6 +11,7 @@
 //! Dialect-specific code is kept to: opening and tuning a connection (here), the write lock
 //! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
+mod copy;
 mod failure;
 mod find;
 mod ingest;
@@ -32,6 +33,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 use crate::secret::Secret;
 pub(crate) use sql::SqlBuilder;
 
+pub use copy::CopiedTable;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
@@ -52,9 +54,12 @@ pub enum StoreError {
     /// masked: a driver message must not carry it into a log.
     #[error("cannot connect to the ticket store {url}: {cause}; check [store] url (or url_file / url_env), that the server runs and lets this user in (password in the URL, PGPASSFILE or ~/.pgpass), and sslmode / sslrootcert")]
     Connect { url: String, cause: String },
-    /// Something this backend cannot do (e.g. word search on PostgreSQL).
+    /// Something this backend cannot do (e.g. generating a synthetic store on PostgreSQL).
     #[error("{0}")]
     Unsupported(String),
+    /// `store copy` refused or found a mismatch; nothing was committed.
+    #[error("store copy: {0}")]
+    Copy(String),
     #[error("migrating the ticket store {path} failed: {cause}")]
     Migrate {
         path: String,
@@ -91,9 +96,10 @@ impl StoreError {
             StoreError::CreateDir { .. } | StoreError::Open { .. } => StoreErrorKind::Io,
             StoreError::Connect { .. } | StoreError::NoAnswer { .. } => StoreErrorKind::Unreachable,
             StoreError::LeaseLost { .. } => StoreErrorKind::LeaseLost,
-            StoreError::Migrate { .. } | StoreError::Panicked(_) | StoreError::Unsupported(_) => {
-                StoreErrorKind::Other
-            }
+            StoreError::Migrate { .. }
+            | StoreError::Panicked(_)
+            | StoreError::Unsupported(_)
+            | StoreError::Copy(_) => StoreErrorKind::Other,
         }
     }
 
