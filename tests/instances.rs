@@ -138,15 +138,6 @@ async fn three_instances_killed_in_turn_lose_and_double_nothing() {
     instances_killed_in_turn_lose_and_double_nothing(3).await;
 }
 
-fn signal(daemon: &Daemon, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(daemon.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig}");
-}
-
 /// SIGSTOPs `daemon` at a moment it holds no write transaction on the SQLite file. (A process
 /// frozen inside one blocks every writer of the file until it runs again: SQLite's limit, not
 /// the lease's, see docs/operations.md.)
@@ -159,7 +150,7 @@ async fn freeze_outside_a_write(daemon: &Daemon, store: &Path) {
         .await
         .unwrap();
     for _ in 0..200 {
-        signal(daemon, "STOP");
+        daemon.signal("STOP");
         // Give the signal a moment to land, then see whether the write lock is free.
         tokio::time::sleep(Duration::from_millis(20)).await;
         if sqlx::query("BEGIN IMMEDIATE")
@@ -171,7 +162,7 @@ async fn freeze_outside_a_write(daemon: &Daemon, store: &Path) {
             conn.close().await.ok();
             return;
         }
-        signal(daemon, "CONT");
+        daemon.signal("CONT");
         let pause = rand::random::<u64>() % 50;
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
@@ -215,7 +206,7 @@ async fn a_holder_frozen_past_its_lease_stops_and_the_other_takes_over() {
             freeze_outside_a_write(cluster.slots[0].daemon.as_ref().unwrap(), path).await
         }
         // The server ends a frozen holder's transaction after 10 s (see store::open_url).
-        StoreLocation::Postgres(_) => signal(cluster.slots[0].daemon.as_ref().unwrap(), "STOP"),
+        StoreLocation::Postgres(_) => cluster.slots[0].daemon.as_ref().unwrap().signal("STOP"),
     }
     let frozen_at = Instant::now();
     let left = lab.count(&user, "INBOX").await;
@@ -230,7 +221,7 @@ async fn a_holder_frozen_past_its_lease_stops_and_the_other_takes_over() {
     wait_until_inboxes_empty(lab, std::slice::from_ref(&user), Duration::from_secs(120)).await;
 
     // The frozen holder wakes up with its pass in flight.
-    signal(cluster.slots[0].daemon.as_ref().unwrap(), "CONT");
+    cluster.slots[0].daemon.as_ref().unwrap().signal("CONT");
     // On PostgreSQL the server ended the transaction it froze in, so its first statements after
     // waking may meet a closed connection and show the store unreachable until the next one
     // answers (a standby instance tries every 3 s). Standing by itself is healthy.
