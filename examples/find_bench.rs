@@ -86,7 +86,10 @@ async fn main() {
                     .await
                     .expect("copy into PostgreSQL");
                 copied_s = Some(t.elapsed().as_secs_f64());
-                eprintln!("copied into PostgreSQL in {:.1} s", t.elapsed().as_secs_f64());
+                eprintln!(
+                    "copied into PostgreSQL in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
             }
             // Fresh statistics for the planner, as autovacuum would gather them by itself.
             sqlx::query("ANALYZE").execute(pg.pool()).await.unwrap();
