@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAIL_LAB = os.path.join(REPO, "scripts", "mail-lab")
@@ -159,10 +160,19 @@ def account_toml(lab, name, user, protocol="imap", extra=""):
             f'password = "{lab.password}"\nticket_type = "question"\nticket_status = "open"\n{extra}\n')
 
 
-def write_config(directory, accounts, port_override=None, daemon_extra=""):
+def write_config(directory, accounts, port_override=None, daemon_extra="", store=None):
+    """A config in `directory`; its store is a SQLite file there, or `store` (a PgSchema)."""
     os.makedirs(directory, exist_ok=True)
-    store = os.path.join(directory, "tickets.db")
-    text = (f'[store]\npath = "{store}"\n\n[daemon]\npoll_interval = "1s"\n'
+    if store is None:
+        store = os.path.join(directory, "tickets.db")
+        store_line = f'path = "{store}"'
+    else:
+        # In a file, as a deployment keeps it: the URL carries the password.
+        url_file = os.path.join(directory, "store.url")
+        with open(os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(store.url)
+        store_line = f'url_file = "{url_file}"'
+    text = (f'[store]\n{store_line}\n\n[daemon]\npoll_interval = "1s"\n'
             f'network_timeout = "20s"\n{daemon_extra}\n\n' + "\n".join(accounts))
     if port_override:
         text = re.sub(r"port = \d+", f"port = {port_override}", text)
@@ -170,6 +180,43 @@ def write_config(directory, accounts, port_override=None, daemon_extra=""):
     with open(path, "w") as f:
         f.write(text)
     return path, store
+
+
+class PgSchema:
+    """A store of its own on the lab's PostgreSQL: a fresh schema (as the tests make them), the
+    URL mail2ticket gets for it, and psql for reading it (password through the environment,
+    never on a command line)."""
+
+    def __init__(self, lab, name):
+        base = lab.env["MAIL_LAB_PG_URL"]
+        self.name = name
+        self.url = f"{base}&options[search_path]={name}"
+        parts = urllib.parse.urlsplit(base)
+        self._password = urllib.parse.unquote(parts.password or "")
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0] if len(netloc) == 2 else ""
+        self._psql_url = urllib.parse.urlunsplit(
+            parts._replace(netloc=f"{user}@{netloc[-1]}" if user else netloc[-1]))
+        self.sql(f"CREATE SCHEMA {name}", in_schema=False)
+
+    def sql(self, statement, in_schema=True):
+        env = dict(os.environ, PGPASSWORD=self._password)
+        if in_schema:
+            env["PGOPTIONS"] = f"-c search_path={self.name}"
+        out = subprocess.run(["psql", self._psql_url, "-XAtq", "-v", "ON_ERROR_STOP=1",
+                              "-F", "|", "-c", statement], env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def size(self):
+        """Bytes of the schema's tables, indexes and TOAST."""
+        return int(self.sql("SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = current_schema() AND c.relkind = 'r'"))
+
+    def drop(self):
+        self.sql(f"DROP SCHEMA {self.name} CASCADE", in_schema=False)
 
 
 def binary():
@@ -181,6 +228,10 @@ def binary():
 
 def store_counts(store):
     """(tickets, articles, distinct message ids, processed keys) — read-only."""
+    if isinstance(store, PgSchema):
+        row = store.sql("SELECT (SELECT COUNT(*) FROM tickets), COUNT(*), COUNT(DISTINCT message_id), "
+                        "(SELECT COUNT(*) FROM processed) FROM articles")
+        return tuple(int(v) for v in row.split("|"))
     if not os.path.exists(store):
         return (0, 0, 0, 0)
     for _ in range(50):

@@ -35,6 +35,16 @@
 //! the store's own clock is used for every expiry, so only the rate of the clocks matters, not
 //! their offset.
 //!
+//! # A silent network
+//!
+//! A network path to the database server that goes silent (packets dropped, the connection
+//! never closed) answers no statement, and the kernel gives such a connection up only after
+//! many minutes. Lease statements therefore fail after `LEASE_ANSWER_WITHIN` (3 s, in `store`) with
+//! no answer, and run on connections of their own, so neither a silent path nor a backlog that
+//! keeps every connection of the store busy holds a renewal up. The pass's own statements need
+//! no such bound under a lease: when the deadline passes, the pass is dropped with whatever it
+//! was waiting for.
+//!
 //! # Fencing
 //!
 //! The account's session writes through a fenced store ([`Store::fenced`]): every write

@@ -6,11 +6,20 @@
 //! file on one machine) the machine's clock, which all instances share. Times are RFC 3339 UTC
 //! text with milliseconds, like every time in the store, and compare as text.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sqlx::{Any, Transaction};
 
 use super::{Backend, Store, StoreError};
+
+/// How long a lease statement waits for a database server's answer. A network path that goes
+/// silent (packets dropped, the connection never closed) would otherwise hold it until the
+/// kernel gives the connection up, many minutes later: a standby instance could never try
+/// again, and a stopping one never exit. Shorter than the local deadline's margin (see
+/// `crate::lease`), so a holder retries its renewal on a fresh connection before it gives the
+/// account up. (SQLite has no network path: its statements are bounded by its busy timeout.)
+pub const LEASE_ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 /// Who may write for an account: the instance and the fence of its current lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +51,24 @@ fn clock(backend: Backend, offset: &str) -> String {
 }
 
 impl Store {
+    /// `statement`'s result, or on a database server [`StoreError::NoAnswer`] after
+    /// [`LEASE_ANSWER_WITHIN`]; either error counted and shown on /healthz as the store's.
+    async fn within_lease_bound<T>(
+        &self,
+        statement: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return statement.await.map_err(|e| self.fail(e));
+        }
+        match tokio::time::timeout(LEASE_ANSWER_WITHIN, statement).await {
+            Ok(answer) => answer.map_err(|e| self.fail(e)),
+            Err(_) => Err(self.fail(StoreError::NoAnswer {
+                path: self.path.to_string(),
+                within: LEASE_ANSWER_WITHIN,
+            })),
+        }
+    }
+
     /// Takes the account's lease for `owner` when nobody holds it, it expired, or `owner`
     /// holds it already; the fence goes up by one every time. `None`: another instance holds it.
     /// One statement, atomic on both stores: of two instances trying at once, one wins.
@@ -52,7 +79,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<Option<i64>, StoreError> {
         let (now, until) = (clock(self.backend, "0.0"), clock(self.backend, "$3"));
-        let fence: Option<i64> = sqlx::query_scalar(&format!(
+        let statement = format!(
             "INSERT INTO account_leases (account, owner, fence, expires_at, acquired_at) \
              VALUES ($1, $2, 1, {until}, {now}) \
              ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, \
@@ -60,13 +87,16 @@ impl Store {
              acquired_at = excluded.acquired_at \
              WHERE account_leases.expires_at <= {now} OR account_leases.owner = excluded.owner \
              RETURNING fence"
-        ))
-        .bind(account)
-        .bind(owner)
-        .bind(ttl.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.fail(e))?;
+        );
+        let fence: Option<i64> = self
+            .within_lease_bound(
+                sqlx::query_scalar(&statement)
+                    .bind(account)
+                    .bind(owner)
+                    .bind(ttl.as_secs_f64())
+                    .fetch_optional(&self.lease_pool),
+            )
+            .await?;
         // The store answers: a standby instance writes nothing else that would say so.
         self.health.worked();
         Ok(fence)
@@ -84,29 +114,35 @@ impl Store {
 
     async fn set_expiry(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
         let until = clock(self.backend, "$1");
-        let done = sqlx::query(&format!(
+        let statement = format!(
             "UPDATE account_leases SET expires_at = {until} \
              WHERE account = $2 AND owner = $3 AND fence = $4"
-        ))
-        .bind(ttl.as_secs_f64())
-        .bind(&fence.account)
-        .bind(&fence.owner)
-        .bind(fence.fence)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.fail(e))?;
+        );
+        let done = self
+            .within_lease_bound(
+                sqlx::query(&statement)
+                    .bind(ttl.as_secs_f64())
+                    .bind(&fence.account)
+                    .bind(&fence.owner)
+                    .bind(fence.fence)
+                    .execute(&self.lease_pool),
+            )
+            .await?;
         self.health.worked();
         Ok(done.rows_affected() == 1)
     }
 
     /// Who holds (or last held) the account's lease.
     pub async fn lease_holder(&self, account: &str) -> Result<Option<LeaseHolder>, StoreError> {
-        let row: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT owner, fence, expires_at FROM account_leases WHERE account = $1",
-        )
-        .bind(account)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(String, i64, String)> = self
+            .within_lease_bound(
+                sqlx::query_as(
+                    "SELECT owner, fence, expires_at FROM account_leases WHERE account = $1",
+                )
+                .bind(account)
+                .fetch_optional(&self.lease_pool),
+            )
+            .await?;
         Ok(row.map(|(owner, fence, expires_at)| LeaseHolder {
             owner,
             fence,
@@ -118,12 +154,13 @@ impl Store {
     /// `instances = "several"` on this store right now.
     pub async fn live_leases(&self) -> Result<Vec<(String, LeaseHolder)>, StoreError> {
         let now = clock(self.backend, "0.0");
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(&format!(
+        let statement = format!(
             "SELECT account, owner, fence, expires_at FROM account_leases \
              WHERE expires_at > {now} ORDER BY account"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let rows: Vec<(String, String, i64, String)> = self
+            .within_lease_bound(sqlx::query_as(&statement).fetch_all(&self.lease_pool))
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(account, owner, fence, expires_at)| {

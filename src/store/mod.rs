@@ -77,6 +77,10 @@ pub enum StoreError {
         path: String,
         cause: sqlx::Error,
     },
+    /// A statement got no answer in time: the network path to the database server went silent
+    /// (a partition drops packets without closing the connection) or the server is stuck.
+    #[error("ticket store: no answer from {path} within {secs} s (the network path to the database server is cut, or the server is stuck); the daemon retries by itself", secs = within.as_secs())]
+    NoAnswer { path: String, within: Duration },
     /// Handling one mail panicked (a bug): counted as that mail's failure.
     #[error("handling the mail panicked: {0}")]
     Panicked(String),
@@ -92,7 +96,7 @@ impl StoreError {
             StoreError::Sql(e) => StoreErrorKind::of(e),
             StoreError::Unavailable { kind, .. } => *kind,
             StoreError::CreateDir { .. } | StoreError::Open { .. } => StoreErrorKind::Io,
-            StoreError::Connect { .. } => StoreErrorKind::Unreachable,
+            StoreError::Connect { .. } | StoreError::NoAnswer { .. } => StoreErrorKind::Unreachable,
             StoreError::LeaseLost { .. } => StoreErrorKind::LeaseLost,
             StoreError::Migrate { .. }
             | StoreError::Panicked(_)
@@ -117,6 +121,8 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// The lease statements' own connections (see [`LEASE_POOL_SIZE`]).
+    lease_pool: AnyPool,
     backend: Backend,
     /// As shown in messages: the file, or the URL with its password masked.
     path: Arc<str>,
@@ -133,6 +139,13 @@ const WRITE_LOCK_KEY: i64 = 0x6d32_7473_746f_7265;
 /// Connections per store: enough for the pollers' batches, the reply sender and reads.
 const POOL_SIZE: u32 = 4;
 
+/// Connections for lease statements alone, opened on first use (none with one instance). In
+/// the main pool a renewal would queue behind ingestion (every connection waiting for the
+/// write lock in a long backlog) and could miss its deadline, giving the account up for
+/// nothing. Two: one left when the other's statement went unanswered and its connection is
+/// still stuck (see [`StoreError::NoAnswer`]).
+const LEASE_POOL_SIZE: u32 = 2;
+
 fn install_drivers() {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(sqlx::any::install_default_drivers);
@@ -145,6 +158,61 @@ fn quiet(options: AnyConnectOptions) -> AnyConnectOptions {
     options
         .log_statements(log::LevelFilter::Trace)
         .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
+}
+
+/// The SQLite pool's options (the main pool and the leases' alike).
+fn sqlite_pool(size: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL; FULL: a commit is fsynced before it returns, and disposal of source
+                // mails relies on it. The busy timeout lets writers queue for the lock.
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // The ping flushes a queued rollback first. A connection still inside a
+                // transaction after that (SQLite rolled back by itself on a full disk, so
+                // sqlx's ROLLBACK failed and its depth counter stayed up) is closed: reused,
+                // every later BEGIN on it would fail.
+                conn.ping().await?;
+                if conn.is_in_transaction() {
+                    tracing::warn!(
+                        "discarding a store connection left inside a failed transaction"
+                    );
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// The PostgreSQL pool's options (the main pool and the leases' alike).
+fn postgres_pool(size: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        // A restarted server leaves dead connections in the pool: each is tested before use
+        // (the default), and a pass that still meets one stops as environmental.
+        .acquire_timeout(Duration::from_secs(10))
+        // A process that stops inside a write transaction (frozen, or cut off from the server)
+        // would hold the store's write lock until the server notices the dead connection,
+        // which without traffic can take hours: the server ends such a transaction after 10 s
+        // instead (nothing of ours idles that long inside one), so the other instances, and
+        // the account's next lease holder, can write again.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET idle_in_transaction_session_timeout = '10s'")
+                    .await?;
+                Ok(())
+            })
+        })
 }
 
 pub fn now_rfc3339() -> String {
@@ -179,41 +247,13 @@ impl Store {
             path: shown.clone(),
             cause,
         };
-        let options = AnyConnectOptions::from_url(&url).map_err(open_error)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL; FULL: a commit is fsynced before it returns, and disposal of source
-                    // mails relies on it. The busy timeout lets writers queue for the lock.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    // The ping flushes a queued rollback first. A connection still inside a
-                    // transaction after that (SQLite rolled back by itself on a full disk, so
-                    // sqlx's ROLLBACK failed and its depth counter stayed up) is closed:
-                    // reused, every later BEGIN on it would fail.
-                    conn.ping().await?;
-                    if conn.is_in_transaction() {
-                        tracing::warn!(
-                            "discarding a store connection left inside a failed transaction"
-                        );
-                        return Ok(false);
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(quiet(options))
+        let options = quiet(AnyConnectOptions::from_url(&url).map_err(open_error)?);
+        let pool = sqlite_pool(POOL_SIZE)
+            .connect_with(options.clone())
             .await
             .map_err(open_error)?;
-        Store::migrated(pool, Backend::Sqlite, shown).await
+        let lease_pool = sqlite_pool(LEASE_POOL_SIZE).connect_lazy_with(options);
+        Store::migrated(pool, lease_pool, Backend::Sqlite, shown).await
     }
 
     /// Connects to PostgreSQL and runs pending migrations. TLS, the password file and the like
@@ -231,27 +271,13 @@ impl Store {
                 .map_err(|e| connect_error(sqlx::Error::Configuration(e.into())))?,
         )
         .map_err(connect_error)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            // A restarted server leaves dead connections in the pool: each is tested before
-            // use (the default), and a pass that still meets one stops as environmental.
-            .acquire_timeout(Duration::from_secs(10))
-            // A process that stops inside a write transaction (frozen, or cut off from the
-            // server) would hold the store's write lock until the server notices the dead
-            // connection, which without traffic can take hours: the server ends such a
-            // transaction after 10 s instead (nothing of ours idles that long inside one), so
-            // the other instances, and the account's next lease holder, can write again.
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("SET idle_in_transaction_session_timeout = '10s'")
-                        .await?;
-                    Ok(())
-                })
-            })
-            .connect_with(quiet(options))
+        let options = quiet(options);
+        let pool = postgres_pool(POOL_SIZE)
+            .connect_with(options.clone())
             .await
             .map_err(connect_error)?;
-        Store::migrated(pool, Backend::Postgres, shown).await
+        let lease_pool = postgres_pool(LEASE_POOL_SIZE).connect_lazy_with(options);
+        Store::migrated(pool, lease_pool, Backend::Postgres, shown).await
     }
 
     /// A private in-memory store (one connection), for fuzzing and unit tests.
@@ -266,12 +292,18 @@ impl Store {
                 path: shown.clone(),
                 cause,
             })?;
-        Store::migrated(pool, Backend::Sqlite, shown).await
+        // One connection is the whole database: the leases use it too.
+        Store::migrated(pool.clone(), pool, Backend::Sqlite, shown).await
     }
 
     /// Brings a freshly opened pool's schema up to date: the one place migrations run. Each
     /// backend has its own directory; the files are numbered alike, one translation per step.
-    async fn migrated(pool: AnyPool, backend: Backend, shown: String) -> Result<Store, StoreError> {
+    async fn migrated(
+        pool: AnyPool,
+        lease_pool: AnyPool,
+        backend: Backend,
+        shown: String,
+    ) -> Result<Store, StoreError> {
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
@@ -285,6 +317,7 @@ impl Store {
             })?;
         Ok(Store {
             pool,
+            lease_pool,
             backend,
             path: shown.into(),
             health: StoreHealth::default(),
@@ -336,6 +369,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.lease_pool.close().await;
         self.pool.close().await;
     }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bigstore;
+pub mod cluster;
 pub mod diag;
 pub mod http;
 pub mod mails;

@@ -1,5 +1,6 @@
-//! A fault-injecting TCP proxy for tests: forwards to a lab port and cuts the connection when the
-//! client sends a chosen command (before forwarding it).
+//! Fault-injecting TCP proxies for tests, in front of a lab port: one cuts the connection when
+//! the client sends a chosen command, one goes silent like a network partition, others imitate
+//! server quirks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -261,4 +262,75 @@ pub async fn login_delay(target: u16, secs: u64) -> LoginDelayProxy {
         too_early,
         logins,
     }
+}
+
+/// A proxy that can go silent like a network partition: while stalled, nothing is forwarded in
+/// either direction and no connection is closed (the packets are dropped, the sockets stay
+/// open, so neither end notices anything but silence); a new connection is accepted but gets
+/// no answer. Bytes, and a close, that arrived in the meantime are passed on after
+/// [`StallProxy::resume`], as TCP retransmits them once the path is back. TLS passes through
+/// untouched.
+pub struct StallProxy {
+    pub port: u16,
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+impl StallProxy {
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+/// Starts a proxy to 127.0.0.1:`target` that forwards everything until stalled.
+pub async fn stallable(target: u16) -> StallProxy {
+    use tokio::sync::watch;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stalled, state) = watch::channel(false);
+    /// Waits while the path is stalled; false once the proxy is gone (the test ended).
+    async fn open(state: &mut watch::Receiver<bool>) -> bool {
+        state.wait_for(|stalled| !*stalled).await.is_ok()
+    }
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut state: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read = from.read(&mut buf).await;
+            // What arrived during a stall is held back, the end of the stream included.
+            if !open(&mut state).await {
+                return;
+            }
+            let n = match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let mut state = state.clone();
+            tokio::spawn(async move {
+                if !open(&mut state).await {
+                    return;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::join!(pump(cr, sw, state.clone()), pump(sr, cw, state));
+            });
+        }
+    });
+    StallProxy { port, stalled }
 }
