@@ -3,7 +3,7 @@
 //! runs each kind of query `--rounds` times with varying parameters through the same Store
 //! methods the commands call, and prints p50/p99 per kind as JSON on stdout.
 //!
-//!   find_bench --store PATH --articles N [--rounds 100]
+//!   find_bench --store PATH --articles N [--rounds 100] [--generate-only]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,6 +61,11 @@ async fn main() {
             "generated {articles} articles in {:.1} s",
             t.elapsed().as_secs_f64()
         );
+    }
+    if args.iter().any(|a| a == "--generate-only") {
+        // The starting point of scripts/bench's grown-store backlog: no queries.
+        store.close().await;
+        return;
     }
     // Parameters that vary per round: real senders, Message-IDs and rare words of the store.
     let samples: Vec<(String, String, String)> = sqlx::query_as(

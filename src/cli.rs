@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded, Severity, EXIT_CONFIG};
 use crate::logging::Audience;
-use crate::store::{ExportError, FindQuery, Sender, Store, TicketFilter};
+use crate::store::{CompactCursor, ExportError, FindQuery, Sender, Store, TicketFilter};
 use crate::when::When;
 
 #[derive(Debug, Parser)]
@@ -72,6 +72,23 @@ pub enum Command {
     Oauth2 {
         #[command(subcommand)]
         command: Oauth2Command,
+    },
+    /// Maintain the ticket store
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Convert mail stored by versions before the compressed store (schema 0005): raw mail
+    /// compressed into its own table, attachments once per content. In short batches: safe to
+    /// run beside the daemon, to interrupt, and to run again (it continues where it stopped)
+    Compact {
+        /// Mails per batch (one short write transaction each)
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
     },
 }
 
@@ -200,6 +217,9 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::CheckConfig => unreachable!("handled above"),
             Command::Run { once } => crate::daemon::run(loaded, cli.config, once).await,
             Command::Tickets { command } => tickets(&loaded, command).await,
+            Command::Store {
+                command: StoreCommand::Compact { batch },
+            } => store_compact(&loaded, batch).await,
             Command::Oauth2 {
                 command: Oauth2Command::Authorize { name },
             } => crate::oauth::device::authorize(&loaded.config, &name).await,
@@ -261,17 +281,67 @@ fn check_config(loaded: &Loaded) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+async fn open_store(loaded: &Loaded) -> Result<Store, ExitCode> {
+    Store::open(&loaded.config.store.path).await.map_err(fail)
+}
+
 async fn tickets(loaded: &Loaded, command: TicketsCommand) -> ExitCode {
-    let store = match Store::open(&loaded.config.store.path).await {
+    let store = match open_store(loaded).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = tickets_command(&store, command).await;
     store.close().await;
     code
+}
+
+async fn store_compact(loaded: &Loaded, batch: u32) -> ExitCode {
+    let store = match open_store(loaded).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut cursor = CompactCursor::default();
+    let (mut mails, mut attachments, mut damaged) = (0u64, 0u64, 0u64);
+    let finished = loop {
+        match store.compact_step(&mut cursor, batch).await {
+            Ok(step) => {
+                mails += step.mails;
+                attachments += step.attachments;
+                damaged += step.damaged;
+                if step.finished {
+                    break true;
+                }
+                if step.mails > 0 {
+                    eprintln!("{mails} raw mails compressed so far");
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {e}\n{mails} raw mails were converted before it; \
+                     run `mail2ticket store compact` again to continue"
+                );
+                break false;
+            }
+        }
+    };
+    store.close().await;
+    if finished {
+        println!(
+            "ok: {mails} raw mails compressed, {attachments} attachments stored once per \
+             content; the space they freed in the file is reused by new mail"
+        );
+    }
+    if damaged > 0 {
+        eprintln!(
+            "warning: {damaged} raw mails no longer match their SHA-256 and were left as they \
+             are: the store file is damaged (`tickets show NUMBER --raw N` names them)"
+        );
+    }
+    if finished {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn tickets_command(store: &Store, command: TicketsCommand) -> ExitCode {

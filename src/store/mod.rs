@@ -4,12 +4,14 @@
 //! Ingestion commits a batch of mails in one transaction and only then touches the source
 //! mails, so a mail leaves the server only after its ticket is on disk.
 
+mod compact;
 mod failure;
 mod find;
 mod ingest;
 mod outbox;
 mod query;
 mod raw;
+mod raw_codec;
 pub mod synthetic;
 
 use std::path::Path;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqlitePool};
 
+pub use compact::{CompactCursor, CompactStep};
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
