@@ -114,10 +114,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 impl Store {
     /// Stores a batch in one durable transaction; returns one outcome per mail, in order.
     ///
-    /// Per mail only the ticket and article rows are written one by one; the lookups that are
-    /// the same for every mail (already processed? same bytes stored before?) and the
-    /// `processed` rows are one statement per chunk of the batch. Each statement is a round trip
-    /// to SQLite's worker thread, and these round trips were most of a backlog's time.
+    /// The lookups that are the same for every mail (already processed? same bytes stored
+    /// before? which tickets do its references belong to?) and the `processed` rows are one
+    /// statement per chunk of the batch, and so are the tickets and articles of mails with
+    /// nothing else to look up (see `bulk_route`); only the rest is written one by one. Each
+    /// statement is a round trip to SQLite's worker thread, and these round trips were most of
+    /// a backlog's time.
     ///
     /// A panic while handling a mail (a bug in parsing, threading, reply rules or building the
     /// rows) is caught here and returned as [`StoreError::Panicked`]: the transaction rolls back
