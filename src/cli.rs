@@ -82,7 +82,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Convert mail stored by versions before the compressed store (schema 0005): raw mail
+    /// Convert mail stored by versions before the compressed store (schema 0007): raw mail
     /// compressed into its own table, attachments once per content. In short batches: safe to
     /// run beside the daemon, to interrupt, and to run again (it continues where it stopped)
     Compact {
@@ -282,7 +282,9 @@ fn check_config(loaded: &Loaded) -> ExitCode {
 }
 
 async fn open_store(loaded: &Loaded) -> Result<Store, ExitCode> {
-    Store::open(&loaded.config.store.path).await.map_err(fail)
+    Store::open_at(&loaded.config.store.location())
+        .await
+        .map_err(fail)
 }
 
 async fn tickets(loaded: &Loaded, command: TicketsCommand) -> ExitCode {

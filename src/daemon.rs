@@ -10,11 +10,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Loaded, Severity};
+use crate::account::AccountRuntime;
+use crate::config::{Config, Instances, Loaded, Severity};
+use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::Health;
 use crate::http::HttpState;
-use crate::poller::{self, AccountRuntime};
-use crate::reply::sender::{OutboxSender, SenderSettings};
+use crate::lease::Leases;
 use crate::signals::{self, Event, Signals};
 use crate::smtp::SmtpTransport;
 use crate::store::Store;
@@ -41,7 +42,7 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
         }
     };
     let config = loaded.config;
-    let store = match Store::open(&config.store.path).await {
+    let store = match Store::open_at(&config.store.location()).await {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -56,14 +57,29 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
             return ExitCode::from(crate::config::EXIT_CONFIG);
         }
     };
+    if config.store.instances == Instances::One {
+        if let Err(e) = crate::lease::check_alone(&store).await {
+            error!("{e}");
+            store.close().await;
+            return ExitCode::FAILURE;
+        }
+    }
+    let leases = (config.store.instances == Instances::Several).then(|| {
+        let leases = Leases::new(store.clone());
+        info!(
+            instance = leases.owner(),
+            "several instances share the store: accounts are polled under leases"
+        );
+        leases
+    });
     let code = if once {
         let sender = plan.smtp.map(|(smtp, transport)| {
             OutboxSender::new(store.clone(), transport, SenderSettings::for_smtp(&smtp))
         });
-        run_once(&plan.accounts, &store, sender.as_ref()).await
+        run_once(&plan.accounts, &store, leases.as_ref(), sender.as_ref()).await
     } else {
         let path = crate::config::resolve_path(config_path);
-        run_forever(config, path, plan, &store, signals).await
+        run_forever(config, path, plan, &store, leases, signals).await
     };
     if tokio::time::timeout(Duration::from_secs(2), store.close())
         .await
@@ -76,12 +92,18 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
 
 /// One pass per active account, concurrently; exit 0 only when every pass fully succeeded:
 /// every mail it saw stored and disposed of.
-async fn run_once(runtimes: &[AccountRuntime], store: &Store, sender: Option<&Sender>) -> ExitCode {
+async fn run_once(
+    runtimes: &[AccountRuntime],
+    store: &Store,
+    leases: Option<&Leases>,
+    sender: Option<&Sender>,
+) -> ExitCode {
     let mut set = JoinSet::new();
     for rt in runtimes.iter().cloned() {
         let store = store.clone();
+        let leases = leases.cloned();
         set.spawn(async move {
-            let result = poller::pass_once(&rt, &store, None).await;
+            let result = crate::lease::pass_once(leases.as_ref(), &rt, &store).await;
             (rt.account.name.clone(), result)
         });
     }
@@ -160,6 +182,7 @@ async fn run_forever(
     path: PathBuf,
     plan: Plan,
     store: &Store,
+    leases: Option<Leases>,
     mut signals: Signals,
 ) -> ExitCode {
     let health = Health::default();
@@ -178,7 +201,7 @@ async fn run_forever(
         };
         tokio::spawn(crate::http::serve(listener, state, background.clone()));
     }
-    let mut supervisor = Supervisor::new(store.clone(), health, SHUTDOWN_GRACE);
+    let mut supervisor = Supervisor::new(store.clone(), leases, health, SHUTDOWN_GRACE);
     supervisor.apply(plan).await;
     tokio::spawn(signals::watchdog(background.clone()));
     let accounts = supervisor.account_count();
@@ -250,8 +273,15 @@ async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) 
 /// Settings that only a restart applies: say so instead of silently ignoring them.
 fn needs_restart(old: &Config, new: &Config) {
     let mut keys = Vec::new();
-    if old.store != new.store {
-        keys.push("[store] path");
+    let old_place = crate::config::StoreConfig {
+        instances: new.store.instances,
+        ..old.store.clone()
+    };
+    if old_place != new.store {
+        keys.push("[store] path / url");
+    }
+    if old.store.instances != new.store.instances {
+        keys.push("[store] instances");
     }
     if old.daemon.http_listen != new.daemon.http_listen {
         keys.push("[daemon] http_listen");

@@ -34,7 +34,20 @@ pub enum State {
     /// after a SIGHUP that changes them). `server_said` has the server's words.
     #[serde(rename = "login_rejected")]
     LoginRejected,
+    /// Several instances: another instance holds the account's lease and polls it; this one
+    /// takes over when that lease expires.
+    Standby,
     Stopped,
+}
+
+/// Several instances: whether this instance holds the account's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LeaseView {
+    /// This instance polls the account; `fence` counts the acquisitions of the lease.
+    Held { fence: i64 },
+    /// Another instance (`holder`, host:pid:random) polls it.
+    Standby { holder: Option<String> },
 }
 
 impl fmt::Display for State {
@@ -65,6 +78,9 @@ pub struct AccountState {
     pub server_said: Option<String>,
     /// Seconds within which a success is expected.
     pub expected_interval_secs: u64,
+    /// With `[store] instances = "several"`: who holds the account's lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseView>,
 }
 
 #[derive(Debug)]
@@ -79,6 +95,7 @@ struct Inner {
     backoff_until: Option<DateTime<Utc>>,
     server_said: Option<String>,
     expected: Duration,
+    lease: Option<LeaseView>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -103,6 +120,7 @@ impl AccountHealth {
             backoff_until: None,
             server_said: None,
             expected: Duration::from_secs(120),
+            lease: None,
         })))
     }
 
@@ -136,6 +154,10 @@ impl AccountHealth {
     /// Names the kind of the error the next [`AccountHealth::failed`] reports.
     pub fn set_error_kind(&self, kind: &'static str) {
         self.lock().last_error_kind = Some(kind);
+    }
+
+    pub fn set_lease(&self, lease: Option<LeaseView>) {
+        self.lock().lease = lease;
     }
 
     pub fn set_expected(&self, expected: Duration) {
@@ -185,9 +207,11 @@ impl AccountHealth {
     pub fn snapshot(&self, now: DateTime<Utc>) -> AccountState {
         let s = self.lock();
         let expected = chrono::Duration::from_std(s.expected).unwrap_or(chrono::Duration::MAX);
-        // Rejected credentials need the admin, however recent the last success was.
-        let healthy = !matches!(s.state, State::Stopped | State::LoginRejected)
-            && s.last_success.is_some_and(|t| now - t <= expected);
+        // Rejected credentials need the admin, however recent the last success was. An account
+        // in standby is served by the instance holding its lease.
+        let healthy = s.state == State::Standby
+            || !matches!(s.state, State::Stopped | State::LoginRejected)
+                && s.last_success.is_some_and(|t| now - t <= expected);
         AccountState {
             state: s.state,
             healthy,
@@ -200,6 +224,7 @@ impl AccountHealth {
             backoff_until: s.backoff_until.map(ts),
             server_said: s.server_said.clone(),
             expected_interval_secs: s.expected.as_secs(),
+            lease: s.lease.clone(),
         }
     }
 }
@@ -238,11 +263,20 @@ impl Health {
             .map(|(name, h)| (name.clone(), h.snapshot(now)))
             .collect();
         let ok = store.healthy && accounts.values().all(|a| a.healthy);
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "status": if ok { "ok" } else { "unhealthy" },
             "store": store,
             "accounts": accounts,
         });
+        // Several instances: the accounts this instance polls, at a glance.
+        if accounts.values().any(|a| a.lease.is_some()) {
+            let held: Vec<&String> = accounts
+                .iter()
+                .filter(|(_, a)| matches!(a.lease, Some(LeaseView::Held { .. })))
+                .map(|(name, _)| name)
+                .collect();
+            body["held_accounts"] = serde_json::json!(held);
+        }
         (ok, body.to_string())
     }
 }
@@ -271,5 +305,26 @@ mod tests {
         );
         let snap = a.snapshot(Utc::now() + chrono::Duration::seconds(61));
         assert!(!snap.healthy, "no success within the expected interval");
+    }
+
+    #[test]
+    fn an_account_in_standby_is_healthy_and_held_accounts_are_listed() {
+        let health = Health::default();
+        let store = crate::store::StoreHealth::default().state();
+        let held = health.register("a", Duration::from_secs(60));
+        held.set_lease(Some(LeaseView::Held { fence: 4 }));
+        held.success();
+        let waiting = health.register("b", Duration::from_secs(60));
+        waiting.set_lease(Some(LeaseView::Standby {
+            holder: Some("other:1:2".into()),
+        }));
+        waiting.set(State::Standby);
+        let (ok, body) = health.report(&store);
+        assert!(ok, "another instance serves b: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["held_accounts"], serde_json::json!(["a"]));
+        assert_eq!(body["accounts"]["a"]["lease"]["state"], "held");
+        assert_eq!(body["accounts"]["b"]["lease"]["holder"], "other:1:2");
+        assert_eq!(body["accounts"]["b"]["state"], "standby");
     }
 }

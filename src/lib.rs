@@ -1,15 +1,19 @@
 //! mail2ticket: turns customer e-mail fetched by IMAP or POP3 into helpdesk tickets, exactly once.
 #![forbid(unsafe_code)]
 
+pub mod account;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod diagnose;
 pub mod display;
 pub mod health;
 pub mod http;
 pub mod imap;
 pub mod ingest;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod net;
@@ -20,6 +24,7 @@ pub mod reply;
 pub mod secret;
 pub mod signals;
 pub mod smtp;
+pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod template;

@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::store::Outcome;
+use crate::ingest::outcome::Outcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AccountLabel {
@@ -61,6 +61,7 @@ struct Metrics {
     oauth_tokens: Family<OutcomeLabel, Counter>,
     last_success: Family<AccountLabel, Gauge>,
     backlog: Family<AccountLabel, Gauge>,
+    lease_held: Family<AccountLabel, Gauge>,
     outbox_depth: Gauge,
     outbox_bounced: Gauge,
 }
@@ -84,6 +85,7 @@ fn metrics() -> &'static Metrics {
             oauth_tokens: Family::default(),
             last_success: Family::default(),
             backlog: Family::default(),
+            lease_held: Family::default(),
             outbox_depth: Gauge::default(),
             outbox_bounced: Gauge::default(),
             registry: Registry::default(),
@@ -161,6 +163,11 @@ fn metrics() -> &'static Metrics {
             m.backlog.clone(),
         );
         r.register(
+            "lease_held",
+            "1 while this instance holds the account's lease and polls it ([store] instances = \"several\"), else 0",
+            m.lease_held.clone(),
+        );
+        r.register(
             "outbox_depth",
             "Automatic replies queued or being sent (all accounts)",
             m.outbox_depth.clone(),
@@ -195,6 +202,14 @@ pub fn register_account(name: &str) {
     ] {
         drop(family.get_or_create(&a));
     }
+}
+
+/// Several instances: whether this instance holds the account's lease.
+pub fn lease_held(account_name: &str, held: bool) {
+    metrics()
+        .lease_held
+        .get_or_create(&account(account_name))
+        .set(i64::from(held));
 }
 
 pub fn mails_fetched(account_name: &str, n: usize) {

@@ -313,9 +313,9 @@ impl Deliver for SmtpTransport {
         )
         .await;
         // A token problem is never the message's fault: the reply stays queued and is retried.
-        sent.map_err(|e| match e.downcast::<SendError>() {
-            Ok(send) => send,
-            Err(other) => SendError::Transient {
+        sent.map_err(|e| match e {
+            crate::oauth::login::SignInError::Login(send) => send,
+            crate::oauth::login::SignInError::OAuth(other) => SendError::Transient {
                 server: self.server.clone(),
                 detail: format!("{other:#}"),
             },

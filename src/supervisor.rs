@@ -16,10 +16,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::account::AccountRuntime;
+use crate::backoff::backoff_delay;
 use crate::config::{Config, SmtpConfig};
+use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::{AccountHealth, Health, State};
-use crate::poller::{self, backoff_delay, AccountRuntime};
-use crate::reply::sender::{OutboxSender, SenderSettings};
+use crate::lease::Leases;
+use crate::poller;
 use crate::smtp::SmtpTransport;
 use crate::store::Store;
 
@@ -71,6 +74,8 @@ pub struct Changes {
 
 pub struct Supervisor {
     store: Store,
+    /// `[store] instances = "several"`: accounts are polled under their leases.
+    leases: Option<Leases>,
     health: Health,
     grace: Duration,
     accounts: BTreeMap<String, Task<AccountRuntime>>,
@@ -80,9 +85,15 @@ pub struct Supervisor {
 impl Supervisor {
     /// `grace`: how long a stopping task may take to finish its mail in flight before it is
     /// aborted.
-    pub fn new(store: Store, health: Health, grace: Duration) -> Supervisor {
+    pub fn new(
+        store: Store,
+        leases: Option<Leases>,
+        health: Health,
+        grace: Duration,
+    ) -> Supervisor {
         Supervisor {
             store,
+            leases,
             health,
             grace,
             accounts: BTreeMap::new(),
@@ -129,12 +140,15 @@ impl Supervisor {
             if !changes.restarted.contains(&name) {
                 changes.started.push(name.clone());
             }
-            rt.health = self.health.register(&name, rt.expected_interval(false));
+            rt.health = self
+                .health
+                .register(&name, poller::expected_interval(&rt, false));
             crate::metrics::register_account(&name);
             let cancel = CancellationToken::new();
             let handle = tokio::spawn(supervise_account(
                 rt.clone(),
                 self.store.clone(),
+                self.leases.clone(),
                 cancel.clone(),
             ));
             self.accounts.insert(
@@ -281,11 +295,21 @@ async fn supervise(
     }
 }
 
-async fn supervise_account(rt: AccountRuntime, store: Store, cancel: CancellationToken) {
+async fn supervise_account(
+    rt: AccountRuntime,
+    store: Store,
+    leases: Option<Leases>,
+    cancel: CancellationToken,
+) {
     let name = rt.account.name.clone();
     let health = rt.health.clone();
     supervise(name, Some(health.clone()), cancel, move |cancel| {
-        Box::pin(poller::run_account(rt.clone(), store.clone(), cancel))
+        Box::pin(crate::lease::run_account(
+            leases.clone(),
+            rt.clone(),
+            store.clone(),
+            cancel,
+        ))
     })
     .await;
     health.set(State::Stopped);

@@ -65,7 +65,7 @@ async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
     let out = cfg.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
 
-    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    let store = cfg.open_store().await;
     let (articles, distinct): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT message_id) FROM articles")
             .fetch_one(store.pool())
@@ -90,5 +90,5 @@ async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
 }
 
 async fn tickets_stored(cfg: &TestConfig) -> i64 {
-    common::ticket_count(&cfg.store).await
+    cfg.ticket_count().await
 }

@@ -420,7 +420,7 @@ async fn a_uidvalidity_change_neither_loses_nor_doubles_mail() {
     assert!(!cfg.run(&["run", "--once"]).status.success());
     assert_eq!(cfg.tickets().len(), 5);
     // The server renumbers the folder (new UIDVALIDITY): every mail looks new to a UID tracker.
-    let store = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    let store = cfg.open_store().await;
     sqlx::query(
         "UPDATE processed SET source_key = replace(source_key, 'imap:INBOX:', 'imap:INBOX:9') ",
     )
@@ -523,7 +523,7 @@ async fn a_mail_that_cannot_be_stored_is_quarantined_and_the_rest_carries_on() {
         )],
         "",
     );
-    common::refuse_articles_with_subject(&cfg.store, "poison").await;
+    cfg.refuse_articles_with_subject("poison").await;
 
     for _ in 0..3 {
         cfg.run(&["run", "--once"]);

@@ -104,7 +104,7 @@ async fn eight_bit_bodies_and_dot_lines_survive_byte_for_byte() {
         "",
     );
     assert!(cfg.run(&["run", "--once"]).status.success());
-    let db = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
+    let db = cfg.open_store().await;
     let tickets = db.list_tickets(&Default::default()).await.unwrap();
     assert_eq!(tickets.len(), 3);
     let mut raws = Vec::new();
@@ -192,7 +192,7 @@ async fn a_mail_that_cannot_be_stored_is_quarantined_and_kept_while_the_rest_car
         )],
         "",
     );
-    common::refuse_articles_with_subject(&cfg.store, "poison").await;
+    cfg.refuse_articles_with_subject("poison").await;
 
     for _ in 0..3 {
         cfg.run(&["run", "--once"]);

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::smtp::SwitchProxy;
 use common::{imap_account, pop3_account, Lab, TestConfig};
 use mail2ticket::ingest::parse::{parse, ParsedMail};
-use mail2ticket::store::Store;
 
 const ACCOUNT_EXTRA: &str = "action = \"move\"\nmove_to = \"Archive\"\nauto_reply = true\n";
 
@@ -112,7 +111,7 @@ fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
 }
 
 async fn outbox(cfg: &TestConfig) -> Vec<mail2ticket::store::OutboxRow> {
-    let store = Store::open(&cfg.store).await.unwrap();
+    let store = cfg.open_store().await;
     let rows = store.outbox_rows().await.unwrap();
     store.close().await;
     rows
@@ -199,7 +198,7 @@ async fn a_new_ticket_gets_exactly_one_reply_and_the_answer_joins_the_ticket() {
     );
 
     // Latency: from the ticket's commit (outbox created_at) to the reply in the INBOX.
-    let store = Store::open(&cfg.store).await.unwrap();
+    let store = cfg.open_store().await;
     let rows = store.outbox_rows().await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, "sent");

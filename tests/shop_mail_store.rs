@@ -1,7 +1,10 @@
-//! The store's side of a shop's everyday mail, on a real SQLite file: one message in several
+//! The store's side of a shop's everyday mail, on a real SQLite file (or the lab's PostgreSQL,
+//! see `common::TestStore`): one message in several
 //! accounts is one ticket (also when two pollers store their copies at the same moment), a
 //! reused Message-ID from another sender is another message, bounces of our replies join their
 //! ticket, and stores written before these rules keep working.
+
+mod common;
 
 use std::path::Path;
 
@@ -11,15 +14,7 @@ use mail2ticket::ingest::parse::parse;
 use mail2ticket::store::{Incoming, Outcome, Store, TicketRules};
 
 fn rules(account: &str) -> TicketRules {
-    TicketRules {
-        account: account.into(),
-        ticket_type: "question".into(),
-        ticket_status: "open".into(),
-        subject_tag: "Ticket#".into(),
-        customer: CustomerSource::ReplyTo,
-        reply: None,
-        test_mail_key: None,
-    }
+    TicketRules::without_replies(account)
 }
 
 /// A copy of a mail as the mailbox `to` holds it: the delivery header differs per mailbox.
@@ -37,8 +32,18 @@ fn copy(to: &str, source_key: &str, from: &str, id: &str) -> Incoming {
     }
 }
 
+/// A new store: a SQLite file in `dir`, or a fresh database of the lab's PostgreSQL when the
+/// suite runs on it (see `common::TestStore`).
 async fn open(dir: &Path) -> Store {
-    Store::open(&dir.join("tickets.db")).await.unwrap()
+    match common::TestStore::current() {
+        common::TestStore::Sqlite => Store::open(&dir.join("tickets.db")).await.unwrap(),
+        common::TestStore::Postgres => {
+            let url = common::fresh_pg_database(common::Lab::get()).await;
+            Store::open_url(&mail2ticket::secret::Secret::new(url))
+                .await
+                .unwrap()
+        }
+    }
 }
 
 #[tokio::test]
@@ -218,7 +223,7 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
         .await
         .unwrap();
         let initial = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/0001_initial.sql"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/0001_initial.sql"),
         )
         .unwrap();
         sqlx::raw_sql(&initial).execute(&pool).await.unwrap();
@@ -232,7 +237,7 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
         .await
         .unwrap();
         // sqlx's bookkeeping of the applied first migration, as the previous release wrote it.
-        let migrator = sqlx::migrate!("./migrations");
+        let migrator = sqlx::migrate!("./migrations/sqlite");
         let first = migrator.iter().next().unwrap();
         sqlx::raw_sql(
             "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
@@ -334,4 +339,33 @@ async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
             "Webshop Kontaktformular".to_string()
         )]
     );
+}
+
+#[tokio::test]
+async fn a_store_written_before_the_migrations_moved_per_backend_still_opens() {
+    // migrations/0001.. became migrations/sqlite/0001.. unchanged: sqlx checks each applied
+    // migration's checksum, so a moved-and-edited file would refuse this store.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tickets.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/stores/main-2026-11-30.sqlite"),
+        &path,
+    )
+    .unwrap();
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.count_tickets().await.unwrap(), 44);
+    // Every fetched mail stays known as processed: none would be fetched twice.
+    assert_eq!(
+        store
+            .processed("fixture-imap", "imap:")
+            .await
+            .unwrap()
+            .len(),
+        44
+    );
+    assert_eq!(
+        store.processed("fixture-pop", "pop3:").await.unwrap().len(),
+        12
+    );
+    store.close().await;
 }

@@ -1,17 +1,41 @@
-//! A store written before the compressed store (migration 0005) keeps working: opened by today's
+//! A store written before the compressed store (migration 0007) keeps working: opened by today's
 //! code it shows the same tickets, raw mails and attachments, before and after
 //! `mail2ticket store compact` converts it, and the conversion can stop and resume at any batch.
+//!
+//! On PostgreSQL (`MAIL2TICKET_TEST_STORE=postgres`) the same rows are copied into a schema
+//! migrated up to the step before the compressed store, as a store written by that version
+//! holds them.
 
 mod common;
 
+use std::path::Path;
+
 use common::{repo_root, stderr, TestConfig};
+use mail2ticket::store::StoreLocation;
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Row};
 
 const WRITTEN_BY_MAIN: &str = "tests/data/stores/main-2026-11-30.sqlite";
 
-/// A config whose store is a copy of the store written by the earlier version.
-fn upgraded_store() -> TestConfig {
+/// The migration that moved raw mail and attachment contents into tables of their own.
+const COMPRESSED_STORE: i64 = 7;
+
+/// The fixture's tables in an order their references allow (account_leases is newer).
+const TABLES: [&str; 9] = [
+    "tickets",
+    "articles",
+    "attachments",
+    "outbox",
+    "messages",
+    "message_copies",
+    "processed",
+    "mailbox_state",
+    "failures",
+];
+
+/// A config whose store holds what the earlier version wrote.
+async fn upgraded_store() -> TestConfig {
     let cfg = TestConfig::new(
         &[
             "name = \"known\"\nemail = \"known@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\n\
@@ -21,8 +45,79 @@ fn upgraded_store() -> TestConfig {
         ],
         "",
     );
-    std::fs::copy(repo_root().join(WRITTEN_BY_MAIN), &cfg.store).unwrap();
+    let written = repo_root().join(WRITTEN_BY_MAIN);
+    match &cfg.location {
+        StoreLocation::Sqlite(path) => {
+            std::fs::copy(written, path).unwrap();
+        }
+        StoreLocation::Postgres(url) => copy_into_postgres(&written, url.expose()).await,
+    }
     cfg
+}
+
+/// Migrates a fresh PostgreSQL schema up to the step before the compressed store and copies
+/// every row of the SQLite store `from` into it, column by column.
+async fn copy_into_postgres(from: &Path, url: &str) {
+    let mut pg = PgConnection::connect(url).await.unwrap();
+    let mut earlier = sqlx::migrate::Migrator::new(repo_root().join("migrations/postgres"))
+        .await
+        .unwrap();
+    earlier
+        .migrations
+        .to_mut()
+        .retain(|m| m.version < COMPRESSED_STORE);
+    earlier.run(&mut pg).await.unwrap();
+    let mut lite = SqliteConnectOptions::new()
+        .filename(from)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    for table in TABLES {
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&mut pg)
+        .await
+        .unwrap();
+        assert!(!columns.is_empty(), "{table} exists on PostgreSQL");
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        let names = names.join(", ");
+        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+        let insert = format!(
+            "INSERT INTO {table} ({names}) VALUES ({})",
+            marks.join(", ")
+        );
+        let rows = sqlx::query(&format!("SELECT {names} FROM {table}"))
+            .fetch_all(&mut lite)
+            .await
+            .unwrap();
+        for row in &rows {
+            let mut q = sqlx::query(&insert);
+            for (i, (_, ty)) in columns.iter().enumerate() {
+                q = match ty.as_str() {
+                    "bigint" => q.bind(row.get::<Option<i64>, _>(i)),
+                    "bytea" => q.bind(row.get::<Option<Vec<u8>>, _>(i)),
+                    "text" => q.bind(row.get::<Option<String>, _>(i)),
+                    other => panic!("{table}: no copy rule for PostgreSQL type {other}"),
+                };
+            }
+            q.execute(&mut pg).await.unwrap();
+        }
+        if columns.iter().any(|(n, _)| n == "id") {
+            // Identity columns go on after the copied ids, as they would have.
+            sqlx::query(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), MAX(id)) FROM {table}"
+            ))
+            .fetch_all(&mut pg)
+            .await
+            .unwrap();
+        }
+    }
+    lite.close().await.unwrap();
+    pg.close().await.unwrap();
 }
 
 /// Everything a reader gets from the store: each ticket's `show --json`, and the bytes of each
@@ -55,20 +150,20 @@ fn exported(cfg: &TestConfig, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// One number from the store, either backend.
 async fn sql_i64(cfg: &TestConfig, sql: &str) -> i64 {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(&cfg.store)
-        .connect()
+    let store = cfg.open_store().await;
+    let n = sqlx::query_scalar(sql)
+        .fetch_one(store.pool())
         .await
         .unwrap();
-    let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
-    conn.close().await.unwrap();
+    store.close().await;
     n
 }
 
 #[tokio::test]
 async fn a_store_written_before_compression_shows_the_same_before_and_after_compacting() {
-    let cfg = upgraded_store();
+    let cfg = upgraded_store().await;
     // The raw mails exactly as the earlier version stored them, in its own column.
     let old_raw = sql_i64(&cfg, "SELECT SUM(length(raw)) FROM articles").await;
     assert!(old_raw > 0);
@@ -138,10 +233,10 @@ async fn a_store_written_before_compression_shows_the_same_before_and_after_comp
 #[tokio::test]
 async fn compacting_resumes_where_an_interrupted_run_stopped() {
     use mail2ticket::store::{CompactCursor, Store};
-    let cfg = upgraded_store();
+    let cfg = upgraded_store().await;
     let before = everything_shown(&cfg);
     // One batch of 5, then the process "stops": a new run starts with a fresh cursor.
-    let store = Store::open(&cfg.store).await.unwrap();
+    let store = Store::open_at(&cfg.location).await.unwrap();
     let first = store
         .compact_step(&mut CompactCursor::default(), 5)
         .await

@@ -253,14 +253,14 @@ fn deserialize_sections(
                 ok &= store.is_some();
                 if store
                     .as_ref()
-                    .is_some_and(|s| s.path.as_os_str().is_empty())
+                    .is_some_and(|s| s.path.as_os_str().is_empty() && !s.has_url())
                 {
                     ok = false;
                     issues.push(doc.issue_at(
                         Severity::Error,
                         "store.path",
                         Some(value.span().start),
-                        "must name the SQLite file",
+                        "must name the SQLite file (or set url for PostgreSQL instead)",
                     ));
                 }
             }
@@ -322,9 +322,7 @@ fn deserialize_sections(
     let (file_indices, accounts) = accounts.into_iter().unzip();
     ReadSections {
         config: Config {
-            store: store.unwrap_or(StoreConfig {
-                path: PathBuf::new(),
-            }),
+            store: store.unwrap_or_else(|| StoreConfig::sqlite(PathBuf::new())),
             daemon: daemon.unwrap_or_default(),
             tickets,
             smtp,

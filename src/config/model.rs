@@ -28,7 +28,68 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// The SQLite file; empty when the store is PostgreSQL (exactly one of path / url).
+    #[serde(default)]
     pub path: PathBuf,
+    /// A `postgres://` URL: inline (best without its password: PGPASSFILE), in a file, or in
+    /// an environment variable, like an account's password.
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
+    pub url_env: Option<String>,
+    /// Filled in by validation from whichever url source is set.
+    #[serde(skip)]
+    pub resolved_url: Option<Secret>,
+    /// How many instances share this store; `several` turns on account leases (see
+    /// docs/operations.md, "Several instances").
+    #[serde(default)]
+    pub instances: Instances,
+}
+
+/// `[store] instances`: whether other mail2ticket instances run the same config on this store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// This instance is the only one: every account is polled at once, no leases.
+    #[default]
+    One,
+    /// Every instance runs the whole config; an account is polled only by the instance
+    /// holding its lease.
+    Several,
+}
+
+impl StoreConfig {
+    /// A SQLite store at `path`.
+    pub fn sqlite(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            url: None,
+            url_file: None,
+            url_env: None,
+            resolved_url: None,
+            instances: Instances::default(),
+        }
+    }
+
+    /// True when any of url / url_file / url_env is set.
+    pub fn has_url(&self) -> bool {
+        self.url.is_some() || self.url_file.is_some() || self.url_env.is_some()
+    }
+
+    pub fn url_source(&self) -> PasswordSource {
+        PasswordSource {
+            password: self.url.clone(),
+            password_file: self.url_file.clone(),
+            password_env: self.url_env.clone(),
+        }
+    }
+
+    /// Where the store is, once validation resolved the URL.
+    pub fn location(&self) -> crate::store::StoreLocation {
+        match &self.resolved_url {
+            Some(url) => crate::store::StoreLocation::Postgres(url.clone()),
+            None => crate::store::StoreLocation::Sqlite(self.path.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -109,6 +170,18 @@ pub enum Protocol {
     Pop3,
 }
 
+impl Protocol {
+    /// The usual port for an encryption mode: implicit TLS, or plain (with or without STARTTLS).
+    pub fn default_port(self, encryption: Encryption) -> u16 {
+        match (self, encryption) {
+            (Protocol::Imap, Encryption::Ssl) => 993,
+            (Protocol::Imap, _) => 143,
+            (Protocol::Pop3, Encryption::Ssl) => 995,
+            (Protocol::Pop3, _) => 110,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -175,13 +248,18 @@ pub struct SmtpConfig {
     pub resolved_password: Option<Secret>,
 }
 
+/// The usual SMTP port for an encryption mode (submissions, submission, SMTP).
+pub fn smtp_default_port(encryption: Encryption) -> u16 {
+    match encryption {
+        Encryption::Ssl => 465,
+        Encryption::Starttls => 587,
+        Encryption::None => 25,
+    }
+}
+
 impl SmtpConfig {
     pub fn port(&self) -> u16 {
-        self.port.unwrap_or(match self.encryption {
-            Encryption::Ssl => 465,
-            Encryption::Starttls => 587,
-            Encryption::None => 25,
-        })
+        self.port.unwrap_or(smtp_default_port(self.encryption))
     }
     pub fn password_source(&self) -> PasswordSource {
         PasswordSource {
@@ -263,12 +341,8 @@ fn default_auto_reply_max_age() -> Duration {
 
 impl AccountConfig {
     pub fn port(&self) -> u16 {
-        self.port.unwrap_or(match (self.protocol, self.encryption) {
-            (Protocol::Imap, Encryption::Ssl) => 993,
-            (Protocol::Imap, _) => 143,
-            (Protocol::Pop3, Encryption::Ssl) => 995,
-            (Protocol::Pop3, _) => 110,
-        })
+        self.port
+            .unwrap_or(self.protocol.default_port(self.encryption))
     }
     pub fn password_source(&self) -> PasswordSource {
         PasswordSource {

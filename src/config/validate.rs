@@ -100,6 +100,26 @@ impl fmt::Display for Key {
     }
 }
 
+/// The keys of a secret that may be given inline, in a file or in an environment variable.
+#[derive(Clone, Copy)]
+struct SecretKeys {
+    inline: &'static str,
+    file: &'static str,
+    env: &'static str,
+}
+
+const PASSWORD: SecretKeys = SecretKeys {
+    inline: "password",
+    file: "password_file",
+    env: "password_env",
+};
+
+const STORE_URL: SecretKeys = SecretKeys {
+    inline: "url",
+    file: "url_file",
+    env: "url_env",
+};
+
 struct Checker<'a> {
     found: &'a mut Found,
 }
@@ -133,8 +153,76 @@ impl Checker<'_> {
         }
     }
 
+    /// Exactly one of path (SQLite) or url / url_file / url_env (PostgreSQL); the URL resolved
+    /// into `resolved_url`. Messages show the URL with its password masked.
+    fn store(&mut self, store: &mut StoreConfig) {
+        let at = Key::section("store");
+        let has_path = !store.path.as_os_str().is_empty();
+        if !store.has_url() {
+            if !has_path {
+                self.error(
+                    at.field("path"),
+                    "must name the SQLite file (or set url for PostgreSQL instead)",
+                );
+            }
+            return;
+        }
+        if has_path {
+            self.error(
+                at.field("url"),
+                "set exactly one of path (a SQLite file) and url / url_file / url_env (PostgreSQL)",
+            );
+            return;
+        }
+        let Some(url) = self.secret(at.clone(), &STORE_URL, &store.url_source(), true) else {
+            return;
+        };
+        let shown = crate::store::masked_url(url.expose());
+        let key = match (&store.url_file, &store.url_env) {
+            (Some(_), _) => at.clone().field("url_file"),
+            (_, Some(_)) => at.clone().field("url_env"),
+            _ => at.clone().field("url"),
+        };
+        match url::Url::parse(url.expose()) {
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
+                if store.url.is_some() && (u.password().is_some() || shown.contains("password=")) {
+                    self.warning(
+                        at.field("url"),
+                        "the database password is written in the config file: move the URL to \
+                         url_file or url_env, or the password to PGPASSFILE",
+                    );
+                }
+                store.resolved_url = Some(url);
+            }
+            Ok(u) => self.error(
+                key,
+                format!(
+                    "{shown} is a {}: URL; the store takes postgres://user@host/database \
+                     (for SQLite set path instead)",
+                    u.scheme()
+                ),
+            ),
+            Err(e) => self.error(
+                key,
+                format!("not a URL ({e}); write postgres://user@host:port/database"),
+            ),
+        }
+    }
+
     /// Resolves exactly one of password / password_file / password_env.
     fn password(&mut self, at: Key, source: &PasswordSource, required: bool) -> Option<Secret> {
+        self.secret(at, &PASSWORD, source, required)
+    }
+
+    /// Resolves exactly one of a secret's three keys (inline, file, environment variable).
+    fn secret(
+        &mut self,
+        at: Key,
+        keys: &SecretKeys,
+        source: &PasswordSource,
+        required: bool,
+    ) -> Option<Secret> {
+        let SecretKeys { inline, file, env } = *keys;
         let given = [
             source.password.is_some(),
             source.password_file.is_some(),
@@ -145,16 +233,18 @@ impl Checker<'_> {
         .count();
         if given > 1 {
             self.error(
-                at.field("password"),
-                "set exactly one of password, password_file, password_env",
+                at.field(inline),
+                format!("set exactly one of {inline}, {file}, {env}"),
             );
             return None;
         }
         if given == 0 {
             if required {
                 self.error(
-                    at.field("password"),
-                    "missing: set one of password, password_file (e.g. a systemd credential) or password_env",
+                    at.field(inline),
+                    format!(
+                        "missing: set one of {inline}, {file} (e.g. a systemd credential) or {env}"
+                    ),
                 );
             }
             return None;
@@ -167,7 +257,7 @@ impl Checker<'_> {
                 Ok(v) if !v.is_empty() => Some(Secret::new(v)),
                 _ => {
                     self.error(
-                        at.field("password_env"),
+                        at.field(env),
                         format!("environment variable {var} is not set or empty"),
                     );
                     None
@@ -175,7 +265,7 @@ impl Checker<'_> {
             };
         }
         let path = source.password_file.as_ref()?;
-        let key = at.field("password_file");
+        let key = at.field(file);
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 warn_if_world_readable(self, key.clone(), path);
@@ -225,12 +315,7 @@ pub fn check(
 ) {
     let mut c = Checker { found };
 
-    if config.store.path.as_os_str().is_empty() {
-        c.error(
-            Key::section("store").field("path"),
-            "must name the SQLite file",
-        );
-    }
+    c.store(&mut config.store);
     if config.daemon.poll_interval.as_secs() < 1 {
         c.error(
             Key::section("daemon").field("poll_interval"),

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use async_imap::Session;
-use base64::Engine;
 use futures::TryStreamExt;
 
 use super::net::{self as dnet, LineError, Service};
@@ -28,7 +27,7 @@ use crate::imap::utf7;
 use crate::ingest::parse::TEST_HEADER;
 use crate::net::MailStream;
 use crate::oauth::sasl::Mechanism;
-use crate::pop3::client::{Pop3Client, Pop3Error, Pop3Security, Pop3Timeouts};
+use crate::pop3::client::{Pop3Client, Pop3Error, Pop3Timeouts};
 use crate::secret::Secret;
 
 /// Pause between two looks for the test mail.
@@ -405,50 +404,13 @@ async fn folder_list(session: &mut Session<MailStream>, timeout: Duration) -> St
         Ok(Ok(names)) => {
             let mut shown: Vec<String> = names
                 .iter()
-                .map(|n| format!("{:?}", utf7_decode(n.name())))
+                .map(|n| format!("{:?}", utf7::decode(n.name())))
                 .collect();
             shown.sort();
             shown.join(", ")
         }
         _ => "(the folder list could not be read)".into(),
     }
-}
-
-/// Modified UTF-7 (RFC 3501 5.1.3) to UTF-8; undecodable parts are kept as they are.
-fn utf7_decode(name: &str) -> String {
-    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::IMAP_MUTF7,
-        base64::engine::general_purpose::NO_PAD,
-    );
-    let mut out = String::with_capacity(name.len());
-    let mut rest = name;
-    while let Some(start) = rest.find('&') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let Some(end) = after.find('-') else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let encoded = &after[..end];
-        if encoded.is_empty() {
-            out.push('&');
-        } else {
-            let decoded = ENGINE.decode(encoded).ok().and_then(|bytes| {
-                let units: Vec<u16> = bytes
-                    .chunks_exact(2)
-                    .map(|p| u16::from_be_bytes([p[0], p[1]]))
-                    .collect();
-                String::from_utf16(&units).ok()
-            });
-            match decoded {
-                Some(text) => out.push_str(&text),
-                None => out.push_str(&rest[start..start + end + 2]),
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The test mail to the account's own address, or the failed step when there is no [smtp].
@@ -665,19 +627,6 @@ async fn pop3_status(stream: &mut MailStream, wait: Duration, what: &str) -> Res
     }
 }
 
-async fn pop3_write(stream: &mut MailStream, line: &str, timeout: Duration) -> Result<(), Fail> {
-    use tokio::io::AsyncWriteExt;
-    let write = async {
-        stream.write_all(format!("{line}\r\n").as_bytes()).await?;
-        stream.flush().await
-    };
-    match tokio::time::timeout(timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Fail::new(format!("sending {line} failed: {e}"))),
-        Err(_) => Err(Fail::new(format!("sending {line} timed out"))),
-    }
-}
-
 /// Greeting on a stream that is not yet a [`Pop3Client`].
 async fn pop3_greeting(
     account: &AccountConfig,
@@ -713,7 +662,7 @@ async fn pop3_stls(
     timeout: Duration,
 ) -> Result<tokio::net::TcpStream, Fail> {
     pop3_greeting(account, &mut plain, greet_wait).await?;
-    pop3_write(&mut plain, "CAPA", timeout).await?;
+    dnet::write_line(&mut plain, "CAPA", timeout, "[daemon] network_timeout").await?;
     let mut offered = false;
     if pop3_status(&mut plain, timeout, "CAPA").await.is_ok() {
         loop {
@@ -735,7 +684,7 @@ async fn pop3_stls(
     if !offered {
         return Err(pop3_fail(account, Pop3Error::StartTlsNotOffered));
     }
-    pop3_write(&mut plain, "STLS", timeout).await?;
+    dnet::write_line(&mut plain, "STLS", timeout, "[daemon] network_timeout").await?;
     pop3_status(&mut plain, timeout, "STLS").await?;
     match plain {
         MailStream::Plain(tcp) => Ok(tcp),
@@ -870,11 +819,7 @@ async fn pop3_steps(
         .run("test mail arrives", async {
             let started = Instant::now();
             let tls = crate::tls::client_config(ca).map_err(|e| Fail::new(e.to_string()))?;
-            let security = match account.encryption {
-                Encryption::Ssl => Pop3Security::Implicit,
-                Encryption::Starttls => Pop3Security::StartTls,
-                Encryption::None => Pop3Security::Plain,
-            };
+            let security = crate::pop3::login::security(account.encryption);
             let mut seen = before;
             // Every look is a login: keep the server's LOGIN-DELAY between two of them.
             let pause = POLL_EVERY.max(Duration::from_millis(500)).max(login_delay);
@@ -944,16 +889,6 @@ fn is_test_mail(raw: &[u8], stamp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf7_names_are_decoded_for_hints() {
-        assert_eq!(utf7_decode("Erledigt/Gepr&APw-ft"), "Erledigt/Geprüft");
-        assert_eq!(utf7_decode("A &- B"), "A & B");
-        assert_eq!(utf7_decode("INBOX"), "INBOX");
-        for name in ["Größe/Ärger", "日本語", "a&b"] {
-            assert_eq!(utf7_decode(&utf7::encode(name)), name);
-        }
-    }
 
     #[test]
     fn test_mails_are_recognised_by_stamp() {

@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 
 use super::cert::CertInfo;
 use super::Fail;
-use crate::config::Encryption;
+use crate::config::{smtp_default_port, Encryption, Protocol};
 use crate::net::MailStream;
 use crate::tls;
 
@@ -49,14 +49,10 @@ impl Service {
 
     /// The usual port for an encryption mode.
     pub fn default_port(self, encryption: Encryption) -> u16 {
-        match (self, encryption) {
-            (Service::Imap, Encryption::Ssl) => 993,
-            (Service::Imap, _) => 143,
-            (Service::Pop3, Encryption::Ssl) => 995,
-            (Service::Pop3, _) => 110,
-            (Service::Smtp, Encryption::Ssl) => 465,
-            (Service::Smtp, Encryption::Starttls) => 587,
-            (Service::Smtp, Encryption::None) => 25,
+        match self {
+            Service::Imap => Protocol::Imap.default_port(encryption),
+            Service::Pop3 => Protocol::Pop3.default_port(encryption),
+            Service::Smtp => smtp_default_port(encryption),
         }
     }
 
@@ -422,6 +418,29 @@ pub enum LineError {
 
 /// Reads one line byte-wise, so that nothing after it is consumed: the stream is handed to a
 /// protocol client afterwards, or upgraded to TLS.
+/// Writes one protocol line (CRLF added) before TLS or a client takes over; a timeout names
+/// `setting`, the config key that raises it.
+pub async fn write_line(
+    stream: &mut MailStream,
+    line: &str,
+    timeout: Duration,
+    setting: &str,
+) -> Result<(), Fail> {
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        stream.write_all(format!("{line}\r\n").as_bytes()).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Fail::new(format!("sending {line} failed: {e}"))),
+        Err(_) => Err(Fail::hint(
+            format!("sending {line} timed out after {}s", timeout.as_secs()),
+            format!("check the server, or raise {setting}"),
+        )),
+    }
+}
+
 pub async fn read_line<S: AsyncRead + Unpin>(
     stream: &mut S,
     timeout: Duration,

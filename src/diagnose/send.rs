@@ -22,7 +22,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use lettre::Message;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::net::{self as dnet, LineError, Service};
 use super::token::token_step;
@@ -396,7 +396,13 @@ async fn starttls(
 ) -> Result<(MailStream, String), Fail> {
     let host = smtp.host.as_str();
     let hello = ClientId::default().to_string();
-    send_line(&mut plain, &format!("EHLO {hello}"), timeout).await?;
+    dnet::write_line(
+        &mut plain,
+        &format!("EHLO {hello}"),
+        timeout,
+        "[smtp] timeout",
+    )
+    .await?;
     let ehlo = read_reply(&mut plain, timeout)
         .await
         .map_err(|e| line_fail("EHLO", e, timeout))?;
@@ -419,7 +425,7 @@ async fn starttls(
             "use encryption = \"ssl\" with the implicit-TLS port (usually 465), or \"none\" if you really mean it",
         ));
     }
-    send_line(&mut plain, "STARTTLS", timeout).await?;
+    dnet::write_line(&mut plain, "STARTTLS", timeout, "[smtp] timeout").await?;
     let reply = read_reply(&mut plain, timeout)
         .await
         .map_err(|e| line_fail("STARTTLS", e, timeout))?;
@@ -447,18 +453,6 @@ async fn starttls(
         tls,
         format!("STARTTLS accepted ({}), {detail}", reply.text()),
     ))
-}
-
-async fn send_line(stream: &mut MailStream, line: &str, timeout: Duration) -> Result<(), Fail> {
-    let write = async {
-        stream.write_all(format!("{line}\r\n").as_bytes()).await?;
-        stream.flush().await
-    };
-    match tokio::time::timeout(timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Fail::new(format!("sending {line} failed: {e}"))),
-        Err(_) => Err(timeout_fail(line, timeout)),
-    }
 }
 
 /// A complete SMTP reply (possibly multi-line) read byte-wise.

@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 
 use super::connect::{is_trycreate, timed, ImapConnection, ImapError};
 use super::names::Hierarchy;
-use super::pass::uid_set;
+use super::uid_set::uid_set;
 use super::utf7;
 use crate::config::ImapAction;
 
@@ -115,6 +115,10 @@ pub enum DisposeError {
     TargetMissing { folder: String, server: String },
     #[error(transparent)]
     Imap(#[from] ImapError),
+    /// Several instances: this instance's lease of the account ended (or may have): the mails
+    /// are left to the instance holding it now.
+    #[error("the account's lease is no longer this instance's; the mails are left to the instance holding it")]
+    LeaseLost,
 }
 
 /// Moves or deletes `uids` as `plan` says. `flagged` are mails of the folder that already carry

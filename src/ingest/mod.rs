@@ -3,6 +3,7 @@
 pub mod bounce;
 pub mod customer;
 pub mod order;
+pub mod outcome;
 pub mod panic_hook;
 pub mod parse;
 pub mod same_message;

@@ -7,6 +7,19 @@ use std::future::Future;
 use super::{OAuthError, TokenSource};
 use crate::secret::Secret;
 
+/// Why signing in failed: getting a token, or the login itself (not refused for the token).
+#[derive(Debug)]
+pub enum SignInError<E> {
+    OAuth(OAuthError),
+    Login(E),
+}
+
+impl<E> From<OAuthError> for SignInError<E> {
+    fn from(e: OAuthError) -> Self {
+        SignInError::OAuth(e)
+    }
+}
+
 /// Runs `attempt` with a token, and once more with a renewed one if `refusal` says the server
 /// refused the login (giving the server's words).
 pub async fn sign_in<T, E, Fut>(
@@ -15,9 +28,8 @@ pub async fn sign_in<T, E, Fut>(
     user: &str,
     mut attempt: impl FnMut(Secret) -> Fut,
     refusal: impl Fn(&E) -> Option<String>,
-) -> anyhow::Result<T>
+) -> Result<T, SignInError<E>>
 where
-    E: Into<anyhow::Error>,
     Fut: Future<Output = Result<T, E>>,
 {
     let token = source.token().await?;
@@ -26,7 +38,7 @@ where
         Err(e) => e,
     };
     if refusal(&first).is_none() {
-        return Err(first.into());
+        return Err(SignInError::Login(first));
     }
     tracing::info!(
         server,
@@ -37,13 +49,12 @@ where
     match attempt(token).await {
         Ok(v) => Ok(v),
         Err(e) => match refusal(&e) {
-            Some(server_text) => Err(OAuthError::MailboxRefused {
+            Some(server_text) => Err(SignInError::OAuth(OAuthError::MailboxRefused {
                 server: server.to_string(),
                 user: user.to_string(),
                 server_text,
-            }
-            .into()),
-            None => Err(e.into()),
+            })),
+            None => Err(SignInError::Login(e)),
         },
     }
 }

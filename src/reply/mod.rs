@@ -2,8 +2,9 @@
 //!
 //! * [`rules`]: whether a mail may get a reply at all (robots, lists, loops, old mail) — pure.
 //! * [`compose`]: the reply message itself, from the account's templates — pure.
-//! * [`sender`]: the task that delivers the outbox through the shared SMTP transport
-//!   ([`crate::smtp`]), with retries, exactly once.
+//!
+//! Both are pure: they know nothing of the store. The task that delivers the outbox through the
+//! shared SMTP transport, with retries, exactly once, is [`crate::delivery`].
 //!
 //! The reply is planned inside the ingestion transaction (`store::outbox::plan_reply`): the
 //! ticket, the outbox row and the article's `reply_note` commit together, so a reply is never
@@ -12,7 +13,6 @@
 
 pub mod compose;
 pub mod rules;
-pub mod sender;
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Converting a store written before migration 0005 (`mail2ticket store compact`): raw mail
+//! Converting a store written before migration 0007 (`mail2ticket store compact`): raw mail
 //! moved out of `articles` into `raw_mails`, compressed; decoded attachments moved into
 //! `attachment_contents`, once per distinct content.
 //!
@@ -7,11 +7,9 @@
 //! any moment (a batch in flight rolls back, every committed one is done) and resume where it
 //! stopped: what is converted is what it finds no longer in the old columns.
 
-use sqlx::{QueryBuilder, Sqlite};
-
 use super::ingest::{insert_attachment_content, insert_raw_mails};
 use super::raw_codec::RawCodec;
-use super::{sha256_hex, Store, StoreError};
+use super::{sha256_hex, SqlBuilder, Store, StoreError};
 
 /// How far a conversion got. Row ids only grow, so a cursor is the last id looked at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,7 +54,7 @@ impl Store {
         let mut next = *cursor;
         let mut tx = self.write_tx().await?;
         let mails: Vec<(i64, Vec<u8>, String)> = sqlx::query_as(
-            "SELECT id, raw, raw_sha256 FROM articles WHERE id > ? AND length(raw) > 0 ORDER BY id LIMIT ?",
+            "SELECT id, raw, raw_sha256 FROM articles WHERE id > $1 AND length(raw) > 0 ORDER BY id LIMIT $2",
         )
         .bind(cursor.article)
         .bind(i64::from(limit))
@@ -74,18 +72,15 @@ impl Store {
         let rows: Vec<(i64, &[u8])> = moved.iter().map(|(id, p)| (*id, p.as_slice())).collect();
         insert_raw_mails(&mut tx, &rows).await?;
         for chunk in moved.chunks(500) {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE articles SET raw = ");
+            let mut q = SqlBuilder::new("UPDATE articles SET raw = ");
             q.push_bind(Vec::<u8>::new()).push(" WHERE id IN (");
-            let mut list = q.separated(", ");
-            for (id, _) in chunk {
-                list.push_bind(*id);
-            }
+            q.push_list(chunk.iter().map(|(id, _)| *id));
             q.push(")");
             q.build().execute(&mut *tx).await?;
         }
         step.mails = moved.len() as u64;
         let attachments: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, data FROM attachments WHERE id > ? AND content_sha256 = '' ORDER BY id LIMIT ?",
+            "SELECT id, data FROM attachments WHERE id > $1 AND content_sha256 = '' ORDER BY id LIMIT $2",
         )
         .bind(cursor.attachment)
         .bind(i64::from(limit))
@@ -95,7 +90,7 @@ impl Store {
             next.attachment = *id;
             let sha = sha256_hex(data);
             insert_attachment_content(&mut tx, &sha, data).await?;
-            sqlx::query("UPDATE attachments SET data = ?, content_sha256 = ? WHERE id = ?")
+            sqlx::query("UPDATE attachments SET data = $1, content_sha256 = $2 WHERE id = $3")
                 .bind(Vec::<u8>::new())
                 .bind(&sha)
                 .bind(id)

@@ -1,6 +1,6 @@
 //! What kind of trouble a store error is. Environmental errors (a full disk, an I/O error, a
-//! read-only file system, a lock held past the busy timeout) say nothing about the mail being
-//! stored: they stop the pass and the mails stay on the server, but never count toward a mail's
+//! read-only file system, a lock held past the busy timeout, a database server that went away)
+//! say nothing about the mail being stored: they stop the pass and the mails stay on the server, but never count toward a mail's
 //! quarantine. Anything else may be the mail's own fault and is counted per mail.
 
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,11 @@ pub enum StoreErrorKind {
     Io,
     ReadOnly,
     Locked,
+    /// The database server is gone: connection lost or refused, shut down, restarting.
+    Unreachable,
+    /// The account's lease is another instance's now (several instances on one store): not
+    /// the mail's fault, and not the store's either.
+    LeaseLost,
     /// Not environmental: a constraint, a malformed value, a bug. Counted per mail.
     Other,
 }
@@ -27,6 +32,8 @@ impl StoreErrorKind {
             StoreErrorKind::Io => "io",
             StoreErrorKind::ReadOnly => "read_only",
             StoreErrorKind::Locked => "locked",
+            StoreErrorKind::Unreachable => "unreachable",
+            StoreErrorKind::LeaseLost => "lease_lost",
             StoreErrorKind::Other => "other",
         }
     }
@@ -45,14 +52,25 @@ impl StoreErrorKind {
                 "database locked past the busy timeout (another process holds it)",
                 "the lock is released",
             ),
+            StoreErrorKind::Unreachable => (
+                "database server unreachable",
+                "it answers again (the daemon retries by itself)",
+            ),
+            StoreErrorKind::LeaseLost => (
+                "the account's lease was lost",
+                "this instance holds the lease again",
+            ),
             StoreErrorKind::Other => ("error", "it is fixed"),
         }
     }
 
-    /// Sorts an sqlx error by SQLite's primary result code.
+    /// Sorts an sqlx error by SQLite's primary result code or PostgreSQL's SQLSTATE.
     pub fn of(e: &sqlx::Error) -> StoreErrorKind {
         match e {
             sqlx::Error::Database(db) => {
+                if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    return StoreErrorKind::of_sqlstate(pg.code());
+                }
                 let code = db
                     .code()
                     .and_then(|c| c.parse::<i32>().ok())
@@ -67,8 +85,31 @@ impl StoreErrorKind {
                     _ => StoreErrorKind::Other,
                 }
             }
-            sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => StoreErrorKind::Io,
+            // Sockets: only a server store has them (SQLite's I/O errors are result codes).
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => StoreErrorKind::Unreachable,
+            sqlx::Error::WorkerCrashed => StoreErrorKind::Io,
             sqlx::Error::PoolTimedOut => StoreErrorKind::Locked,
+            _ => StoreErrorKind::Other,
+        }
+    }
+
+    /// PostgreSQL's error classes (appendix A of its manual) that are the server's or the
+    /// network's trouble, not the statement's.
+    fn of_sqlstate(code: &str) -> StoreErrorKind {
+        match code {
+            "53100" => StoreErrorKind::DiskFull,
+            // read_only_sql_transaction: a standby, or default_transaction_read_only.
+            "25006" => StoreErrorKind::ReadOnly,
+            // serialization failure, deadlock, lock not available, statement timeout.
+            "40001" | "40P01" | "55P03" | "57014" => StoreErrorKind::Locked,
+            // admin / crash shutdown, cannot connect now (starting up, shutting down), too many
+            // connections.
+            "57P01" | "57P02" | "57P03" | "53300" => StoreErrorKind::Unreachable,
+            c if c.starts_with("08") => StoreErrorKind::Unreachable,
+            // insufficient resources, system error (I/O), internal error.
+            c if c.starts_with("53") || c.starts_with("58") || c.starts_with("XX") => {
+                StoreErrorKind::Io
+            }
             _ => StoreErrorKind::Other,
         }
     }
@@ -87,7 +128,8 @@ struct Problem {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreState {
-    /// `ok`, or the kind of the environmental error (`disk_full`, `io`, `read_only`, `locked`).
+    /// `ok`, or the kind of the environmental error (`disk_full`, `io`, `read_only`, `locked`,
+    /// `unreachable`).
     pub state: &'static str,
     pub healthy: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,5 +177,28 @@ impl StoreHealth {
                 since: Some(p.since.to_rfc3339_opts(SecondsFormat::Secs, true)),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_server_going_away_is_environmental_and_a_constraint_is_not() {
+        assert_eq!(
+            StoreErrorKind::of_sqlstate("57P01"),
+            StoreErrorKind::Unreachable
+        );
+        assert_eq!(
+            StoreErrorKind::of_sqlstate("08006"),
+            StoreErrorKind::Unreachable
+        );
+        assert_eq!(
+            StoreErrorKind::of_sqlstate("53100"),
+            StoreErrorKind::DiskFull
+        );
+        assert_eq!(StoreErrorKind::of_sqlstate("23505"), StoreErrorKind::Other);
+        assert_eq!(StoreErrorKind::of_sqlstate("22P02"), StoreErrorKind::Other);
     }
 }

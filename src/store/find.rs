@@ -4,14 +4,20 @@
 //! senders, `articles_message_id`, and the FTS5 table `articles_fts` for words. When words are
 //! given, the FTS index drives the query in descending row id order, so a common word stops
 //! after `limit` hits instead of ranking every match.
+//!
+//! A time window (`--since`/`--until`) with words becomes a row id range of the FTS index
+//! ([`Store::article_ids_received`]): without it, a window holding fewer than `limit` hits made
+//! the query read the word's whole posting list, and every hit's article row, to find out.
+//!
+//! PostgreSQL: the sender, Message-ID, account and time criteria work the same (indexes of its
+//! migration 0004); words (`--subject`, TEXT) need SQLite's full-text index and are refused
+//! with an error that says so, rather than answered by a slow scan of every article.
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use super::{Backend, SqlBuilder, Store, StoreError};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use sqlx::{QueryBuilder, Sqlite};
-
-use super::{Store, StoreError};
 
 /// `--from`: one address, or every address of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,11 +122,34 @@ fn received_bound(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// How far `received_at` may run against the article ids. Ids grow with commit order while
+/// `received_at` is the moment of the fetch, so two accounts' passes can commit in the other
+/// order, and a clock can be set back. A day covers both with room to spare; the exact
+/// `received_at` condition still applies inside the range, so the margin only costs reading a
+/// day more of the index.
+const RECEIVED_ORDER_SLACK: TimeDelta = TimeDelta::days(1);
+
+/// Article ids `[from, to)` that can hold every article received in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdRange {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
 impl Store {
     /// Articles matching every criterion of `query`, newest first, at most `query.limit`.
     pub async fn find_articles(&self, query: &FindQuery) -> Result<Vec<ArticleHit>, StoreError> {
         let fts = query.match_expression();
-        let mut q = QueryBuilder::<Sqlite>::new(
+        if fts.is_some() && self.backend == Backend::Postgres {
+            return Err(StoreError::Unsupported(
+                "tickets find: searching words (--subject, TEXT) needs the full-text index of a \
+                 SQLite store; on PostgreSQL search by --from, --message-id, --account, \
+                 --since and --until, or use PostgreSQL's own text search on the articles table \
+                 (docs/schema.md)"
+                    .into(),
+            ));
+        }
+        let mut q = SqlBuilder::new(
             "SELECT t.number AS number, \
              (SELECT COUNT(*) FROM articles b WHERE b.ticket_id = a.ticket_id AND b.id <= a.id) AS article, \
              a.account AS account, a.received_at AS received_at, a.from_email AS \"from\", \
@@ -134,6 +163,14 @@ impl Store {
         q.push(" JOIN tickets t ON t.id = a.ticket_id WHERE 1 = 1");
         if let Some(expr) = &fts {
             q.push(" AND articles_fts MATCH ").push_bind(expr.clone());
+            // FTS5 seeks a row id range in its posting lists instead of filtering every hit.
+            let ids = self.article_ids_received(query.since, query.until).await?;
+            if let Some(from) = ids.from {
+                q.push(" AND f.rowid >= ").push_bind(from);
+            }
+            if let Some(to) = ids.to {
+                q.push(" AND f.rowid < ").push_bind(to);
+            }
         }
         // These expressions are those of the indexes in migration 0004, letter for letter.
         match &query.from {
@@ -142,8 +179,16 @@ impl Store {
                     .push_bind(addr.clone());
             }
             Some(Sender::Domain(domain)) => {
-                q.push(" AND lower(substr(a.from_email, instr(a.from_email, '@') + 1)) = ")
-                    .push_bind(domain.clone());
+                q.push(match self.backend {
+                    Backend::Sqlite => {
+                        " AND lower(substr(a.from_email, instr(a.from_email, '@') + 1)) = "
+                    }
+                    // PostgreSQL calls instr strpos.
+                    Backend::Postgres => {
+                        " AND lower(substr(a.from_email, strpos(a.from_email, '@') + 1)) = "
+                    }
+                })
+                .push_bind(domain.clone());
             }
             None => {}
         }
@@ -172,11 +217,163 @@ impl Store {
         .push_bind(i64::from(query.limit));
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
+
+    /// The article ids that can hold the articles received in `[since, until)`, widened by
+    /// [`RECEIVED_ORDER_SLACK`] on both sides.
+    async fn article_ids_received(
+        &self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<IdRange, StoreError> {
+        let from = match since {
+            Some(t) => {
+                self.first_article_received(t - RECEIVED_ORDER_SLACK)
+                    .await?
+            }
+            None => None,
+        };
+        let to = match until {
+            Some(t) => {
+                self.first_article_received(t + RECEIVED_ORDER_SLACK)
+                    .await?
+            }
+            None => None,
+        };
+        Ok(IdRange { from, to })
+    }
+
+    /// The lowest article id received at or after `t` if ids and `received_at` grew together
+    /// (see [`RECEIVED_ORDER_SLACK`] for why they nearly do); one past the last id when none
+    /// was. A binary search by primary key: about 20 point reads at a million articles, where
+    /// an index on `received_at` would cost every ingested mail one more B-tree to update.
+    async fn first_article_received(&self, t: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+        let bound = received_bound(t);
+        let (min, max): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT MIN(id), MAX(id) FROM articles")
+                .fetch_one(&self.pool)
+                .await?;
+        let (Some(mut lo), Some(max)) = (min, max) else {
+            return Ok(None);
+        };
+        // Invariant: every id below `lo` was received before `t`; `hi` is received at or
+        // after `t`, or one past the end.
+        let mut hi = max + 1;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let next: Option<(i64, String)> = sqlx::query_as(
+                "SELECT id, received_at FROM articles WHERE id >= $1 ORDER BY id LIMIT 1",
+            )
+            .bind(mid)
+            .fetch_optional(&self.pool)
+            .await?;
+            match next {
+                Some((id, at)) if at < bound => lo = id + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(Some(lo))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Incoming, TicketRules};
+
+    fn rules() -> TicketRules {
+        TicketRules::without_replies("support")
+    }
+
+    /// Mail `n` fetched `n` hours after `base`, give or take `jitter` (up to two hours).
+    fn fetched(n: i64, base: DateTime<Utc>, jitter: bool) -> Incoming {
+        let raw = format!(
+            "From: k{n}@c.test\r\nSubject: Lieferung {n}\r\nMessage-ID: <m{n}@c.test>\r\n\r\nWo bleibt mein Paket {n}?\r\n"
+        );
+        Incoming {
+            source_key: format!("imap:INBOX:1:{n}"),
+            parsed: crate::ingest::parse::parse(raw.as_bytes()),
+            raw: raw.into_bytes(),
+            received_at: base
+                + TimeDelta::hours(n)
+                + TimeDelta::minutes(if jitter { (n % 5 - 2) * 60 } else { 0 }),
+        }
+    }
+
+    fn new_year() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[tokio::test]
+    async fn the_first_article_received_at_a_moment_is_found_by_its_id() {
+        let store = Store::open_in_memory().await.unwrap();
+        let base = new_year();
+        assert_eq!(store.first_article_received(base).await.unwrap(), None);
+        let mails: Vec<Incoming> = (0..100).map(|n| fetched(n, base, false)).collect();
+        store.store_batch(&rules(), &mails).await.unwrap();
+        // Mail n is article n + 1.
+        for (hours, id) in [
+            (-3, 1),
+            (0, 1),
+            (1, 2),
+            (37, 38),
+            (99, 100),
+            (100, 101),
+            (400, 101),
+        ] {
+            let t = base + TimeDelta::hours(hours);
+            assert_eq!(
+                store.first_article_received(t).await.unwrap(),
+                Some(id),
+                "{hours} h"
+            );
+        }
+        let t = base + TimeDelta::hours(37) - TimeDelta::minutes(1);
+        assert_eq!(store.first_article_received(t).await.unwrap(), Some(38));
+    }
+
+    #[tokio::test]
+    async fn words_in_a_time_window_find_exactly_the_articles_received_in_it() {
+        let store = Store::open_in_memory().await.unwrap();
+        let base = new_year();
+        let mails: Vec<Incoming> = (0..200).map(|n| fetched(n, base, true)).collect();
+        store.store_batch(&rules(), &mails).await.unwrap();
+        let find = |since: Option<i64>, until: Option<i64>| FindQuery {
+            from: None,
+            message_id: None,
+            subject: None,
+            text: Some("paket".into()),
+            account: None,
+            since: since.map(|h| base + TimeDelta::hours(h)),
+            until: until.map(|h| base + TimeDelta::hours(h)),
+            limit: 1000,
+        };
+        let everything = store.find_articles(&find(None, None)).await.unwrap();
+        assert_eq!(everything.len(), 200);
+        for (since, until) in [
+            (Some(0), Some(1)),
+            (Some(40), Some(41)),
+            (Some(41), None),
+            (None, Some(60)),
+            (Some(190), Some(300)),
+            (Some(-5), Some(3)),
+            (Some(500), None),
+        ] {
+            let q = find(since, until);
+            let expected: Vec<&str> = everything
+                .iter()
+                .filter(|hit| {
+                    let at: DateTime<Utc> = hit.received_at.parse().unwrap();
+                    q.since.is_none_or(|s| at >= s) && q.until.is_none_or(|u| at < u)
+                })
+                .map(|hit| hit.message_id.as_str())
+                .collect();
+            let found = store.find_articles(&q).await.unwrap();
+            let found: Vec<&str> = found.iter().map(|hit| hit.message_id.as_str()).collect();
+            assert_eq!(found, expected, "window {since:?}..{until:?}");
+        }
+    }
 
     fn words(subject: Option<&str>, text: Option<&str>) -> Option<String> {
         FindQuery {

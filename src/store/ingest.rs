@@ -6,12 +6,13 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
 use super::raw_codec::RawCodec;
-use super::{now_rfc3339, Store, StoreError};
+use super::{now_rfc3339, SqlBuilder, Store, StoreError};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
+pub use crate::ingest::outcome::Outcome;
 use crate::ingest::parse::ParsedMail;
 use crate::ingest::same_message::message_key;
 
@@ -42,6 +43,21 @@ pub struct TicketRules {
 }
 
 impl TicketRules {
+    /// The rules of an account configured with nothing but its name: type "question", status
+    /// "open", the default subject tag, the customer from Reply-To, no automatic replies and no
+    /// test mails. What generated stores, fuzzing and tests start from.
+    pub fn without_replies(account: &str) -> TicketRules {
+        TicketRules {
+            account: account.into(),
+            ticket_type: "question".into(),
+            ticket_status: "open".into(),
+            subject_tag: crate::config::default_subject_tag(),
+            customer: crate::config::CustomerSource::ReplyTo,
+            reply: None,
+            test_mail_key: None,
+        }
+    }
+
     /// A genuine test-fetch mail of this account: disposed of without a ticket.
     pub fn is_test_mail(&self, parsed: &ParsedMail) -> bool {
         match (&parsed.automation.test_marker, &self.test_mail_key) {
@@ -49,38 +65,6 @@ impl TicketRules {
                 crate::ingest::testmail::is_genuine(marker, key, email)
             }
             _ => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    NewTicket {
-        number: String,
-    },
-    FollowUp {
-        number: String,
-    },
-    /// The same bytes were already stored for this account (e.g. after a UIDVALIDITY change).
-    /// Also: a copy of a message another account (or this one) already stored; it is recorded
-    /// against that message's article (see `ingest::same_message`).
-    Duplicate {
-        number: String,
-    },
-    /// A test-fetch mail: disposed without a ticket.
-    TestMail,
-    /// This source key was handled in an earlier pass.
-    AlreadyProcessed,
-}
-
-impl Outcome {
-    fn label(&self) -> &'static str {
-        match self {
-            Outcome::NewTicket { .. } => "ticket",
-            Outcome::FollowUp { .. } => "followup",
-            Outcome::Duplicate { .. } => "duplicate",
-            Outcome::TestMail => "test",
-            Outcome::AlreadyProcessed => "processed",
         }
     }
 }
@@ -162,7 +146,7 @@ impl Store {
         let keys: Vec<&str> = mails.iter().map(|m| m.source_key.as_str()).collect();
         let mut seen = processed_among(&mut tx, &rules.account, &keys).await?;
         let mut stored = stored_numbers(&mut tx, &rules.account, &shas).await?;
-        // Read inside this write transaction (BEGIN IMMEDIATE): no other poller can store a copy
+        // Read inside this write transaction (it holds the write lock): no other poller can store a copy
         // between this lookup and our insert, so "the first account to store it opens it" is exact.
         let mut owners = message_owners(&mut tx, &msg_keys).await?;
         let mut threads = if rules.reply.is_none() {
@@ -325,10 +309,9 @@ impl Store {
         prefix: &str,
     ) -> Result<HashMap<String, ProcessedState>, StoreError> {
         let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
-            "SELECT source_key, disposed_at, outcome FROM processed WHERE account = ? AND substr(source_key, 1, ?) = ?",
+            "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 AND substr(source_key, 1, length($2)) = $2",
         )
         .bind(account)
-        .bind(prefix.len() as i64)
         .bind(prefix)
         .fetch_all(&self.pool)
         .await
@@ -355,8 +338,8 @@ impl Store {
         outcome: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "INSERT OR IGNORE INTO processed (account, source_key, outcome, created_at, disposed_at) \
-             VALUES (?, ?, ?, ?, NULL)",
+            "INSERT INTO processed (account, source_key, outcome, created_at, disposed_at) \
+             VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING",
         )
         .bind(account)
         .bind(source_key)
@@ -378,15 +361,12 @@ impl Store {
         let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
         for chunk in keys.chunks(IN_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE processed SET disposed_at = ");
+            let mut q = SqlBuilder::new("UPDATE processed SET disposed_at = ");
             q.push_bind(&now)
                 .push(" WHERE account = ")
                 .push_bind(account)
                 .push(" AND source_key IN (");
-            let mut list = q.separated(", ");
-            for key in chunk {
-                list.push_bind(key);
-            }
+            q.push_list(chunk.iter().map(String::as_str));
             q.push(")");
             q.build().execute(&mut *tx).await?;
         }
@@ -404,7 +384,7 @@ impl Store {
     async fn forget_processed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         for key in keys {
-            sqlx::query("DELETE FROM processed WHERE account = ? AND source_key = ?")
+            sqlx::query("DELETE FROM processed WHERE account = $1 AND source_key = $2")
                 .bind(account)
                 .bind(key)
                 .execute(&mut *tx)
@@ -420,7 +400,7 @@ impl Store {
         folder: &str,
     ) -> Result<Option<u32>, StoreError> {
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT uidvalidity FROM mailbox_state WHERE account = ? AND folder = ?",
+            "SELECT uidvalidity FROM mailbox_state WHERE account = $1 AND folder = $2",
         )
         .bind(account)
         .bind(folder)
@@ -437,7 +417,7 @@ impl Store {
         value: u32,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at",
         )
         .bind(account)
@@ -458,8 +438,8 @@ impl Store {
         error: &str,
     ) -> Result<u32, StoreError> {
         let attempts: i64 = sqlx::query_scalar(
-            "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES (?, ?, 1, ?, ?) \
-             ON CONFLICT (account, source_key) DO UPDATE SET attempts = attempts + 1, \
+            "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (account, source_key) DO UPDATE SET attempts = failures.attempts + 1, \
              last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
         )
         .bind(account)
@@ -520,7 +500,7 @@ struct StoredArticle {
 
 /// Stores one mail that is not processed yet.
 async fn store_one(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     one: StoreOne<'_>,
     batch: &mut BatchState<'_>,
@@ -566,7 +546,7 @@ async fn store_one(
     };
     let (ticket_id, number, followup) = match thread {
         Some((id, number)) => {
-            sqlx::query("UPDATE tickets SET updated_at = ? WHERE id = ?")
+            sqlx::query("UPDATE tickets SET updated_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(id)
                 .execute(&mut **tx)
@@ -579,7 +559,7 @@ async fn store_one(
         }
     };
     let row = ArticleRow {
-        id: None,
+        id: next_article_id(tx).await?,
         ticket_id,
         mail,
         sha,
@@ -587,13 +567,14 @@ async fn store_one(
         followup,
         now,
     };
-    let article_id = insert_articles(tx, rules, std::slice::from_ref(&row)).await?[0];
+    insert_articles(tx, rules, std::slice::from_ref(&row)).await?;
+    let article_id = row.id;
     if let Some(b) = bounce {
         let note = format!(
             "no auto-reply: delivery report of our automatic reply to {} (a bounce)",
             b.recipient
         );
-        sqlx::query("UPDATE articles SET is_bounce = 1, reply_note = ? WHERE id = ?")
+        sqlx::query("UPDATE articles SET is_bounce = 1, reply_note = $1 WHERE id = $2")
             .bind(&note)
             .bind(article_id)
             .execute(&mut **tx)
@@ -638,14 +619,14 @@ async fn store_one(
 
 /// Records that `rules.account` received another copy of the message stored as `article_id`.
 async fn record_copy(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     mail: &Incoming,
     article_id: i64,
     now: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO message_copies (article_id, account, source_key, received_at, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO message_copies (article_id, account, source_key, received_at, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(article_id)
     .bind(&rules.account)
@@ -659,20 +640,17 @@ async fn record_copy(
 
 /// Which of these message keys are stored already, and where.
 async fn message_owners(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     keys: &[Option<String>],
 ) -> Result<HashMap<String, Owner>, StoreError> {
     let keys: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
     let mut out = HashMap::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "SELECT m.message_key, m.article_id, t.number FROM messages m \
              JOIN tickets t ON t.id = m.ticket_id WHERE m.message_key IN (",
         );
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(*key);
-        }
+        q.push_list(chunk.iter().copied());
         q.push(")");
         let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
         for (key, article_id, number) in rows {
@@ -685,16 +663,16 @@ async fn message_owners(
 /// Remembers where messages are stored: (message key, ticket id, article id). The primary key
 /// refuses a second owner, so a bug here fails the batch instead of opening a second ticket.
 async fn insert_messages(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     rows: &[(&str, i64, i64)],
     now: &str,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 5) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "INSERT INTO messages (message_key, ticket_id, article_id, account, created_at) ",
         );
-        q.push_values(chunk, |mut b, (key, ticket_id, article_id)| {
+        q.push_values(chunk, |b, (key, ticket_id, article_id)| {
             b.push_bind(*key)
                 .push_bind(*ticket_id)
                 .push_bind(*article_id)
@@ -756,7 +734,7 @@ fn referenced_ids(parsed: &ParsedMail) -> impl Iterator<Item = &String> {
 /// one per reference. Our replies win over articles, and the oldest article over later ones, as
 /// in [`find_thread`].
 async fn known_threads(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     mails: &[Incoming],
 ) -> Result<HashMap<String, Thread>, StoreError> {
     let ids: HashSet<&str> = mails
@@ -768,14 +746,11 @@ async fn known_threads(
     let mut out = HashMap::new();
     for table in ["outbox", "articles"] {
         for chunk in ids.chunks(IN_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
+            let mut q = SqlBuilder::new(format!(
                 "SELECT x.message_id, t.id, t.number FROM {table} x JOIN tickets t ON t.id = x.ticket_id \
                  WHERE x.message_id IN ("
             ));
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
+            q.push_list(chunk.iter().copied());
             q.push(") ORDER BY x.id");
             let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
             for (id, ticket_id, number) in rows {
@@ -821,7 +796,8 @@ struct BulkArticle<'a> {
 }
 
 /// Articles waiting for their multi-row INSERT. Their row ids are assigned here: the batch's
-/// BEGIN IMMEDIATE transaction holds the write lock, so nobody else takes an id.
+/// transaction holds the store's write lock (`Store::write_tx`), so nobody else takes
+/// an id.
 #[derive(Default)]
 struct BulkArticles<'a> {
     pending: Vec<BulkArticle<'a>>,
@@ -832,10 +808,11 @@ struct BulkArticles<'a> {
 }
 
 impl<'a> BulkArticles<'a> {
-    async fn read_ids(&mut self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+    async fn read_ids(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
         if !self.ids_known {
-            // AUTOINCREMENT takes max(rowid, sqlite_sequence) + 1; rows are never deleted, so
-            // MAX(id) + 1 is the id it would give, and explicit ids keep sqlite_sequence in step.
+            // The id rule of `create_ticket`: AUTOINCREMENT takes max(rowid, sqlite_sequence) + 1;
+            // rows are never deleted, so MAX(id) + 1 is the id it would give, and explicit ids
+            // keep sqlite_sequence in step. PostgreSQL's tickets and articles have no sequence.
             let (t, a): (i64, i64) = sqlx::query_as(
                 "SELECT (SELECT COALESCE(MAX(id), 0) FROM tickets), (SELECT COALESCE(MAX(id), 0) FROM articles)",
             )
@@ -848,19 +825,13 @@ impl<'a> BulkArticles<'a> {
         Ok(())
     }
 
-    async fn next_ticket_id(
-        &mut self,
-        tx: &mut Transaction<'_, Sqlite>,
-    ) -> Result<i64, StoreError> {
+    async fn next_ticket_id(&mut self, tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
         self.read_ids(tx).await?;
         self.next_ticket += 1;
         Ok(self.next_ticket - 1)
     }
 
-    async fn next_article_id(
-        &mut self,
-        tx: &mut Transaction<'_, Sqlite>,
-    ) -> Result<i64, StoreError> {
+    async fn next_article_id(&mut self, tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
         self.read_ids(tx).await?;
         self.next_article += 1;
         Ok(self.next_article - 1)
@@ -868,7 +839,7 @@ impl<'a> BulkArticles<'a> {
 
     async fn flush(
         &mut self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         rules: &TicketRules,
     ) -> Result<(), StoreError> {
         if self.pending.is_empty() {
@@ -877,10 +848,10 @@ impl<'a> BulkArticles<'a> {
         let pending = std::mem::take(&mut self.pending);
         let opening: Vec<&BulkArticle> = pending.iter().filter(|a| a.opens_ticket).collect();
         if !opening.is_empty() {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = SqlBuilder::new(
                 "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) ",
             );
-            q.push_values(&opening, |mut b, t| {
+            q.push_values(&opening, |b, t| {
                 let p = &t.mail.parsed;
                 let who = customer(p, rules.customer);
                 b.push_bind(t.ticket_id)
@@ -899,7 +870,7 @@ impl<'a> BulkArticles<'a> {
         let rows: Vec<ArticleRow> = pending
             .iter()
             .map(|a| ArticleRow {
-                id: Some(a.article_id),
+                id: a.article_id,
                 ticket_id: a.ticket_id,
                 mail: a.mail,
                 sha: a.sha,
@@ -924,7 +895,7 @@ impl<'a> BulkArticles<'a> {
 /// A follow-up updates its ticket's `updated_at` (as the one-by-one path does): one statement
 /// for every ticket followed up in this chunk, each to the time of its latest follow-up.
 async fn touch_tickets(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     pending: &[BulkArticle<'_>],
 ) -> Result<(), StoreError> {
     let mut latest: HashMap<i64, &str> = HashMap::new();
@@ -934,8 +905,8 @@ async fn touch_tickets(
     let latest: Vec<(i64, &str)> = latest.into_iter().collect();
     for chunk in latest.chunks(IN_CHUNK / 2) {
         // VALUES names its columns column1, column2 in SQLite and PostgreSQL alike.
-        let mut q = QueryBuilder::<Sqlite>::new("UPDATE tickets SET updated_at = v.column2 FROM (");
-        q.push_values(chunk, |mut b, (id, at)| {
+        let mut q = SqlBuilder::new("UPDATE tickets SET updated_at = v.column2 FROM (");
+        q.push_values(chunk, |b, (id, at)| {
             b.push_bind(*id).push_bind(*at);
         });
         q.push(") AS v WHERE tickets.id = v.column1");
@@ -944,7 +915,7 @@ async fn touch_tickets(
     Ok(())
 }
 
-/// What the `raw` and `data` columns of rows written since migration 0005 hold: the bytes are in
+/// What the `raw` and `data` columns of rows written since migration 0007 hold: the bytes are in
 /// `raw_mails` and `attachment_contents`.
 const NO_BYTES: &[u8] = &[];
 
@@ -953,19 +924,15 @@ const IN_CHUNK: usize = 500;
 
 /// Which of `keys` are already in `processed` for the account.
 async fn processed_among(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     keys: &[&str],
 ) -> Result<HashSet<String>, StoreError> {
     let mut out = HashSet::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("SELECT source_key FROM processed WHERE account = ");
+        let mut q = SqlBuilder::new("SELECT source_key FROM processed WHERE account = ");
         q.push_bind(account).push(" AND source_key IN (");
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(*key);
-        }
+        q.push_list(chunk.iter().copied());
         q.push(")");
         let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
         out.extend(rows.into_iter().map(|(k,)| k));
@@ -976,21 +943,18 @@ async fn processed_among(
 /// SHA-256 → ticket number of the account's stored mails with these exact bytes (the oldest
 /// article wins, as the index order of a single lookup would give).
 async fn stored_numbers(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     shas: &[String],
 ) -> Result<HashMap<String, String>, StoreError> {
     let mut out = HashMap::new();
     for chunk in shas.chunks(IN_CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "SELECT a.raw_sha256, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
              WHERE a.account = ",
         );
         q.push_bind(account).push(" AND a.raw_sha256 IN (");
-        let mut list = q.separated(", ");
-        for sha in chunk {
-            list.push_bind(sha.as_str());
-        }
+        q.push_list(chunk.iter().map(|sha| sha.as_str()));
         q.push(") ORDER BY a.id");
         let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
         for (sha, number) in rows {
@@ -1002,15 +966,15 @@ async fn stored_numbers(
 
 /// One `processed` row per stored mail: (source key, outcome label, article id, time).
 async fn insert_processed(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     account: &str,
     rows: &[(&str, &str, Option<i64>, String)],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 5) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "INSERT INTO processed (account, source_key, outcome, article_id, created_at) ",
         );
-        q.push_values(chunk, |mut b, (key, outcome, article_id, now)| {
+        q.push_values(chunk, |b, (key, outcome, article_id, now)| {
             b.push_bind(account)
                 .push_bind(*key)
                 .push_bind(*outcome)
@@ -1025,7 +989,7 @@ async fn insert_processed(
 /// A follow-up names a stored Message-ID (ours or a customer's) in In-Reply-To/References, or
 /// carries `[<subject_tag><number>]` of an existing ticket in its subject.
 async fn find_thread(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     parsed: &ParsedMail,
 ) -> Result<Option<(i64, String)>, StoreError> {
@@ -1033,9 +997,9 @@ async fn find_thread(
         let hit: Option<(i64, String)> = sqlx::query_as(
             // Our replies first: a Message-ID we sent belongs to its reply's ticket, even if a
             // stripped echo of that reply was stored as an article of another one.
-            "SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = ? \
+            "SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = $1 \
              UNION ALL \
-             SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = ? \
+             SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = $2 \
              LIMIT 1",
         )
         .bind(id)
@@ -1050,7 +1014,7 @@ async fn find_thread(
         crate::ingest::thread::ticket_number_in_subject(&parsed.subject, &rules.subject_tag)
     {
         let hit: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, number FROM tickets WHERE number = ?")
+            sqlx::query_as("SELECT id, number FROM tickets WHERE number = $1")
                 .bind(number)
                 .fetch_optional(&mut **tx)
                 .await?;
@@ -1060,17 +1024,20 @@ async fn find_thread(
 }
 
 async fn create_ticket(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     parsed: &ParsedMail,
     now: &str,
 ) -> Result<(i64, String), StoreError> {
     let who = customer(parsed, rules.customer);
-    // Numbers follow the row id (AUTOINCREMENT never reuses one), offset so they look like
-    // ticket numbers rather than row counts.
+    // Numbers follow the row id, offset so they look like ticket numbers rather than row
+    // counts. The id is the next after the highest (rows are never deleted, so this is the id
+    // SQLite's AUTOINCREMENT would give), taken under the store's write lock (see
+    // `Store::write_tx`): explicit, so one statement serves both backends.
     let row: (i64, String) = sqlx::query_as(
-        "INSERT INTO tickets (number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) \
-         VALUES (CAST((SELECT COALESCE(MAX(id), 0) + 10001 FROM tickets) AS TEXT), ?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) \
+         SELECT n.id, CAST(n.id + 10000 AS TEXT), $1, $2, $3, $4, $5, $6, $7, $8 \
+         FROM (SELECT COALESCE(MAX(id), 0) + 1 AS id FROM tickets) n \
          RETURNING id, number",
     )
     .bind(&rules.account)
@@ -1086,10 +1053,19 @@ async fn create_ticket(
     Ok(row)
 }
 
+/// The id rule of `create_ticket` for an article written on its own: the next after the
+/// highest, taken under the write lock.
+async fn next_article_id(tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM articles")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
 /// The values of one article row, however it is written.
 struct ArticleRow<'a> {
-    /// `None`: AUTOINCREMENT assigns it (the one-by-one path).
-    id: Option<i64>,
+    /// Assigned by the caller under the write lock (see `next_article_id`).
+    id: i64,
     ticket_id: i64,
     mail: &'a Incoming,
     sha: &'a str,
@@ -1099,19 +1075,18 @@ struct ArticleRow<'a> {
     now: &'a str,
 }
 
-/// Writes articles with their raw mail and attachments; returns their ids (in no particular
-/// order, as RETURNING gives them).
+/// Writes articles with their raw mail and attachments.
 async fn insert_articles(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     rows: &[ArticleRow<'_>],
-) -> Result<Vec<i64>, StoreError> {
-    let mut q = QueryBuilder::<Sqlite>::new(
+) -> Result<(), StoreError> {
+    let mut q = SqlBuilder::new(
         "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
          to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
          received_at, created_at) ",
     );
-    q.push_values(rows, |mut b, r| {
+    q.push_values(rows, |b, r| {
         let (mail, p) = (r.mail, &r.mail.parsed);
         b.push_bind(r.id)
             .push_bind(r.ticket_id)
@@ -1127,7 +1102,7 @@ async fn insert_articles(
             .push_bind(p.subject.as_str())
             .push_bind(p.text.as_str())
             .push_bind(p.html.as_str())
-            // The bytes live in raw_mails (migration 0005); the column stays for older rows.
+            // The bytes live in raw_mails (migration 0007); the column stays for older rows.
             .push_bind(NO_BYTES)
             .push_bind(r.sha)
             .push_bind(mail.raw.len() as i64)
@@ -1139,30 +1114,23 @@ async fn insert_articles(
             )
             .push_bind(r.now);
     });
-    q.push(" RETURNING id");
-    let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut **tx).await?;
-    // With explicit ids the order RETURNING gives does not matter; with one row there is one.
-    let id_of = |i: usize, r: &ArticleRow<'_>| r.id.unwrap_or_else(|| ids[i]);
-    let packed: Vec<(i64, &[u8])> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (id_of(i, r), r.packed))
-        .collect();
+    q.build().execute(&mut **tx).await?;
+    let packed: Vec<(i64, &[u8])> = rows.iter().map(|r| (r.id, r.packed)).collect();
     insert_raw_mails(tx, &packed).await?;
-    for (i, r) in rows.iter().enumerate() {
-        insert_attachments(tx, id_of(i, r), &r.mail.parsed).await?;
+    for r in rows {
+        insert_attachments(tx, r.id, &r.mail.parsed).await?;
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// The stored raw mail of new articles: (article id, bytes encoded by `RawCodec::CURRENT`).
 pub(super) async fn insert_raw_mails(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rows: &[(i64, &[u8])],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 3) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO raw_mails (article_id, codec, data) ");
-        q.push_values(chunk, |mut b, (article_id, data)| {
+        let mut q = SqlBuilder::new("INSERT INTO raw_mails (article_id, codec, data) ");
+        q.push_values(chunk, |b, (article_id, data)| {
             b.push_bind(*article_id)
                 .push_bind(RawCodec::CURRENT.label())
                 .push_bind(*data);
@@ -1175,7 +1143,7 @@ pub(super) async fn insert_raw_mails(
 /// Attachment rows of an article; their decoded bytes go to `attachment_contents`, once per
 /// distinct SHA-256 (the same logo in every mail is stored once).
 async fn insert_attachments(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     article_id: i64,
     parsed: &ParsedMail,
 ) -> Result<(), StoreError> {
@@ -1184,7 +1152,7 @@ async fn insert_attachments(
         insert_attachment_content(tx, &sha, &att.data).await?;
         sqlx::query(
             "INSERT INTO attachments (article_id, filename, content_type, size, data, content_sha256) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(article_id)
         .bind(&att.filename)
@@ -1200,12 +1168,12 @@ async fn insert_attachments(
 
 /// Stores decoded attachment bytes unless the same content is stored already.
 pub(super) async fn insert_attachment_content(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     sha: &str,
     data: &[u8],
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO attachment_contents (sha256, data) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",
+        "INSERT INTO attachment_contents (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
     )
     .bind(sha)
     .bind(data)

@@ -1,62 +1,85 @@
-//! The ticket store: SQLite through sqlx, schema in `migrations/`, run at start-up.
+//! The ticket store: SQLite (a file, the default) or PostgreSQL (`[store] url`), through sqlx's
+//! `Any` driver so that every statement is written once for both. Schemas in
+//! `migrations/sqlite` and `migrations/postgres` (one translated file per migration), run at
+//! start-up; `docs/schema.md` is the contract for other applications reading the tables.
 //!
-//! Durability: WAL with `synchronous = FULL`, so every commit fsyncs the WAL before it returns.
+//! Durability: SQLite runs WAL with `synchronous = FULL`, so every commit fsyncs the WAL before
+//! it returns; PostgreSQL's default `synchronous_commit = on` does the same with its WAL.
 //! Ingestion commits a batch of mails in one transaction and only then touches the source
 //! mails, so a mail leaves the server only after its ticket is on disk.
+//!
+//! Dialect-specific code is kept to: opening and tuning a connection (here), the write lock
+//! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
 mod compact;
 mod failure;
 mod find;
 mod ingest;
+mod lease;
 mod outbox;
 mod query;
 mod raw;
 mod raw_codec;
+mod sql;
 pub mod synthetic;
 
 use std::path::Path;
-use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
+
+use crate::secret::Secret;
+pub(crate) use sql::SqlBuilder;
 
 pub use compact::{CompactCursor, CompactStep};
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
+pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the store folder {path}: {source}; check [store] path and permissions")]
-    CreateDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot open the ticket store {path}: {source}; check [store] path and that the folder is writable (in Docker, mount a volume there)")]
-    Open { path: String, source: sqlx::Error },
-    #[error("migrating the ticket store {path} failed: {source}")]
+    // The variants that name their cause in the message keep it as `cause`, not as a
+    // `source()`: a chain printed with `{:#}` would show it twice.
+    #[error("cannot create the store folder {path}: {cause}; check [store] path and permissions")]
+    CreateDir { path: String, cause: std::io::Error },
+    #[error("cannot open the ticket store {path}: {cause}; check [store] path and that the folder is writable (in Docker, mount a volume there)")]
+    Open { path: String, cause: sqlx::Error },
+    /// Connecting to PostgreSQL failed. The cause is kept as text with the URL's password
+    /// masked: a driver message must not carry it into a log.
+    #[error("cannot connect to the ticket store {url}: {cause}; check [store] url (or url_file / url_env), that the server runs and lets this user in (password in the URL, PGPASSFILE or ~/.pgpass), and sslmode / sslrootcert")]
+    Connect { url: String, cause: String },
+    /// Something this backend cannot do (e.g. word search on PostgreSQL).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("migrating the ticket store {path} failed: {cause}")]
     Migrate {
         path: String,
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
     #[error("ticket store: {0}")]
     Sql(#[from] sqlx::Error),
     /// An environmental error (see [`StoreErrorKind::is_environmental`]): the pass stops, the
     /// mails stay on the server, no mail is blamed.
-    #[error("ticket store: {what} at {path}; mails stay on the server until {until} ({source})", what = kind.what_and_until().0, until = kind.what_and_until().1)]
+    #[error("ticket store: {what} at {path}; mails stay on the server until {until} ({cause})", what = kind.what_and_until().0, until = kind.what_and_until().1)]
     Unavailable {
         kind: StoreErrorKind,
         path: String,
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// Handling one mail panicked (a bug): counted as that mail's failure.
     #[error("handling the mail panicked: {0}")]
     Panicked(String),
+    /// A write of a lease holder found the account's lease taken over by another instance (or
+    /// gone): the transaction rolled back, the mails stay on the server for the new holder.
+    #[error("ticket store: the lease of account {account:?} is no longer this instance's; nothing was written, the mails stay on the server for the instance holding it now")]
+    LeaseLost { account: String },
 }
 
 impl StoreError {
@@ -65,7 +88,11 @@ impl StoreError {
             StoreError::Sql(e) => StoreErrorKind::of(e),
             StoreError::Unavailable { kind, .. } => *kind,
             StoreError::CreateDir { .. } | StoreError::Open { .. } => StoreErrorKind::Io,
-            StoreError::Migrate { .. } | StoreError::Panicked(_) => StoreErrorKind::Other,
+            StoreError::Connect { .. } => StoreErrorKind::Unreachable,
+            StoreError::LeaseLost { .. } => StoreErrorKind::LeaseLost,
+            StoreError::Migrate { .. } | StoreError::Panicked(_) | StoreError::Unsupported(_) => {
+                StoreErrorKind::Other
+            }
         }
     }
 
@@ -75,12 +102,80 @@ impl StoreError {
     }
 }
 
+/// Which database a store lives in: `[store] path` or `[store] url`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreLocation {
+    Sqlite(std::path::PathBuf),
+    /// A `postgres://` URL; it may carry a password, so it is a secret.
+    Postgres(Secret),
+}
+
+/// The database behind a store, for the few places where the dialects differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    /// As shown in messages.
+    pool: AnyPool,
+    backend: Backend,
+    /// As shown in messages: the file, or the URL with its password masked.
     path: Arc<str>,
     health: StoreHealth,
+    /// Set on the handle of a lease holder (see [`Store::fenced`]): every write transaction
+    /// first checks that the lease is still ours.
+    fence: Option<Arc<Fence>>,
+}
+
+/// The seed of the PostgreSQL advisory lock every write transaction takes (see
+/// [`Store::write_tx`]): "m2tstore" in ASCII.
+const WRITE_LOCK_KEY: i64 = 0x6d32_7473_746f_7265;
+
+/// Connections per store: enough for the pollers' batches, the reply sender and reads.
+const POOL_SIZE: u32 = 4;
+
+/// `postgres://user:***@host/db`: the URL as it may appear in messages.
+pub fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            // Query parameters may carry a password too (`?password=`).
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "***".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => "(an unreadable URL)".into(),
+    }
+}
+
+fn install_drivers() {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+}
+
+/// sqlx logs every statement at DEBUG and slow ones at WARN by default; a slow query is a tuning
+/// hint for the daemon's debug log, not a warning for whoever runs a command, and the
+/// statements themselves are trace detail.
+fn quiet(options: AnyConnectOptions) -> AnyConnectOptions {
+    options
+        .log_statements(log::LevelFilter::Trace)
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
 }
 
 pub fn now_rfc3339() -> String {
@@ -88,34 +183,48 @@ pub fn now_rfc3339() -> String {
 }
 
 impl Store {
+    /// Opens the store at `location` (see [`Store::open`] and [`Store::open_url`]).
+    pub async fn open_at(location: &StoreLocation) -> Result<Store, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => Store::open(path).await,
+            StoreLocation::Postgres(url) => Store::open_url(url).await,
+        }
+    }
+
     /// Opens (creating if needed) the SQLite file and runs pending migrations.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        install_drivers();
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            std::fs::create_dir_all(dir).map_err(|cause| StoreError::CreateDir {
                 path: dir.display().to_string(),
-                source,
+                cause,
             })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| StoreError::Open {
-                path: shown.clone(),
-                source,
-            })?
+        // The Any driver takes a URL; SQLite's own options write it (percent-encoding the path).
+        let url = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is fsynced before it returns; disposal of source mails relies on it.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30))
-            // sqlx logs every statement at DEBUG and slow ones at WARN by default; a slow query
-            // is a tuning hint for the daemon's debug log, not a warning for whoever runs a
-            // command, and the statements themselves are trace detail.
-            .log_statements(log::LevelFilter::Trace)
-            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .to_url_lossy();
+        let open_error = |cause| StoreError::Open {
+            path: shown.clone(),
+            cause,
+        };
+        let options = AnyConnectOptions::from_url(&url).map_err(open_error)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL; FULL: a commit is fsynced before it returns, and disposal of source
+                    // mails relies on it. The busy timeout lets writers queue for the lock.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
             .after_release(|conn, _| {
                 Box::pin(async move {
                     // The ping flushes a queued rollback first. A connection still inside a
@@ -132,49 +241,95 @@ impl Store {
                     Ok(true)
                 })
             })
-            .connect_with(options)
+            .connect_with(quiet(options))
             .await
-            .map_err(|source| StoreError::Open {
-                path: shown.clone(),
-                source,
-            })?;
-        Store::migrated(pool, shown).await
+            .map_err(open_error)?;
+        Store::migrated(pool, Backend::Sqlite, shown).await
+    }
+
+    /// Connects to PostgreSQL and runs pending migrations. TLS, the password file and the like
+    /// are the URL's parameters (`sslmode=verify-full&sslrootcert=...`), as for libpq; without a
+    /// password in the URL, `PGPASSFILE` (or `~/.pgpass`) is read.
+    pub async fn open_url(url: &Secret) -> Result<Store, StoreError> {
+        install_drivers();
+        let shown = masked_url(url.expose());
+        let connect_error = |e: sqlx::Error| StoreError::Connect {
+            url: shown.clone(),
+            cause: mask_secret(&e.to_string(), url),
+        };
+        let options = AnyConnectOptions::from_url(
+            &url::Url::parse(url.expose())
+                .map_err(|e| connect_error(sqlx::Error::Configuration(e.into())))?,
+        )
+        .map_err(connect_error)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            // A restarted server leaves dead connections in the pool: each is tested before
+            // use (the default), and a pass that still meets one stops as environmental.
+            .acquire_timeout(Duration::from_secs(10))
+            // A process that stops inside a write transaction (frozen, or cut off from the
+            // server) would hold the store's write lock until the server notices the dead
+            // connection, which without traffic can take hours: the server ends such a
+            // transaction after 10 s instead (nothing of ours idles that long inside one), so
+            // the other instances, and the account's next lease holder, can write again.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET idle_in_transaction_session_timeout = '10s'")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(quiet(options))
+            .await
+            .map_err(connect_error)?;
+        Store::migrated(pool, Backend::Postgres, shown).await
     }
 
     /// A private in-memory store (one connection), for fuzzing and unit tests.
     pub async fn open_in_memory() -> Result<Store, StoreError> {
+        install_drivers();
         let shown = ":memory:".to_string();
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(|source| StoreError::Open {
-                path: shown.clone(),
-                source,
-            })?
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(1)
-            .connect_with(options)
+            .connect("sqlite::memory:")
             .await
-            .map_err(|source| StoreError::Open {
+            .map_err(|cause| StoreError::Open {
                 path: shown.clone(),
-                source,
+                cause,
             })?;
-        Store::migrated(pool, shown).await
+        Store::migrated(pool, Backend::Sqlite, shown).await
     }
 
-    /// Brings a freshly opened pool's schema up to date: the one place migrations run.
-    async fn migrated(pool: SqlitePool, shown: String) -> Result<Store, StoreError> {
-        sqlx::migrate!("./migrations")
+    /// Brings a freshly opened pool's schema up to date: the one place migrations run. Each
+    /// backend has its own directory; the files are numbered alike, one translation per step.
+    async fn migrated(pool: AnyPool, backend: Backend, shown: String) -> Result<Store, StoreError> {
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
+            .map_err(|cause| StoreError::Migrate {
                 path: shown.clone(),
-                source,
+                cause,
             })?;
         Ok(Store {
             pool,
+            backend,
             path: shown.into(),
             health: StoreHealth::default(),
+            fence: None,
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Where the store is, as shown in messages (a PostgreSQL password masked).
+    pub fn shown(&self) -> &str {
+        &self.path
     }
 
     /// The store's state for /healthz.
@@ -186,16 +341,24 @@ impl Store {
     /// store's path and remembered for /healthz.
     pub(crate) fn fail(&self, e: impl Into<StoreError>) -> StoreError {
         let e = e.into();
-        let kind = e.kind();
+        let kind = match (&e, self.backend) {
+            // sqlx reports a server that refuses connections until the acquire timeout as a
+            // pool timeout (it keeps retrying the connect); on SQLite it means every connection
+            // stayed busy.
+            (StoreError::Sql(sqlx::Error::PoolTimedOut), Backend::Postgres) => {
+                StoreErrorKind::Unreachable
+            }
+            _ => e.kind(),
+        };
         crate::metrics::store_error(kind.label());
-        if !kind.is_environmental() {
+        if !kind.is_environmental() || kind == StoreErrorKind::LeaseLost {
             return e;
         }
         let e = match e {
-            StoreError::Sql(source) => StoreError::Unavailable {
+            StoreError::Sql(cause) => StoreError::Unavailable {
                 kind,
                 path: self.path.to_string(),
-                source,
+                cause,
             },
             other => other,
         };
@@ -207,17 +370,94 @@ impl Store {
         self.pool.close().await;
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// Every write transaction starts IMMEDIATE: a deferred one that reads first and writes later
-    /// fails at once with "database is locked" when another connection committed in between
-    /// (the busy timeout does not apply to that upgrade), which under load would count as a
-    /// storage failure of an innocent mail.
-    pub(crate) async fn write_tx(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// The same store for the holder of an account's lease: each of its write transactions
+    /// checks, inside the transaction, that `fence` still holds the lease, and rolls back with
+    /// [`StoreError::LeaseLost`] if not.
+    pub fn fenced(&self, fence: Fence) -> Store {
+        Store {
+            fence: Some(Arc::new(fence)),
+            ..self.clone()
+        }
+    }
+
+    /// A write transaction holds the store's one write lock from its first statement, so the
+    /// reads it makes before writing (already processed? message stored by another account?
+    /// the next row ids) stay true until it commits, whichever process writes beside it.
+    ///
+    /// SQLite: BEGIN IMMEDIATE. A deferred one that reads first and writes later fails at once
+    /// with "database is locked" when another connection committed in between (the busy timeout
+    /// does not apply to that upgrade), which under load would count as a storage failure of an
+    /// innocent mail.
+    ///
+    /// PostgreSQL: a transaction-level advisory lock, released by COMMIT or ROLLBACK (or the
+    /// server when the connection dies). Readers are never blocked; each later statement of the
+    /// transaction (READ COMMITTED) sees everything committed before the lock was granted.
+    ///
+    /// On a fenced store (an account's lease holder), the lease is checked next, under the
+    /// write lock: no later write of the new holder can come before this transaction's commit.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+        let mut tx = self.write_lock().await?;
+        if let Some(fence) = &self.fence {
+            lease::check_fence(&mut tx, fence).await?;
+        }
+        Ok(tx)
+    }
+
+    async fn write_lock(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                // Keyed by the schema too: two stores in one database (say, a test and a
+                // production schema) do not wait for each other.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(current_schema(), $1))")
+                    .bind(WRITE_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+}
+
+/// `text` with every occurrence of the secret URL's password replaced by `***`.
+fn mask_secret(text: &str, url: &Secret) -> String {
+    let password = url::Url::parse(url.expose())
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+        .filter(|p| !p.is_empty());
+    let text = text.replace(url.expose(), &masked_url(url.expose()));
+    match password {
+        Some(p) => text.replace(&p, "***"),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_in_messages_never_shows_its_password() {
+        assert_eq!(
+            masked_url("postgres://m2t:s3cret@db.example.com:5432/tickets?sslmode=verify-full"),
+            "postgres://m2t:***@db.example.com:5432/tickets?sslmode=verify-full"
+        );
+        assert_eq!(
+            masked_url("postgres://m2t@db/t?password=s3cret"),
+            "postgres://m2t@db/t?password=***"
+        );
+        let url = Secret::new("postgres://m2t:s3cret@db/t");
+        assert_eq!(
+            mask_secret(
+                "password s3cret refused for postgres://m2t:s3cret@db/t",
+                &url
+            ),
+            "password *** refused for postgres://m2t:***@db/t"
+        );
     }
 }

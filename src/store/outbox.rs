@@ -1,17 +1,17 @@
 //! The outbox of automatic replies: queued inside the ingestion transaction, delivered by
-//! `reply::sender`.
+//! `delivery`.
 //!
 //! Life of a row: `pending` → (claimed) `sending` → `sent` | `pending` again (temporary failure,
 //! with `next_attempt_at` pushed back) | `failed` (permanent failure, or temporary ones for
 //! longer than the give-up time). A claim is a conditional UPDATE committed *before* the SMTP
 //! conversation starts; it sets `next_attempt_at` to the end of a lease. If the process dies
 //! while sending, the row stays `sending` and becomes claimable again when the lease ends, so the
-//! reply is retried, never lost. See `reply::sender` for why that is the safer side.
+//! reply is retried, never lost. See `delivery` for why that is the safer side.
 //!
 //! All times are RFC 3339 UTC with milliseconds (`now_rfc3339`), which sort as text.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 use tracing::info;
 
 use super::{Incoming, Store, StoreError, TicketRules};
@@ -73,7 +73,7 @@ impl OutboxSummary {
 /// the same transaction and records the decision in the article's `reply_note`. Returns the
 /// reason (see [`rules::Suppression::reason`]) when the ticket gets no reply, for the metrics.
 pub(super) async fn plan_reply(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
     mail: &Incoming,
     ticket_id: i64,
@@ -95,7 +95,7 @@ pub(super) async fn plan_reply(
             let since = rfc3339(now - chrono::Duration::from_std(RATE_WINDOW).unwrap_or_default());
             // Every row counts, whatever its status: a queued reply is a reply promised.
             let recent: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM outbox WHERE recipient = ? AND created_at >= ?",
+                "SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND created_at >= $2",
             )
             .bind(&recipient)
             .bind(&since)
@@ -119,7 +119,7 @@ pub(super) async fn plan_reply(
                         let created = rfc3339(now);
                         sqlx::query(
                             "INSERT INTO outbox (ticket_id, article_id, account, recipient, message_id, message, \
-                             status, attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+                             status, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8)",
                         )
                         .bind(ticket_id)
                         .bind(article_id)
@@ -148,7 +148,7 @@ pub(super) async fn plan_reply(
 /// Which of the mail's Message-ID, In-Reply-To and References are replies we queued: the only
 /// Message-IDs that count as ours (see `reply::rules::check`).
 async fn sent_by_us(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     mail: &crate::ingest::parse::ParsedMail,
 ) -> Result<Vec<String>, StoreError> {
     let mut ours = Vec::new();
@@ -157,7 +157,7 @@ async fn sent_by_us(
         .chain(&mail.references)
         .filter(|id| !id.is_empty());
     for id in ids {
-        let hit: Option<i64> = sqlx::query_scalar("SELECT id FROM outbox WHERE message_id = ?")
+        let hit: Option<i64> = sqlx::query_scalar("SELECT id FROM outbox WHERE message_id = $1")
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?;
@@ -183,12 +183,12 @@ pub(super) struct BouncedReply {
 /// Marks the reply with this Message-ID as bounced (in the ingestion transaction of the delivery
 /// report) and notes it on the article it answered. `None`: we never sent that Message-ID.
 pub(super) async fn mark_bounced(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     message_id: &str,
     bounce_source: &str,
 ) -> Result<Option<BouncedReply>, StoreError> {
     let row: Option<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT o.ticket_id, o.article_id, o.account, o.recipient, o.bounced_at FROM outbox o WHERE o.message_id = ?",
+        "SELECT o.ticket_id, o.article_id, o.account, o.recipient, o.bounced_at FROM outbox o WHERE o.message_id = $1",
     )
     .bind(message_id)
     .fetch_optional(&mut **tx)
@@ -196,13 +196,13 @@ pub(super) async fn mark_bounced(
     let Some((ticket_id, article_id, account, recipient, bounced_at)) = row else {
         return Ok(None);
     };
-    let number: String = sqlx::query_scalar("SELECT number FROM tickets WHERE id = ?")
+    let number: String = sqlx::query_scalar("SELECT number FROM tickets WHERE id = $1")
         .bind(ticket_id)
         .fetch_one(&mut **tx)
         .await?;
     if bounced_at.is_none() {
         let now = super::now_rfc3339();
-        sqlx::query("UPDATE outbox SET bounced_at = ? WHERE message_id = ?")
+        sqlx::query("UPDATE outbox SET bounced_at = $1 WHERE message_id = $2")
             .bind(&now)
             .bind(message_id)
             .execute(&mut **tx)
@@ -222,12 +222,12 @@ pub(super) async fn mark_bounced(
     }))
 }
 
-async fn set_note<'e, E: sqlx::Executor<'e, Database = Sqlite>>(
+async fn set_note<'e, E: sqlx::Executor<'e, Database = Any>>(
     db: E,
     article_id: i64,
     note: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE articles SET reply_note = ? WHERE id = ?")
+    sqlx::query("UPDATE articles SET reply_note = $1 WHERE id = $2")
         .bind(note)
         .bind(article_id)
         .execute(db)
@@ -249,8 +249,8 @@ impl Store {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let now = rfc3339(now);
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM outbox WHERE (status = 'pending' AND (next_attempt_at <= ?1 OR ?2)) \
-             OR (status = 'sending' AND next_attempt_at <= ?1) ORDER BY next_attempt_at, id LIMIT ?3",
+            "SELECT id FROM outbox WHERE (status = 'pending' AND (next_attempt_at <= $1 OR $2)) \
+             OR (status = 'sending' AND next_attempt_at <= $1) ORDER BY next_attempt_at, id LIMIT $3",
         )
         .bind(&now)
         .bind(skip_backoff)
@@ -260,9 +260,9 @@ impl Store {
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             let row: Option<ClaimRow> = sqlx::query_as(
-                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_at = ?1 \
-                 WHERE id = ?2 AND ((status = 'pending' AND (next_attempt_at <= ?3 OR ?4)) \
-                 OR (status = 'sending' AND next_attempt_at <= ?3)) \
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_at = $1 \
+                 WHERE id = $2 AND ((status = 'pending' AND (next_attempt_at <= $3 OR $4)) \
+                 OR (status = 'sending' AND next_attempt_at <= $3)) \
                  RETURNING id, article_id, account, recipient, message_id, message, attempts, created_at",
             )
             .bind(rfc3339(lease_until))
@@ -300,11 +300,13 @@ impl Store {
     pub async fn mark_reply_sent(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         let now = super::now_rfc3339();
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?")
-            .bind(&now)
-            .bind(entry.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'sent', sent_at = $1, last_error = '' WHERE id = $2",
+        )
+        .bind(&now)
+        .bind(entry.id)
+        .execute(&mut *tx)
+        .await?;
         let note = format!(
             "auto-reply sent to {} at {now} (Message-ID <{}>)",
             entry.recipient, entry.message_id
@@ -324,7 +326,7 @@ impl Store {
         let next = rfc3339(next_attempt);
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'sending'",
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $1, last_error = $2 WHERE id = $3 AND status = 'sending'",
         )
         .bind(&next)
         .bind(error)
@@ -344,8 +346,8 @@ impl Store {
     /// claim's attempt is not counted.
     pub async fn release_reply(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outbox SET status = 'pending', attempts = MAX(attempts - 1, 0), next_attempt_at = ? \
-             WHERE id = ? AND status = 'sending'",
+            "UPDATE outbox SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, next_attempt_at = $1 \
+             WHERE id = $2 AND status = 'sending'",
         )
         .bind(super::now_rfc3339())
         .bind(entry.id)
@@ -361,7 +363,7 @@ impl Store {
         error: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE outbox SET status = 'failed', last_error = ? WHERE id = ?")
+        sqlx::query("UPDATE outbox SET status = 'failed', last_error = $1 WHERE id = $2")
             .bind(error)
             .bind(entry.id)
             .execute(&mut *tx)

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{SqlBuilder, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TicketSummary {
@@ -98,7 +99,7 @@ fn created_bound(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn summary(row: &sqlx::sqlite::SqliteRow) -> TicketSummary {
+fn summary(row: &AnyRow) -> TicketSummary {
     TicketSummary {
         number: row.get(0),
         account: row.get(1),
@@ -120,7 +121,7 @@ impl Store {
         &self,
         filter: &TicketFilter,
     ) -> Result<Vec<TicketSummary>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "WITH page AS (SELECT id, number, account, ticket_type, status, subject, customer_email, \
              customer_name, created_at FROM tickets WHERE 1 = 1",
         );
@@ -144,9 +145,9 @@ impl Store {
             .push_bind(i64::from(filter.limit))
             .push(
                 ") SELECT p.number, p.account, p.ticket_type, p.status, p.subject, p.customer_email, \
-                 p.customer_name, p.created_at, COUNT(a.id) FROM page p \
-                 LEFT JOIN articles a ON a.ticket_id = p.id \
-                 GROUP BY p.id ORDER BY p.created_at DESC, p.id DESC",
+                 p.customer_name, p.created_at, \
+                 (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = p.id) FROM page p \
+                 ORDER BY p.created_at DESC, p.id DESC",
             );
         let rows = q.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(summary).collect())
@@ -159,7 +160,7 @@ impl Store {
     }
 
     pub async fn show_ticket(&self, number: &str) -> Result<Option<TicketDetail>, StoreError> {
-        let Some(row) = sqlx::query(&format!("{SUMMARY_SQL} WHERE t.number = ?"))
+        let Some(row) = sqlx::query(&format!("{SUMMARY_SQL} WHERE t.number = $1"))
             .bind(number)
             .fetch_optional(&self.pool)
             .await?
@@ -170,7 +171,7 @@ impl Store {
         let articles = sqlx::query(
             "SELECT a.id, a.message_id, a.from_email, a.from_name, a.subject, a.text_body, \
              a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key, a.is_bounce, a.account \
-             FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ? ORDER BY a.id",
+             FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = $1 ORDER BY a.id",
         )
         .bind(number)
         .fetch_all(&self.pool)
@@ -179,7 +180,7 @@ impl Store {
         for a in articles {
             let id: i64 = a.get(0);
             let attachments = sqlx::query(
-                "SELECT filename, content_type, size FROM attachments WHERE article_id = ? ORDER BY id",
+                "SELECT filename, content_type, size FROM attachments WHERE article_id = $1 ORDER BY id",
             )
             .bind(id)
             .fetch_all(&self.pool)
@@ -194,7 +195,7 @@ impl Store {
             let problem: String = a.get(8);
             let mut received_by: Vec<String> = vec![a.get(12)];
             let copies: Vec<String> = sqlx::query_scalar(
-                "SELECT account FROM message_copies WHERE article_id = ? ORDER BY id",
+                "SELECT account FROM message_copies WHERE article_id = $1 ORDER BY id",
             )
             .bind(id)
             .fetch_all(&self.pool)

@@ -5,7 +5,7 @@
 //! `RawCodec`) and checks them against the SHA-256 taken at ingestion. Attachments are checked
 //! against the SHA-256 they are stored under.
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use super::raw_codec::RawCodec;
 use super::{sha256_hex, Store, StoreError};
@@ -87,15 +87,15 @@ pub struct AttachmentData {
 /// The raw bytes of an article, checked against its stored SHA-256. `number` and `article` only
 /// name it in the error.
 async fn verified_raw(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     article_id: i64,
     number: &str,
     article: u32,
 ) -> Result<Vec<u8>, ExportError> {
-    // Rows written before migration 0005 and not compacted yet have their bytes in articles.raw.
+    // Rows written before migration 0007 and not compacted yet have their bytes in articles.raw.
     let (raw, expected, size, codec, packed): StoredRaw = sqlx::query_as(
         "SELECT a.raw, a.raw_sha256, a.size, r.codec, r.data FROM articles a \
-         LEFT JOIN raw_mails r ON r.article_id = a.id WHERE a.id = ?",
+         LEFT JOIN raw_mails r ON r.article_id = a.id WHERE a.id = $1",
     )
     .bind(article_id)
     .fetch_one(pool)
@@ -131,7 +131,7 @@ impl Store {
     /// The row ids of a ticket's articles, oldest first: article N of `tickets show` is the
     /// N-th of them.
     async fn article_ids(&self, number: &str) -> Result<Vec<i64>, ExportError> {
-        let ticket: Option<i64> = sqlx::query_scalar("SELECT id FROM tickets WHERE number = ?")
+        let ticket: Option<i64> = sqlx::query_scalar("SELECT id FROM tickets WHERE number = $1")
             .bind(number)
             .fetch_optional(&self.pool)
             .await?;
@@ -139,7 +139,7 @@ impl Store {
             return Err(ExportError::NoTicket(number.to_string()));
         };
         Ok(
-            sqlx::query_scalar("SELECT id FROM articles WHERE ticket_id = ? ORDER BY id")
+            sqlx::query_scalar("SELECT id FROM articles WHERE ticket_id = $1 ORDER BY id")
                 .bind(ticket)
                 .fetch_all(&self.pool)
                 .await?,
@@ -183,7 +183,7 @@ impl Store {
         let id = self.article_id(number, article).await?;
         // Ids first: only the one attachment asked for is read into memory.
         let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM attachments WHERE article_id = ? ORDER BY id")
+            sqlx::query_scalar("SELECT id FROM attachments WHERE article_id = $1 ORDER BY id")
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -195,12 +195,12 @@ impl Store {
                 count: ids.len() as i64,
             });
         };
-        // content_sha256 '' : written before migration 0005 and not compacted yet.
+        // content_sha256 '' : written before migration 0007 and not compacted yet.
         let (filename, content_type, sha, data): (String, String, String, Vec<u8>) =
             sqlx::query_as(
                 "SELECT a.filename, a.content_type, a.content_sha256, COALESCE(c.data, a.data) \
                  FROM attachments a LEFT JOIN attachment_contents c ON c.sha256 = a.content_sha256 \
-                 WHERE a.id = ?",
+                 WHERE a.id = $1",
             )
             .bind(attachment)
             .fetch_one(&self.pool)

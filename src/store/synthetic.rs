@@ -12,11 +12,11 @@
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sqlx::{Connection, QueryBuilder, Sqlite};
+use sqlx::{Any, Connection};
 
 use super::ingest::insert_raw_mails;
 use super::raw_codec::RawCodec;
-use super::{sha256_hex, Store, StoreError};
+use super::{sha256_hex, Backend, SqlBuilder, Store, StoreError};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -231,6 +231,11 @@ type Recent = (i64, String, String, String);
 impl Store {
     /// Appends `spec.articles` generated articles (and their tickets) to the store.
     pub async fn generate(&self, spec: &Synthetic) -> Result<Generated, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Unsupported(
+                "generating a synthetic store needs a SQLite store".into(),
+            ));
+        }
         let mut rng = StdRng::seed_from_u64(spec.seed);
         let (mut ticket_id, mut article_id): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM tickets), (SELECT COALESCE(MAX(id), 0) FROM articles)",
@@ -359,20 +364,17 @@ fn domain_of(email: &str) -> &str {
     email.rsplit_once('@').map_or(email, |(_, d)| d)
 }
 
-async fn write_rows(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    rows: &[Row],
-) -> Result<(), StoreError> {
+async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result<(), StoreError> {
     let tickets: Vec<(&Row, &TicketRow)> = rows
         .iter()
         .filter_map(|r| r.ticket.as_ref().map(|t| (r, t)))
         .collect();
     if !tickets.is_empty() {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = SqlBuilder::new(
             "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, \
              customer_name, created_at, updated_at) ",
         );
-        q.push_values(&tickets, |mut b, (r, t)| {
+        q.push_values(&tickets, |b, (r, t)| {
             b.push_bind(r.ticket_id)
                 .push_bind(t.number.as_str())
                 .push_bind(r.account.as_str())
@@ -386,12 +388,12 @@ async fn write_rows(
         });
         q.build().execute(&mut **tx).await?;
     }
-    let mut q = QueryBuilder::<Sqlite>::new(
+    let mut q = SqlBuilder::new(
         "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, \
          from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, \
          size, parse_problem, is_followup, received_at, created_at) ",
     );
-    q.push_values(rows, |mut b, r| {
+    q.push_values(rows, |b, r| {
         b.push_bind(r.article_id)
             .push_bind(r.ticket_id)
             .push_bind(r.account.as_str())

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use mail2ticket::store::StoreLocation;
 
 pub struct Lab {
     pub env: HashMap<String, String>,
@@ -209,21 +210,97 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A config file in a temporary directory, with the store beside it.
+/// Which store the suites run against: `MAIL2TICKET_TEST_STORE=postgres` puts every
+/// [`TestConfig`] on a fresh database of the lab's PostgreSQL; SQLite otherwise. scripts/test runs
+/// the ingestion, follow-up, quarantine, outbox and crash suites once with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestStore {
+    Sqlite,
+    Postgres,
+}
+
+impl TestStore {
+    pub fn current() -> TestStore {
+        match std::env::var("MAIL2TICKET_TEST_STORE").as_deref() {
+            Ok("postgres") => TestStore::Postgres,
+            Ok("sqlite") | Err(_) => TestStore::Sqlite,
+            Ok(other) => panic!("MAIL2TICKET_TEST_STORE={other}: expected sqlite or postgres"),
+        }
+    }
+}
+
+/// A new, empty store on the lab's PostgreSQL; returns its URL (TLS, verify-full). Each store is
+/// a schema of its own (the URL sets `search_path`): a database per test would leave the
+/// server's shutdown checkpoint (the restart test) thousands of files to flush.
+pub async fn fresh_pg_database(lab: &Lab) -> String {
+    use sqlx::Connection;
+    static N: AtomicU32 = AtomicU32::new(0);
+    let admin = lab.var("MAIL_LAB_PG_URL");
+    let name = format!(
+        "t_{}_{}_{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut conn = sqlx::postgres::PgConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the lab's PostgreSQL does not answer ({e}): run `scripts/mail-lab up`")
+        });
+    sqlx::query(&format!("CREATE SCHEMA {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    format!("{admin}&options[search_path]={name}")
+}
+
+/// A config file in a temporary directory, with the store beside it (SQLite) or in a fresh
+/// PostgreSQL database (see [`TestStore`]).
 pub struct TestConfig {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
+    /// The SQLite file (unused on PostgreSQL).
     pub store: PathBuf,
+    pub location: StoreLocation,
 }
 
 impl TestConfig {
     /// `accounts` are TOML `[[account]]` bodies; the store and daemon sections are filled in.
     pub fn new(accounts: &[String], extra: &str) -> TestConfig {
+        TestConfig::new_on(TestStore::current(), accounts, extra)
+    }
+
+    /// As [`TestConfig::new`], on the given store whatever the suite runs on.
+    pub fn new_on(on: TestStore, accounts: &[String], extra: &str) -> TestConfig {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("tickets.db");
+        let (location, store_section) = match on {
+            TestStore::Sqlite => (
+                StoreLocation::Sqlite(store.clone()),
+                format!("path = \"{}\"", store.display()),
+            ),
+            TestStore::Postgres => {
+                let url = block_on(fresh_pg_database(Lab::get()));
+                // In a file, as a deployment would keep it: the URL carries the password.
+                let url_file = dir.path().join("store.url");
+                std::fs::write(&url_file, &url).unwrap();
+                std::fs::set_permissions(
+                    &url_file,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+                (
+                    StoreLocation::Postgres(mail2ticket::secret::Secret::new(url)),
+                    format!("url_file = \"{}\"", url_file.display()),
+                )
+            }
+        };
         let mut text = format!(
-            "[store]\npath = \"{}\"\n\n[daemon]\npoll_interval = \"1s\"\nnetwork_timeout = \"20s\"\n\n{extra}\n",
-            store.display()
+            "[store]\n{store_section}\n\n[daemon]\npoll_interval = \"1s\"\nnetwork_timeout = \"20s\"\n\n{extra}\n",
         );
         for a in accounts {
             text.push_str("[[account]]\n");
@@ -232,7 +309,62 @@ impl TestConfig {
         }
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).unwrap();
-        TestConfig { dir, path, store }
+        TestConfig {
+            dir,
+            path,
+            store,
+            location,
+        }
+    }
+
+    /// The test's store, opened (and migrated) like the daemon does.
+    pub async fn open_store(&self) -> mail2ticket::store::Store {
+        mail2ticket::store::Store::open_at(&self.location)
+            .await
+            .unwrap()
+    }
+
+    /// Tickets in the store, safe while a daemon creates or writes it (0 before the schema
+    /// exists).
+    pub async fn ticket_count(&self) -> i64 {
+        match &self.location {
+            StoreLocation::Sqlite(path) => ticket_count(path).await,
+            StoreLocation::Postgres(url) => {
+                use sqlx::Connection;
+                let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url.expose()).await else {
+                    return 0;
+                };
+                sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap_or(0)
+            }
+        }
+    }
+
+    /// Makes the store refuse to save any article with this subject: a real storage failure
+    /// for one mail, to test that it is quarantined and the rest carries on.
+    pub async fn refuse_articles_with_subject(&self, subject: &str) {
+        let store = self.open_store().await;
+        let statements = match &self.location {
+            StoreLocation::Sqlite(_) => vec![format!(
+                "CREATE TRIGGER refuse BEFORE INSERT ON articles WHEN NEW.subject = '{subject}' \
+                 BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )],
+            StoreLocation::Postgres(_) => vec![
+                format!(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                     IF NEW.subject = '{subject}' THEN RAISE EXCEPTION 'disk says no'; END IF; \
+                     RETURN NEW; END $$"
+                ),
+                "CREATE TRIGGER refuse BEFORE INSERT ON articles FOR EACH ROW EXECUTE FUNCTION refuse()"
+                    .to_string(),
+            ],
+        };
+        for statement in statements {
+            sqlx::query(&statement).execute(store.pool()).await.unwrap();
+        }
+        store.close().await;
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -355,16 +487,20 @@ pub async fn ticket_count(store: &Path) -> i64 {
         .unwrap_or(0)
 }
 
-/// Makes the store refuse to save any article with this subject: a real storage failure for one
-/// mail, to test that it is quarantined and the rest carries on.
-pub async fn refuse_articles_with_subject(store_path: &Path, subject: &str) {
-    let store = mail2ticket::store::Store::open(store_path).await.unwrap();
-    sqlx::query(&format!(
-        "CREATE TRIGGER refuse BEFORE INSERT ON articles WHEN NEW.subject = '{subject}' \
-         BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-    ))
-    .execute(store.pool())
-    .await
-    .unwrap();
-    store.close().await;
+/// Runs a future to completion from synchronous test code, inside or outside a runtime.
+fn block_on<F: std::future::Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(future)
+        })
+        .join()
+        .unwrap()
+    })
 }

@@ -125,7 +125,16 @@ pub fn check(
             "empty: leave scope out for the provider's default, or name the scopes separated by spaces",
         );
     }
-    if o.grant == Grant::RefreshToken {
+    if o.grant == Grant::RefreshToken
+        && o.token_file.is_none()
+        && place.store_path.as_os_str().is_empty()
+    {
+        // The default lives beside the SQLite file; a PostgreSQL store has no folder here.
+        c.error(
+            key("token_file"),
+            "set token_file: with [store] url there is no store folder to keep the refresh token in",
+        );
+    } else if o.grant == Grant::RefreshToken {
         let file = o.token_file(place.store_path, place.name);
         if !file.exists() {
             c.warning(

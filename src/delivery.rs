@@ -222,7 +222,7 @@ impl<D: Deliver> OutboxSender<D> {
                         error = %text, "auto-reply failed");
                     return Ok(Verdict::Failed);
                 }
-                let delay = crate::poller::backoff_delay(entry.attempts.saturating_sub(1));
+                let delay = crate::backoff::backoff_delay(entry.attempts.saturating_sub(1));
                 let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 let text = e.to_string();
                 self.store.mark_reply_retry(entry, &text, next).await?;
@@ -249,7 +249,7 @@ impl<D: Deliver> OutboxSender<D> {
     fn login_rejected(&self) -> chrono::DateTime<Utc> {
         let mut gate = self.gate();
         gate.rejections += 1;
-        let delay = crate::poller::login_backoff(gate.rejections);
+        let delay = crate::backoff::login_backoff(gate.rejections);
         let until = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         gate.until = Some(until);
         until
@@ -280,7 +280,7 @@ impl<D: Deliver> OutboxSender<D> {
                 Err(e) => {
                     store_failures += 1;
                     error!(error = %e, "the reply sender cannot read the outbox; retrying");
-                    crate::poller::backoff_delay(store_failures)
+                    crate::backoff::backoff_delay(store_failures)
                 }
             };
             tokio::select! {
@@ -372,12 +372,6 @@ mod tests {
 
     fn rules() -> TicketRules {
         TicketRules {
-            account: "support".into(),
-            ticket_type: "question".into(),
-            ticket_status: "open".into(),
-            subject_tag: "Ticket#".into(),
-            customer: crate::config::CustomerSource::ReplyTo,
-            test_mail_key: None,
             reply: Some(crate::reply::ReplyPolicy {
                 account_email: "support@shop.test".into(),
                 sender_name: Some("Shop".into()),
@@ -392,6 +386,7 @@ mod tests {
                 message_id_domain: "tickets.shop.test".into(),
                 own_addresses: vec!["support@shop.test".into()],
             }),
+            ..TicketRules::without_replies("support")
         }
     }
 
@@ -544,6 +539,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn senders_of_several_instances_on_one_store_send_each_reply_once() {
+        let (dir, store) = store().await;
+        let mails: Vec<Incoming> = (0..60)
+            .map(|n| incoming(n, &format!("k{n}@c.test")))
+            .collect();
+        store.store_batch(&rules(), &mails).await.unwrap();
+        // Three instances: each its own pool on the same file, all sending at once.
+        let script = Arc::new(Script::default());
+        let mut senders = Vec::new();
+        for _ in 0..3 {
+            let own = Store::open(&dir.path().join("t.db")).await.unwrap();
+            senders.push(OutboxSender::new(own, script.clone(), settings()));
+        }
+        loop {
+            let rounds =
+                futures::future::join_all(senders.iter().map(|s| s.round(true, None))).await;
+            if rounds.into_iter().all(|r| r.unwrap().claimed == 0) {
+                break;
+            }
+        }
+        let delivered = script.delivered.lock().unwrap().clone();
+        let recipients: std::collections::HashSet<&String> =
+            delivered.iter().map(|(_, to, _)| to).collect();
+        assert_eq!(delivered.len(), 60, "each reply sent once");
+        assert_eq!(recipients.len(), 60, "no reply sent twice");
+        assert_eq!(store.outbox_summary().await.unwrap().sent, 60);
+    }
+
+    #[tokio::test]
     async fn a_fresh_start_does_not_wait_out_an_old_backoff() {
         let (_d, store) = store().await;
         store
@@ -604,7 +628,7 @@ mod tests {
         let out = store.store_batch(&rules(), &[answer]).await.unwrap();
         assert_eq!(
             out[0],
-            crate::store::Outcome::FollowUp {
+            crate::ingest::outcome::Outcome::FollowUp {
                 number: "10002".into()
             }
         );

@@ -1,6 +1,6 @@
 -- A store that grows for years: raw mail compressed in a table of its own, decoded attachments
 -- once per distinct content. Additive: rows written before keep their bytes where they are until
--- `mail2ticket store compact` (or the daemon's background compaction) moves them, batch by batch.
+-- `mail2ticket store compact` moves them, batch by batch.
 
 -- The raw mail of an article, compressed. `codec` says how `data` decodes to the bytes whose
 -- SHA-256 is articles.raw_sha256: 'zstd' (one zstd frame). An article with a row here has an

@@ -1,0 +1,95 @@
+//! An account as its poller runs it: the config resolved once (TLS, disposal, ticket rules,
+//! limits, tokens), shared by the protocols' sign-in and the pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use crate::config::{AccountConfig, AuthMethod, Config, Disposal, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::health::AccountHealth;
+use crate::lease::holding::Holding;
+use crate::oauth::TokenSource;
+use crate::store::TicketRules;
+
+/// What a poller needs, resolved once from the config.
+#[derive(Clone)]
+pub struct AccountRuntime {
+    pub account: AccountConfig,
+    /// `protocol` + `action` + `move_to`, typed: the protocol code dispatches on this.
+    pub disposal: Disposal,
+    pub rules: TicketRules,
+    pub tls: Arc<ClientConfig>,
+    pub max_message_size: u64,
+    pub poll_interval: Duration,
+    pub timeout: Duration,
+    /// Where the poller reports its state (detached unless the supervisor registered it).
+    pub health: AccountHealth,
+    /// With `auth = "oauth2"`: the account's tokens, kept across reconnects.
+    pub tokens: Option<Arc<TokenSource>>,
+    /// Several instances: asked before every disposal (set by `lease::serve`; always yes
+    /// otherwise).
+    pub lease: Holding,
+}
+
+impl AccountRuntime {
+    pub fn new(config: &Config, account: &AccountConfig) -> anyhow::Result<AccountRuntime> {
+        let tls = crate::tls::client_config(account.ca_file.as_deref())?;
+        let disposal = account
+            .disposal()
+            .map_err(|e| anyhow::anyhow!("account {:?}: `action`: {e}", account.name))?;
+        Ok(AccountRuntime {
+            disposal,
+            rules: TicketRules {
+                account: account.name.clone(),
+                ticket_type: account.ticket_type.clone(),
+                ticket_status: account.ticket_status.clone(),
+                subject_tag: config
+                    .tickets
+                    .as_ref()
+                    .map(|t| t.subject_tag.clone())
+                    .unwrap_or_else(crate::config::default_subject_tag),
+                customer: account.customer,
+                reply: crate::reply::ReplyPolicy::for_account(config, account)?,
+                test_mail_key: Some((account.email.clone(), account.test_mail_key())),
+            },
+            tls,
+            max_message_size: account
+                .max_message_size
+                .or(config.daemon.max_message_size)
+                .map_or(DEFAULT_MAX_MESSAGE_SIZE, |s| s.0),
+            poll_interval: config.daemon.poll_interval,
+            timeout: config.daemon.network_timeout,
+            health: AccountHealth::detached(&account.name),
+            tokens: token_source(config, account)?,
+            lease: Holding::default(),
+            account: account.clone(),
+        })
+    }
+
+    /// Whether `other` would poll exactly like this one (a reload restarts the account if not).
+    /// The CA file is compared by path, not by content.
+    pub fn same_settings(&self, other: &AccountRuntime) -> bool {
+        self.account == other.account
+            && self.rules == other.rules
+            && self.max_message_size == other.max_message_size
+            && self.poll_interval == other.poll_interval
+            && self.timeout == other.timeout
+    }
+}
+
+fn token_source(
+    config: &Config,
+    account: &AccountConfig,
+) -> anyhow::Result<Option<Arc<TokenSource>>> {
+    match (&account.auth, &account.oauth2) {
+        (AuthMethod::Oauth2, Some(o)) => Ok(Some(Arc::new(TokenSource::new(
+            &account.name,
+            o,
+            account.protocol.into(),
+            &config.store.path,
+            config.daemon.network_timeout,
+        )?))),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,329 @@
+//! IMAP's part of the ingestion pass ([`crate::source::pass`]): SELECT and list the folder,
+//! fetch with BODY.PEEK[], dispose of committed mails (see [`dispose`](super::dispose)), and
+//! quarantine with a keyword.
+//!
+//! Mails are told apart by UIDVALIDITY + UID, never by sequence numbers or \Seen.
+//! UIDVALIDITY change: the keys of the old validity no longer match, so every mail in the folder
+//! looks new and is fetched again. The store recognises a mail whose exact bytes are already
+//! stored for the account as a duplicate and records the new key without a new ticket, so the
+//! mail is disposed of and nothing is lost or doubled.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::TryStreamExt;
+use tracing::{error, warn};
+
+use super::connect::{server_words, timed, ImapConnection, ImapError};
+use super::dispose::{self, DisposeError, Disposed, Plan};
+use super::uid_set::uid_set;
+use super::utf7;
+use crate::config::{AccountConfig, ImapAction, Protocol};
+use crate::source::{Listed, Listing, PassReport, Source, SourceError, SourceKey};
+use crate::store::{ProcessedState, Store};
+
+/// IMAP keyword set on a mail whose storage failed `QUARANTINE_AFTER` times: skipped afterwards.
+pub const QUARANTINE_KEYWORD: &str = "$mail2ticket-failed";
+
+/// One pass over the account's folder on an open connection.
+pub struct ImapSource<'a> {
+    conn: &'a mut ImapConnection,
+    account: &'a AccountConfig,
+    /// The account's `action` as IMAP knows it (there is no IMAP "keep").
+    action: &'a ImapAction,
+    store: &'a Store,
+    plan: Plan,
+    uidvalidity: u32,
+    /// Mails of the folder flagged \Deleted when it was listed.
+    flagged: HashSet<u32>,
+    /// Mails of the folder whose tickets are stored (grows batch by batch).
+    ours: HashSet<u32>,
+}
+
+impl<'a> ImapSource<'a> {
+    pub fn new(
+        conn: &'a mut ImapConnection,
+        account: &'a AccountConfig,
+        action: &'a ImapAction,
+        store: &'a Store,
+    ) -> ImapSource<'a> {
+        let plan = Plan::for_connection(action, conn);
+        ImapSource {
+            conn,
+            account,
+            action,
+            store,
+            plan,
+            uidvalidity: 0,
+            flagged: HashSet::new(),
+            ours: HashSet::new(),
+        }
+    }
+
+    /// SELECTs the folder and returns its UIDVALIDITY and whether it holds any mail.
+    async fn select(&mut self) -> Result<(u32, bool), ImapError> {
+        let folder = self.account.folder.as_str();
+        let on_server = self.conn.hierarchy.server_name(folder);
+        let t = self.conn.timeout;
+        let selected =
+            tokio::time::timeout(t, self.conn.session.select(utf7::encode(&on_server))).await;
+        let mailbox = match selected {
+            Ok(Ok(m)) => m,
+            Ok(Err(async_imap::error::Error::No(reason))) => {
+                return Err(ImapError::FolderMissing {
+                    folder: on_server,
+                    reason: server_words(&reason),
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(ImapError::Imap {
+                    operation: format!("SELECT {folder}"),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(ImapError::Timeout {
+                    operation: format!("SELECT {folder}"),
+                    secs: t.as_secs(),
+                })
+            }
+        };
+        Ok((mailbox.uid_validity.unwrap_or(0), mailbox.exists > 0))
+    }
+
+    /// Remembers the folder's UIDVALIDITY and says when it changed.
+    async fn note_uidvalidity(&self, uidvalidity: u32) -> Result<(), ImapError> {
+        let (name, folder) = (&self.account.name, self.account.folder.as_str());
+        if let Some(previous) = self.store.uidvalidity(name, folder).await? {
+            if previous != uidvalidity {
+                warn!(account = %name, folder, previous, uidvalidity,
+                    "UIDVALIDITY changed: every mail is checked again; already stored ones are recognised by their bytes");
+            }
+        }
+        self.store
+            .set_uidvalidity(name, folder, uidvalidity)
+            .await?;
+        Ok(())
+    }
+
+    fn report_disposal(
+        &self,
+        uids: &[u32],
+        result: Result<Disposed, DisposeError>,
+        report: &mut PassReport,
+    ) -> Vec<u32> {
+        let account = self.account;
+        let name = account.name.as_str();
+        match result {
+            Ok(Disposed::Done) => {
+                left_flagged_changed(name, false);
+                return uids.to_vec();
+            }
+            Ok(Disposed::LeftFlagged { others }) => {
+                report.left_flagged += uids.len();
+                if left_flagged_changed(name, true) {
+                    warn!(account = name, mails = uids.len(), others, folder = %account.folder,
+                        "mails with tickets are flagged \\Deleted but stay in the folder: the server has no UIDPLUS, \
+                         and EXPUNGE would also remove {others} mail(s) another client flagged \\Deleted; \
+                         they are expunged once those are gone (said once until then)");
+                }
+            }
+            Err(e) => {
+                let count = uids.len();
+                let folder = &account.folder;
+                let message = match (&e, self.action) {
+                    (DisposeError::TargetMissing { .. }, ImapAction::Move { to }) => format!(
+                        "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
+                         {folder:?} until the folder exists: create it or fix `move_to` (now {to:?}); \
+                         retrying next pass"
+                    ),
+                    (_, ImapAction::Move { .. }) => format!(
+                        "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
+                         {folder:?}; retrying next pass"
+                    ),
+                    (_, ImapAction::Delete) => format!(
+                        "deleting {count} mail(s) failed: {e}; the tickets exist and the mails stay; \
+                         retrying next pass"
+                    ),
+                };
+                error!(account = name, "{message}");
+                report.dispose_errors.push(message);
+            }
+        }
+        Vec::new()
+    }
+}
+
+impl Source for ImapSource<'_> {
+    type Id = u32;
+
+    const PROTOCOL: Protocol = Protocol::Imap;
+
+    async fn list(&mut self) -> Result<Listing<u32>, SourceError> {
+        let (uidvalidity, any) = self.select().await?;
+        self.note_uidvalidity(uidvalidity).await?;
+        self.uidvalidity = uidvalidity;
+        // Store keys use the configured name, so they survive a change of the server's separator.
+        let prefix = SourceKey::imap_prefix(&self.account.folder, uidvalidity);
+        if !any {
+            return Ok(Listing {
+                prefix,
+                mails: Vec::new(),
+            });
+        }
+        let listed = list_folder(self.conn).await?;
+        self.flagged = listed.iter().filter(|m| m.deleted).map(|m| m.uid).collect();
+        let mails = listed
+            .into_iter()
+            .map(|m| Listed {
+                key: self.key(&m.uid),
+                id: m.uid,
+                size: m.size,
+                quarantined: m.quarantined,
+            })
+            .collect();
+        Ok(Listing { prefix, mails })
+    }
+
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, SourceError> {
+        Ok(fetch_bodies(self.conn, uids).await?)
+    }
+
+    /// Moves or deletes as the [`Plan`] says. A failure is logged loudly and reported; the mails
+    /// stay and are retried next pass. A failed move never falls back to deleting.
+    async fn dispose(
+        &mut self,
+        uids: &[u32],
+        report: &mut PassReport,
+    ) -> Result<Vec<u32>, SourceError> {
+        self.ours.extend(uids);
+        let result = dispose::dispose(self.conn, &self.plan, uids, &self.flagged, &self.ours).await;
+        Ok(self.report_disposal(uids, result, report))
+    }
+
+    async fn quarantine(
+        &mut self,
+        uid: &u32,
+        _key: &SourceKey,
+        attempts: u32,
+    ) -> Result<bool, SourceError> {
+        let name = &self.account.name;
+        let flag = format!("+FLAGS.SILENT ({QUARANTINE_KEYWORD})");
+        let uid_text = uid.to_string();
+        let conn = &mut *self.conn;
+        let res = timed(conn.timeout, "UID STORE (quarantine)", async {
+            conn.session
+                .uid_store(&uid_text, &flag)
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await;
+        match res {
+            Ok(_) => {
+                error!(account = %name, uid, keyword = QUARANTINE_KEYWORD,
+                    "mail quarantined after {attempts} failed attempts: it stays on the server, marked, and is skipped");
+                Ok(true)
+            }
+            Err(e) => {
+                error!(account = %name, uid, error = %e, "could not mark mail as quarantined");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The connection stays open for IDLE: nothing to end.
+    async fn finish(
+        self,
+        _processed: &HashMap<String, ProcessedState>,
+    ) -> Result<Vec<SourceKey>, SourceError> {
+        Ok(Vec::new())
+    }
+
+    fn key(&self, uid: &u32) -> SourceKey {
+        SourceKey::Imap {
+            folder: self.account.folder.clone(),
+            uidvalidity: self.uidvalidity,
+            uid: *uid,
+        }
+    }
+}
+
+struct ListedUid {
+    uid: u32,
+    size: u64,
+    quarantined: bool,
+    /// Carries \Deleted (set by us after a copy, or by another client).
+    deleted: bool,
+}
+
+async fn list_folder(conn: &mut ImapConnection) -> Result<Vec<ListedUid>, ImapError> {
+    let t = conn.timeout;
+    let fut = async {
+        let stream = conn
+            .session
+            .uid_fetch("1:*", "(UID RFC822.SIZE FLAGS)")
+            .await?;
+        stream.try_collect::<Vec<_>>().await
+    };
+    let fetches = timed(t, "UID FETCH (list)", fut).await?;
+    let mut listed: Vec<ListedUid> = fetches
+        .iter()
+        .filter_map(|f| {
+            Some(ListedUid {
+                uid: f.uid?,
+                size: f.size.unwrap_or(0) as u64,
+                quarantined: f.flags().any(|fl| {
+                    matches!(fl, async_imap::types::Flag::Custom(ref c) if c.eq_ignore_ascii_case(QUARANTINE_KEYWORD))
+                }),
+                deleted: f
+                    .flags()
+                    .any(|fl| matches!(fl, async_imap::types::Flag::Deleted)),
+            })
+        })
+        .collect();
+    listed.sort_by_key(|l| l.uid);
+    listed.dedup_by_key(|l| l.uid);
+    Ok(listed)
+}
+
+async fn fetch_bodies(
+    conn: &mut ImapConnection,
+    uids: &[u32],
+) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+    let set = uid_set(uids);
+    // Large batches take longer; allow the per-operation timeout per 8 MB fetched.
+    let t = conn.timeout;
+    let wanted: HashSet<u32> = uids.iter().copied().collect();
+    // Each response is copied out and dropped as it arrives: a batch is held once, not twice.
+    let fut = async {
+        let mut stream = conn.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+        let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(uids.len());
+        while let Some(f) = stream.try_next().await? {
+            // A mail expunged by another client between listing and fetching simply is absent.
+            if let Some(uid) = f.uid.filter(|u| wanted.contains(u)) {
+                out.push((uid, f.body().unwrap_or_default().to_vec()));
+            }
+        }
+        Ok::<_, async_imap::error::Error>(out)
+    };
+    let mut out = timed(t * 4, "UID FETCH BODY.PEEK[]", fut).await?;
+    out.sort_by_key(|(uid, _)| *uid);
+    out.dedup_by_key(|(uid, _)| *uid);
+    Ok(out)
+}
+
+/// Accounts whose mails wait flagged for other clients' \Deleted mails, so that the reason is
+/// logged once, not every pass.
+static LEFT_FLAGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records whether `account`'s mails wait flagged; true when that is news (worth a log line).
+fn left_flagged_changed(account: &str, waiting: bool) -> bool {
+    let mut accounts = LEFT_FLAGGED.lock().unwrap_or_else(|e| e.into_inner());
+    let was = accounts.iter().any(|a| a == account);
+    if waiting && !was {
+        accounts.push(account.to_string());
+    } else if !waiting {
+        accounts.retain(|a| a != account);
+    }
+    waiting != was
+}

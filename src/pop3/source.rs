@@ -1,0 +1,164 @@
+//! POP3's part of the ingestion pass ([`crate::source::pass`]): UIDL tells mails apart (a server
+//! without UIDL is refused), RETR fetches, DELE marks a committed mail, and QUIT at the end
+//! commits the deletions. If the connection drops before QUIT the server keeps the mails; the
+//! next pass finds their UIDLs in the store and deletes them without new tickets.
+
+use std::collections::{HashMap, HashSet};
+
+use super::client::{Pop3Client, Pop3Error};
+use crate::config::{Pop3Action, Protocol};
+use crate::ingest::outcome::Skipped;
+use crate::source::{ErrorKind, Listed, Listing, PassReport, Source, SourceError, SourceKey};
+use crate::store::{ProcessedState, Store};
+
+impl From<Pop3Error> for SourceError {
+    fn from(e: Pop3Error) -> SourceError {
+        let kind = match &e {
+            Pop3Error::Connect(_) => ErrorKind::Connect,
+            Pop3Error::StartTlsNotOffered => ErrorKind::Tls,
+            Pop3Error::AuthRejected { server_text, .. } => ErrorKind::LoginRejected {
+                server_said: server_text.clone(),
+            },
+            Pop3Error::LoginDelay { delay, .. } => ErrorKind::LoginTooEarly { delay: *delay },
+            Pop3Error::Timeout { .. } => ErrorKind::Timeout,
+            Pop3Error::Closed { .. } | Pop3Error::ConnectionBroken { .. } | Pop3Error::Io(_) => {
+                ErrorKind::Connection
+            }
+            Pop3Error::Protocol { .. }
+            | Pop3Error::UidlNotSupported
+            | Pop3Error::InvalidInput(_) => ErrorKind::Protocol,
+        };
+        SourceError::new(kind, e)
+    }
+}
+
+/// A mail in this session: its message number (valid until QUIT) and its UIDL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pop3Mail {
+    pub msg: u32,
+    pub uidl: String,
+}
+
+/// One pass over the maildrop of a signed-in session.
+pub struct Pop3Source<'a> {
+    client: Pop3Client,
+    account: &'a str,
+    action: Pop3Action,
+    store: &'a Store,
+    /// The keys of every mail the listing showed.
+    on_server: HashSet<String>,
+    /// Marked with DELE: deleted when QUIT commits.
+    marked: Vec<SourceKey>,
+}
+
+impl<'a> Pop3Source<'a> {
+    pub fn new(
+        client: Pop3Client,
+        account: &'a str,
+        action: Pop3Action,
+        store: &'a Store,
+    ) -> Pop3Source<'a> {
+        Pop3Source {
+            client,
+            account,
+            action,
+            store,
+            on_server: HashSet::new(),
+            marked: Vec::new(),
+        }
+    }
+}
+
+impl Source for Pop3Source<'_> {
+    type Id = Pop3Mail;
+
+    const PROTOCOL: Protocol = Protocol::Pop3;
+
+    async fn list(&mut self) -> Result<Listing<Pop3Mail>, SourceError> {
+        let uidls = self.client.uidl().await?;
+        let sizes: HashMap<u32, u64> = self.client.list().await?.into_iter().collect();
+        let mails: Vec<Listed<Pop3Mail>> = uidls
+            .into_iter()
+            .map(|(msg, uidl)| {
+                let id = Pop3Mail { msg, uidl };
+                Listed {
+                    key: self.key(&id),
+                    size: sizes.get(&msg).copied().unwrap_or(0),
+                    id,
+                    // POP3 has no flags: the store remembers quarantined mails.
+                    quarantined: false,
+                }
+            })
+            .collect();
+        self.on_server = mails.iter().map(|m| m.key.to_string()).collect();
+        Ok(Listing {
+            prefix: SourceKey::POP3_PREFIX.to_string(),
+            mails,
+        })
+    }
+
+    async fn fetch(&mut self, mails: &[Pop3Mail]) -> Result<Vec<(Pop3Mail, Vec<u8>)>, SourceError> {
+        let mut out = Vec::with_capacity(mails.len());
+        for mail in mails {
+            out.push((mail.clone(), self.client.retr(mail.msg).await?));
+        }
+        Ok(out)
+    }
+
+    /// DELE (with `action = "delete"`): the mails go when QUIT commits, in [`Source::finish`].
+    async fn dispose(
+        &mut self,
+        mails: &[Pop3Mail],
+        _report: &mut PassReport,
+    ) -> Result<Vec<Pop3Mail>, SourceError> {
+        if self.action == Pop3Action::Delete {
+            for mail in mails {
+                self.client.dele(mail.msg).await?;
+                self.marked.push(self.key(mail));
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// POP3 has no flags to mark the mail on the server, so the store remembers it.
+    async fn quarantine(
+        &mut self,
+        _mail: &Pop3Mail,
+        key: &SourceKey,
+        attempts: u32,
+    ) -> Result<bool, SourceError> {
+        let key = key.to_string();
+        self.store
+            .record_skipped(self.account, &key, Skipped::Quarantined.label())
+            .await?;
+        tracing::error!(account = self.account, source = %key,
+            "mail quarantined after {attempts} failed attempts: it stays on the server and is skipped");
+        Ok(true)
+    }
+
+    /// QUIT commits the DELEs (RFC 1939 UPDATE state). With `action = "keep"` the store forgets
+    /// the UIDLs that left the server, so its table does not grow for ever.
+    async fn finish(
+        self,
+        processed: &HashMap<String, ProcessedState>,
+    ) -> Result<Vec<SourceKey>, SourceError> {
+        if self.action == Pop3Action::Keep {
+            let gone: Vec<String> = processed
+                .keys()
+                .filter(|k| !self.on_server.contains(*k))
+                .cloned()
+                .collect();
+            if !gone.is_empty() {
+                self.store.forget_processed(self.account, &gone).await?;
+            }
+        }
+        self.client.quit().await?;
+        Ok(self.marked)
+    }
+
+    fn key(&self, mail: &Pop3Mail) -> SourceKey {
+        SourceKey::Pop3 {
+            uidl: mail.uidl.clone(),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The ingestion pass, the same for every protocol: list the mails, skip what is recorded as
+//! skipped, fetch new mails in batches, parse them off the async threads, store each batch in one
+//! durable commit (mail by mail with quarantine when the batch fails), and only then let the
+//! committed mails leave the server. See [`pass`] for the order of things, [`Source`] for what a
+//! protocol provides.
+
+pub mod error;
+pub mod key;
+pub mod pass;
+pub mod report;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+pub use error::{ErrorKind, SourceError};
+pub use key::SourceKey;
+pub use pass::{run_pass, PassContext};
+pub use report::PassReport;
+
+use crate::config::Protocol;
+use crate::store::ProcessedState;
+
+/// One mail as the listing shows it.
+#[derive(Debug, Clone)]
+pub struct Listed<Id> {
+    pub id: Id,
+    pub key: SourceKey,
+    pub size: u64,
+    /// Marked on the server as quarantined (an IMAP keyword); POP3 keeps that in the store.
+    pub quarantined: bool,
+}
+
+/// The mails on the server at the start of a pass.
+pub struct Listing<Id> {
+    /// What every source key of this listing starts with (the store lists processed keys by it).
+    pub prefix: String,
+    pub mails: Vec<Listed<Id>>,
+}
+
+/// Fetched mails: each with its raw bytes.
+pub type Fetched<Id> = Vec<(Id, Vec<u8>)>;
+
+/// What a protocol does for the pass: its own commands, nothing of the pipeline.
+pub trait Source {
+    /// How the protocol names a mail within this session (an IMAP UID; a POP3 message number
+    /// with its UIDL).
+    type Id: Clone + Send + Sync + 'static;
+
+    const PROTOCOL: Protocol;
+
+    /// Every mail in the folder or maildrop.
+    fn list(&mut self) -> impl Future<Output = Result<Listing<Self::Id>, SourceError>> + Send;
+
+    /// The raw bytes of `ids`; a mail that vanished meanwhile is simply absent.
+    fn fetch(
+        &mut self,
+        ids: &[Self::Id],
+    ) -> impl Future<Output = Result<Fetched<Self::Id>, SourceError>> + Send;
+
+    /// Moves or deletes mails whose tickets are committed. Only [`pass::dispose_committed`]
+    /// calls it. Returns the mails that are gone now (POP3's go at [`Source::finish`]); trouble
+    /// that leaves the mails in place for the next pass is put in `report`.
+    fn dispose(
+        &mut self,
+        ids: &[Self::Id],
+        report: &mut PassReport,
+    ) -> impl Future<Output = Result<Vec<Self::Id>, SourceError>> + Send;
+
+    /// Marks a mail whose storage failed too often so that it is skipped from now on; true when
+    /// it is marked.
+    fn quarantine(
+        &mut self,
+        mail: &Self::Id,
+        key: &SourceKey,
+        attempts: u32,
+    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
+
+    /// Ends the pass (POP3: QUIT commits the deletions). `processed` is what the store knew at
+    /// the start. Returns the keys of the mails that are gone now.
+    fn finish(
+        self,
+        processed: &HashMap<String, ProcessedState>,
+    ) -> impl Future<Output = Result<Vec<SourceKey>, SourceError>> + Send;
+
+    /// The source key of a listed mail.
+    fn key(&self, id: &Self::Id) -> SourceKey;
+}

@@ -1,0 +1,282 @@
+//! One pass over a folder or maildrop, for any [`Source`].
+//!
+//! Mails are tracked by their [`SourceKey`] in the store's `processed` table. The order is
+//! always: fetch a batch → store it in one fsynced transaction → only then dispose of it. A crash
+//! between the two leaves mails whose key is recorded; the next pass disposes of them without
+//! storing them again.
+//!
+//! Pipelined: while batch N is stored (SQLite's thread, one fsynced commit), the connection
+//! disposes of the committed batch N-1 and fetches batch N+1.
+//!
+//! Shutdown, one rule: once `cancel` fires nothing more is fetched; the batch in hand is stored
+//! and disposed of, and the pass ends normally.
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::report::log_as;
+use super::{Listed, PassReport, Source, SourceError, SourceKey};
+use crate::health::AccountHealth;
+use crate::ingest::outcome::{Outcome, Recorded, Skipped};
+use crate::ingest::parse::parse;
+use crate::lease::holding::Holding;
+use crate::store::{Incoming, Store, StoredAlone, TicketRules, QUARANTINE_AFTER};
+
+/// Batch limits: many small mails per durable transaction, but bounded memory.
+const BATCH_MAILS: usize = 500;
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Everything a pass needs besides the source.
+pub struct PassContext<'a> {
+    pub account: &'a str,
+    pub rules: &'a TicketRules,
+    pub store: &'a Store,
+    pub max_message_size: u64,
+    /// Checked between batches (see the shutdown rule above).
+    pub cancel: Option<&'a CancellationToken>,
+    /// Told after every committed batch, so a long pass counts as progress for /healthz.
+    pub health: Option<&'a AccountHealth>,
+    /// Several instances: asked right before mail leaves the server (see crate::lease).
+    pub lease: &'a Holding,
+}
+
+pub async fn run_pass<S: Source>(
+    mut source: S,
+    ctx: &PassContext<'_>,
+) -> Result<PassReport, SourceError> {
+    let name = ctx.account;
+    let mut report = PassReport::default();
+    let listing = source.list().await?;
+    crate::metrics::backlog_seen(name, listing.mails.len());
+    let processed = ctx.store.processed(name, &listing.prefix).await?;
+
+    let mut committed = Vec::new();
+    let mut new = Vec::new();
+    for m in &listing.mails {
+        let key = m.key.to_string();
+        match processed
+            .get(&key)
+            .map(|p| Recorded::from_label(&p.outcome))
+        {
+            Some(Recorded::Skipped(_)) => {}
+            // Stored in an earlier pass (or before a crash), not disposed of yet.
+            Some(Recorded::Stored) => committed.push(m.id.clone()),
+            None if m.quarantined => {}
+            None if m.size > ctx.max_message_size => {
+                report.oversized += 1;
+                if ctx
+                    .store
+                    .record_skipped(name, &key, Skipped::Oversized.label())
+                    .await?
+                {
+                    log_as!(S::PROTOCOL, warn, account = name, source = %key, size = m.size,
+                        limit = ctx.max_message_size,
+                        "mail larger than max_message_size left on the server (not fetched)");
+                }
+            }
+            None => new.push(m),
+        }
+    }
+    if !committed.is_empty() {
+        let gone = dispose_committed(&mut source, ctx, &committed, &mut report).await?;
+        record_gone::<S>(ctx, &keys_of(&source, &gone), &mut report).await;
+    }
+
+    let batches = batches(&new);
+    let mut fetched = match batches.first() {
+        Some(first) => Some(source.fetch(&ids(first)).await?),
+        None => None,
+    };
+    let mut durable: Vec<S::Id> = Vec::new();
+    for i in 0..batches.len() {
+        let Some(raws) = fetched.take() else { break };
+        report.fetched += raws.len();
+        crate::metrics::mails_fetched(name, raws.len());
+        let (batch_ids, incoming) = parse_batch(&source, raws).await?;
+        let stopping = ctx.cancel.is_some_and(|c| c.is_cancelled());
+        if stopping && i + 1 < batches.len() {
+            log_as!(
+                S::PROTOCOL,
+                info,
+                account = name,
+                left = new.len().saturating_sub(report.fetched),
+                "stopping the pass: shutting down"
+            );
+        }
+        let following = batches.get(i + 1).filter(|_| !stopping).map(|b| ids(b));
+        let (first_try, (gone, next)) =
+            tokio::join!(ctx.store.store_batch(ctx.rules, &incoming), async {
+                let gone = if durable.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    dispose_committed(&mut source, ctx, &durable, &mut report).await
+                };
+                let next = match &following {
+                    Some(ids) => Some(source.fetch(ids).await),
+                    None => None,
+                };
+                (gone, next)
+            });
+        record_gone::<S>(ctx, &keys_of(&source, &gone?), &mut report).await;
+        let outcomes = match first_try {
+            Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
+            // A full disk and the like: no mail is to blame, none is tried alone. The pass
+            // ends; this batch stays on the server, the batches before it are durable.
+            Err(e) if e.is_environmental() => return Err(e.into()),
+            Err(e) => {
+                log_as!(S::PROTOCOL, warn, account = name, error = %e,
+                    "storing a batch failed; storing its mails one by one");
+                store_one_by_one(&mut source, ctx, &batch_ids, &incoming, &mut report).await?
+            }
+        };
+        if let Some(health) = ctx.health {
+            health.success();
+        }
+        // The batch is durable now: only its stored mails may leave (with the next fetch).
+        durable = Vec::new();
+        for ((id, mail), outcome) in batch_ids.into_iter().zip(&incoming).zip(outcomes) {
+            // A mail that could not be stored stays on the server.
+            let Some(outcome) = outcome else { continue };
+            report.record(S::PROTOCOL, name, &mail.source_key, &outcome);
+            durable.push(id);
+        }
+        // A failed fetch ends the pass; this batch stays stored and is disposed of next pass.
+        fetched = next.transpose()?;
+    }
+    if !durable.is_empty() {
+        let gone = dispose_committed(&mut source, ctx, &durable, &mut report).await?;
+        record_gone::<S>(ctx, &keys_of(&source, &gone), &mut report).await;
+    }
+    // POP3's QUIT deletes what DELE marked: past the lease, drop the connection instead and
+    // the server keeps every mail.
+    if !ctx.lease.may_dispose() {
+        return Err(SourceError::lease_lost());
+    }
+    let gone = source.finish(&processed).await?;
+    record_gone::<S>(ctx, &gone, &mut report).await;
+    Ok(report)
+}
+
+/// The one place where mails leave the server: only mails whose tickets are committed get here,
+/// and only while this instance may still touch the mailbox (several instances: its lease).
+async fn dispose_committed<S: Source>(
+    source: &mut S,
+    ctx: &PassContext<'_>,
+    committed: &[S::Id],
+    report: &mut PassReport,
+) -> Result<Vec<S::Id>, SourceError> {
+    if !ctx.lease.may_dispose() {
+        return Err(SourceError::lease_lost());
+    }
+    source.dispose(committed, report).await
+}
+
+fn keys_of<S: Source>(source: &S, gone: &[S::Id]) -> Vec<SourceKey> {
+    gone.iter().map(|id| source.key(id)).collect()
+}
+
+/// Counts mails that left the server and records it in the store (only bookkeeping: a mail
+/// whose record is missing is found gone next pass).
+async fn record_gone<S: Source>(
+    ctx: &PassContext<'_>,
+    gone: &[SourceKey],
+    report: &mut PassReport,
+) {
+    if gone.is_empty() {
+        return;
+    }
+    report.disposed += gone.len();
+    let keys: Vec<String> = gone.iter().map(SourceKey::to_string).collect();
+    if let Err(e) = ctx.store.mark_disposed(ctx.account, &keys).await {
+        log_as!(S::PROTOCOL, warn, account = ctx.account, error = %e,
+            "could not record disposal (harmless: the mails are gone)");
+    }
+}
+
+fn ids<Id: Clone>(batch: &[&Listed<Id>]) -> Vec<Id> {
+    batch.iter().map(|m| m.id.clone()).collect()
+}
+
+/// Splits the new mails into batches by count and bytes (a mail larger than the byte limit is
+/// a batch of its own).
+fn batches<'a, Id>(mails: &'a [&'a Listed<Id>]) -> Vec<&'a [&'a Listed<Id>]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, m) in mails.iter().enumerate() {
+        if i > start && (i - start >= BATCH_MAILS || bytes + m.size > BATCH_BYTES) {
+            out.push(&mails[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += m.size;
+    }
+    if start < mails.len() {
+        out.push(&mails[start..]);
+    }
+    out
+}
+
+/// Parses a fetched batch off the async threads, in the order it is to be stored: a reply the
+/// server lists before its original is stored after it (and joins its ticket).
+async fn parse_batch<S: Source>(
+    source: &S,
+    fetched: Vec<(S::Id, Vec<u8>)>,
+) -> Result<(Vec<S::Id>, Vec<Incoming>), SourceError> {
+    let keyed: Vec<(S::Id, SourceKey, Vec<u8>)> = fetched
+        .into_iter()
+        .map(|(id, raw)| {
+            let key = source.key(&id);
+            (id, key, raw)
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let incoming = keyed
+            .into_iter()
+            .map(|(id, key, raw)| {
+                let mail = Incoming {
+                    source_key: key.to_string(),
+                    parsed: parse(&raw),
+                    raw,
+                    received_at: Utc::now(),
+                };
+                (id, mail)
+            })
+            .collect();
+        crate::ingest::order::store_order(incoming, |(_, m): &(S::Id, Incoming)| &m.parsed)
+            .into_iter()
+            .unzip()
+    })
+    .await
+    .map_err(|e| {
+        let e = anyhow::anyhow!("parsing a batch failed: {e}");
+        SourceError::new(super::ErrorKind::Other, e)
+    })
+}
+
+/// After a batch transaction failed: stores its mails one by one so one bad mail cannot block
+/// the mailbox, and quarantines a mail after repeated failures. `None` for a mail not stored.
+async fn store_one_by_one<S: Source>(
+    source: &mut S,
+    ctx: &PassContext<'_>,
+    ids: &[S::Id],
+    incoming: &[Incoming],
+    report: &mut PassReport,
+) -> Result<Vec<Option<Outcome>>, SourceError> {
+    let mut out = Vec::with_capacity(incoming.len());
+    for (id, mail) in ids.iter().zip(incoming) {
+        match ctx.store.store_alone(ctx.rules, mail).await? {
+            StoredAlone::Stored(outcome) => out.push(Some(outcome)),
+            StoredAlone::Failed { attempts } => {
+                report.failed += 1;
+                if attempts >= QUARANTINE_AFTER
+                    && source.quarantine(id, &source.key(id), attempts).await?
+                {
+                    report.quarantined += 1;
+                }
+                out.push(None);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,74 @@
+//! What one pass did, for the log line at its end, the metrics and `run --once`.
+
+use std::time::Duration;
+
+use crate::config::Protocol;
+use crate::ingest::outcome::Outcome;
+
+/// Logs under the protocol's target (`mail2ticket::imap` or `mail2ticket::pop3`), so a log
+/// filter for one protocol sees its mails, whichever module of the shared pass speaks.
+macro_rules! log_as {
+    ($protocol:expr, $level:ident, $($rest:tt)+) => {
+        match $protocol {
+            $crate::config::Protocol::Imap => tracing::$level!(target: "mail2ticket::imap", $($rest)+),
+            $crate::config::Protocol::Pop3 => tracing::$level!(target: "mail2ticket::pop3", $($rest)+),
+        }
+    };
+}
+pub(crate) use log_as;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub fetched: usize,
+    pub new_tickets: usize,
+    pub followups: usize,
+    pub duplicates: usize,
+    pub test_mails: usize,
+    pub disposed: usize,
+    pub oversized: usize,
+    /// Mails whose storage failed this pass (they stay on the server); `quarantined` of them
+    /// for good.
+    pub failed: usize,
+    pub quarantined: usize,
+    /// Disposal problems (e.g. the move_to folder is missing): tickets exist, mails stay.
+    pub dispose_errors: Vec<String>,
+    /// Mails flagged \Deleted but not expunged (no UIDPLUS, and other clients' mails are
+    /// flagged too): tickets exist, mails stay until the guard allows EXPUNGE.
+    pub left_flagged: usize,
+    /// The POP3 server's LOGIN-DELAY (RFC 2449): the least time between two logins.
+    pub login_delay: Option<Duration>,
+}
+
+impl PassReport {
+    /// Counts one stored mail, logs its line (the source key carries the UID or UIDL) and feeds
+    /// the metrics.
+    pub fn record(&mut self, protocol: Protocol, account: &str, source: &str, outcome: &Outcome) {
+        crate::metrics::mail_stored(account, outcome);
+        match outcome {
+            Outcome::NewTicket { number } => {
+                self.new_tickets += 1;
+                log_as!(protocol, info, account, source, ticket = %number, kind = "new", "mail stored");
+            }
+            Outcome::FollowUp { number } => {
+                self.followups += 1;
+                log_as!(protocol, info, account, source, ticket = %number, kind = "follow-up", "mail stored");
+            }
+            Outcome::Duplicate { number } => {
+                self.duplicates += 1;
+                log_as!(protocol, info, account, source, ticket = %number, kind = "duplicate", "mail already stored");
+            }
+            Outcome::TestMail => {
+                self.test_mails += 1;
+                log_as!(
+                    protocol,
+                    info,
+                    account,
+                    source,
+                    kind = "test",
+                    "test-fetch mail recognised, no ticket"
+                );
+            }
+            Outcome::AlreadyProcessed => {}
+        }
+    }
+}

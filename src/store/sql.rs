@@ -1,0 +1,147 @@
+//! Statements built at run time (`IN (...)` lists, multi-row INSERTs, optional filters) for
+//! either backend.
+//!
+//! Every statement of the store is written once, with `$1`, `$2` ... placeholders: PostgreSQL
+//! requires them, and SQLite reads `$N` as the N-th bound value too. sqlx's own `QueryBuilder`
+//! writes `?` when used through the `Any` driver (it cannot know the backend), which PostgreSQL
+//! rejects; this builder numbers its placeholders instead and otherwise mirrors that API.
+
+use std::fmt::Write;
+
+use sqlx::any::AnyArguments;
+use sqlx::query::{Query, QueryAs};
+use sqlx::{Any, Arguments, Encode, FromRow, Type};
+
+pub(crate) struct SqlBuilder<'a> {
+    text: String,
+    args: AnyArguments<'a>,
+    count: usize,
+}
+
+impl<'a> SqlBuilder<'a> {
+    pub fn new(text: impl Into<String>) -> SqlBuilder<'a> {
+        SqlBuilder {
+            text: text.into(),
+            args: AnyArguments::default(),
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends the next placeholder (`$N`) and binds `value` to it.
+    pub fn push_bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'a + Encode<'a, Any> + Type<Any>,
+    {
+        self.count += 1;
+        let _ = write!(self.text, "${}", self.count);
+        // Encoding into the Any buffer only fails for types it has no variant for, which the
+        // store never binds; the statement then fails with a count mismatch, not silently.
+        let _ = self.args.add(value);
+        self
+    }
+
+    /// `v1, v2, ...`: the placeholders of an `IN (...)` list.
+    pub fn push_list<T, I>(&mut self, values: I) -> &mut Self
+    where
+        I: IntoIterator<Item = T>,
+        T: 'a + Encode<'a, Any> + Type<Any>,
+    {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(value);
+        }
+        self
+    }
+
+    /// `VALUES (..), (..)`: `row` binds one item's columns through [`Values::push_bind`].
+    pub fn push_values<T, I, F>(&mut self, items: I, mut row: F) -> &mut Self
+    where
+        I: IntoIterator<Item = T>,
+        F: FnMut(Values<'_, 'a>, T),
+    {
+        self.push("VALUES ");
+        for (i, item) in items.into_iter().enumerate() {
+            self.push(if i > 0 { ", (" } else { "(" });
+            row(
+                Values {
+                    sql: self,
+                    first: true,
+                },
+                item,
+            );
+            self.push(")");
+        }
+        self
+    }
+
+    #[cfg(test)]
+    pub fn sql(&self) -> &str {
+        &self.text
+    }
+
+    /// The statement with its bound values; the builder is left without arguments.
+    pub fn build(&mut self) -> Query<'_, Any, AnyArguments<'_>> {
+        let args = std::mem::take(&mut self.args);
+        sqlx::query_with(&self.text, args)
+    }
+
+    pub fn build_query_as<O>(&mut self) -> QueryAs<'_, Any, O, AnyArguments<'_>>
+    where
+        O: for<'r> FromRow<'r, sqlx::any::AnyRow>,
+    {
+        let args = std::mem::take(&mut self.args);
+        sqlx::query_as_with(&self.text, args)
+    }
+}
+
+/// One row of [`SqlBuilder::push_values`]: values separated by commas.
+pub(crate) struct Values<'s, 'a> {
+    sql: &'s mut SqlBuilder<'a>,
+    first: bool,
+}
+
+impl<'a> Values<'_, 'a> {
+    pub fn push_bind<T>(mut self, value: T) -> Self
+    where
+        T: 'a + Encode<'a, Any> + Type<Any>,
+    {
+        if !self.first {
+            self.sql.push(", ");
+        }
+        self.first = false;
+        self.sql.push_bind(value);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        let mut q = SqlBuilder::new("SELECT 1 FROM t WHERE a = ");
+        q.push_bind("x").push(" AND b IN (");
+        q.push_list([1i64, 2, 3]).push(")");
+        assert_eq!(
+            q.sql(),
+            "SELECT 1 FROM t WHERE a = $1 AND b IN ($2, $3, $4)"
+        );
+    }
+
+    #[test]
+    fn values_rows_are_parenthesised_and_separated() {
+        let mut q = SqlBuilder::new("INSERT INTO t (a, b) ");
+        q.push_values([(1i64, "x"), (2, "y")], |b, (n, s)| {
+            b.push_bind(n).push_bind(s);
+        });
+        assert_eq!(q.sql(), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)");
+    }
+}
