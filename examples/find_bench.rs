@@ -3,7 +3,13 @@
 //! runs each kind of query `--rounds` times with varying parameters through the same Store
 //! methods the commands call, and prints p50/p99 per kind as JSON on stdout.
 //!
-//!   find_bench --store PATH --articles N [--rounds 100] [--generate-only]
+//!   find_bench --store PATH --articles N [--rounds 100] [--postgres URL_ENV | --generate-only]
+//!
+//! `--generate-only`: only generate the store (scripts/bench's grown-store backlog starts there).
+//! `--postgres URL_ENV`: measure on PostgreSQL instead, the database URL in the environment
+//! variable URL_ENV (never on the command line: it may carry a password). The generated SQLite
+//! store is copied there first (`Store::copy_from_sqlite`, as `store copy` does) unless the
+//! database already holds it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -67,9 +73,38 @@ async fn main() {
         store.close().await;
         return;
     }
+    let mut copied_s = None;
+    let store = match arg(&args, "--postgres") {
+        None => store,
+        Some(var) => {
+            store.close().await;
+            let url = std::env::var(&var).unwrap_or_else(|_| panic!("${var} is not set"));
+            let pg = Store::open_url(&mail2ticket::secret::Secret::new(url))
+                .await
+                .expect("open the PostgreSQL store");
+            let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM articles")
+                .fetch_one(pg.pool())
+                .await
+                .unwrap();
+            if held == 0 {
+                let t = Instant::now();
+                pg.copy_from_sqlite(&store_path, |_| {})
+                    .await
+                    .expect("copy into PostgreSQL");
+                copied_s = Some(t.elapsed().as_secs_f64());
+                eprintln!(
+                    "copied into PostgreSQL in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            // Fresh statistics for the planner, as autovacuum would gather them by itself.
+            sqlx::query("ANALYZE").execute(pg.pool()).await.unwrap();
+            pg
+        }
+    };
     // Parameters that vary per round: real senders, Message-IDs and rare words of the store.
     let samples: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT from_email, message_id, subject FROM articles WHERE id % 997 = 0 ORDER BY id LIMIT ?",
+        "SELECT from_email, message_id, subject FROM articles WHERE id % 997 = 0 ORDER BY id LIMIT $1",
     )
     .bind(rounds as i64)
     .fetch_all(store.pool())
@@ -186,6 +221,13 @@ async fn main() {
     if let Some(s) = generated_s {
         report.insert("generate_s".into(), s.into());
     }
+    if let Some(s) = copied_s {
+        report.insert("copy_to_postgres_s".into(), s.into());
+    }
+    report.insert(
+        "store".into(),
+        format!("{:?}", store.backend()).to_lowercase().into(),
+    );
     let mut all = Vec::new();
     for (name, make) in &kinds {
         let mut times = Vec::with_capacity(rounds);

@@ -68,27 +68,35 @@ pub enum Command {
         #[command(subcommand)]
         command: TicketsCommand,
     },
+    /// Work on the ticket store as a whole
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// OAuth 2.0 sign-in of accounts and [smtp] (auth = "oauth2")
     Oauth2 {
         #[command(subcommand)]
         command: Oauth2Command,
     },
-    /// Maintain the ticket store
-    Store {
-        #[command(subcommand)]
-        command: StoreCommand,
-    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Convert mail stored by versions before the compressed store (schema 0007): raw mail
+    /// Convert mail stored by versions before the compressed store (schema 0009): raw mail
     /// compressed into its own table, attachments once per content. In short batches: safe to
     /// run beside the daemon, to interrupt, and to run again (it continues where it stopped)
     Compact {
         /// Mails per batch (one short write transaction each)
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
+    },
+    /// Copy every ticket, article, attachment and piece of bookkeeping of a SQLite store into
+    /// the configured store ([store] url or path), which must be empty: how a shop moves to
+    /// PostgreSQL. Stop the daemon first; the copy commits all or nothing.
+    Copy {
+        /// The SQLite store to copy from (the old [store] path)
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
     },
 }
 
@@ -220,6 +228,9 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Store {
                 command: StoreCommand::Compact { batch },
             } => store_compact(&loaded, batch).await,
+            Command::Store {
+                command: StoreCommand::Copy { from },
+            } => copy_store(&loaded, &from).await,
             Command::Oauth2 {
                 command: Oauth2Command::Authorize { name },
             } => crate::oauth::device::authorize(&loaded.config, &name).await,
@@ -285,6 +296,47 @@ async fn open_store(loaded: &Loaded) -> Result<Store, ExitCode> {
     Store::open_at(&loaded.config.store.location())
         .await
         .map_err(fail)
+}
+
+async fn copy_store(loaded: &Loaded, from: &std::path::Path) -> ExitCode {
+    if !from.is_file() {
+        eprintln!(
+            "error: {} is not a file: give the SQLite store to copy from (the old [store] path)",
+            from.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = match open_store(loaded).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let copied = store
+        .copy_from_sqlite(from, |t| println!("{:>16}  {} row(s)", t.table, t.rows))
+        .await;
+    let code = match copied {
+        Ok(tables) => {
+            let rows = |name: &str| {
+                tables
+                    .iter()
+                    .find(|t| t.table == name)
+                    .map_or(0, |t| t.rows)
+            };
+            println!(
+                "copied {} ticket(s) and {} article(s) from {} into {}",
+                rows("tickets"),
+                rows("articles"),
+                from.display(),
+                store.shown()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    store.close().await;
+    code
 }
 
 async fn tickets(loaded: &Loaded, command: TicketsCommand) -> ExitCode {

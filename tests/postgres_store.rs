@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{imap_account, mails, Lab, TestConfig, TestStore};
 use mail2ticket::secret::Secret;
-use mail2ticket::store::Store;
+use mail2ticket::store::{FindQuery, Incoming, Store, TicketRules};
 
 /// The tests here that connect hold this for reading; the one that stops the server holds it for
 /// writing, so no other test of this suite meets the server while it is down.
@@ -147,15 +147,6 @@ impl Drop for ServerStopped<'_> {
     }
 }
 
-fn signal(daemon: &common::Daemon, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(daemon.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_stopped_mid_backlog_loses_and_doubles_nothing() {
     let _server = SERVER.write().await;
@@ -192,14 +183,14 @@ async fn postgres_stopped_mid_backlog_loses_and_doubles_nothing() {
     while cfg.ticket_count().await == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    signal(&daemon, "STOP");
+    daemon.signal("STOP");
     let before = cfg.ticket_count().await;
     assert!(
         before > 0 && before < total as i64,
         "the outage must start inside the backlog ({before} of {total} tickets stored)"
     );
     let stopped = ServerStopped::stop(lab);
-    signal(&daemon, "CONT");
+    daemon.signal("CONT");
     let noticed_by = tokio::time::Instant::now() + Duration::from_secs(60);
     let noticed = loop {
         let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
@@ -274,4 +265,242 @@ fn an_oauth_account_on_a_postgres_store_must_name_its_token_file() {
         err.contains("oauth2.token_file") && err.contains("[store] url"),
         "{err}"
     );
+}
+
+/// When the first mail of the word-search test came in; mail `i` came `i` hours later.
+fn words_base() -> chrono::DateTime<chrono::Utc> {
+    "2026-01-01T00:00:00Z".parse().unwrap()
+}
+
+/// The same mails in a SQLite and a PostgreSQL store: for each query, the hits of
+/// PostgreSQL's text search (migration 0008) and of SQLite's FTS5, newest first.
+async fn find_on_both(
+    sqlite: &Store,
+    postgres: &Store,
+    subject: Option<&str>,
+    text: Option<&str>,
+    window: (Option<i64>, Option<i64>),
+    limit: u32,
+) -> Vec<String> {
+    let base = words_base();
+    let query = FindQuery {
+        from: None,
+        message_id: None,
+        subject: subject.map(String::from),
+        text: text.map(String::from),
+        account: None,
+        since: window.0.map(|h| base + chrono::TimeDelta::hours(h)),
+        until: window.1.map(|h| base + chrono::TimeDelta::hours(h)),
+        limit,
+    };
+    let ids = |hits: Vec<mail2ticket::store::ArticleHit>| -> Vec<String> {
+        hits.into_iter().map(|h| h.message_id).collect()
+    };
+    let on_sqlite = ids(sqlite.find_articles(&query).await.unwrap());
+    let on_postgres = ids(postgres.find_articles(&query).await.unwrap());
+    assert_eq!(
+        on_postgres, on_sqlite,
+        "--subject {subject:?} TEXT {text:?} in {window:?}"
+    );
+    on_sqlite
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn word_search_on_postgres_finds_what_sqlite_finds() {
+    let _server = SERVER.read().await;
+    let lab = Lab::get();
+    let pg = TestConfig::new_on(
+        TestStore::Postgres,
+        &[imap_account(
+            lab,
+            "shop",
+            "shop@example.test",
+            "none",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let postgres = pg.open_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&dir.path().join("tickets.db")).await.unwrap();
+    let base = words_base();
+    let subjects = [
+        "Bestellung order-4711",
+        "Paket nach Köln",
+        "Rückfrage von kunde@example.com",
+        "Lieferung verspätet",
+    ];
+    let incoming: Vec<Incoming> = (0..40)
+        .map(|i| {
+            let raw = mails::simple(
+                "shop@example.test",
+                &format!("{} {i}", subjects[i % 4]),
+                &format!("words-{i}@customer.example.test"),
+                "",
+            );
+            Incoming {
+                source_key: format!("imap:INBOX:1:{}", i + 1),
+                parsed: mail2ticket::ingest::parse::parse(&raw),
+                raw,
+                received_at: base + chrono::TimeDelta::hours(i as i64),
+            }
+        })
+        .collect();
+    for store in [&sqlite, &postgres] {
+        common::bigstore::ingest_known(store).await;
+        store
+            .store_batch(&TicketRules::without_replies("shop"), &incoming)
+            .await
+            .unwrap();
+    }
+    let all = (None, None);
+    // What a person types: a number out of an order reference, a place without its accent,
+    // part of an address, a prefix, words of an HTML body, a subject word.
+    for (subject, text, found) in [
+        (None, Some("4711"), 10),
+        (None, Some("order-4711"), 10),
+        (None, Some("koln"), 11),
+        (None, Some("Köln beschädigt"), 1),
+        (None, Some("example"), 10),
+        (None, Some("liefer*"), 11),
+        (None, Some("Rechnung"), 1),
+        (Some("Paket"), None, 10),
+        (Some("Body"), None, 0),
+        (Some("Lieferung"), Some("verspätet 3*"), 4),
+        (None, Some("don't AND ( \" &"), 0),
+        (None, Some("& !"), 0),
+    ] {
+        let hits = find_on_both(&sqlite, &postgres, subject, text, all, 100).await;
+        assert_eq!(hits.len(), found, "--subject {subject:?} TEXT {text:?}");
+    }
+    // Newest first up to the limit, and a time window.
+    let newest = find_on_both(&sqlite, &postgres, None, Some("body"), all, 5).await;
+    assert_eq!(newest[0], "words-39@customer.example.test");
+    let window = find_on_both(
+        &sqlite,
+        &postgres,
+        None,
+        Some("body"),
+        (Some(10), Some(20)),
+        100,
+    )
+    .await;
+    assert_eq!(window.len(), 10);
+
+    // And through the command an admin runs.
+    let out = common::mail2ticket_cmd(&pg.path)
+        .args(["tickets", "find", "--json", "4711"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hits.as_array().map(Vec::len), Some(10), "{hits}");
+}
+
+/// A shop moving to PostgreSQL with `store copy`: the store written by an earlier version
+/// (tests/data/stores) copied into an empty database reads the same ticket by ticket, raw mail
+/// by raw mail; the bookkeeping came along, so no mail would be fetched again; a second copy
+/// is refused; new mail after the copy gets ids past the copied ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_store_copied_to_postgres_reads_the_same() {
+    let _server = SERVER.read().await;
+    let lab = Lab::get();
+    let account = imap_account(
+        lab,
+        "shop",
+        "shop@example.test",
+        "none",
+        "action = \"delete\"\n",
+    );
+    let sqlite = TestConfig::new_on(TestStore::Sqlite, std::slice::from_ref(&account), "");
+    std::fs::copy(
+        common::repo_root().join("tests/data/stores/main-2026-11-30.sqlite"),
+        &sqlite.store,
+    )
+    .unwrap();
+    let pg = TestConfig::new_on(TestStore::Postgres, &[account], "");
+    let run = |cfg: &TestConfig, args: &[&str]| {
+        common::mail2ticket_cmd(&cfg.path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json = |cfg: &TestConfig, args: &[&str]| -> serde_json::Value {
+        let out = run(cfg, args);
+        assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let from = sqlite.store.to_str().unwrap();
+
+    let out = run(&pg, &["store", "copy", "--from", from]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", common::stderr(&out));
+    assert!(
+        said.contains("copied 44 ticket(s) and 56 article(s)"),
+        "{said}"
+    );
+    assert!(!said.contains(lab.var("MAIL_LAB_PG_PASSWORD")), "{said}");
+
+    let list = ["tickets", "list", "--json", "--limit", "1000"];
+    let tickets = json(&sqlite, &list);
+    assert_eq!(tickets.as_array().map(Vec::len), Some(44));
+    assert_eq!(json(&pg, &list), tickets);
+    for ticket in tickets.as_array().unwrap() {
+        let number = ticket["number"].as_str().unwrap();
+        let show = ["tickets", "show", number, "--json"];
+        assert_eq!(json(&pg, &show), json(&sqlite, &show), "ticket {number}");
+        let raw = ["tickets", "show", number, "--raw", "1"];
+        let (on_pg, on_sqlite) = (run(&pg, &raw), run(&sqlite, &raw));
+        assert!(on_pg.status.success(), "{}", common::stderr(&on_pg));
+        assert_eq!(
+            on_pg.stdout, on_sqlite.stdout,
+            "raw mail of ticket {number}"
+        );
+    }
+    for words in ["order", "defaut", "rucksendung auftrag"] {
+        let find = ["tickets", "find", "--json", "--limit", "100", words];
+        let hits = json(&sqlite, &find);
+        assert!(!hits.as_array().unwrap().is_empty(), "{words}");
+        assert_eq!(json(&pg, &find), hits, "{words}");
+    }
+
+    // The daemon's bookkeeping: processed keys, the quarantined mail, the sent replies.
+    let postgres = pg.open_store().await;
+    for (table, rows) in [("processed", 56), ("failures", 1), ("outbox", 3)] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(postgres.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, rows, "{table}");
+    }
+
+    let again = run(&pg, &["store", "copy", "--from", from]);
+    assert!(!again.status.success());
+    assert!(
+        common::stderr(&again).contains("already holds 44 ticket(s)"),
+        "{}",
+        common::stderr(&again)
+    );
+
+    // New mail with an attachment and a reply after the copy: ids continue past the copied.
+    let mail = common::mails::varied(4, "shop@example.test", "after-copy");
+    let incoming = Incoming {
+        source_key: "imap:INBOX:1:9001".into(),
+        parsed: mail2ticket::ingest::parse::parse(&mail.raw),
+        raw: mail.raw,
+        received_at: words_base(),
+    };
+    let outcome = postgres
+        .store_batch(&TicketRules::without_replies("shop"), &[incoming])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome[..], [mail2ticket::store::Outcome::NewTicket { .. }]),
+        "{outcome:?}"
+    );
+    let attachments: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attachments")
+        .fetch_one(postgres.pool())
+        .await
+        .unwrap();
+    assert_eq!(attachments, 11);
 }

@@ -1,4 +1,4 @@
-//! Converting a store written before migration 0007 (`mail2ticket store compact`): raw mail
+//! Converting a store written before migration 0009 (`mail2ticket store compact`): raw mail
 //! moved out of `articles` into `raw_mails`, compressed; decoded attachments moved into
 //! `attachment_contents`, once per distinct content.
 //!

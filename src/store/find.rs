@@ -10,8 +10,8 @@
 //! the query read the word's whole posting list, and every hit's article row, to find out.
 //!
 //! PostgreSQL: the sender, Message-ID, account and time criteria work the same (indexes of its
-//! migration 0004); words (`--subject`, TEXT) need SQLite's full-text index and are refused
-//! with an error that says so, rather than answered by a slow scan of every article.
+//! migration 0004). Words use its text search instead of FTS5: the generated tsvector column
+//! `articles.words` and its GIN index (its migration 0008), subject words weighted A.
 
 use std::str::FromStr;
 
@@ -69,37 +69,102 @@ pub struct FindQuery {
 impl FindQuery {
     /// At least one criterion that an index answers (a bare `--account` would list everything).
     pub fn has_criterion(&self) -> bool {
-        self.from.is_some() || self.message_id.is_some() || self.match_expression().is_some()
+        self.from.is_some() || self.message_id.is_some() || self.has_words()
     }
 
-    /// The FTS5 query for the subject and text words, or `None` when neither has a word.
+    fn has_words(&self) -> bool {
+        !self.subject_words().is_empty() || !self.text_words().is_empty()
+    }
+
+    fn subject_words(&self) -> Vec<Word<'_>> {
+        words(self.subject.as_deref())
+    }
+
+    fn text_words(&self) -> Vec<Word<'_>> {
+        words(self.text.as_deref())
+    }
+
+    /// The FTS5 query (SQLite) for the subject and text words, or `None` when neither has a
+    /// word.
     ///
     /// Every word is quoted as an FTS5 string, so what a person types (`order-4711`, `don't`,
     /// `AND`, `*`) is never read as query syntax; a word ending in `*` matches as a prefix.
-    pub fn match_expression(&self) -> Option<String> {
-        let subject = self.subject.as_deref().and_then(fts_words);
-        let text = self.text.as_deref().and_then(fts_words);
-        match (subject, text) {
+    pub fn fts5_expression(&self) -> Option<String> {
+        let quoted = |words: Vec<Word>| {
+            let w: Vec<String> = words
+                .iter()
+                .map(|w| {
+                    let star = if w.prefix { "*" } else { "" };
+                    format!("\"{}\"{star}", w.text.replace('"', "\"\""))
+                })
+                .collect();
+            (!w.is_empty()).then(|| w.join(" "))
+        };
+        match (quoted(self.subject_words()), quoted(self.text_words())) {
             (None, None) => None,
             (Some(s), None) => Some(format!("subject : ({s})")),
             (None, Some(t)) => Some(format!("({t})")),
             (Some(s), Some(t)) => Some(format!("subject : ({s}) AND ({t})")),
         }
     }
+
+    /// The words for PostgreSQL's text search: subject words limited to the subject's
+    /// weight A (migration 0008), then the text words.
+    fn weighted_words(&self) -> Vec<(Word<'_>, Option<char>)> {
+        let subject = self.subject_words().into_iter().map(|w| (w, Some('A')));
+        let text = self.text_words().into_iter().map(|w| (w, None));
+        subject.chain(text).collect()
+    }
 }
 
-fn fts_words(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split_whitespace()
-        .filter_map(|w| {
-            let (w, prefix) = match w.strip_suffix('*') {
-                Some(stem) => (stem, "*"),
-                None => (w, ""),
+/// The `to_tsquery('simple', …)` text for `words`, each as folded by the store's
+/// `search_text` (the function the index was built with), or `None` when none has a letter
+/// left: all words must occur.
+///
+/// Every word is one quoted lexeme, so what a person types is never read as query syntax;
+/// PostgreSQL splits a quoted word that folding broke in two (`order 4711`) into a phrase, as
+/// FTS5 does. A word ending in `*` matches as a prefix (`:*`).
+fn tsquery(words: &[(Word<'_>, Option<char>)], folded: &[String]) -> Option<String> {
+    let lexemes: Vec<String> = words
+        .iter()
+        .zip(folded)
+        .filter(|(_, f)| !f.trim().is_empty())
+        .map(|((w, weight), f)| {
+            let star = if w.prefix { "*" } else { "" };
+            let weight = weight.map(String::from).unwrap_or_default();
+            let label = if star.is_empty() && weight.is_empty() {
+                String::new()
+            } else {
+                format!(":{star}{weight}")
             };
-            (!w.is_empty()).then(|| format!("\"{}\"{prefix}", w.replace('"', "\"\"")))
+            let quoted = f.trim().replace('\\', "\\\\").replace('\'', "''");
+            format!("'{quoted}'{label}")
         })
         .collect();
-    (!words.is_empty()).then(|| words.join(" "))
+    (!lexemes.is_empty()).then(|| lexemes.join(" & "))
+}
+
+/// One word a person typed; `prefix` when it ended in `*`.
+struct Word<'a> {
+    text: &'a str,
+    prefix: bool,
+}
+
+fn words(text: Option<&str>) -> Vec<Word<'_>> {
+    text.unwrap_or_default()
+        .split_whitespace()
+        .map(|w| match w.strip_suffix('*') {
+            Some(stem) => Word {
+                text: stem,
+                prefix: true,
+            },
+            None => Word {
+                text: w,
+                prefix: false,
+            },
+        })
+        .filter(|w| !w.text.is_empty())
+        .collect()
 }
 
 /// One article found: which ticket, which article of it, where and when it came in.
@@ -124,9 +189,12 @@ fn received_bound(t: DateTime<Utc>) -> String {
 
 /// How far `received_at` may run against the article ids. Ids grow with commit order while
 /// `received_at` is the moment of the fetch, so two accounts' passes can commit in the other
-/// order, and a clock can be set back. A day covers both with room to spare; the exact
-/// `received_at` condition still applies inside the range, so the margin only costs reading a
-/// day more of the index.
+/// order (seconds to minutes apart), and a clock can be stepped back (NTP corrections are
+/// seconds). A day covers those with room to spare; the exact `received_at` condition still
+/// applies inside the range, so the margin only costs reading a day more of the index. A clock
+/// set back by more than a day between two fetches can hide the articles of that stretch from
+/// a word search with `--since`/`--until`; the other criteria and `tickets list` do not use the
+/// range.
 const RECEIVED_ORDER_SLACK: TimeDelta = TimeDelta::days(1);
 
 /// Article ids `[from, to)` that can hold every article received in a window.
@@ -139,37 +207,50 @@ struct IdRange {
 impl Store {
     /// Articles matching every criterion of `query`, newest first, at most `query.limit`.
     pub async fn find_articles(&self, query: &FindQuery) -> Result<Vec<ArticleHit>, StoreError> {
-        let fts = query.match_expression();
-        if fts.is_some() && self.backend == Backend::Postgres {
-            return Err(StoreError::Unsupported(
-                "tickets find: searching words (--subject, TEXT) needs the full-text index of a \
-                 SQLite store; on PostgreSQL search by --from, --message-id, --account, \
-                 --since and --until, or use PostgreSQL's own text search on the articles table \
-                 (docs/schema.md)"
-                    .into(),
-            ));
-        }
+        let words = query.has_words();
         let mut q = SqlBuilder::new(
             "SELECT t.number AS number, \
              (SELECT COUNT(*) FROM articles b WHERE b.ticket_id = a.ticket_id AND b.id <= a.id) AS article, \
              a.account AS account, a.received_at AS received_at, a.from_email AS \"from\", \
              a.from_name AS from_name, a.subject AS subject, a.message_id AS message_id FROM ",
         );
-        q.push(if fts.is_some() {
-            "articles_fts f JOIN articles a ON a.id = f.rowid"
-        } else {
-            "articles a"
-        });
+        // The column the rows come in order of: FTS5's row id when it drives the query.
+        let id = match (words, self.backend) {
+            (true, Backend::Sqlite) => {
+                q.push("articles_fts f JOIN articles a ON a.id = f.rowid");
+                "f.rowid"
+            }
+            _ => {
+                q.push("articles a");
+                "a.id"
+            }
+        };
         q.push(" JOIN tickets t ON t.id = a.ticket_id WHERE 1 = 1");
-        if let Some(expr) = &fts {
-            q.push(" AND articles_fts MATCH ").push_bind(expr.clone());
-            // FTS5 seeks a row id range in its posting lists instead of filtering every hit.
+        if words {
+            match self.backend {
+                Backend::Sqlite => q
+                    .push(" AND articles_fts MATCH ")
+                    .push_bind(query.fts5_expression().unwrap_or_default()),
+                Backend::Postgres => {
+                    let words = query.weighted_words();
+                    let folded = self.search_text(words.iter().map(|(w, _)| w.text)).await?;
+                    let Some(tsquery) = tsquery(&words, &folded) else {
+                        // Only punctuation: no article has such a word.
+                        return Ok(Vec::new());
+                    };
+                    q.push(" AND a.words @@ to_tsquery('simple', ")
+                        .push_bind(tsquery)
+                        .push(")")
+                }
+            };
+            // FTS5 seeks a row id range in its posting lists instead of filtering every hit;
+            // PostgreSQL gets the same range to scan the primary key by.
             let ids = self.article_ids_received(query.since, query.until).await?;
             if let Some(from) = ids.from {
-                q.push(" AND f.rowid >= ").push_bind(from);
+                q.push(&format!(" AND {id} >= ")).push_bind(from);
             }
             if let Some(to) = ids.to {
-                q.push(" AND f.rowid < ").push_bind(to);
+                q.push(&format!(" AND {id} < ")).push_bind(to);
             }
         }
         // These expressions are those of the indexes in migration 0004, letter for letter.
@@ -209,13 +290,24 @@ impl Store {
             q.push(" AND a.received_at < ")
                 .push_bind(received_bound(until));
         }
-        q.push(if fts.is_some() {
-            " ORDER BY f.rowid DESC LIMIT "
-        } else {
-            " ORDER BY a.id DESC LIMIT "
-        })
-        .push_bind(i64::from(query.limit));
+        q.push(&format!(" ORDER BY {id} DESC LIMIT "))
+            .push_bind(i64::from(query.limit));
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// `words` folded by PostgreSQL's `search_text` (migration 0008), the function its word
+    /// index was built with, in one round trip: the query folds exactly as the index did.
+    async fn search_text<'w>(
+        &self,
+        words: impl Iterator<Item = &'w str>,
+    ) -> Result<Vec<String>, StoreError> {
+        // A typed word holds no whitespace, so a newline keeps them apart (folding leaves it).
+        let joined: Vec<&str> = words.collect();
+        let folded: String = sqlx::query_scalar("SELECT search_text($1)")
+            .bind(joined.join("\n"))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(folded.split('\n').map(String::from).collect())
     }
 
     /// The article ids that can hold the articles received in `[since, until)`, widened by
@@ -375,7 +467,7 @@ mod tests {
         }
     }
 
-    fn words(subject: Option<&str>, text: Option<&str>) -> Option<String> {
+    fn query(subject: Option<&str>, text: Option<&str>) -> FindQuery {
         FindQuery {
             from: None,
             message_id: None,
@@ -386,7 +478,40 @@ mod tests {
             until: None,
             limit: 50,
         }
-        .match_expression()
+    }
+
+    fn words(subject: Option<&str>, text: Option<&str>) -> Option<String> {
+        query(subject, text).fts5_expression()
+    }
+
+    /// The tsquery for these words, each folded as `search_text` would (here: lower case).
+    fn tsquery_of(subject: Option<&str>, text: Option<&str>, folded: &[&str]) -> Option<String> {
+        let q = query(subject, text);
+        let folded: Vec<String> = folded.iter().map(|f| f.to_string()).collect();
+        tsquery(&q.weighted_words(), &folded)
+    }
+
+    #[test]
+    fn folded_words_are_quoted_lexemes_on_postgres() {
+        assert_eq!(
+            tsquery_of(None, Some("Order-4711 it's"), &["order 4711", "it s"]).unwrap(),
+            "'order 4711' & 'it s'"
+        );
+        // Folding turns quotes and backslashes into spaces; were one left, it stays quoted.
+        assert_eq!(
+            tsquery_of(None, Some("a'b"), &["a'b\\"]).unwrap(),
+            r"'a''b\\'"
+        );
+        assert_eq!(
+            tsquery_of(
+                Some("Rechnung liefer*"),
+                Some("falsch*"),
+                &["rechnung", "liefer", "falsch"]
+            )
+            .unwrap(),
+            "'rechnung':A & 'liefer':*A & 'falsch':*"
+        );
+        assert_eq!(tsquery_of(None, Some("& !"), &["  ", " "]), None);
     }
 
     #[test]

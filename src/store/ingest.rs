@@ -915,7 +915,7 @@ async fn touch_tickets(
     Ok(())
 }
 
-/// What the `raw` and `data` columns of rows written since migration 0007 hold: the bytes are in
+/// What the `raw` and `data` columns of rows written since migration 0009 hold: the bytes are in
 /// `raw_mails` and `attachment_contents`.
 const NO_BYTES: &[u8] = &[];
 
@@ -1102,7 +1102,7 @@ async fn insert_articles(
             .push_bind(p.subject.as_str())
             .push_bind(p.text.as_str())
             .push_bind(p.html.as_str())
-            // The bytes live in raw_mails (migration 0007); the column stays for older rows.
+            // The bytes live in raw_mails (migration 0009); the column stays for older rows.
             .push_bind(NO_BYTES)
             .push_bind(r.sha)
             .push_bind(mail.raw.len() as i64)

@@ -12,6 +12,7 @@
 //! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
 mod compact;
+mod copy;
 mod failure;
 mod find;
 mod ingest;
@@ -35,6 +36,7 @@ use crate::secret::Secret;
 pub(crate) use sql::SqlBuilder;
 
 pub use compact::{CompactCursor, CompactStep};
+pub use copy::CopiedTable;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
@@ -55,9 +57,12 @@ pub enum StoreError {
     /// masked: a driver message must not carry it into a log.
     #[error("cannot connect to the ticket store {url}: {cause}; check [store] url (or url_file / url_env), that the server runs and lets this user in (password in the URL, PGPASSFILE or ~/.pgpass), and sslmode / sslrootcert")]
     Connect { url: String, cause: String },
-    /// Something this backend cannot do (e.g. word search on PostgreSQL).
+    /// Something this backend cannot do (e.g. generating a synthetic store on PostgreSQL).
     #[error("{0}")]
     Unsupported(String),
+    /// `store copy` refused or found a mismatch; nothing was committed.
+    #[error("store copy: {0}")]
+    Copy(String),
     #[error("migrating the ticket store {path} failed: {cause}")]
     Migrate {
         path: String,
@@ -90,9 +95,10 @@ impl StoreError {
             StoreError::CreateDir { .. } | StoreError::Open { .. } => StoreErrorKind::Io,
             StoreError::Connect { .. } => StoreErrorKind::Unreachable,
             StoreError::LeaseLost { .. } => StoreErrorKind::LeaseLost,
-            StoreError::Migrate { .. } | StoreError::Panicked(_) | StoreError::Unsupported(_) => {
-                StoreErrorKind::Other
-            }
+            StoreError::Migrate { .. }
+            | StoreError::Panicked(_)
+            | StoreError::Unsupported(_)
+            | StoreError::Copy(_) => StoreErrorKind::Other,
         }
     }
 

@@ -92,7 +92,7 @@ async fn verified_raw(
     number: &str,
     article: u32,
 ) -> Result<Vec<u8>, ExportError> {
-    // Rows written before migration 0007 and not compacted yet have their bytes in articles.raw.
+    // Rows written before migration 0009 and not compacted yet have their bytes in articles.raw.
     let (raw, expected, size, codec, packed): StoredRaw = sqlx::query_as(
         "SELECT a.raw, a.raw_sha256, a.size, r.codec, r.data FROM articles a \
          LEFT JOIN raw_mails r ON r.article_id = a.id WHERE a.id = $1",
@@ -195,7 +195,7 @@ impl Store {
                 count: ids.len() as i64,
             });
         };
-        // content_sha256 '' : written before migration 0007 and not compacted yet.
+        // content_sha256 '' : written before migration 0009 and not compacted yet.
         let (filename, content_type, sha, data): (String, String, String, Vec<u8>) =
             sqlx::query_as(
                 "SELECT a.filename, a.content_type, a.content_sha256, COALESCE(c.data, a.data) \

@@ -1,4 +1,4 @@
-//! How raw mail is kept on disk: compressed with zstd, in `raw_mails` (migration 0007).
+//! How raw mail is kept on disk: compressed with zstd, in `raw_mails` (migration 0009).
 //!
 //! zstd level 3 against the alternatives on 10,000 mails of the benchmark's mixed corpus is in
 //! BENCHMARKS.md ("Storage"); the bytes read back are checked against the SHA-256 taken at

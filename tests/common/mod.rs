@@ -457,6 +457,17 @@ impl Daemon {
         Daemon { child, log }
     }
 
+    /// `kill -NAME` (TERM, HUP, STOP, CONT ...).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         self.child.kill().ok();

@@ -1,4 +1,4 @@
--- PostgreSQL translation of migrations/sqlite/0007_compact_store.sql: raw mail compressed in a
+-- PostgreSQL translation of migrations/sqlite/0009_compact_store.sql: raw mail compressed in a
 -- table of its own, decoded attachments once per distinct content. Additive: rows written before
 -- keep their bytes where they are until `mail2ticket store compact` moves them, batch by batch.
 

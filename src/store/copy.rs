@@ -1,0 +1,305 @@
+//! `mail2ticket store copy --from FILE`: a SQLite store copied into the configured store, for a
+//! shop that moves its tickets to PostgreSQL (or to a new SQLite file).
+//!
+//! The source is read in one read transaction (a consistent snapshot, even were a daemon still
+//! writing it) and the target written in one write transaction: a copy that fails half-way
+//! leaves the target as empty as it was, and a second try starts from the beginning. The
+//! target must hold no tickets yet, so nothing is ever copied twice. The columns copied are
+//! those of the source, which has just been migrated to the same schema version as the target;
+//! a PostgreSQL target computes its generated column `articles.words` itself.
+
+use std::path::Path;
+
+use futures::TryStreamExt;
+use sqlx::{Any, Row};
+
+use super::{Backend, SqlBuilder, Store, StoreError};
+
+/// A store's tables in an order their rows can be inserted in (each after the tables its
+/// foreign keys name), and whether the table's `id` is an identity column on PostgreSQL, whose
+/// sequence must then move past the copied ids.
+const TABLES: &[(&str, bool)] = &[
+    ("tickets", false),
+    ("articles", false),
+    ("raw_mails", false),
+    ("attachment_contents", false),
+    ("attachments", true),
+    ("processed", false),
+    ("mailbox_state", false),
+    ("failures", false),
+    ("outbox", true),
+    ("messages", false),
+    ("message_copies", true),
+];
+
+/// Tables a copy leaves out: the migration history (the target keeps its own), the leases of
+/// running instances, SQLite's own bookkeeping and the full-text index (each target builds its
+/// index from the rows it gets).
+const NOT_COPIED: &[&str] = &[
+    "_sqlx_migrations",
+    "account_leases",
+    "sqlite_sequence",
+    "articles_fts",
+    "articles_fts_data",
+    "articles_fts_idx",
+    "articles_fts_docsize",
+    "articles_fts_config",
+];
+
+/// Rows per INSERT, and the bytes after which a batch goes out early (raw mails can be large).
+const BATCH_ROWS: usize = 200;
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// One table's rows as copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedTable {
+    pub table: &'static str,
+    pub rows: u64,
+}
+
+/// A column value as SQLite declares it; copied as that type.
+enum Value {
+    Integer(Option<i64>),
+    Text(Option<String>),
+    Blob(Option<Vec<u8>>),
+}
+
+impl Value {
+    fn size(&self) -> usize {
+        match self {
+            Value::Integer(_) => 8,
+            Value::Text(t) => t.as_ref().map_or(0, String::len),
+            Value::Blob(b) => b.as_ref().map_or(0, Vec::len),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Declared {
+    Integer,
+    Text,
+    Blob,
+}
+
+impl Store {
+    /// Copies every row of the SQLite store at `from` into this store, which must hold no
+    /// tickets. `progress` hears of each table when it is done.
+    pub async fn copy_from_sqlite(
+        &self,
+        from: &Path,
+        mut progress: impl FnMut(&CopiedTable),
+    ) -> Result<Vec<CopiedTable>, StoreError> {
+        let tickets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tickets")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if tickets > 0 {
+            return Err(StoreError::Copy(format!(
+                "the store at {} already holds {tickets} ticket(s): copy only into an empty store \
+                 (a new database or schema), so that nothing is copied twice",
+                self.path
+            )));
+        }
+        let source = Store::open(from).await?;
+        check_every_table_is_known(&source).await?;
+        let mut read = source.pool.begin().await?;
+        let mut write = self.write_tx().await?;
+        let mut copied = Vec::new();
+        for &(table, identity) in TABLES {
+            let columns = declared_columns(&mut read, table).await?;
+            let rows = copy_table(&mut read, &mut write, table, &columns).await?;
+            let target: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&mut *write)
+                .await?;
+            if target != rows as i64 {
+                return Err(StoreError::Copy(format!(
+                    "copying {table}: {rows} row(s) read but the target holds {target}; nothing \
+                     was committed"
+                )));
+            }
+            if identity && self.backend == Backend::Postgres {
+                sqlx::query(&format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
+                     COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                ))
+                .execute(&mut *write)
+                .await?;
+            }
+            let done = CopiedTable { table, rows };
+            progress(&done);
+            copied.push(done);
+        }
+        write.commit().await.map_err(|e| self.fail(e))?;
+        read.rollback().await.ok();
+        source.close().await;
+        Ok(copied)
+    }
+}
+
+/// Every table of the source is copied or deliberately left out: a table added by a later
+/// migration and forgotten here would otherwise be lost silently.
+async fn check_every_table_is_known(source: &Store) -> Result<(), StoreError> {
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&source.pool)
+            .await?;
+    let unknown: Vec<&String> = tables
+        .iter()
+        .filter(|t| !TABLES.iter().any(|(c, _)| c == t) && !NOT_COPIED.contains(&t.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Copy(format!(
+            "the store has table(s) this version cannot copy: {unknown:?}"
+        )))
+    }
+}
+
+async fn declared_columns(
+    read: &mut sqlx::Transaction<'static, Any>,
+    table: &str,
+) -> Result<Vec<(String, Declared)>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT name, type FROM pragma_table_info('{table}')"
+    ))
+    .fetch_all(&mut **read)
+    .await?;
+    rows.into_iter()
+        .map(|(name, ty)| {
+            let declared = match ty.to_ascii_uppercase().as_str() {
+                "INTEGER" => Declared::Integer,
+                "TEXT" => Declared::Text,
+                "BLOB" => Declared::Blob,
+                other => {
+                    return Err(StoreError::Copy(format!(
+                        "{table}.{name} is declared {other:?}, which a copy does not know"
+                    )))
+                }
+            };
+            Ok((name, declared))
+        })
+        .collect()
+}
+
+/// Streams `table` from the source into the target in batches; returns the rows copied.
+async fn copy_table(
+    read: &mut sqlx::Transaction<'static, Any>,
+    write: &mut sqlx::Transaction<'static, Any>,
+    table: &str,
+    columns: &[(String, Declared)],
+) -> Result<u64, StoreError> {
+    let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    let select = format!("SELECT {} FROM {table} ORDER BY rowid", names.join(", "));
+    let insert = format!("INSERT INTO {table} ({}) ", names.join(", "));
+    let mut rows = sqlx::query(&select).fetch(&mut **read);
+    let mut batch: Vec<Vec<Value>> = Vec::new();
+    let mut bytes = 0;
+    let mut copied = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        let values = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, declared))| {
+                Ok(match declared {
+                    Declared::Integer => Value::Integer(row.try_get(i)?),
+                    Declared::Text => Value::Text(row.try_get(i)?),
+                    Declared::Blob => Value::Blob(row.try_get(i)?),
+                })
+            })
+            .collect::<Result<Vec<Value>, sqlx::Error>>()?;
+        bytes += values.iter().map(Value::size).sum::<usize>();
+        batch.push(values);
+        if batch.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
+            copied += insert_batch(write, &insert, std::mem::take(&mut batch)).await?;
+            bytes = 0;
+        }
+    }
+    copied += insert_batch(write, &insert, batch).await?;
+    Ok(copied)
+}
+
+async fn insert_batch(
+    write: &mut sqlx::Transaction<'static, Any>,
+    insert: &str,
+    batch: Vec<Vec<Value>>,
+) -> Result<u64, StoreError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let n = batch.len() as u64;
+    let mut q = SqlBuilder::new(insert);
+    q.push_values(batch, |mut row, values| {
+        for value in values {
+            row = match value {
+                Value::Integer(v) => row.push_bind(v),
+                Value::Text(v) => row.push_bind(v),
+                Value::Blob(v) => row.push_bind(v),
+            };
+        }
+    });
+    q.build().execute(&mut **write).await?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Incoming, TicketRules};
+
+    #[tokio::test]
+    async fn every_table_of_todays_schema_is_copied_or_left_out_on_purpose() {
+        let store = Store::open_in_memory().await.unwrap();
+        check_every_table_is_known(&store).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_copy_into_a_new_sqlite_store_holds_every_row_and_its_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("old.db");
+        let old = Store::open(&from).await.unwrap();
+        let mails: Vec<Incoming> = (0..3)
+            .map(|n| {
+                let raw = format!(
+                    "From: k{n}@c.test\r\nSubject: Lieferung {n}\r\nMessage-ID: <m{n}@c.test>\r\n\r\nWo bleibt mein Paket?\r\n"
+                );
+                Incoming {
+                    source_key: format!("imap:INBOX:1:{n}"),
+                    parsed: crate::ingest::parse::parse(raw.as_bytes()),
+                    raw: raw.into_bytes(),
+                    received_at: chrono::Utc::now(),
+                }
+            })
+            .collect();
+        old.store_batch(&TicketRules::without_replies("support"), &mails)
+            .await
+            .unwrap();
+        old.close().await;
+
+        let new = Store::open(&dir.path().join("new.db")).await.unwrap();
+        let mut heard = Vec::new();
+        let copied = new
+            .copy_from_sqlite(&from, |t| heard.push(t.table))
+            .await
+            .unwrap();
+        assert_eq!(heard.len(), TABLES.len());
+        let rows = |table: &str| copied.iter().find(|t| t.table == table).unwrap().rows;
+        assert_eq!(
+            (rows("tickets"), rows("articles"), rows("processed")),
+            (3, 3, 3)
+        );
+        // The target's own full-text index was filled from the copied rows.
+        let words: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM articles_fts WHERE articles_fts MATCH 'paket'",
+        )
+        .fetch_one(&new.pool)
+        .await
+        .unwrap();
+        assert_eq!(words, 3);
+        let again = new.copy_from_sqlite(&from, |_| {}).await.unwrap_err();
+        assert!(
+            again.to_string().contains("already holds 3 ticket(s)"),
+            "{again}"
+        );
+    }
+}
