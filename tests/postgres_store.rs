@@ -504,3 +504,46 @@ async fn a_sqlite_store_copied_to_postgres_reads_the_same() {
         .unwrap();
     assert_eq!(attachments, 11);
 }
+
+/// NUL bytes are legal in a mail's 8-bit body and header, but PostgreSQL's text cannot hold
+/// them: such a mail still becomes a ticket on both stores (the raw mail keeps every byte).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_with_nul_bytes_becomes_a_ticket_on_both_stores() {
+    let _server = SERVER.read().await;
+    let lab = Lab::get();
+    let raw = b"From: Kunde <k\0@example.test>\r\nSubject: Null\0byte\r\nMessage-ID: <nul\0@example.test>\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nA body with \0 a NUL.\r\n"
+        .to_vec();
+    let incoming = Incoming {
+        source_key: "imap:INBOX:1:1".into(),
+        parsed: mail2ticket::ingest::parse::parse(&raw),
+        raw: raw.clone(),
+        received_at: words_base(),
+    };
+    let pg = TestConfig::new_on(
+        TestStore::Postgres,
+        &[imap_account(
+            lab,
+            "shop",
+            "shop@example.test",
+            "none",
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&dir.path().join("tickets.db")).await.unwrap();
+    for store in [&pg.open_store().await, &sqlite] {
+        let outcome = store
+            .store_batch(
+                &TicketRules::without_replies("shop"),
+                std::slice::from_ref(&incoming),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome[..], [mail2ticket::store::Outcome::NewTicket { .. }]),
+            "{outcome:?}"
+        );
+    }
+}

@@ -61,7 +61,7 @@ pub const UNPARSEABLE_SUBJECT: &str = "(unparseable message)";
 /// becomes an unparseable one (its raw bytes kept, flagged with the problem) like any other
 /// mail it cannot read.
 pub fn parse(raw: &[u8]) -> ParsedMail {
-    match std::panic::catch_unwind(|| parse_or_panic(raw)) {
+    let mut parsed = match std::panic::catch_unwind(|| parse_or_panic(raw)) {
         Ok(parsed) => parsed,
         Err(_) => {
             tracing::error!(
@@ -70,6 +70,92 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
             );
             unparseable(raw, "the mail parser panicked on this message")
         }
+    };
+    replace_nul(&mut parsed);
+    parsed
+}
+
+/// A NUL character is legal in a mail (an 8-bit body, `=00`, base64) but PostgreSQL's text
+/// cannot hold one, and no reader wants one: each becomes U+FFFD in every text the mail is
+/// parsed into, so such a mail is a ticket on either store. The raw mail keeps the byte.
+fn replace_nul(parsed: &mut ParsedMail) {
+    fn fix(s: &mut String) {
+        if s.contains('\0') {
+            *s = s.replace('\0', "\u{FFFD}");
+        }
+    }
+    // Spelled out field by field, so that a text field added later does not compile until
+    // it is listed here.
+    let ParsedMail {
+        message_id,
+        in_reply_to,
+        references,
+        from_email,
+        from_name,
+        reply_to_email,
+        reply_to_name,
+        to,
+        cc,
+        subject,
+        date: _,
+        text,
+        html,
+        attachments,
+        automation,
+        parse_problem,
+    } = parsed;
+    let AutomationHeaders {
+        auto_submitted,
+        precedence,
+        has_list_id: _,
+        has_list_unsubscribe: _,
+        x_auto_response_suppress,
+        return_path,
+        is_delivery_report: _,
+        returned_message_id,
+        loop_marker,
+        test_marker,
+    } = automation;
+    for s in [
+        message_id,
+        from_email,
+        from_name,
+        reply_to_name,
+        to,
+        cc,
+        subject,
+        text,
+        html,
+    ] {
+        fix(s);
+    }
+    for s in [
+        reply_to_email,
+        auto_submitted,
+        precedence,
+        x_auto_response_suppress,
+        return_path,
+        returned_message_id,
+        loop_marker,
+        test_marker,
+        parse_problem,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(s);
+    }
+    for s in in_reply_to.iter_mut().chain(references) {
+        fix(s);
+    }
+    for Attachment {
+        filename,
+        content_type,
+        data: _,
+    } in attachments
+    {
+        fix(filename);
+        fix(content_type);
     }
 }
 
@@ -238,6 +324,19 @@ fn address_list(addr: Option<&Address>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_anywhere_in_the_text_becomes_a_replacement_character() {
+        let raw = b"From: K\0unde <k@example.test>\r\nSubject: Null\0byte =?UTF-8?Q?a=00b?=\r\n\
+Message-ID: <n\0ul@example.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\r\nbody =00 and \0 here\r\n";
+        let p = parse(raw);
+        for text in [&p.subject, &p.text, &p.from_name, &p.message_id] {
+            assert!(!text.contains('\0'), "{text:?}");
+        }
+        assert!(p.subject.contains('\u{FFFD}'), "{:?}", p.subject);
+        assert!(p.text.contains("body \u{FFFD} and"), "{:?}", p.text);
+    }
 
     #[test]
     fn decodes_rfc2047_subject_and_latin1_body() {

@@ -4,13 +4,16 @@
 //! The source is read in one read transaction (a consistent snapshot, even were a daemon still
 //! writing it) and the target written in one write transaction: a copy that fails half-way
 //! leaves the target as empty as it was, and a second try starts from the beginning. The
-//! target must hold no tickets yet, so nothing is ever copied twice. The columns copied are
+//! target must hold no tickets yet, so nothing is ever copied twice. Before the commit, every
+//! table is read back from the target and compared with what was read from the source: row
+//! counts and a checksum over every value of every row (raw mails included). The columns copied are
 //! those of the source, which has just been migrated to the same schema version as the target;
 //! a PostgreSQL target computes its generated column `articles.words` itself.
 
 use std::path::Path;
 
 use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
 use sqlx::{Any, Row};
 
 use super::{Backend, SqlBuilder, Store, StoreError};
@@ -57,6 +60,29 @@ pub struct CopiedTable {
     pub rows: u64,
 }
 
+/// The rows of a table as a count and an order-free checksum: the wrapping sum of each row's
+/// SHA-256 (its first 16 bytes). Order-free because the two databases sort text differently,
+/// so the target cannot be read back in the source's order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TableSum {
+    rows: u64,
+    sum: u128,
+}
+
+impl TableSum {
+    fn add(&mut self, row: &[Value]) {
+        let mut h = Sha256::new();
+        for value in row {
+            value.hash_into(&mut h);
+        }
+        let digest = h.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
+    }
+}
+
 /// A column value as SQLite declares it; copied as that type.
 enum Value {
     Integer(Option<i64>),
@@ -65,6 +91,28 @@ enum Value {
 }
 
 impl Value {
+    /// A type tag, the length and the bytes: no two different rows hash alike by running one
+    /// value into the next.
+    fn hash_into(&self, h: &mut Sha256) {
+        let integer;
+        let (tag, bytes): (u8, Option<&[u8]>) = match self {
+            Value::Integer(v) => {
+                integer = v.map(i64::to_le_bytes);
+                (1, integer.as_ref().map(|b| &b[..]))
+            }
+            Value::Text(v) => (2, v.as_deref().map(str::as_bytes)),
+            Value::Blob(v) => (3, v.as_deref()),
+        };
+        h.update([tag]);
+        match bytes {
+            None => h.update(u64::MAX.to_le_bytes()),
+            Some(b) => {
+                h.update((b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+        }
+    }
+
     fn size(&self) -> usize {
         match self {
             Value::Integer(_) => 8,
@@ -107,16 +155,7 @@ impl Store {
         let mut copied = Vec::new();
         for &(table, identity) in TABLES {
             let columns = declared_columns(&mut read, table).await?;
-            let rows = copy_table(&mut read, &mut write, table, &columns).await?;
-            let target: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-                .fetch_one(&mut *write)
-                .await?;
-            if target != rows as i64 {
-                return Err(StoreError::Copy(format!(
-                    "copying {table}: {rows} row(s) read but the target holds {target}; nothing \
-                     was committed"
-                )));
-            }
+            let rows = copy_table(&mut read, &mut write, table, &columns, self.backend).await?;
             if identity && self.backend == Backend::Postgres {
                 sqlx::query(&format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
@@ -182,52 +221,92 @@ async fn declared_columns(
         .collect()
 }
 
-/// Streams `table` from the source into the target in batches; returns the rows copied.
+/// Streams `table` from the source into the target in batches, then reads it back from the
+/// target: both sides' [`TableSum`] must agree. Returns the rows copied.
 async fn copy_table(
     read: &mut sqlx::Transaction<'static, Any>,
     write: &mut sqlx::Transaction<'static, Any>,
     table: &str,
     columns: &[(String, Declared)],
+    target_backend: Backend,
 ) -> Result<u64, StoreError> {
     let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
-    let select = format!("SELECT {} FROM {table} ORDER BY rowid", names.join(", "));
+    let select = format!("SELECT {} FROM {table}", names.join(", "));
     let insert = format!("INSERT INTO {table} ({}) ", names.join(", "));
-    let mut rows = sqlx::query(&select).fetch(&mut **read);
-    let mut batch: Vec<Vec<Value>> = Vec::new();
-    let mut bytes = 0;
-    let mut copied = 0u64;
-    while let Some(row) = rows.try_next().await? {
-        let values = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (_, declared))| {
-                Ok(match declared {
-                    Declared::Integer => Value::Integer(row.try_get(i)?),
-                    Declared::Text => Value::Text(row.try_get(i)?),
-                    Declared::Blob => Value::Blob(row.try_get(i)?),
-                })
-            })
-            .collect::<Result<Vec<Value>, sqlx::Error>>()?;
-        bytes += values.iter().map(Value::size).sum::<usize>();
-        batch.push(values);
-        if batch.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
-            copied += insert_batch(write, &insert, std::mem::take(&mut batch)).await?;
-            bytes = 0;
+    let mut source = TableSum::default();
+    {
+        let mut rows = sqlx::query(&select).fetch(&mut **read);
+        let mut batch: Vec<Vec<Value>> = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.try_next().await? {
+            let mut values = decode(&row, columns)?;
+            if target_backend == Backend::Postgres {
+                // Stores written before parsing replaced NUL (see ingest::parse) may hold one;
+                // PostgreSQL's text cannot.
+                for value in &mut values {
+                    if let Value::Text(Some(s)) = value {
+                        if s.contains('\0') {
+                            *s = s.replace('\0', "\u{FFFD}");
+                        }
+                    }
+                }
+            }
+            source.add(&values);
+            bytes += values.iter().map(Value::size).sum::<usize>();
+            batch.push(values);
+            if batch.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
+                insert_batch(write, &insert, std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
         }
+        insert_batch(write, &insert, batch).await?;
     }
-    copied += insert_batch(write, &insert, batch).await?;
-    Ok(copied)
+    let mut target = TableSum::default();
+    let mut rows = sqlx::query(&select).fetch(&mut **write);
+    while let Some(row) = rows.try_next().await? {
+        target.add(&decode(&row, columns)?);
+    }
+    if target != source {
+        return Err(StoreError::Copy(format!(
+            "{table} reads back differently from the target ({} row(s) read from the source, {} \
+             in the target, checksums {}); nothing was committed",
+            source.rows,
+            target.rows,
+            if source.sum == target.sum {
+                "equal"
+            } else {
+                "differ"
+            }
+        )));
+    }
+    Ok(source.rows)
+}
+
+fn decode(
+    row: &sqlx::any::AnyRow,
+    columns: &[(String, Declared)],
+) -> Result<Vec<Value>, sqlx::Error> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, declared))| {
+            Ok(match declared {
+                Declared::Integer => Value::Integer(row.try_get(i)?),
+                Declared::Text => Value::Text(row.try_get(i)?),
+                Declared::Blob => Value::Blob(row.try_get(i)?),
+            })
+        })
+        .collect()
 }
 
 async fn insert_batch(
     write: &mut sqlx::Transaction<'static, Any>,
     insert: &str,
     batch: Vec<Vec<Value>>,
-) -> Result<u64, StoreError> {
+) -> Result<(), StoreError> {
     if batch.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
-    let n = batch.len() as u64;
     let mut q = SqlBuilder::new(insert);
     q.push_values(batch, |mut row, values| {
         for value in values {
@@ -239,7 +318,7 @@ async fn insert_batch(
         }
     });
     q.build().execute(&mut **write).await?;
-    Ok(n)
+    Ok(())
 }
 
 #[cfg(test)]
