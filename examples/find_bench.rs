@@ -3,8 +3,9 @@
 //! runs each kind of query `--rounds` times with varying parameters through the same Store
 //! methods the commands call, and prints p50/p99 per kind as JSON on stdout.
 //!
-//!   find_bench --store PATH --articles N [--rounds 100] [--postgres URL_ENV]
+//!   find_bench --store PATH --articles N [--rounds 100] [--postgres URL_ENV | --generate-only]
 //!
+//! `--generate-only`: only generate the store (scripts/bench's grown-store backlog starts there).
 //! `--postgres URL_ENV`: measure on PostgreSQL instead, the database URL in the environment
 //! variable URL_ENV (never on the command line: it may carry a password). The generated SQLite
 //! store is copied there first (`Store::copy_from_sqlite`, as `store copy` does) unless the
@@ -66,6 +67,11 @@ async fn main() {
             "generated {articles} articles in {:.1} s",
             t.elapsed().as_secs_f64()
         );
+    }
+    if args.iter().any(|a| a == "--generate-only") {
+        // The starting point of scripts/bench's grown-store backlog: no queries.
+        store.close().await;
+        return;
     }
     let mut copied_s = None;
     let store = match arg(&args, "--postgres") {

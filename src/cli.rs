@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded, Severity, EXIT_CONFIG};
 use crate::logging::Audience;
-use crate::store::{ExportError, FindQuery, Sender, Store, TicketFilter};
+use crate::store::{CompactCursor, ExportError, FindQuery, Sender, Store, TicketFilter};
 use crate::when::When;
 
 #[derive(Debug, Parser)]
@@ -81,17 +81,15 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Oauth2Command {
-    /// Authorize NAME (an account, or `smtp`) by the device flow: open the printed URL in any
-    /// browser, enter the code, approve; the refresh token is stored for the daemon
-    Authorize {
-        /// The account's `name`, or `smtp` for [smtp]
-        name: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum StoreCommand {
+    /// Convert mail stored by versions before the compressed store (schema 0009): raw mail
+    /// compressed into its own table, attachments once per content. In short batches: safe to
+    /// run beside the daemon, to interrupt, and to run again (it continues where it stopped)
+    Compact {
+        /// Mails per batch (one short write transaction each)
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
     /// Copy every ticket, article, attachment and piece of bookkeeping of a SQLite store into
     /// the configured store ([store] url or path), which must be empty: how a shop moves to
     /// PostgreSQL. Stop the daemon first; the copy commits all or nothing.
@@ -99,6 +97,16 @@ pub enum StoreCommand {
         /// The SQLite store to copy from (the old [store] path)
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Oauth2Command {
+    /// Authorize NAME (an account, or `smtp`) by the device flow: open the printed URL in any
+    /// browser, enter the code, approve; the refresh token is stored for the daemon
+    Authorize {
+        /// The account's `name`, or `smtp` for [smtp]
+        name: String,
     },
 }
 
@@ -218,6 +226,9 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run { once } => crate::daemon::run(loaded, cli.config, once).await,
             Command::Tickets { command } => tickets(&loaded, command).await,
             Command::Store {
+                command: StoreCommand::Compact { batch },
+            } => store_compact(&loaded, batch).await,
+            Command::Store {
                 command: StoreCommand::Copy { from },
             } => copy_store(&loaded, &from).await,
             Command::Oauth2 {
@@ -281,6 +292,12 @@ fn check_config(loaded: &Loaded) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+async fn open_store(loaded: &Loaded) -> Result<Store, ExitCode> {
+    Store::open_at(&loaded.config.store.location())
+        .await
+        .map_err(fail)
+}
+
 async fn copy_store(loaded: &Loaded, from: &std::path::Path) -> ExitCode {
     if !from.is_file() {
         eprintln!(
@@ -289,12 +306,9 @@ async fn copy_store(loaded: &Loaded, from: &std::path::Path) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let store = match Store::open_at(&loaded.config.store.location()).await {
+    let store = match open_store(loaded).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let copied = store
         .copy_from_sqlite(from, |t| println!("{:>16}  {} row(s)", t.table, t.rows))
@@ -326,16 +340,62 @@ async fn copy_store(loaded: &Loaded, from: &std::path::Path) -> ExitCode {
 }
 
 async fn tickets(loaded: &Loaded, command: TicketsCommand) -> ExitCode {
-    let store = match Store::open_at(&loaded.config.store.location()).await {
+    let store = match open_store(loaded).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let code = tickets_command(&store, command).await;
     store.close().await;
     code
+}
+
+async fn store_compact(loaded: &Loaded, batch: u32) -> ExitCode {
+    let store = match open_store(loaded).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut cursor = CompactCursor::default();
+    let (mut mails, mut attachments, mut damaged) = (0u64, 0u64, 0u64);
+    let finished = loop {
+        match store.compact_step(&mut cursor, batch).await {
+            Ok(step) => {
+                mails += step.mails;
+                attachments += step.attachments;
+                damaged += step.damaged;
+                if step.finished {
+                    break true;
+                }
+                if step.mails > 0 {
+                    eprintln!("{mails} raw mails compressed so far");
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {e}\n{mails} raw mails were converted before it; \
+                     run `mail2ticket store compact` again to continue"
+                );
+                break false;
+            }
+        }
+    };
+    store.close().await;
+    if finished {
+        println!(
+            "ok: {mails} raw mails compressed, {attachments} attachments stored once per \
+             content; the space they freed in the file is reused by new mail"
+        );
+    }
+    if damaged > 0 {
+        eprintln!(
+            "warning: {damaged} raw mails no longer match their SHA-256 and were left as they \
+             are: the store file is damaged (`tickets show NUMBER --raw N` names them)"
+        );
+    }
+    if finished {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn tickets_command(store: &Store, command: TicketsCommand) -> ExitCode {

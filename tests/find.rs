@@ -376,11 +376,25 @@ async fn a_raw_mail_that_no_longer_matches_its_sha256_is_refused() {
     );
     let db = mail2ticket::store::Store::open(&cfg.store).await.unwrap();
     let known = ingest_known(&db).await;
-    // One flipped byte, as a damaged disk would leave it.
-    sqlx::query("UPDATE articles SET raw = CAST(replace(CAST(raw AS TEXT), 'order', 'ordex') AS BLOB) WHERE id = 1")
+    // One changed byte, as a damaged disk would leave it, in a mail stored the way versions
+    // before the compressed store did (in articles.raw).
+    let damaged = String::from_utf8_lossy(&known[0].0.raw).replacen("order", "ordex", 1);
+    sqlx::query("UPDATE articles SET raw = ? WHERE id = 1")
+        .bind(damaged.as_bytes())
         .execute(db.pool())
         .await
         .unwrap();
+    sqlx::query("DELETE FROM raw_mails WHERE article_id = 1")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // And a compressed mail cut short.
+    sqlx::query(
+        "UPDATE raw_mails SET data = substr(data, 1, length(data) / 2) WHERE article_id = 3",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
     db.close().await;
     let out = cfg.run(&["tickets", "show", &known[0].1, "--raw", "1"]);
     assert_eq!(out.status.code(), Some(1));
@@ -395,6 +409,17 @@ async fn a_raw_mail_that_no_longer_matches_its_sha256_is_refused() {
     );
     let intact = cfg.run(&["tickets", "show", &known[1].1, "--raw", "1"]);
     assert_eq!(intact.stdout, known[1].0.raw);
+    let cut = cfg.run(&["tickets", "show", &known[2].1, "--raw", "1"]);
+    assert_eq!(cut.status.code(), Some(1));
+    assert!(
+        cut.stdout.is_empty(),
+        "nothing of a damaged mail is written"
+    );
+    let err = common::stderr(&cut);
+    assert!(
+        err.contains("cannot be decoded") || err.contains("does not match the SHA-256"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -24,6 +24,8 @@ use super::{Backend, SqlBuilder, Store, StoreError};
 const TABLES: &[(&str, bool)] = &[
     ("tickets", false),
     ("articles", false),
+    ("raw_mails", false),
+    ("attachment_contents", false),
     ("attachments", true),
     ("processed", false),
     ("mailbox_state", false),

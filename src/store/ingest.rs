@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Transaction};
 
+use super::raw_codec::RawCodec;
 use super::{now_rfc3339, SqlBuilder, Store, StoreError};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
@@ -97,10 +98,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 impl Store {
     /// Stores a batch in one durable transaction; returns one outcome per mail, in order.
     ///
-    /// Per mail only the ticket and article rows are written one by one; the lookups that are
-    /// the same for every mail (already processed? same bytes stored before?) and the
-    /// `processed` rows are one statement per chunk of the batch. Each statement is a round trip
-    /// to SQLite's worker thread, and these round trips were most of a backlog's time.
+    /// The lookups that are the same for every mail (already processed? same bytes stored
+    /// before? which tickets do its references belong to?) and the `processed` rows are one
+    /// statement per chunk of the batch, and so are the tickets and articles of mails with
+    /// nothing else to look up (see `bulk_route`); only the rest is written one by one. Each
+    /// statement is a round trip to SQLite's worker thread, and these round trips were most of
+    /// a backlog's time.
     ///
     /// A panic while handling a mail (a bug in parsing, threading, reply rules or building the
     /// rows) is caught here and returned as [`StoreError::Panicked`]: the transaction rolls back
@@ -132,24 +135,35 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
     ) -> Result<Vec<Outcome>, StoreError> {
+        // Hashing and compressing need no lock: done before the write transaction begins.
+        let shas: Vec<String> = mails.iter().map(|m| sha256_hex(&m.raw)).collect();
+        let packed: Vec<Vec<u8>> = mails
+            .iter()
+            .map(|m| RawCodec::CURRENT.encode(&m.raw))
+            .collect();
+        let msg_keys: Vec<Option<String>> = mails.iter().map(|m| message_key(&m.parsed)).collect();
         let mut tx = self.write_tx().await?;
         let keys: Vec<&str> = mails.iter().map(|m| m.source_key.as_str()).collect();
         let mut seen = processed_among(&mut tx, &rules.account, &keys).await?;
-        let shas: Vec<String> = mails.iter().map(|m| sha256_hex(&m.raw)).collect();
         let mut stored = stored_numbers(&mut tx, &rules.account, &shas).await?;
-        let msg_keys: Vec<Option<String>> = mails.iter().map(|m| message_key(&m.parsed)).collect();
         // Read inside this write transaction (it holds the write lock): no other poller can store a copy
         // between this lookup and our insert, so "the first account to store it opens it" is exact.
         let mut owners = message_owners(&mut tx, &msg_keys).await?;
+        let mut threads = if rules.reply.is_none() {
+            known_threads(&mut tx, mails).await?
+        } else {
+            HashMap::new()
+        };
         let mut bounced = Vec::new();
         let mut outcomes = Vec::with_capacity(mails.len());
         let mut rows = Vec::with_capacity(mails.len());
         let mut suppressed = Vec::new();
-        // Plain new tickets (see `opens_plain_ticket`) are collected and written with multi-row
-        // INSERTs; anything else first flushes them, so it sees every earlier mail of the batch
-        // exactly as if all had been written one by one.
-        let mut plain = PlainTickets::default();
-        for ((mail, sha), msg_key) in mails.iter().zip(&shas).zip(&msg_keys) {
+        // New tickets and follow-ups with nothing left to look up (see `bulk_route`) are
+        // collected and written with multi-row INSERTs; anything else first flushes them, so it
+        // sees every earlier mail of the batch exactly as if all had been written one by one.
+        let mut bulk = BulkArticles::default();
+        for (((mail, sha), msg_key), packed) in mails.iter().zip(&shas).zip(&msg_keys).zip(&packed)
+        {
             // A key listed twice in one batch counts once, as a key stored by an earlier batch.
             if !seen.insert(mail.source_key.clone()) {
                 outcomes.push(Outcome::AlreadyProcessed);
@@ -158,10 +172,21 @@ impl Store {
             crate::ingest::panic_hook::check(&mail.parsed.subject);
             let now = now_rfc3339();
             let owned = msg_key.as_ref().is_some_and(|k| owners.contains_key(k));
-            if !stored.contains_key(sha) && !owned && opens_plain_ticket(rules, &mail.parsed) {
-                let (ticket_id, article_id) = plain.next_ids(&mut tx).await?;
-                // The number rule of `create_ticket`: row id + 10000.
-                let number = (ticket_id + 10000).to_string();
+            let route = if stored.contains_key(sha) || owned {
+                None
+            } else {
+                bulk_route(rules, &mail.parsed, &threads)
+            };
+            if let Some(route) = route {
+                let (ticket_id, number, opens_ticket) = match route {
+                    BulkRoute::NewTicket => {
+                        let ticket_id = bulk.next_ticket_id(&mut tx).await?;
+                        // The number rule of `create_ticket`: row id + 10000.
+                        (ticket_id, (ticket_id + 10000).to_string(), true)
+                    }
+                    BulkRoute::FollowUp(thread) => (thread.ticket_id, thread.number, false),
+                };
+                let article_id = bulk.next_article_id(&mut tx).await?;
                 stored.insert(sha.clone(), number.clone());
                 if let Some(key) = msg_key {
                     owners.insert(
@@ -172,49 +197,74 @@ impl Store {
                         },
                     );
                 }
+                remember_thread(&mut threads, &mail.parsed, ticket_id, &number);
+                let outcome = if opens_ticket {
+                    Outcome::NewTicket {
+                        number: number.clone(),
+                    }
+                } else {
+                    Outcome::FollowUp {
+                        number: number.clone(),
+                    }
+                };
                 rows.push((
                     mail.source_key.as_str(),
-                    "ticket",
+                    outcome.label(),
                     Some(article_id),
                     now.clone(),
                 ));
-                plain.pending.push(PlainTicket {
+                bulk.pending.push(BulkArticle {
                     mail,
                     sha,
+                    packed,
                     msg_key: msg_key.as_deref(),
                     ticket_id,
                     article_id,
-                    number: number.clone(),
+                    number,
+                    opens_ticket,
                     now,
                 });
-                if plain.pending.len() >= PLAIN_CHUNK {
-                    plain.flush(&mut tx, rules).await?;
+                if bulk.pending.len() >= BULK_CHUNK {
+                    bulk.flush(&mut tx, rules).await?;
                 }
-                outcomes.push(Outcome::NewTicket { number });
+                outcomes.push(outcome);
                 continue;
             }
-            plain.flush(&mut tx, rules).await?;
-            plain.ids_known = false;
+            bulk.flush(&mut tx, rules).await?;
+            bulk.ids_known = false;
             let mut batch = BatchState {
                 stored: &mut stored,
                 owners: &mut owners,
                 suppressed: &mut suppressed,
                 bounced: &mut bounced,
             };
-            let (outcome, article_id) = store_one(
+            let (outcome, article) = store_one(
                 &mut tx,
                 rules,
-                mail,
-                sha,
-                msg_key.as_deref(),
+                StoreOne {
+                    mail,
+                    sha,
+                    packed,
+                    msg_key: msg_key.as_deref(),
+                },
                 &mut batch,
                 &now,
             )
             .await?;
-            rows.push((mail.source_key.as_str(), outcome.label(), article_id, now));
+            if let (Some(article), Outcome::NewTicket { number } | Outcome::FollowUp { number }) =
+                (article, &outcome)
+            {
+                remember_thread(&mut threads, &mail.parsed, article.ticket_id, number);
+            }
+            rows.push((
+                mail.source_key.as_str(),
+                outcome.label(),
+                article.map(|a| a.article_id),
+                now,
+            ));
             outcomes.push(outcome);
         }
-        plain.flush(&mut tx, rules).await?;
+        bulk.flush(&mut tx, rules).await?;
         insert_processed(&mut tx, &rules.account, &rows).await?;
         tx.commit().await?;
         // Counted after the commit: a batch that rolls back (and is retried mail by mail) does
@@ -432,16 +482,36 @@ struct Owner {
     number: String,
 }
 
+/// A mail on its way through [`store_one`], with what the batch computed for it.
+struct StoreOne<'m> {
+    mail: &'m Incoming,
+    sha: &'m str,
+    /// The raw bytes as stored (see `RawCodec`).
+    packed: &'m [u8],
+    msg_key: Option<&'m str>,
+}
+
+/// Where [`store_one`] wrote a mail's article.
+#[derive(Debug, Clone, Copy)]
+struct StoredArticle {
+    ticket_id: i64,
+    article_id: i64,
+}
+
 /// Stores one mail that is not processed yet.
 async fn store_one(
     tx: &mut Transaction<'_, Any>,
     rules: &TicketRules,
-    mail: &Incoming,
-    sha: &str,
-    msg_key: Option<&str>,
+    one: StoreOne<'_>,
     batch: &mut BatchState<'_>,
     now: &str,
-) -> Result<(Outcome, Option<i64>), StoreError> {
+) -> Result<(Outcome, Option<StoredArticle>), StoreError> {
+    let StoreOne {
+        mail,
+        sha,
+        packed,
+        msg_key,
+    } = one;
     let parsed = &mail.parsed;
     if rules.is_test_mail(parsed) {
         return Ok((Outcome::TestMail, None));
@@ -488,7 +558,17 @@ async fn store_one(
             (id, number, false)
         }
     };
-    let article_id = insert_article(tx, rules, mail, ticket_id, sha, followup, now).await?;
+    let row = ArticleRow {
+        id: next_article_id(tx).await?,
+        ticket_id,
+        mail,
+        sha,
+        packed,
+        followup,
+        now,
+    };
+    insert_articles(tx, rules, std::slice::from_ref(&row)).await?;
+    let article_id = row.id;
     if let Some(b) = bounce {
         let note = format!(
             "no auto-reply: delivery report of our automatic reply to {} (a bounce)",
@@ -528,7 +608,13 @@ async fn store_one(
     } else {
         Outcome::NewTicket { number }
     };
-    Ok((outcome, Some(article_id)))
+    Ok((
+        outcome,
+        Some(StoredArticle {
+            ticket_id,
+            article_id,
+        }),
+    ))
 }
 
 /// Records that `rules.account` received another copy of the message stored as `article_id`.
@@ -598,46 +684,131 @@ async fn insert_messages(
     Ok(())
 }
 
-/// A mail that opens a ticket with nothing to look up: no references to thread by, no ticket
-/// tag in the subject, no test marker, no returned mail (a bounce), and an account without automatic replies (planning a
-/// reply reads and writes per mail). These are written in bulk.
-fn opens_plain_ticket(rules: &TicketRules, parsed: &ParsedMail) -> bool {
-    rules.reply.is_none()
-        && parsed.in_reply_to.is_empty()
-        && parsed.references.is_empty()
-        && parsed.automation.test_marker.is_none()
-        && parsed.automation.returned_message_id.is_none()
-        && crate::ingest::thread::ticket_number_in_subject(&parsed.subject, &rules.subject_tag)
-            .is_none()
+/// A ticket a Message-ID belongs to (see [`find_thread`]).
+#[derive(Debug, Clone)]
+struct Thread {
+    ticket_id: i64,
+    number: String,
 }
 
-/// Rows per multi-row INSERT of plain tickets (articles bind 20 values a row).
-const PLAIN_CHUNK: usize = 100;
+/// How a mail with nothing left to look up is written in bulk.
+enum BulkRoute {
+    NewTicket,
+    FollowUp(Thread),
+}
 
-struct PlainTicket<'a> {
+/// Whether a mail (not stored before, not a copy of a stored message) can be written in bulk,
+/// and how. Not: test markers, returned mail (a bounce), a ticket tag in the subject without a
+/// known reference (each looks something up or writes elsewhere), and any mail of an account with
+/// automatic replies (planning a reply reads and writes per mail). `threads` holds every
+/// Message-ID this batch's mails refer to that is stored, and the batch's own mails so far.
+fn bulk_route(
+    rules: &TicketRules,
+    parsed: &ParsedMail,
+    threads: &HashMap<String, Thread>,
+) -> Option<BulkRoute> {
+    if rules.reply.is_some()
+        || parsed.automation.test_marker.is_some()
+        || parsed.automation.returned_message_id.is_some()
+    {
+        return None;
+    }
+    // The order of `find_thread`: references first, the subject tag only when none is known.
+    if let Some(thread) = referenced_ids(parsed).find_map(|id| threads.get(id)) {
+        return Some(BulkRoute::FollowUp(thread.clone()));
+    }
+    crate::ingest::thread::ticket_number_in_subject(&parsed.subject, &rules.subject_tag)
+        .is_none()
+        .then_some(BulkRoute::NewTicket)
+}
+
+/// The Message-IDs a mail refers to, most recent first: In-Reply-To, then References from the end.
+fn referenced_ids(parsed: &ParsedMail) -> impl Iterator<Item = &String> {
+    parsed
+        .in_reply_to
+        .iter()
+        .chain(parsed.references.iter().rev())
+}
+
+/// The stored tickets of every Message-ID these mails refer to: one query per chunk instead of
+/// one per reference. Our replies win over articles, and the oldest article over later ones, as
+/// in [`find_thread`].
+async fn known_threads(
+    tx: &mut Transaction<'_, Any>,
+    mails: &[Incoming],
+) -> Result<HashMap<String, Thread>, StoreError> {
+    let ids: HashSet<&str> = mails
+        .iter()
+        .flat_map(|m| referenced_ids(&m.parsed))
+        .map(String::as_str)
+        .collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let mut out = HashMap::new();
+    for table in ["outbox", "articles"] {
+        for chunk in ids.chunks(IN_CHUNK) {
+            let mut q = SqlBuilder::new(format!(
+                "SELECT x.message_id, t.id, t.number FROM {table} x JOIN tickets t ON t.id = x.ticket_id \
+                 WHERE x.message_id IN ("
+            ));
+            q.push_list(chunk.iter().copied());
+            q.push(") ORDER BY x.id");
+            let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+            for (id, ticket_id, number) in rows {
+                out.entry(id).or_insert(Thread { ticket_id, number });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A mail of this batch stored as an article of `ticket_id`: later mails of the batch that
+/// refer to its Message-ID join that ticket (unless an older article has the same id).
+fn remember_thread(
+    threads: &mut HashMap<String, Thread>,
+    parsed: &ParsedMail,
+    ticket_id: i64,
+    number: &str,
+) {
+    if !parsed.message_id.is_empty() {
+        threads
+            .entry(parsed.message_id.clone())
+            .or_insert_with(|| Thread {
+                ticket_id,
+                number: number.to_string(),
+            });
+    }
+}
+
+/// Articles per multi-row INSERT in bulk (articles bind 21 values a row).
+const BULK_CHUNK: usize = 100;
+
+struct BulkArticle<'a> {
     mail: &'a Incoming,
     sha: &'a str,
+    packed: &'a [u8],
     msg_key: Option<&'a str>,
     ticket_id: i64,
     article_id: i64,
     number: String,
+    /// True: the mail opens its ticket (the ticket row is written with it); false: a follow-up.
+    opens_ticket: bool,
     now: String,
 }
 
-/// Plain new tickets waiting for their multi-row INSERT. Their row ids are assigned here: the
-/// batch's transaction holds the store's write lock (`Store::write_tx`), so nobody else takes
+/// Articles waiting for their multi-row INSERT. Their row ids are assigned here: the batch's
+/// transaction holds the store's write lock (`Store::write_tx`), so nobody else takes
 /// an id.
 #[derive(Default)]
-struct PlainTickets<'a> {
-    pending: Vec<PlainTicket<'a>>,
+struct BulkArticles<'a> {
+    pending: Vec<BulkArticle<'a>>,
     next_ticket: i64,
     next_article: i64,
     /// False after a ticket or article was written another way: read the next ids again.
     ids_known: bool,
 }
 
-impl<'a> PlainTickets<'a> {
-    async fn next_ids(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(i64, i64), StoreError> {
+impl<'a> BulkArticles<'a> {
+    async fn read_ids(&mut self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
         if !self.ids_known {
             // The id rule of `create_ticket`: AUTOINCREMENT takes max(rowid, sqlite_sequence) + 1;
             // rows are never deleted, so MAX(id) + 1 is the id it would give, and explicit ids
@@ -651,10 +822,19 @@ impl<'a> PlainTickets<'a> {
             self.next_article = a + 1;
             self.ids_known = true;
         }
-        let ids = (self.next_ticket, self.next_article);
+        Ok(())
+    }
+
+    async fn next_ticket_id(&mut self, tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
+        self.read_ids(tx).await?;
         self.next_ticket += 1;
+        Ok(self.next_ticket - 1)
+    }
+
+    async fn next_article_id(&mut self, tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
+        self.read_ids(tx).await?;
         self.next_article += 1;
-        Ok(ids)
+        Ok(self.next_article - 1)
     }
 
     async fn flush(
@@ -666,60 +846,41 @@ impl<'a> PlainTickets<'a> {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let mut q = SqlBuilder::new(
-            "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) ",
-        );
-        q.push_values(&pending, |b, t| {
-            let p = &t.mail.parsed;
-            let who = customer(p, rules.customer);
-            b.push_bind(t.ticket_id)
-                .push_bind(t.number.as_str())
-                .push_bind(rules.account.as_str())
-                .push_bind(rules.ticket_type.as_str())
-                .push_bind(rules.ticket_status.as_str())
-                .push_bind(p.subject.as_str())
-                .push_bind(who.email)
-                .push_bind(who.name)
-                .push_bind(t.now.as_str())
-                .push_bind(t.now.as_str());
-        });
-        q.build().execute(&mut **tx).await?;
-        let mut q = SqlBuilder::new(
-            "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
-             to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
-             received_at, created_at) ",
-        );
-        q.push_values(&pending, |b, t| {
-            let (mail, p) = (t.mail, &t.mail.parsed);
-            b.push_bind(t.article_id)
-                .push_bind(t.ticket_id)
-                .push_bind(rules.account.as_str())
-                .push_bind(mail.source_key.as_str())
-                .push_bind(p.message_id.as_str())
-                .push_bind("")
-                .push_bind("")
-                .push_bind(p.from_email.as_str())
-                .push_bind(p.from_name.as_str())
-                .push_bind(p.to.as_str())
-                .push_bind(p.cc.as_str())
-                .push_bind(p.subject.as_str())
-                .push_bind(p.text.as_str())
-                .push_bind(p.html.as_str())
-                .push_bind(mail.raw.as_slice())
-                .push_bind(t.sha)
-                .push_bind(mail.raw.len() as i64)
-                .push_bind(p.parse_problem.as_deref().unwrap_or(""))
-                .push_bind(0i64)
-                .push_bind(
-                    mail.received_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                )
-                .push_bind(t.now.as_str());
-        });
-        q.build().execute(&mut **tx).await?;
-        for t in &pending {
-            insert_attachments(tx, t.article_id, &t.mail.parsed).await?;
+        let opening: Vec<&BulkArticle> = pending.iter().filter(|a| a.opens_ticket).collect();
+        if !opening.is_empty() {
+            let mut q = SqlBuilder::new(
+                "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) ",
+            );
+            q.push_values(&opening, |b, t| {
+                let p = &t.mail.parsed;
+                let who = customer(p, rules.customer);
+                b.push_bind(t.ticket_id)
+                    .push_bind(t.number.as_str())
+                    .push_bind(rules.account.as_str())
+                    .push_bind(rules.ticket_type.as_str())
+                    .push_bind(rules.ticket_status.as_str())
+                    .push_bind(p.subject.as_str())
+                    .push_bind(who.email)
+                    .push_bind(who.name)
+                    .push_bind(t.now.as_str())
+                    .push_bind(t.now.as_str());
+            });
+            q.build().execute(&mut **tx).await?;
         }
+        let rows: Vec<ArticleRow> = pending
+            .iter()
+            .map(|a| ArticleRow {
+                id: a.article_id,
+                ticket_id: a.ticket_id,
+                mail: a.mail,
+                sha: a.sha,
+                packed: a.packed,
+                followup: !a.opens_ticket,
+                now: &a.now,
+            })
+            .collect();
+        insert_articles(tx, rules, &rows).await?;
+        touch_tickets(tx, &pending).await?;
         let messages: Vec<(&str, i64, i64)> = pending
             .iter()
             .filter_map(|t| t.msg_key.map(|k| (k, t.ticket_id, t.article_id)))
@@ -730,6 +891,33 @@ impl<'a> PlainTickets<'a> {
         Ok(())
     }
 }
+
+/// A follow-up updates its ticket's `updated_at` (as the one-by-one path does): one statement
+/// for every ticket followed up in this chunk, each to the time of its latest follow-up.
+async fn touch_tickets(
+    tx: &mut Transaction<'_, Any>,
+    pending: &[BulkArticle<'_>],
+) -> Result<(), StoreError> {
+    let mut latest: HashMap<i64, &str> = HashMap::new();
+    for a in pending.iter().filter(|a| !a.opens_ticket) {
+        latest.insert(a.ticket_id, &a.now);
+    }
+    let latest: Vec<(i64, &str)> = latest.into_iter().collect();
+    for chunk in latest.chunks(IN_CHUNK / 2) {
+        // VALUES names its columns column1, column2 in SQLite and PostgreSQL alike.
+        let mut q = SqlBuilder::new("UPDATE tickets SET updated_at = v.column2 FROM (");
+        q.push_values(chunk, |b, (id, at)| {
+            b.push_bind(*id).push_bind(*at);
+        });
+        q.push(") AS v WHERE tickets.id = v.column1");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// What the `raw` and `data` columns of rows written since migration 0009 hold: the bytes are in
+/// `raw_mails` and `attachment_contents`.
+const NO_BYTES: &[u8] = &[];
 
 /// Bound parameters per `IN (...)` list or multi-row insert, well below SQLite's limit.
 const IN_CHUNK: usize = 500;
@@ -805,12 +993,7 @@ async fn find_thread(
     rules: &TicketRules,
     parsed: &ParsedMail,
 ) -> Result<Option<(i64, String)>, StoreError> {
-    // Most recent reference first: In-Reply-To, then References from the end.
-    let ids = parsed
-        .in_reply_to
-        .iter()
-        .chain(parsed.references.iter().rev());
-    for id in ids {
+    for id in referenced_ids(parsed) {
         let hit: Option<(i64, String)> = sqlx::query_as(
             // Our replies first: a Message-ID we sent belongs to its reply's ticket, even if a
             // stripped echo of that reply was stored as an article of another one.
@@ -870,65 +1053,131 @@ async fn create_ticket(
     Ok(row)
 }
 
-async fn insert_article(
-    tx: &mut Transaction<'_, Any>,
-    rules: &TicketRules,
-    mail: &Incoming,
-    ticket_id: i64,
-    sha: &str,
-    followup: bool,
-    now: &str,
-) -> Result<i64, StoreError> {
-    let p = &mail.parsed;
-    let id: i64 = sqlx::query_scalar(
-        // The id rule of `create_ticket`.
-        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
-         to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
-         received_at, created_at) SELECT n.id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20 \
-         FROM (SELECT COALESCE(MAX(id), 0) + 1 AS id FROM articles) n RETURNING id",
-    )
-    .bind(ticket_id)
-    .bind(&rules.account)
-    .bind(&mail.source_key)
-    .bind(&p.message_id)
-    .bind(p.in_reply_to.join(" "))
-    .bind(p.references.join(" "))
-    .bind(&p.from_email)
-    .bind(&p.from_name)
-    .bind(&p.to)
-    .bind(&p.cc)
-    .bind(&p.subject)
-    .bind(&p.text)
-    .bind(&p.html)
-    .bind(&mail.raw)
-    .bind(sha)
-    .bind(mail.raw.len() as i64)
-    .bind(p.parse_problem.as_deref().unwrap_or(""))
-    .bind(followup as i64)
-    .bind(mail.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    insert_attachments(tx, id, p).await?;
+/// The id rule of `create_ticket` for an article written on its own: the next after the
+/// highest, taken under the write lock.
+async fn next_article_id(tx: &mut Transaction<'_, Any>) -> Result<i64, StoreError> {
+    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM articles")
+        .fetch_one(&mut **tx)
+        .await?;
     Ok(id)
 }
 
+/// The values of one article row, however it is written.
+struct ArticleRow<'a> {
+    /// Assigned by the caller under the write lock (see `next_article_id`).
+    id: i64,
+    ticket_id: i64,
+    mail: &'a Incoming,
+    sha: &'a str,
+    /// The raw bytes as stored (see `RawCodec`).
+    packed: &'a [u8],
+    followup: bool,
+    now: &'a str,
+}
+
+/// Writes articles with their raw mail and attachments.
+async fn insert_articles(
+    tx: &mut Transaction<'_, Any>,
+    rules: &TicketRules,
+    rows: &[ArticleRow<'_>],
+) -> Result<(), StoreError> {
+    let mut q = SqlBuilder::new(
+        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
+         to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
+         received_at, created_at) ",
+    );
+    q.push_values(rows, |b, r| {
+        let (mail, p) = (r.mail, &r.mail.parsed);
+        b.push_bind(r.id)
+            .push_bind(r.ticket_id)
+            .push_bind(rules.account.as_str())
+            .push_bind(mail.source_key.as_str())
+            .push_bind(p.message_id.as_str())
+            .push_bind(p.in_reply_to.join(" "))
+            .push_bind(p.references.join(" "))
+            .push_bind(p.from_email.as_str())
+            .push_bind(p.from_name.as_str())
+            .push_bind(p.to.as_str())
+            .push_bind(p.cc.as_str())
+            .push_bind(p.subject.as_str())
+            .push_bind(p.text.as_str())
+            .push_bind(p.html.as_str())
+            // The bytes live in raw_mails (migration 0009); the column stays for older rows.
+            .push_bind(NO_BYTES)
+            .push_bind(r.sha)
+            .push_bind(mail.raw.len() as i64)
+            .push_bind(p.parse_problem.as_deref().unwrap_or(""))
+            .push_bind(i64::from(r.followup))
+            .push_bind(
+                mail.received_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+            .push_bind(r.now);
+    });
+    q.build().execute(&mut **tx).await?;
+    let packed: Vec<(i64, &[u8])> = rows.iter().map(|r| (r.id, r.packed)).collect();
+    insert_raw_mails(tx, &packed).await?;
+    for r in rows {
+        insert_attachments(tx, r.id, &r.mail.parsed).await?;
+    }
+    Ok(())
+}
+
+/// The stored raw mail of new articles: (article id, bytes encoded by `RawCodec::CURRENT`).
+pub(super) async fn insert_raw_mails(
+    tx: &mut Transaction<'_, Any>,
+    rows: &[(i64, &[u8])],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(IN_CHUNK / 3) {
+        let mut q = SqlBuilder::new("INSERT INTO raw_mails (article_id, codec, data) ");
+        q.push_values(chunk, |b, (article_id, data)| {
+            b.push_bind(*article_id)
+                .push_bind(RawCodec::CURRENT.label())
+                .push_bind(*data);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Attachment rows of an article; their decoded bytes go to `attachment_contents`, once per
+/// distinct SHA-256 (the same logo in every mail is stored once).
 async fn insert_attachments(
     tx: &mut Transaction<'_, Any>,
     article_id: i64,
     parsed: &ParsedMail,
 ) -> Result<(), StoreError> {
     for att in &parsed.attachments {
+        let sha = sha256_hex(&att.data);
+        insert_attachment_content(tx, &sha, &att.data).await?;
         sqlx::query(
-            "INSERT INTO attachments (article_id, filename, content_type, size, data) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO attachments (article_id, filename, content_type, size, data, content_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(article_id)
         .bind(&att.filename)
         .bind(&att.content_type)
         .bind(att.data.len() as i64)
-        .bind(&att.data)
+        .bind(NO_BYTES)
+        .bind(&sha)
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Stores decoded attachment bytes unless the same content is stored already.
+pub(super) async fn insert_attachment_content(
+    tx: &mut Transaction<'_, Any>,
+    sha: &str,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO attachment_contents (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(sha)
+    .bind(data)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! Dialect-specific code is kept to: opening and tuning a connection (here), the write lock
 //! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
+mod compact;
 mod copy;
 mod failure;
 mod find;
@@ -19,6 +20,7 @@ mod lease;
 mod outbox;
 mod query;
 mod raw;
+mod raw_codec;
 mod sql;
 pub mod synthetic;
 
@@ -33,6 +35,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 use crate::secret::{masked_url, Secret};
 pub(crate) use sql::SqlBuilder;
 
+pub use compact::{CompactCursor, CompactStep};
 pub use copy::CopiedTable;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};

@@ -1,13 +1,17 @@
 //! The mail of an article exactly as it was fetched, and the attachments decoded from it
 //! (`tickets show NUMBER --raw ARTICLE`, `--attachment ARTICLE N`).
 //!
-//! Every read of stored raw bytes goes through [`verified_raw`]: it checks them against the
-//! SHA-256 taken at ingestion, and it is the one place to change when raw mail is stored
-//! differently (compressed, say).
+//! Every read of stored raw bytes goes through [`verified_raw`]: it decodes them (see
+//! `RawCodec`) and checks them against the SHA-256 taken at ingestion. Attachments are checked
+//! against the SHA-256 they are stored under.
 
 use sqlx::AnyPool;
 
+use super::raw_codec::RawCodec;
 use super::{sha256_hex, Store, StoreError};
+
+/// An article's raw columns: old bytes, SHA-256, size, and the `raw_mails` codec and data.
+type StoredRaw = (Vec<u8>, String, i64, Option<String>, Option<Vec<u8>>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -43,6 +47,25 @@ pub enum ExportError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "the stored mail of article {article} of ticket {number} cannot be decoded ({reason}): \
+         the store file is damaged, or was written by a newer mail2ticket; restore it from a \
+         backup or use that version (nothing was written)"
+    )]
+    Undecodable {
+        number: String,
+        article: u32,
+        reason: String,
+    },
+    #[error(
+        "attachment {n} of article {article} of ticket {number} does not match the SHA-256 it \
+         was stored under: the store file is damaged; restore it from a backup (nothing was written)"
+    )]
+    CorruptAttachment {
+        number: String,
+        article: u32,
+        n: u32,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -69,11 +92,29 @@ async fn verified_raw(
     number: &str,
     article: u32,
 ) -> Result<Vec<u8>, ExportError> {
-    let (raw, expected): (Vec<u8>, String) =
-        sqlx::query_as("SELECT raw, raw_sha256 FROM articles WHERE id = $1")
-            .bind(article_id)
-            .fetch_one(pool)
-            .await?;
+    // Rows written before migration 0009 and not compacted yet have their bytes in articles.raw.
+    let (raw, expected, size, codec, packed): StoredRaw = sqlx::query_as(
+        "SELECT a.raw, a.raw_sha256, a.size, r.codec, r.data FROM articles a \
+         LEFT JOIN raw_mails r ON r.article_id = a.id WHERE a.id = $1",
+    )
+    .bind(article_id)
+    .fetch_one(pool)
+    .await?;
+    let raw = match (codec, packed) {
+        (Some(label), Some(packed)) => {
+            let undecodable = |reason: String| ExportError::Undecodable {
+                number: number.to_string(),
+                article,
+                reason,
+            };
+            let codec = RawCodec::from_label(&label)
+                .ok_or_else(|| undecodable(format!("unknown codec {label:?}")))?;
+            codec
+                .decode(&packed, usize::try_from(size).unwrap_or(0))
+                .map_err(|e| undecodable(format!("{} frame: {e}", codec.label())))?
+        }
+        _ => raw,
+    };
     let actual = sha256_hex(&raw);
     if actual != expected {
         return Err(ExportError::Corrupt {
@@ -154,11 +195,23 @@ impl Store {
                 count: ids.len() as i64,
             });
         };
-        let (filename, content_type, data) =
-            sqlx::query_as("SELECT filename, content_type, data FROM attachments WHERE id = $1")
-                .bind(attachment)
-                .fetch_one(&self.pool)
-                .await?;
+        // content_sha256 '' : written before migration 0009 and not compacted yet.
+        let (filename, content_type, sha, data): (String, String, String, Vec<u8>) =
+            sqlx::query_as(
+                "SELECT a.filename, a.content_type, a.content_sha256, COALESCE(c.data, a.data) \
+                 FROM attachments a LEFT JOIN attachment_contents c ON c.sha256 = a.content_sha256 \
+                 WHERE a.id = $1",
+            )
+            .bind(attachment)
+            .fetch_one(&self.pool)
+            .await?;
+        if !sha.is_empty() && sha256_hex(&data) != sha {
+            return Err(ExportError::CorruptAttachment {
+                number: number.to_string(),
+                article,
+                n,
+            });
+        }
         Ok(AttachmentData {
             filename,
             content_type,

@@ -14,6 +14,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Any, Connection};
 
+use super::ingest::insert_raw_mails;
+use super::raw_codec::RawCodec;
 use super::{sha256_hex, Backend, SqlBuilder, Store, StoreError};
 
 /// What to generate.
@@ -406,7 +408,7 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
             .push_bind(r.subject.as_str())
             .push_bind(r.body.as_str())
             .push_bind("")
-            .push_bind(r.raw.as_slice())
+            .push_bind(Vec::<u8>::new())
             .push_bind(r.sha.as_str())
             .push_bind(r.raw.len() as i64)
             .push_bind("")
@@ -415,5 +417,12 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
             .push_bind(r.created_at.as_str());
     });
     q.build().execute(&mut **tx).await?;
+    // As ingestion stores them: compressed, in their own table.
+    let packed: Vec<(i64, Vec<u8>)> = rows
+        .iter()
+        .map(|r| (r.article_id, RawCodec::CURRENT.encode(&r.raw)))
+        .collect();
+    let packed: Vec<(i64, &[u8])> = packed.iter().map(|(id, p)| (*id, p.as_slice())).collect();
+    insert_raw_mails(tx, &packed).await?;
     Ok(())
 }
