@@ -311,13 +311,27 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|cause| StoreError::Migrate {
-                path: shown.clone(),
-                cause,
-            })?;
+        // sqlx serialises migrations on PostgreSQL (an advisory lock) but not on SQLite: two
+        // processes opening a new store file at the same moment (the daemon and a command) can
+        // both start step 1, and the later one fails with "table ... already exists" once the
+        // first commits (each step is its own transaction, so nothing half-done stays). Running
+        // the migrator again finds those steps applied; a real failure fails every time.
+        let mut retries = 0;
+        loop {
+            match migrator.run(&pool).await {
+                Ok(()) => break,
+                Err(_) if backend == Backend::Sqlite && retries < 3 => {
+                    retries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * retries)).await;
+                }
+                Err(cause) => {
+                    return Err(StoreError::Migrate {
+                        path: shown.clone(),
+                        cause,
+                    })
+                }
+            }
+        }
         Ok(Store {
             pool,
             lease_pool,
@@ -446,6 +460,18 @@ fn mask_secret(text: &str, url: &Secret) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn two_openers_of_a_new_store_file_at_once_both_get_it_migrated() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tickets.db");
+            let (a, b) = tokio::join!(Store::open(&path), Store::open(&path));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a.count_tickets().await.unwrap(), 0);
+            assert_eq!(b.count_tickets().await.unwrap(), 0);
+        }
+    }
 
     #[test]
     fn a_url_in_messages_never_shows_its_password() {
