@@ -267,6 +267,19 @@ fn an_oauth_account_on_a_postgres_store_must_name_its_token_file() {
     );
 }
 
+/// A config with one account ("shop"), for the tests that read and write the store without a
+/// daemon.
+fn shop_config(lab: &Lab, on: TestStore) -> TestConfig {
+    let account = imap_account(
+        lab,
+        "shop",
+        "shop@example.test",
+        "none",
+        "action = \"delete\"\n",
+    );
+    TestConfig::new_on(on, &[account], "")
+}
+
 /// When the first mail of the word-search test came in; mail `i` came `i` hours later.
 fn words_base() -> chrono::DateTime<chrono::Utc> {
     "2026-01-01T00:00:00Z".parse().unwrap()
@@ -309,17 +322,7 @@ async fn find_on_both(
 async fn word_search_on_postgres_finds_what_sqlite_finds() {
     let _server = SERVER.read().await;
     let lab = Lab::get();
-    let pg = TestConfig::new_on(
-        TestStore::Postgres,
-        &[imap_account(
-            lab,
-            "shop",
-            "shop@example.test",
-            "none",
-            "action = \"delete\"\n",
-        )],
-        "",
-    );
+    let pg = shop_config(lab, TestStore::Postgres);
     let postgres = pg.open_store().await;
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Store::open(&dir.path().join("tickets.db")).await.unwrap();
@@ -405,20 +408,13 @@ async fn word_search_on_postgres_finds_what_sqlite_finds() {
 async fn a_sqlite_store_copied_to_postgres_reads_the_same() {
     let _server = SERVER.read().await;
     let lab = Lab::get();
-    let account = imap_account(
-        lab,
-        "shop",
-        "shop@example.test",
-        "none",
-        "action = \"delete\"\n",
-    );
-    let sqlite = TestConfig::new_on(TestStore::Sqlite, std::slice::from_ref(&account), "");
+    let sqlite = shop_config(lab, TestStore::Sqlite);
     std::fs::copy(
         common::repo_root().join("tests/data/stores/main-2026-11-30.sqlite"),
         &sqlite.store,
     )
     .unwrap();
-    let pg = TestConfig::new_on(TestStore::Postgres, &[account], "");
+    let pg = shop_config(lab, TestStore::Postgres);
     let run = |cfg: &TestConfig, args: &[&str]| {
         common::mail2ticket_cmd(&cfg.path)
             .args(args)
@@ -520,17 +516,7 @@ Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r
         raw: raw.clone(),
         received_at: words_base(),
     };
-    let pg = TestConfig::new_on(
-        TestStore::Postgres,
-        &[imap_account(
-            lab,
-            "shop",
-            "shop@example.test",
-            "none",
-            "action = \"delete\"\n",
-        )],
-        "",
-    );
+    let pg = shop_config(lab, TestStore::Postgres);
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Store::open(&dir.path().join("tickets.db")).await.unwrap();
     for store in [&pg.open_store().await, &sqlite] {
