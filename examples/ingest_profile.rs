@@ -68,15 +68,7 @@ async fn main() {
         });
     }
     let store = Store::open(&store_path).await.expect("open the store");
-    let rules = TicketRules {
-        account: "support".into(),
-        ticket_type: "question".into(),
-        ticket_status: "open".into(),
-        subject_tag: "Ticket#".into(),
-        customer: mail2ticket::config::CustomerSource::default(),
-        reply: None,
-        test_mail_key: None,
-    };
+    let rules = TicketRules::without_replies("support");
     let mut order: Vec<&'static str> = kinds.keys().copied().collect();
     order.sort_by_key(|k| k.starts_with("reply"));
     for name in order {

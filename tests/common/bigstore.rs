@@ -132,15 +132,7 @@ pub async fn ingest_known(db: &Store) -> Vec<(TestMail, String)> {
     let mails: Vec<TestMail> = (0..7)
         .map(|i| varied(i, "known@example.test", "bigstore"))
         .collect();
-    let rules = TicketRules {
-        account: KNOWN_ACCOUNT.into(),
-        ticket_type: "question".into(),
-        ticket_status: "open".into(),
-        subject_tag: "Ticket#".into(),
-        customer: mail2ticket::config::CustomerSource::default(),
-        reply: None,
-        test_mail_key: None,
-    };
+    let rules = TicketRules::without_replies(KNOWN_ACCOUNT);
     let incoming: Vec<Incoming> = mails
         .iter()
         .enumerate()
