@@ -97,24 +97,37 @@ impl Source for Pop3Source<'_> {
         })
     }
 
+    /// RETR for the batch, pipelined where the server offers it. Any failure fails the batch:
+    /// none of it is stored, so all of it stays on the server for the next pass.
     async fn fetch(&mut self, mails: &[Pop3Mail]) -> Result<Vec<(Pop3Mail, Vec<u8>)>, SourceError> {
-        let mut out = Vec::with_capacity(mails.len());
-        for mail in mails {
-            out.push((mail.clone(), self.client.retr(mail.msg).await?));
-        }
-        Ok(out)
+        let bodies = self.client.retr_all(&numbers(mails)).await.all()?;
+        // `all` answers every message, in order.
+        Ok(mails
+            .iter()
+            .cloned()
+            .zip(bodies.into_iter().map(|(_, body)| body))
+            .collect())
     }
 
-    /// DELE (with `action = "delete"`): the mails go when QUIT commits, in [`Source::finish`].
+    /// DELE (with `action = "delete"`), pipelined where the server offers it: the mails go when
+    /// QUIT commits, in [`Source::finish`]. Only mails the server accepted the DELE for count as
+    /// marked; after a refused one the pass ends without QUIT, so none is deleted.
     async fn dispose(
         &mut self,
         mails: &[Pop3Mail],
         _report: &mut PassReport,
     ) -> Result<Vec<Pop3Mail>, SourceError> {
         if self.action == Pop3Action::Delete {
-            for mail in mails {
-                self.client.dele(mail.msg).await?;
-                self.marked.push(self.key(mail));
+            let replies = self.client.dele_all(&numbers(mails)).await;
+            let accepted: HashSet<u32> = replies.accepted.iter().map(|(msg, _)| *msg).collect();
+            let marked: Vec<SourceKey> = mails
+                .iter()
+                .filter(|m| accepted.contains(&m.msg))
+                .map(|m| self.key(m))
+                .collect();
+            self.marked.extend(marked);
+            if let Some(e) = replies.failure {
+                return Err(e.into());
             }
         }
         Ok(Vec::new())
@@ -161,4 +174,8 @@ impl Source for Pop3Source<'_> {
             uidl: mail.uidl.clone(),
         }
     }
+}
+
+fn numbers(mails: &[Pop3Mail]) -> Vec<u32> {
+    mails.iter().map(|m| m.msg).collect()
 }
