@@ -6,7 +6,7 @@
 mod common;
 
 use common::diag::{run_json, smtp_section, LabSmtp};
-use common::{imap_account, mails, pop3_account, Lab, TestConfig};
+use common::{imap_account, mails, pop3_account, pop3_via, Lab, TestConfig};
 use futures::TryStreamExt;
 
 fn step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -357,14 +357,6 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 // ------------------------------------------------------------ POP3 LOGIN-DELAY
-
-/// A POP3 account (no encryption) that reaches the lab through `port`.
-fn pop3_via(lab: &Lab, name: &str, user: &str, port: u16, extra: &str) -> String {
-    pop3_account(lab, name, user, "none", extra).replace(
-        &format!("port = {}", lab.port("MAIL_LAB_POP3_PORT")),
-        &format!("port = {port}"),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pop3_login_delay_bounds_the_poll_interval_and_is_never_a_wrong_password() {

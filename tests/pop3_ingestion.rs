@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{mails, pop3_account, Lab, TestConfig};
+use common::{mails, pop3_account, pop3_via, Lab, TestConfig};
 
 async fn fifty_mails_become_tickets_and_leave_the_maildrop(encryption: &str) {
     let lab = Lab::get();
@@ -209,4 +209,123 @@ async fn a_mail_that_cannot_be_stored_is_quarantined_and_kept_while_the_rest_car
         "a quarantined mail is skipped"
     );
     assert_eq!(lab.count(&user, "INBOX").await, 1, "and never deleted");
+}
+
+// ------------------------------------------------------------ PIPELINING (RFC 2449)
+
+/// `count` varied mails appended to the user's INBOX; their subjects, sorted.
+async fn backlog(lab: &Lab, user: &str, count: usize) -> Vec<String> {
+    let set: Vec<_> = (0..count).map(|i| mails::varied(i, user, "pipe")).collect();
+    let raws: Vec<Vec<u8>> = set.iter().map(|m| m.raw.clone()).collect();
+    lab.append(user, "INBOX", &raws).await;
+    let mut subjects: Vec<String> = set.into_iter().map(|m| m.subject).collect();
+    subjects.sort();
+    subjects
+}
+
+fn ticket_subjects(cfg: &TestConfig) -> Vec<String> {
+    let mut subjects: Vec<String> = cfg
+        .tickets()
+        .iter()
+        .map(|t| t["subject"].as_str().unwrap().to_string())
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+/// More than one batch (500), so the DELEs of one batch go out while the next is fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelined_backlog_is_stored_once_and_deleted() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("pop3-pipelined");
+    let expected = backlog(lab, &user, 520).await;
+    let watch = common::proxy::pop3_watch(lab.port("MAIL_LAB_POP3_PORT"), false, None).await;
+    let cfg = TestConfig::new(
+        &[pop3_via(
+            lab,
+            "returns",
+            &user,
+            watch.port,
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        watch.pipelined() > 520,
+        "Dovecot offers PIPELINING, so RETR and DELE went out without waiting ({} of {} commands)",
+        watch.pipelined(),
+        watch.commands()
+    );
+    assert_eq!(ticket_subjects(&cfg), expected, "every mail once");
+    assert_eq!(lab.count(&user, "INBOX").await, 0, "and every mail deleted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_pipelining_in_capa_every_command_waits_for_its_reply() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("pop3-no-pipelining");
+    let expected = backlog(lab, &user, 30).await;
+    let watch = common::proxy::pop3_watch(lab.port("MAIL_LAB_POP3_PORT"), true, None).await;
+    let cfg = TestConfig::new(
+        &[pop3_via(
+            lab,
+            "returns",
+            &user,
+            watch.port,
+            "action = \"delete\"\n",
+        )],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(watch.commands() > 60, "RETR and DELE for each of 30 mails");
+    assert_eq!(watch.pipelined(), 0, "no command before the previous reply");
+    assert_eq!(ticket_subjects(&cfg), expected);
+    assert_eq!(lab.count(&user, "INBOX").await, 0);
+}
+
+/// Another session deletes message 20 after this one listed it: Dovecot answers its RETR, in
+/// the middle of the first window, with "-ERR Message 20 expunged.". The pass fails naming
+/// that RETR, stores and deletes nothing; the next pass stores every other mail once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_deleted_by_another_session_mid_window_fails_its_retr_and_loses_nothing() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("pop3-expunged");
+    let mut expected = backlog(lab, &user, 40).await;
+    let gone = mails::varied(19, &user, "pipe").subject;
+    expected.retain(|s| *s != gone);
+    let other_session = {
+        let user = user.clone();
+        Box::pin(async move { lab.expunge(&user, "INBOX", 20).await }) as _
+    };
+    let watch = common::proxy::pop3_watch(
+        lab.port("MAIL_LAB_POP3_PORT"),
+        false,
+        Some(("RETR", other_session)),
+    )
+    .await;
+    let account = |port| pop3_via(lab, "returns", &user, port, "action = \"delete\"\n");
+    let cfg = TestConfig::new(&[account(watch.port)], "");
+
+    let failed = cfg.run(&["run", "--once"]);
+    let stderr = common::stderr(&failed);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("RETR 20") && stderr.contains("expunged"),
+        "the error names the command and what the server said: {stderr}"
+    );
+    assert!(watch.pipelined() > 0, "the RETRs were pipelined");
+    assert!(cfg.tickets().is_empty(), "the failed batch is not stored");
+    assert_eq!(
+        lab.count(&user, "INBOX").await,
+        39,
+        "and stays on the server"
+    );
+
+    let next = cfg.run(&["run", "--once"]);
+    assert!(next.status.success(), "{}", common::stderr(&next));
+    assert_eq!(ticket_subjects(&cfg), expected, "every other mail, once");
+    assert_eq!(lab.count(&user, "INBOX").await, 0);
 }

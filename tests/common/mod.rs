@@ -132,6 +132,28 @@ impl Lab {
         s.logout().await.ok();
     }
 
+    /// Removes the mail with sequence number `seq` from a folder, as another client would
+    /// (flag \\Deleted, EXPUNGE).
+    pub async fn expunge(&self, user: &str, folder: &str, seq: u32) {
+        let mut s = self.imap(user).await;
+        s.select(mail2ticket::imap::utf7::encode(folder))
+            .await
+            .expect("SELECT");
+        s.store(seq.to_string(), "+FLAGS (\\Deleted)")
+            .await
+            .expect("STORE")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("STORE");
+        s.expunge()
+            .await
+            .expect("EXPUNGE")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("EXPUNGE");
+        s.logout().await.ok();
+    }
+
     /// Number of mails in a folder.
     pub async fn count(&self, user: &str, folder: &str) -> u32 {
         let mut s = self.imap(user).await;
@@ -410,6 +432,14 @@ pub fn imap_account(lab: &Lab, name: &str, user: &str, encryption: &str, extra: 
 /// A POP3 account section for the lab.
 pub fn pop3_account(lab: &Lab, name: &str, user: &str, encryption: &str, extra: &str) -> String {
     lab_account(lab, "pop3", name, user, encryption, extra)
+}
+
+/// A POP3 account (no encryption) that reaches the lab through `port` (a proxy in front of it).
+pub fn pop3_via(lab: &Lab, name: &str, user: &str, port: u16, extra: &str) -> String {
+    pop3_account(lab, name, user, "none", extra).replace(
+        &format!("port = {}", lab.port("MAIL_LAB_POP3_PORT")),
+        &format!("port = {port}"),
+    )
 }
 
 fn lab_account(

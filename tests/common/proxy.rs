@@ -334,3 +334,110 @@ pub async fn stallable(target: u16) -> StallProxy {
     });
     StallProxy { port, stalled }
 }
+
+/// A proxy in front of a plain POP3 port that watches the client's commands: it counts those
+/// sent before any reply came back since the previous one (pipelined, RFC 2449), can take
+/// PIPELINING out of the server's CAPA (a server that does not offer it), and can run `before`
+/// (another session changing the maildrop) right before the first command that starts with a
+/// given word reaches the server.
+pub struct Pop3Watch {
+    pub port: u16,
+    /// Commands the client sent.
+    pub commands: Arc<AtomicUsize>,
+    /// Commands sent while the one before was still unanswered.
+    pub pipelined: Arc<AtomicUsize>,
+}
+
+impl Pop3Watch {
+    pub fn commands(&self) -> usize {
+        self.commands.load(Ordering::SeqCst)
+    }
+
+    pub fn pipelined(&self) -> usize {
+        self.pipelined.load(Ordering::SeqCst)
+    }
+}
+
+/// What runs once, right before the first command starting with the word is passed on.
+pub type BeforeCommand = (&'static str, futures::future::BoxFuture<'static, ()>);
+
+pub async fn pop3_watch(
+    target: u16,
+    hide_pipelining: bool,
+    before: Option<BeforeCommand>,
+) -> Pop3Watch {
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::AsyncBufReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let commands = Arc::new(AtomicUsize::new(0));
+    let pipelined = Arc::new(AtomicUsize::new(0));
+    let (commands2, pipelined2) = (commands.clone(), pipelined.clone());
+    let before = Arc::new(tokio::sync::Mutex::new(before));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (commands, pipelined, before) =
+                (commands2.clone(), pipelined2.clone(), before.clone());
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                // Set by every server line, cleared by every client command.
+                let replied = Arc::new(AtomicBool::new(false));
+                let (cr, mut cw) = client.into_split();
+                let (sr, mut sw) = server.into_split();
+                let server_replied = replied.clone();
+                let down = tokio::spawn(async move {
+                    let mut sr = tokio::io::BufReader::new(sr);
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        match sr.read_until(b'\n', &mut line).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        // Before the client can see the reply, so it cannot race ahead of it.
+                        server_replied.store(true, Ordering::SeqCst);
+                        if hide_pipelining && line.eq_ignore_ascii_case(b"PIPELINING\r\n") {
+                            continue;
+                        }
+                        if cw.write_all(&line).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut cr = tokio::io::BufReader::new(cr);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match cr.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    commands.fetch_add(1, Ordering::SeqCst);
+                    if !replied.swap(false, Ordering::SeqCst) {
+                        pipelined.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let mut hook = before.lock().await;
+                    if hook.as_ref().is_some_and(|(word, _)| {
+                        line.to_ascii_uppercase().starts_with(word.as_bytes())
+                    }) {
+                        if let Some((_, action)) = hook.take() {
+                            action.await;
+                        }
+                    }
+                    drop(hook);
+                    if sw.write_all(&line).await.is_err() {
+                        break;
+                    }
+                }
+                down.abort();
+            });
+        }
+    });
+    Pop3Watch {
+        port,
+        commands,
+        pipelined,
+    }
+}
