@@ -170,6 +170,7 @@ async fn pop3_success(encryption: &str, smtp: LabSmtp) {
     }
     let caps = report["steps"][3]["detail"].as_str().unwrap();
     assert!(caps.contains("UIDL yes"), "{caps}");
+    assert!(caps.contains("PIPELINING yes"), "Dovecot offers it: {caps}");
 
     let run = cfg.run(&["run", "--once"]);
     assert!(run.status.success(), "run --once: {}", common::stderr(&run));

@@ -714,7 +714,15 @@ async fn pop3_steps(run: Run<'_>, report: &mut Report) -> Option<()> {
                 .iter()
                 .filter_map(|c| c.split_ascii_whitespace().next())
                 .collect();
-            let mut detail = format!("UIDL yes, {stls}; server lists {}", words.join(" "));
+            let pipelining = if client.has_capability("PIPELINING") {
+                "PIPELINING yes"
+            } else {
+                "PIPELINING no (RETR and DELE wait for each reply)"
+            };
+            let mut detail = format!(
+                "UIDL yes, {stls}, {pipelining}; server lists {}",
+                words.join(" ")
+            );
             if let Some(delay) = client.login_delay() {
                 detail.push_str(&format!(
                     "; LOGIN-DELAY {} s: the server allows one login every {} s, so the daemon \
