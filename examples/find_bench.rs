@@ -232,6 +232,8 @@ async fn main() {
     for (name, make) in &kinds {
         let mut times = Vec::with_capacity(rounds);
         let mut hits = 0;
+        // The slowest round and what it asked, so a high p99 can be traced to its query.
+        let mut slowest: Option<(Duration, String)> = None;
         for i in 0..rounds {
             let query = make(i);
             let t = Instant::now();
@@ -239,7 +241,18 @@ async fn main() {
                 Query::List(f) => store.list_tickets(f).await.unwrap().len(),
                 Query::Find(q) => store.find_articles(q).await.unwrap().len(),
             };
-            times.push(t.elapsed());
+            let took = t.elapsed();
+            times.push(took);
+            if slowest.as_ref().is_none_or(|(t, _)| took > *t) {
+                let asked = match &query {
+                    Query::List(f) => format!("{f:?}"),
+                    Query::Find(q) => format!("{q:?}"),
+                };
+                slowest = Some((took, asked));
+            }
+        }
+        if let Some((took, asked)) = &slowest {
+            eprintln!("  slowest {:.2} ms: {asked}", took.as_secs_f64() * 1000.0);
         }
         times.sort();
         all.extend(times.iter().copied());

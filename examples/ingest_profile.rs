@@ -4,7 +4,10 @@
 //! go last, so the mails they answer are stored. Prints per kind: mails, average size, parse and
 //! store microseconds per mail (wall time, one thread).
 //!
-//!   ingest_profile --mails DIR --store PATH
+//!   ingest_profile --mails DIR (--store PATH | --postgres URL_ENV)
+//!
+//! `--postgres URL_ENV`: into the PostgreSQL database whose URL is in that environment
+//! variable (an empty schema, or one this profile wrote before: its ids carry on).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,7 +44,6 @@ fn kind(raw: &[u8], p: &ParsedMail) -> &'static str {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(arg(&args, "--mails").expect("--mails DIR"));
-    let store_path = PathBuf::from(arg(&args, "--store").expect("--store PATH"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("read --mails")
         .map(|e| e.unwrap().path())
@@ -67,7 +69,19 @@ async fn main() {
             received_at: chrono::Utc::now(),
         });
     }
-    let store = Store::open(&store_path).await.expect("open the store");
+    let store = match arg(&args, "--postgres") {
+        Some(var) => {
+            let url = std::env::var(&var).unwrap_or_else(|_| panic!("{var} is not set"));
+            Store::open_url(&mail2ticket::secret::Secret::new(url))
+                .await
+                .expect("open the PostgreSQL store")
+        }
+        None => {
+            let path =
+                PathBuf::from(arg(&args, "--store").expect("--store PATH or --postgres URL_ENV"));
+            Store::open(&path).await.expect("open the store")
+        }
+    };
     let rules = TicketRules::without_replies("support");
     let mut order: Vec<&'static str> = kinds.keys().copied().collect();
     order.sort_by_key(|k| k.starts_with("reply"));

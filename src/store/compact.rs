@@ -72,7 +72,7 @@ impl Store {
         let rows: Vec<(i64, &[u8])> = moved.iter().map(|(id, p)| (*id, p.as_slice())).collect();
         insert_raw_mails(&mut tx, &rows).await?;
         for chunk in moved.chunks(500) {
-            let mut q = SqlBuilder::new("UPDATE articles SET raw = ");
+            let mut q = SqlBuilder::new(self.backend, "UPDATE articles SET raw = ");
             q.push_bind(Vec::<u8>::new()).push(" WHERE id IN (");
             q.push_list(chunk.iter().map(|(id, _)| *id));
             q.push(")");

@@ -307,7 +307,7 @@ async fn insert_batch(
     if batch.is_empty() {
         return Ok(());
     }
-    let mut q = SqlBuilder::new(insert);
+    let mut q = SqlBuilder::new(Backend::of(write), insert);
     q.push_values(batch, |mut row, values| {
         for value in values {
             row = match value {

@@ -195,6 +195,7 @@ impl Store {
     pub async fn find_articles(&self, query: &FindQuery) -> Result<Vec<ArticleHit>, StoreError> {
         let words = query.has_words();
         let mut q = SqlBuilder::new(
+            self.backend,
             "SELECT t.number AS number, \
              (SELECT COUNT(*) FROM articles b WHERE b.ticket_id = a.ticket_id AND b.id <= a.id) AS article, \
              a.account AS account, a.received_at AS received_at, a.from_email AS \"from\", \

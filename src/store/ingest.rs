@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{Any, Transaction};
 
 use super::raw_codec::RawCodec;
-use super::{now_rfc3339, SqlBuilder, Store, StoreError};
+use super::{now_rfc3339, Backend, SqlBuilder, Store, StoreError};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
 pub use crate::ingest::outcome::Outcome;
@@ -361,7 +361,7 @@ impl Store {
         let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
         for chunk in keys.chunks(IN_CHUNK) {
-            let mut q = SqlBuilder::new("UPDATE processed SET disposed_at = ");
+            let mut q = SqlBuilder::new(self.backend, "UPDATE processed SET disposed_at = ");
             q.push_bind(&now)
                 .push(" WHERE account = ")
                 .push_bind(account)
@@ -647,6 +647,7 @@ async fn message_owners(
     let mut out = HashMap::new();
     for chunk in keys.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(
+            Backend::of(tx),
             "SELECT m.message_key, m.article_id, t.number FROM messages m \
              JOIN tickets t ON t.id = m.ticket_id WHERE m.message_key IN (",
         );
@@ -670,6 +671,7 @@ async fn insert_messages(
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 5) {
         let mut q = SqlBuilder::new(
+            Backend::of(tx),
             "INSERT INTO messages (message_key, ticket_id, article_id, account, created_at) ",
         );
         q.push_values(chunk, |b, (key, ticket_id, article_id)| {
@@ -746,7 +748,7 @@ async fn known_threads(
     let mut out = HashMap::new();
     for table in ["outbox", "articles"] {
         for chunk in ids.chunks(IN_CHUNK) {
-            let mut q = SqlBuilder::new(format!(
+            let mut q = SqlBuilder::new(Backend::of(tx), format!(
                 "SELECT x.message_id, t.id, t.number FROM {table} x JOIN tickets t ON t.id = x.ticket_id \
                  WHERE x.message_id IN ("
             ));
@@ -849,6 +851,7 @@ impl<'a> BulkArticles<'a> {
         let opening: Vec<&BulkArticle> = pending.iter().filter(|a| a.opens_ticket).collect();
         if !opening.is_empty() {
             let mut q = SqlBuilder::new(
+                Backend::of(tx),
                 "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, customer_name, created_at, updated_at) ",
             );
             q.push_values(&opening, |b, t| {
@@ -905,7 +908,10 @@ async fn touch_tickets(
     let latest: Vec<(i64, &str)> = latest.into_iter().collect();
     for chunk in latest.chunks(IN_CHUNK / 2) {
         // VALUES names its columns column1, column2 in SQLite and PostgreSQL alike.
-        let mut q = SqlBuilder::new("UPDATE tickets SET updated_at = v.column2 FROM (");
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "UPDATE tickets SET updated_at = v.column2 FROM (",
+        );
         q.push_values(chunk, |b, (id, at)| {
             b.push_bind(*id).push_bind(*at);
         });
@@ -930,7 +936,10 @@ async fn processed_among(
 ) -> Result<HashSet<String>, StoreError> {
     let mut out = HashSet::new();
     for chunk in keys.chunks(IN_CHUNK) {
-        let mut q = SqlBuilder::new("SELECT source_key FROM processed WHERE account = ");
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "SELECT source_key FROM processed WHERE account = ",
+        );
         q.push_bind(account).push(" AND source_key IN (");
         q.push_list(chunk.iter().copied());
         q.push(")");
@@ -950,6 +959,7 @@ async fn stored_numbers(
     let mut out = HashMap::new();
     for chunk in shas.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(
+            Backend::of(tx),
             "SELECT a.raw_sha256, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
              WHERE a.account = ",
         );
@@ -972,6 +982,7 @@ async fn insert_processed(
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 5) {
         let mut q = SqlBuilder::new(
+            Backend::of(tx),
             "INSERT INTO processed (account, source_key, outcome, article_id, created_at) ",
         );
         q.push_values(chunk, |b, (key, outcome, article_id, now)| {
@@ -1082,6 +1093,7 @@ async fn insert_articles(
     rows: &[ArticleRow<'_>],
 ) -> Result<(), StoreError> {
     let mut q = SqlBuilder::new(
+        Backend::of(tx),
         "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, from_email, from_name, \
          to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, size, parse_problem, is_followup, \
          received_at, created_at) ",
@@ -1129,7 +1141,10 @@ pub(super) async fn insert_raw_mails(
     rows: &[(i64, &[u8])],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 3) {
-        let mut q = SqlBuilder::new("INSERT INTO raw_mails (article_id, codec, data) ");
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "INSERT INTO raw_mails (article_id, codec, data) ",
+        );
         q.push_values(chunk, |b, (article_id, data)| {
             b.push_bind(*article_id)
                 .push_bind(RawCodec::CURRENT.label())

@@ -121,6 +121,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend a connection of a store's pool talks to (`Any` connections only say it by
+    /// name); for code that holds a transaction rather than the [`Store`].
+    pub(crate) fn of(conn: &sqlx::AnyConnection) -> Backend {
+        match conn.backend_name() {
+            <sqlx::Postgres as sqlx::Database>::NAME => Backend::Postgres,
+            _ => Backend::Sqlite,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,

@@ -122,6 +122,7 @@ impl Store {
         filter: &TicketFilter,
     ) -> Result<Vec<TicketSummary>, StoreError> {
         let mut q = SqlBuilder::new(
+            self.backend,
             "WITH page AS (SELECT id, number, account, ticket_type, status, subject, customer_email, \
              customer_name, created_at FROM tickets WHERE 1 = 1",
         );

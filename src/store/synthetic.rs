@@ -371,6 +371,7 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         .collect();
     if !tickets.is_empty() {
         let mut q = SqlBuilder::new(
+            Backend::of(tx),
             "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, \
              customer_name, created_at, updated_at) ",
         );
@@ -389,6 +390,7 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         q.build().execute(&mut **tx).await?;
     }
     let mut q = SqlBuilder::new(
+        Backend::of(tx),
         "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, \
          from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, \
          size, parse_problem, is_followup, received_at, created_at) ",
