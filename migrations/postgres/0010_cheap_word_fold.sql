@@ -1,5 +1,5 @@
 -- search_text() (0008) folded with translate() over a list of 110 letters and signs: PostgreSQL
--- compares each character of the text with every entry of the list, 3.4 ms per article of the
+-- compares each character of the text with every entry of the list, 3.9 ms per article of the
 -- benchmark's mixed corpus, evaluated by every INSERT for the words column and the subject index
 -- (BENCHMARKS.md, "Word search folding on PostgreSQL"). This one folds the same way from Unicode
 -- decomposition: 0.47 ms.
