@@ -11,6 +11,9 @@ use common::{imap_account, mails, Lab, TestConfig, TestStore};
 use mail2ticket::secret::Secret;
 use mail2ticket::store::{FindQuery, Incoming, Store, TicketRules};
 
+/// The migration that folds words from Unicode decomposition (migrations/postgres/0010).
+const CHEAP_WORD_FOLD: i64 = 10;
+
 /// The tests here that connect hold this for reading; the one that stops the server holds it for
 /// writing, so no other test of this suite meets the server while it is down.
 static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
@@ -285,8 +288,75 @@ fn words_base() -> chrono::DateTime<chrono::Utc> {
     "2026-01-01T00:00:00Z".parse().unwrap()
 }
 
+/// A SQLite and a PostgreSQL store holding the same mails, one per subject (mail `i` with the
+/// subject `subjects[i]`, its body `Body of` the subject, received `i` hours after
+/// [`words_base`]), after `mails::varied` when `known` is set.
+struct WordStores {
+    sqlite: Store,
+    postgres: Store,
+    /// The PostgreSQL store's config, for the command an admin runs.
+    config: TestConfig,
+    _sqlite_dir: tempfile::TempDir,
+}
+
+impl WordStores {
+    async fn with(subjects: &[String], known: bool) -> WordStores {
+        let config = shop_config(Lab::get(), TestStore::Postgres);
+        let postgres = config.open_store().await;
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Store::open(&dir.path().join("tickets.db")).await.unwrap();
+        let incoming: Vec<Incoming> = subjects
+            .iter()
+            .enumerate()
+            .map(|(i, subject)| {
+                let raw = mails::simple(
+                    "shop@example.test",
+                    subject,
+                    &format!("words-{i}@customer.example.test"),
+                    "",
+                );
+                Incoming {
+                    source_key: format!("imap:INBOX:1:{}", i + 1),
+                    parsed: mail2ticket::ingest::parse::parse(&raw),
+                    raw,
+                    received_at: words_base() + chrono::TimeDelta::hours(i as i64),
+                }
+            })
+            .collect();
+        for store in [&sqlite, &postgres] {
+            if known {
+                common::bigstore::ingest_known(store).await;
+            }
+            store
+                .store_batch(&TicketRules::without_replies("shop"), &incoming)
+                .await
+                .unwrap();
+        }
+        WordStores {
+            sqlite,
+            postgres,
+            config,
+            _sqlite_dir: dir,
+        }
+    }
+}
+
+/// `tickets find` with these subject and text words, at any time, up to 100 hits.
+fn words_query(subject: Option<&str>, text: Option<&str>) -> FindQuery {
+    FindQuery {
+        from: None,
+        message_id: None,
+        subject: subject.map(String::from),
+        text: text.map(String::from),
+        account: None,
+        since: None,
+        until: None,
+        limit: 100,
+    }
+}
+
 /// The same mails in a SQLite and a PostgreSQL store: for each query, the hits of
-/// PostgreSQL's text search (migration 0008) and of SQLite's FTS5, newest first.
+/// PostgreSQL's text search (migrations 0008 and 0010) and of SQLite's FTS5, newest first.
 async fn find_on_both(
     sqlite: &Store,
     postgres: &Store,
@@ -297,14 +367,10 @@ async fn find_on_both(
 ) -> Vec<String> {
     let base = words_base();
     let query = FindQuery {
-        from: None,
-        message_id: None,
-        subject: subject.map(String::from),
-        text: text.map(String::from),
-        account: None,
         since: window.0.map(|h| base + chrono::TimeDelta::hours(h)),
         until: window.1.map(|h| base + chrono::TimeDelta::hours(h)),
         limit,
+        ..words_query(subject, text)
     };
     let ids = |hits: Vec<mail2ticket::store::ArticleHit>| -> Vec<String> {
         hits.into_iter().map(|h| h.message_id).collect()
@@ -321,41 +387,17 @@ async fn find_on_both(
 #[tokio::test(flavor = "multi_thread")]
 async fn word_search_on_postgres_finds_what_sqlite_finds() {
     let _server = SERVER.read().await;
-    let lab = Lab::get();
-    let pg = shop_config(lab, TestStore::Postgres);
-    let postgres = pg.open_store().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open(&dir.path().join("tickets.db")).await.unwrap();
-    let base = words_base();
     let subjects = [
         "Bestellung order-4711",
         "Paket nach Köln",
         "Rückfrage von kunde@example.com",
         "Lieferung verspätet",
     ];
-    let incoming: Vec<Incoming> = (0..40)
-        .map(|i| {
-            let raw = mails::simple(
-                "shop@example.test",
-                &format!("{} {i}", subjects[i % 4]),
-                &format!("words-{i}@customer.example.test"),
-                "",
-            );
-            Incoming {
-                source_key: format!("imap:INBOX:1:{}", i + 1),
-                parsed: mail2ticket::ingest::parse::parse(&raw),
-                raw,
-                received_at: base + chrono::TimeDelta::hours(i as i64),
-            }
-        })
+    let subjects: Vec<String> = (0..40)
+        .map(|i| format!("{} {i}", subjects[i % 4]))
         .collect();
-    for store in [&sqlite, &postgres] {
-        common::bigstore::ingest_known(store).await;
-        store
-            .store_batch(&TicketRules::without_replies("shop"), &incoming)
-            .await
-            .unwrap();
-    }
+    let both = WordStores::with(&subjects, true).await;
+    let (sqlite, postgres, pg) = (&both.sqlite, &both.postgres, &both.config);
     let all = (None, None);
     // What a person types: a number out of an order reference, a place without its accent,
     // part of an address, a prefix, words of an HTML body, a subject word.
@@ -373,15 +415,15 @@ async fn word_search_on_postgres_finds_what_sqlite_finds() {
         (None, Some("don't AND ( \" &"), 0),
         (None, Some("& !"), 0),
     ] {
-        let hits = find_on_both(&sqlite, &postgres, subject, text, all, 100).await;
+        let hits = find_on_both(sqlite, postgres, subject, text, all, 100).await;
         assert_eq!(hits.len(), found, "--subject {subject:?} TEXT {text:?}");
     }
     // Newest first up to the limit, and a time window.
-    let newest = find_on_both(&sqlite, &postgres, None, Some("body"), all, 5).await;
+    let newest = find_on_both(sqlite, postgres, None, Some("body"), all, 5).await;
     assert_eq!(newest[0], "words-39@customer.example.test");
     let window = find_on_both(
-        &sqlite,
-        &postgres,
+        sqlite,
+        postgres,
         None,
         Some("body"),
         (Some(10), Some(20)),
@@ -398,6 +440,197 @@ async fn word_search_on_postgres_finds_what_sqlite_finds() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(hits.as_array().map(Vec::len), Some(10), "{hits}");
+}
+
+/// The letters where folding is subtle, as a person types them: both stores find the same
+/// articles, as FTS5 (`unicode61 remove_diacritics 2`) folds. A Latin letter loses its
+/// diacritics, also when they were written as a combining mark of their own; ß, ø and æ have
+/// none to lose; a Cyrillic or Greek letter keeps its mark (й is not и); ASCII punctuation
+/// breaks words.
+#[tokio::test(flavor = "multi_thread")]
+async fn word_search_folds_umlauts_accents_and_punctuation_as_fts5_does() {
+    let _server = SERVER.read().await;
+    let subjects = [
+        "Grüße aus Köln",
+        "Café crème brûlée",
+        "Straße gesperrt",
+        "Søren Ærø",
+        "Йошкар-Ола",
+        "Rechnung order-4711",
+        "Adresse kunde@example.com",
+        "Mu\u{308}nchen Hbf",
+        "Nguyễn Văn",
+        "Știință București",
+        "Ελληνικά",
+    ]
+    .map(String::from);
+    let both = WordStores::with(&subjects, false).await;
+    for (subject, text, found) in [
+        (None, Some("koln"), 1),
+        (None, Some("KÖLN"), 1),
+        (None, Some("gruße"), 1),
+        (None, Some("grusse"), 0),
+        (None, Some("cafe creme brulee"), 1),
+        (None, Some("straße"), 1),
+        (None, Some("strasse"), 0),
+        (None, Some("søren ærø"), 1),
+        (None, Some("soren"), 0),
+        (None, Some("йошкар"), 1),
+        (None, Some("иошкар"), 0),
+        (None, Some("4711"), 1),
+        (None, Some("order-4711"), 1),
+        (None, Some("example"), 1),
+        (None, Some("kunde@example.com"), 1),
+        (None, Some("munchen"), 1),
+        (None, Some("München"), 1),
+        (None, Some("nguyen van"), 1),
+        (None, Some("stiinta bucuresti"), 1),
+        (None, Some("ελληνικά"), 1),
+        (None, Some("ελληνικα"), 0),
+        (Some("KOLN"), None, 1),
+        (Some("München"), None, 1),
+        (Some("București"), None, 1),
+    ] {
+        let hits = find_on_both(
+            &both.sqlite,
+            &both.postgres,
+            subject,
+            text,
+            (None, None),
+            100,
+        )
+        .await;
+        assert_eq!(hits.len(), found, "--subject {subject:?} TEXT {text:?}");
+    }
+}
+
+/// Letters whose fold differs from FTS5's (migrations/postgres/0010_cheap_word_fold.sql):
+/// FTS5's own case table, older than PostgreSQL's lower(), folds ſ ẛ ς and the Greek symbol
+/// letters to s, σ and plain letters and has no lower case for Ϳ; composing makes U+0374 (ʹ)
+/// U+02B9; FTS5 keeps ǡ.
+const FOLDED_UNLIKE_FTS5: &str = "ſẛςϐϑϕϖϰϱϵ\u{374}ͿǠǡ";
+
+/// `search_text`, the fold of PostgreSQL's word indexes, against FTS5's tokenizer as a SQLite
+/// store's `articles_fts` uses it (migrations/sqlite/0004), letter by letter for the Latin,
+/// Greek and Cyrillic letters, each inside a word.
+#[tokio::test]
+async fn search_text_folds_each_latin_greek_and_cyrillic_letter_as_fts5_does() {
+    use sqlx::Connection;
+    let _server = SERVER.read().await;
+    let postgres = shop_config(Lab::get(), TestStore::Postgres)
+        .open_store()
+        .await;
+    let letters: Vec<char> = [0xc0..=0x24f, 0x370..=0x4ff, 0x1e00..=0x1eff]
+        .into_iter()
+        .flatten()
+        .filter_map(char::from_u32)
+        .collect();
+    let words: Vec<String> = letters.iter().map(|c| format!("q{c}q")).collect();
+
+    let mut fts5 = sqlx::sqlite::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    for ddl in [
+        "CREATE VIRTUAL TABLE words USING fts5 (w, tokenize = 'unicode61 remove_diacritics 2')",
+        "CREATE VIRTUAL TABLE terms USING fts5vocab (words, instance)",
+    ] {
+        sqlx::query(ddl).execute(&mut fts5).await.unwrap();
+    }
+    for (i, word) in words.iter().enumerate() {
+        sqlx::query("INSERT INTO words (rowid, w) VALUES (?, ?)")
+            .bind(i as i64)
+            .bind(word)
+            .execute(&mut fts5)
+            .await
+            .unwrap();
+    }
+    let mut tokens: Vec<Vec<String>> = vec![Vec::new(); words.len()];
+    let terms: Vec<(i64, String)> =
+        sqlx::query_as("SELECT doc, term FROM terms ORDER BY doc, \"offset\"")
+            .fetch_all(&mut fts5)
+            .await
+            .unwrap();
+    for (doc, term) in terms {
+        tokens[doc as usize].push(term);
+    }
+
+    let folded: String = sqlx::query_scalar("SELECT search_text($1)")
+        .bind(words.join("\n"))
+        .fetch_one(postgres.pool())
+        .await
+        .unwrap();
+    let folded: Vec<&str> = folded.split('\n').collect();
+    assert_eq!(folded.len(), letters.len());
+
+    let mut compared = 0;
+    let mut unlike = String::new();
+    for ((letter, tokens), folded) in letters.iter().zip(&tokens).zip(folded) {
+        // Two tokens: the letter separates words for FTS5; PostgreSQL's parser decides there.
+        if let [token] = tokens.as_slice() {
+            compared += 1;
+            if token != folded {
+                unlike.push(*letter);
+            }
+        }
+    }
+    assert!(
+        compared > 900,
+        "only {compared} letters are letters to FTS5"
+    );
+    assert!(
+        unlike.chars().all(|c| FOLDED_UNLIKE_FTS5.contains(c)),
+        "folded unlike FTS5: {unlike}"
+    );
+}
+
+/// A store written before migration 0010 holds words folded by the earlier function, which left
+/// letters such as ễ, ș and a combining umlaut as they were: the upgrade derives them again, in
+/// the words column and in the subject index.
+#[tokio::test]
+async fn words_folded_before_the_upgrade_are_found_after_it() {
+    use sqlx::Connection;
+    let _server = SERVER.read().await;
+    let url = common::fresh_pg_database(Lab::get()).await;
+    let mut pg = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    common::migrate_postgres_before(&mut pg, CHEAP_WORD_FOLD).await;
+    sqlx::query(
+        "INSERT INTO tickets (id, number, account, ticket_type, status, created_at, updated_at) \
+         VALUES (1, '10001', 'shop', 'support', 'open', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, subject, text_body, \
+         raw, raw_sha256, received_at, created_at) VALUES (1, 1, 'shop', 'imap:INBOX:1:1', \
+         'old@customer.example.test', $1, $2, '\\x00', '', '2026-01-01T00:00:00Z', \
+         '2026-01-01T00:00:00Z')",
+    )
+    .bind("Nguyễn in București")
+    .bind("Lieferung nach Mu\u{308}nchen")
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    pg.close().await.unwrap();
+
+    let store = Store::open_url(&Secret::new(url)).await.unwrap();
+    for (subject, text) in [
+        (Some("nguyen bucuresti"), None),
+        (None, Some("munchen")),
+        (Some("bucuresti"), Some("munchen")),
+    ] {
+        let hits = store
+            .find_articles(&words_query(subject, text))
+            .await
+            .unwrap();
+        assert_eq!(
+            hits.iter()
+                .map(|h| h.message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["old@customer.example.test"],
+            "--subject {subject:?} TEXT {text:?}"
+        );
+    }
 }
 
 /// A shop moving to PostgreSQL with `store copy`: the store written by an earlier version

@@ -60,14 +60,7 @@ async fn upgraded_store() -> TestConfig {
 /// generated columns itself).
 async fn copy_into_postgres(from: &Path, url: &str) {
     let mut pg = PgConnection::connect(url).await.unwrap();
-    let mut earlier = sqlx::migrate::Migrator::new(repo_root().join("migrations/postgres"))
-        .await
-        .unwrap();
-    earlier
-        .migrations
-        .to_mut()
-        .retain(|m| m.version < COMPRESSED_STORE);
-    earlier.run(&mut pg).await.unwrap();
+    common::migrate_postgres_before(&mut pg, COMPRESSED_STORE).await;
     let mut lite = SqliteConnectOptions::new()
         .filename(from)
         .read_only(true)

@@ -11,7 +11,8 @@
 //!
 //! PostgreSQL: the sender, Message-ID, account and time criteria work the same (indexes of its
 //! migration 0004). Words use its text search instead of FTS5: the generated tsvector column
-//! `articles.words` and its GIN index (its migration 0008), subject words weighted A.
+//! `articles.words` and its GIN index, and a GIN index of the subject words alone (its
+//! migration 0008), their words folded by `search_text` as FTS5 folds them (its migration 0010).
 
 use std::str::FromStr;
 
@@ -296,8 +297,8 @@ impl Store {
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
-    /// `words` folded by PostgreSQL's `search_text` (migration 0008), the function its word
-    /// index was built with, in one round trip: the query folds exactly as the index did.
+    /// `words` folded by PostgreSQL's `search_text` (migration 0010), the function its word
+    /// indexes were built with, in one round trip: the query folds exactly as the index did.
     async fn search_text<'w>(
         &self,
         words: impl Iterator<Item = &'w str>,

@@ -281,6 +281,16 @@ pub async fn fresh_pg_database(lab: &Lab) -> String {
     format!("{admin}&options[search_path]={name}")
 }
 
+/// Migrates the PostgreSQL store behind `conn` up to the step before migration `version`, as the
+/// version of mail2ticket before that step left its stores.
+pub async fn migrate_postgres_before(conn: &mut sqlx::postgres::PgConnection, version: i64) {
+    let mut earlier = sqlx::migrate::Migrator::new(repo_root().join("migrations/postgres"))
+        .await
+        .unwrap();
+    earlier.migrations.to_mut().retain(|m| m.version < version);
+    earlier.run(conn).await.unwrap();
+}
+
 /// A config file in a temporary directory, with the store beside it (SQLite) or in a fresh
 /// PostgreSQL database (see [`TestStore`]).
 pub struct TestConfig {
