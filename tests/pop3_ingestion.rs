@@ -233,13 +233,24 @@ fn ticket_subjects(cfg: &TestConfig) -> Vec<String> {
     subjects
 }
 
-/// More than one batch (500), so the DELEs of one batch go out while the next is fetched.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_pipelined_backlog_is_stored_once_and_deleted() {
+/// What one `run --once` did to a backlog through [`common::proxy::pop3_watch`].
+struct WatchedBacklog {
+    watch: common::proxy::Pop3Watch,
+    /// Subjects of the tickets made, sorted.
+    tickets: Vec<String>,
+    /// Subjects of the backlog's mails, sorted.
+    expected: Vec<String>,
+    left_in_inbox: u32,
+}
+
+/// A backlog of `count` mails fetched and deleted by one `run --once` through a proxy that
+/// watches the commands (and hides PIPELINING from CAPA when asked).
+async fn delete_backlog_watched(name: &str, count: usize, hide_pipelining: bool) -> WatchedBacklog {
     let lab = Lab::get();
-    let user = lab.fresh_user("pop3-pipelined");
-    let expected = backlog(lab, &user, 520).await;
-    let watch = common::proxy::pop3_watch(lab.port("MAIL_LAB_POP3_PORT"), false, None).await;
+    let user = lab.fresh_user(name);
+    let expected = backlog(lab, &user, count).await;
+    let watch =
+        common::proxy::pop3_watch(lab.port("MAIL_LAB_POP3_PORT"), hide_pipelining, None).await;
     let cfg = TestConfig::new(
         &[pop3_via(
             lab,
@@ -252,38 +263,43 @@ async fn a_pipelined_backlog_is_stored_once_and_deleted() {
     );
     let out = cfg.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
+    WatchedBacklog {
+        watch,
+        tickets: ticket_subjects(&cfg),
+        expected,
+        left_in_inbox: lab.count(&user, "INBOX").await,
+    }
+}
+
+/// More than one batch (500), so the DELEs of one batch go out while the next is fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelined_backlog_is_stored_once_and_deleted() {
+    let run = delete_backlog_watched("pop3-pipelined", 520, false).await;
+    let watch = &run.watch;
     assert!(
         watch.pipelined() > 520,
         "Dovecot offers PIPELINING, so RETR and DELE went out without waiting ({} of {} commands)",
         watch.pipelined(),
         watch.commands()
     );
-    assert_eq!(ticket_subjects(&cfg), expected, "every mail once");
-    assert_eq!(lab.count(&user, "INBOX").await, 0, "and every mail deleted");
+    assert_eq!(run.tickets, run.expected, "every mail once");
+    assert_eq!(run.left_in_inbox, 0, "and every mail deleted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_pipelining_in_capa_every_command_waits_for_its_reply() {
-    let lab = Lab::get();
-    let user = lab.fresh_user("pop3-no-pipelining");
-    let expected = backlog(lab, &user, 30).await;
-    let watch = common::proxy::pop3_watch(lab.port("MAIL_LAB_POP3_PORT"), true, None).await;
-    let cfg = TestConfig::new(
-        &[pop3_via(
-            lab,
-            "returns",
-            &user,
-            watch.port,
-            "action = \"delete\"\n",
-        )],
-        "",
+    let run = delete_backlog_watched("pop3-no-pipelining", 30, true).await;
+    assert!(
+        run.watch.commands() > 60,
+        "RETR and DELE for each of 30 mails"
     );
-    let out = cfg.run(&["run", "--once"]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    assert!(watch.commands() > 60, "RETR and DELE for each of 30 mails");
-    assert_eq!(watch.pipelined(), 0, "no command before the previous reply");
-    assert_eq!(ticket_subjects(&cfg), expected);
-    assert_eq!(lab.count(&user, "INBOX").await, 0);
+    assert_eq!(
+        run.watch.pipelined(),
+        0,
+        "no command before the previous reply"
+    );
+    assert_eq!(run.tickets, run.expected);
+    assert_eq!(run.left_in_inbox, 0);
 }
 
 /// Another session deletes message 20 after this one listed it: Dovecot answers its RETR, in
