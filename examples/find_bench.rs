@@ -25,16 +25,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn find(q: impl FnOnce(&mut FindQuery)) -> FindQuery {
-    let mut query = FindQuery {
-        from: None,
-        message_id: None,
-        subject: None,
-        text: None,
-        account: None,
-        since: None,
-        until: None,
-        limit: 50,
-    };
+    let mut query = FindQuery::default();
     q(&mut query);
     query
 }

@@ -344,14 +344,10 @@ impl WordStores {
 /// `tickets find` with these subject and text words, at any time, up to 100 hits.
 fn words_query(subject: Option<&str>, text: Option<&str>) -> FindQuery {
     FindQuery {
-        from: None,
-        message_id: None,
         subject: subject.map(String::from),
         text: text.map(String::from),
-        account: None,
-        since: None,
-        until: None,
         limit: 100,
+        ..FindQuery::default()
     }
 }
 

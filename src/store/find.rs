@@ -67,6 +67,23 @@ pub struct FindQuery {
     pub limit: u32,
 }
 
+/// No criterion yet, and `tickets find`'s default page of 50: the start of a query built
+/// field by field.
+impl Default for FindQuery {
+    fn default() -> FindQuery {
+        FindQuery {
+            from: None,
+            message_id: None,
+            subject: None,
+            text: None,
+            account: None,
+            since: None,
+            until: None,
+            limit: 50,
+        }
+    }
+}
+
 impl FindQuery {
     /// At least one criterion that an index answers (a bare `--account` would list everything).
     pub fn has_criterion(&self) -> bool {
@@ -437,14 +454,11 @@ mod tests {
         let mails: Vec<Incoming> = (0..200).map(|n| fetched(n, base, true)).collect();
         store.store_batch(&rules(), &mails).await.unwrap();
         let find = |since: Option<i64>, until: Option<i64>| FindQuery {
-            from: None,
-            message_id: None,
-            subject: None,
             text: Some("paket".into()),
-            account: None,
             since: since.map(|h| base + TimeDelta::hours(h)),
             until: until.map(|h| base + TimeDelta::hours(h)),
             limit: 1000,
+            ..FindQuery::default()
         };
         let everything = store.find_articles(&find(None, None)).await.unwrap();
         assert_eq!(everything.len(), 200);
@@ -474,14 +488,9 @@ mod tests {
 
     fn query(subject: Option<&str>, text: Option<&str>) -> FindQuery {
         FindQuery {
-            from: None,
-            message_id: None,
             subject: subject.map(String::from),
             text: text.map(String::from),
-            account: None,
-            since: None,
-            until: None,
-            limit: 50,
+            ..FindQuery::default()
         }
     }
 
