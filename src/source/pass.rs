@@ -6,7 +6,8 @@
 //! storing them again.
 //!
 //! Pipelined: while batch N is stored (SQLite's thread, one fsynced commit), the connection
-//! disposes of the committed batch N-1 and fetches batch N+1.
+//! disposes of the committed batch N-1 and fetches batch N+1, which is then parsed and prepared
+//! (hashed, compressed) on a blocking thread.
 //!
 //! Shutdown, one rule: once `cancel` fires nothing more is fetched; the batch in hand is stored
 //! and disposed of, and the pass ends normally.
@@ -20,7 +21,7 @@ use super::{Listed, PassReport, Source, SourceError, SourceKey};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
 use crate::ingest::parse::parse;
-use crate::store::{Incoming, Store, StoredAlone, TicketRules, QUARANTINE_AFTER};
+use crate::store::{Incoming, Prepared, Store, StoredAlone, TicketRules, QUARANTINE_AFTER};
 
 /// Batch limits: many small mails per durable transaction, but bounded memory.
 const BATCH_MAILS: usize = 500;
@@ -83,16 +84,15 @@ pub async fn run_pass<S: Source>(
     }
 
     let batches = batches(&new);
-    let mut fetched = match batches.first() {
-        Some(first) => Some(source.fetch(&ids(first)).await?),
+    let mut ready = match batches.first() {
+        Some(first) => Some(fetch_and_parse(&mut source, &ids(first)).await?),
         None => None,
     };
     let mut durable: Vec<S::Id> = Vec::new();
     for i in 0..batches.len() {
-        let Some(raws) = fetched.take() else { break };
-        report.fetched += raws.len();
-        crate::metrics::mails_fetched(name, raws.len());
-        let (batch_ids, incoming) = parse_batch(&source, raws).await?;
+        let Some(batch) = ready.take() else { break };
+        report.fetched += batch.ids.len();
+        crate::metrics::mails_fetched(name, batch.ids.len());
         let stopping = ctx.cancel.is_some_and(|c| c.is_cancelled());
         if stopping && i + 1 < batches.len() {
             log_as!(
@@ -104,20 +104,28 @@ pub async fn run_pass<S: Source>(
             );
         }
         let following = batches.get(i + 1).filter(|_| !stopping).map(|b| ids(b));
-        let (first_try, (gone, next)) =
-            tokio::join!(ctx.store.store_batch(ctx.rules, &incoming), async {
+        let (first_try, (gone, next)) = tokio::join!(
+            ctx.store
+                .store_prepared(ctx.rules, &batch.incoming, &batch.prepared),
+            async {
                 let gone = if durable.is_empty() {
                     Ok(Vec::new())
                 } else {
                     dispose_committed(&mut source, ctx, &durable, &mut report).await
                 };
                 let next = match &following {
-                    Some(ids) => Some(source.fetch(ids).await),
+                    Some(ids) => Some(fetch_and_parse(&mut source, ids).await),
                     None => None,
                 };
                 (gone, next)
-            });
+            }
+        );
         record_gone::<S>(ctx, &keys_of(&source, &gone?), &mut report).await;
+        let Ready {
+            ids: batch_ids,
+            incoming,
+            ..
+        } = batch;
         let outcomes = match first_try {
             Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
             // A full disk and the like: no mail is to blame, none is tried alone. The pass
@@ -141,7 +149,7 @@ pub async fn run_pass<S: Source>(
             durable.push(id);
         }
         // A failed fetch ends the pass; this batch stays stored and is disposed of next pass.
-        fetched = next.transpose()?;
+        ready = next.transpose()?;
     }
     if !durable.is_empty() {
         let gone = dispose_committed(&mut source, ctx, &durable, &mut report).await?;
@@ -217,13 +225,23 @@ fn batches<'a, Id>(mails: &'a [&'a Listed<Id>]) -> Vec<&'a [&'a Listed<Id>]> {
     out
 }
 
-/// Parses a fetched batch off the async threads, in the order it is to be stored: a reply the
-/// server lists before its original is stored after it (and joins its ticket).
-async fn parse_batch<S: Source>(
-    source: &S,
-    fetched: Vec<(S::Id, Vec<u8>)>,
-) -> Result<(Vec<S::Id>, Vec<Incoming>), SourceError> {
-    let keyed: Vec<(S::Id, SourceKey, Vec<u8>)> = fetched
+/// A fetched batch, parsed and prepared for storing, in the order it is to be stored.
+struct Ready<Id> {
+    ids: Vec<Id>,
+    incoming: Vec<Incoming>,
+    prepared: Prepared,
+}
+
+/// Fetches a batch and parses it off the async threads, in the order it is to be stored: a
+/// reply the server lists before its original is stored after it (and joins its ticket). The
+/// pass runs this for batch N+1 while batch N is being written.
+async fn fetch_and_parse<S: Source>(
+    source: &mut S,
+    ids: &[S::Id],
+) -> Result<Ready<S::Id>, SourceError> {
+    let keyed: Vec<(S::Id, SourceKey, Vec<u8>)> = source
+        .fetch(ids)
+        .await?
         .into_iter()
         .map(|(id, raw)| {
             let key = source.key(&id);
@@ -243,9 +261,16 @@ async fn parse_batch<S: Source>(
                 (id, mail)
             })
             .collect();
-        crate::ingest::order::store_order(incoming, |(_, m): &(S::Id, Incoming)| &m.parsed)
-            .into_iter()
-            .unzip()
+        let (ids, incoming): (Vec<S::Id>, Vec<Incoming>) =
+            crate::ingest::order::store_order(incoming, |(_, m): &(S::Id, Incoming)| &m.parsed)
+                .into_iter()
+                .unzip();
+        let prepared = Prepared::of(&incoming);
+        Ready {
+            ids,
+            incoming,
+            prepared,
+        }
     })
     .await
     .map_err(|e| {

@@ -9,12 +9,11 @@ use sha2::{Digest, Sha256};
 use sqlx::{Any, Transaction};
 
 use super::raw_codec::RawCodec;
-use super::{now_rfc3339, Backend, SqlBuilder, Store, StoreError};
+use super::{now_rfc3339, Backend, Prepared, SqlBuilder, Store, StoreError};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
 pub use crate::ingest::outcome::Outcome;
 use crate::ingest::parse::ParsedMail;
-use crate::ingest::same_message::message_key;
 
 /// A fetched mail on its way into the store.
 #[derive(Debug, Clone)]
@@ -113,7 +112,19 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
     ) -> Result<Vec<Outcome>, StoreError> {
-        let work = std::panic::AssertUnwindSafe(self.store_batch_tx(rules, mails));
+        self.store_prepared(rules, mails, &Prepared::of(mails))
+            .await
+    }
+
+    /// [`store_batch`](Self::store_batch) with the lock-free part already done (see
+    /// [`Prepared`]): `prepared` must be `Prepared::of(mails)`.
+    pub async fn store_prepared(
+        &self,
+        rules: &TicketRules,
+        mails: &[Incoming],
+        prepared: &Prepared,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let work = std::panic::AssertUnwindSafe(self.store_batch_tx(rules, mails, prepared));
         match futures::FutureExt::catch_unwind(work).await {
             Ok(Ok(outcomes)) => {
                 self.health.worked();
@@ -134,21 +145,21 @@ impl Store {
         &self,
         rules: &TicketRules,
         mails: &[Incoming],
+        prepared: &Prepared,
     ) -> Result<Vec<Outcome>, StoreError> {
-        // Hashing and compressing need no lock: done before the write transaction begins.
-        let shas: Vec<String> = mails.iter().map(|m| sha256_hex(&m.raw)).collect();
-        let packed: Vec<Vec<u8>> = mails
-            .iter()
-            .map(|m| RawCodec::CURRENT.encode(&m.raw))
-            .collect();
-        let msg_keys: Vec<Option<String>> = mails.iter().map(|m| message_key(&m.parsed)).collect();
+        assert_eq!(prepared.len(), mails.len(), "prepared for another batch");
+        let Prepared {
+            shas,
+            packed,
+            msg_keys,
+        } = prepared;
         let mut tx = self.write_tx().await?;
         let keys: Vec<&str> = mails.iter().map(|m| m.source_key.as_str()).collect();
         let mut seen = processed_among(&mut tx, &rules.account, &keys).await?;
-        let mut stored = stored_numbers(&mut tx, &rules.account, &shas).await?;
+        let mut stored = stored_numbers(&mut tx, &rules.account, shas).await?;
         // Read inside this write transaction (it holds the write lock): no other poller can store a copy
         // between this lookup and our insert, so "the first account to store it opens it" is exact.
-        let mut owners = message_owners(&mut tx, &msg_keys).await?;
+        let mut owners = message_owners(&mut tx, msg_keys).await?;
         let mut threads = if rules.reply.is_none() {
             known_threads(&mut tx, mails).await?
         } else {
@@ -162,8 +173,7 @@ impl Store {
         // collected and written with multi-row INSERTs; anything else first flushes them, so it
         // sees every earlier mail of the batch exactly as if all had been written one by one.
         let mut bulk = BulkArticles::default();
-        for (((mail, sha), msg_key), packed) in mails.iter().zip(&shas).zip(&msg_keys).zip(&packed)
-        {
+        for (((mail, sha), msg_key), packed) in mails.iter().zip(shas).zip(msg_keys).zip(packed) {
             // A key listed twice in one batch counts once, as a key stored by an earlier batch.
             if !seen.insert(mail.source_key.clone()) {
                 outcomes.push(Outcome::AlreadyProcessed);

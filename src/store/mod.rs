@@ -18,6 +18,7 @@ mod find;
 mod ingest;
 mod lease;
 mod outbox;
+mod prepared;
 mod query;
 mod raw;
 mod raw_codec;
@@ -42,6 +43,7 @@ pub use find::{ArticleHit, FindQuery, Sender};
 pub use ingest::*;
 pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
+pub use prepared::Prepared;
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
 

@@ -1,0 +1,38 @@
+//! The part of storing a batch that needs CPU but no lock: each mail's SHA-256, its raw bytes
+//! compressed for `raw_mails`, and the key that tells copies of one message apart. A pass
+//! computes it on a blocking thread together with parsing, while the batch before is still being
+//! written, so SQLite's write transaction holds the lock only for writing.
+
+use super::ingest::{sha256_hex, Incoming};
+use super::raw_codec::RawCodec;
+use crate::ingest::same_message::message_key;
+
+/// What [`Store::store_prepared`](super::Store::store_prepared) needs beside the mails
+/// themselves, in the same order.
+#[derive(Debug)]
+pub struct Prepared {
+    pub(super) shas: Vec<String>,
+    pub(super) packed: Vec<Vec<u8>>,
+    pub(super) msg_keys: Vec<Option<String>>,
+}
+
+impl Prepared {
+    pub fn of(mails: &[Incoming]) -> Prepared {
+        Prepared {
+            shas: mails.iter().map(|m| sha256_hex(&m.raw)).collect(),
+            packed: mails
+                .iter()
+                .map(|m| RawCodec::CURRENT.encode(&m.raw))
+                .collect(),
+            msg_keys: mails.iter().map(|m| message_key(&m.parsed)).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shas.is_empty()
+    }
+}
