@@ -791,8 +791,13 @@ fn remember_thread(
     }
 }
 
-/// Articles per multi-row INSERT in bulk (articles bind 21 values a row).
-const BULK_CHUNK: usize = 100;
+/// Articles per multi-row INSERT in bulk: a whole batch (`BATCH_MAILS` in source::pass) at 21
+/// bound values a row, 10,500 values, under PostgreSQL's 65,535 and SQLite's 32,766. One
+/// statement per batch also means one new segment of SQLite's full-text index per batch (FTS5
+/// writes one at every statement that opens a savepoint), so less of the index's merging: with
+/// 100 rows a statement the 10,000-mail backlog took 3.6-3.9 s, with 500 3.3-3.5 s, and into a
+/// store of 100,000 articles 5.8-6.2 s against 5.0 s.
+const BULK_CHUNK: usize = 500;
 
 struct BulkArticle<'a> {
     mail: &'a Incoming,
