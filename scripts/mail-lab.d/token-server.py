@@ -8,7 +8,8 @@ Postfix submission.
 
 Provider endpoints (form-encoded, as RFC 6749 wants; client auth by HTTP Basic or by
 client_id/client_secret in the form):
-  POST /token        grant_type client_credentials | refresh_token (rotated on every use) |
+  POST /token        grant_type client_credentials | refresh_token (rotated on every use; the
+                     used one stays valid for REUSE_GRACE seconds, see below) |
                      urn:ietf:params:oauth:grant-type:device_code (RFC 8628)
   POST /devicecode   device authorization request (RFC 8628 section 3.1)
   POST /introspect   RFC 7662; {"active": true, "username": ...} for a live access token
@@ -42,6 +43,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
+# A used refresh token stays valid this long after its rotation, as with providers that rotate
+# (Okta's grace period, 30 s by default; Auth0's reuse interval; Microsoft does not revoke a
+# rotated token at all). No client can close the moment between the provider's answer and its
+# saving the new token: a client killed in it holds only the old one.
+REUSE_GRACE = 30
+
 
 class Provider:
     def __init__(self, ttl):
@@ -50,6 +57,7 @@ class Provider:
         self.clients = {}  # client_id -> {"secret", "username", "ttl"}
         self.access = {}  # token -> {"client_id", "username", "expires"}
         self.refresh = {}  # token -> {"client_id", "username"}
+        self.rotated = {}  # used refresh token -> ({"client_id", "username"}, valid until)
         self.devices = {}  # device_code -> {"client_id", "user_code", "status", "username", ...}
         self.down = False
         self.grants = {}  # client_id -> {grant_type: count}
@@ -88,7 +96,12 @@ class Provider:
                 self._count(client_id, grant)
                 return 200, self._issue(client_id, client["username"], with_refresh=False)
             if grant == "refresh_token":
-                entry = self.refresh.pop(form.get("refresh_token", ""), None)
+                used = form.get("refresh_token", "")
+                entry = self.refresh.pop(used, None)
+                if entry is not None:
+                    self.rotated[used] = (entry, time.time() + REUSE_GRACE)
+                elif used in self.rotated and time.time() < self.rotated[used][1]:
+                    entry = self.rotated[used][0]
                 if entry is None or entry["client_id"] != client_id:
                     return 400, {"error": "invalid_grant",
                                  "error_description": "refresh token unknown, used or revoked"}
@@ -159,6 +172,7 @@ class Provider:
             if path == "/admin/revoke":
                 cid = body["client_id"]
                 self.refresh = {k: v for k, v in self.refresh.items() if v["client_id"] != cid}
+                self.rotated = {k: v for k, v in self.rotated.items() if v[0]["client_id"] != cid}
                 self.access = {k: v for k, v in self.access.items() if v["client_id"] != cid}
                 return 200, {"ok": True}
             if path == "/admin/settings":

@@ -2,6 +2,11 @@
 //! moment it issues the new one, so the new one is made durable (temp file, fsync, rename, fsync
 //! of the folder) before the access token that came with it is used: a crash at any point leaves
 //! either the old token (still valid if the answer never arrived) or the new one, never none.
+//! A crash in the moment between the provider's answer and the rename leaves the old token,
+//! which a provider that revoked it at once would refuse; no client can close that moment, which
+//! is why providers that rotate keep a used token valid for a short grace period (Okta 30 s by
+//! default, Auth0's reuse interval; Microsoft does not revoke a rotated token), and so does the
+//! lab's token server.
 //!
 //! The file is mode 0600 and a folder created for it 0700: the store's other users cannot read it.
 
