@@ -192,10 +192,15 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 // mail under its memory target (16 MiB: 150 MB peak RSS, 8 MiB: 142 MB).
                 // temp_store: statement journals (every multi-row INSERT with triggers opens
                 // one) stay in memory instead of spilling to a temporary file.
+                // wal_autocheckpoint: the WAL is copied into the database every 10,000 pages
+                // (40 MiB, a few batches) instead of every 1,000 (about each batch), so an index
+                // page that several batches change is copied once: 10,000 mails wrote 213 MB
+                // instead of 252 MB, and into a store of 100,000 articles 309 MB instead of
+                // 364 MB. The price is a -wal file of up to about 40 MiB beside the store.
                 conn.execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 30000; \
-                     PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY;",
+                     PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000;",
                 )
                 .await?;
                 Ok(())
