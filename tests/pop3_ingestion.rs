@@ -223,16 +223,6 @@ async fn backlog(lab: &Lab, user: &str, count: usize) -> Vec<String> {
     subjects
 }
 
-fn ticket_subjects(cfg: &TestConfig) -> Vec<String> {
-    let mut subjects: Vec<String> = cfg
-        .tickets()
-        .iter()
-        .map(|t| t["subject"].as_str().unwrap().to_string())
-        .collect();
-    subjects.sort();
-    subjects
-}
-
 /// What one `run --once` did to a backlog through [`common::proxy::pop3_watch`].
 struct WatchedBacklog {
     watch: common::proxy::Pop3Watch,
@@ -265,7 +255,7 @@ async fn delete_backlog_watched(name: &str, count: usize, hide_pipelining: bool)
     assert!(out.status.success(), "{}", common::stderr(&out));
     WatchedBacklog {
         watch,
-        tickets: ticket_subjects(&cfg),
+        tickets: cfg.ticket_subjects(),
         expected,
         left_in_inbox: lab.count(&user, "INBOX").await,
     }
@@ -342,6 +332,6 @@ async fn a_mail_deleted_by_another_session_mid_window_fails_its_retr_and_loses_n
 
     let next = cfg.run(&["run", "--once"]);
     assert!(next.status.success(), "{}", common::stderr(&next));
-    assert_eq!(ticket_subjects(&cfg), expected, "every other mail, once");
+    assert_eq!(cfg.ticket_subjects(), expected, "every other mail, once");
     assert_eq!(lab.count(&user, "INBOX").await, 0);
 }

@@ -415,6 +415,17 @@ impl TestConfig {
         serde_json::from_slice(&out.stdout).expect("tickets list --json is JSON")
     }
 
+    /// The subjects of every ticket of the store, sorted.
+    pub fn ticket_subjects(&self) -> Vec<String> {
+        let mut subjects: Vec<String> = self
+            .tickets()
+            .iter()
+            .map(|t| t["subject"].as_str().unwrap().to_string())
+            .collect();
+        subjects.sort();
+        subjects
+    }
+
     pub fn show(&self, number: &str) -> serde_json::Value {
         let out = self.run(&["tickets", "show", number, "--json"]);
         assert!(
