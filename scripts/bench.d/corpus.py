@@ -22,6 +22,8 @@ import quopri
 import random
 import urllib.parse
 
+ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_"
+
 GERMAN = ("Guten Tag, ich habe am Montag eine Bestellung aufgegeben und bisher keine "
           "Versandbestätigung erhalten. Können Sie bitte nachsehen, wo die Lieferung bleibt? "
           "Die Rücksendung der defekten Ware habe ich bereits veranlasst. Grüße aus Köln. ")
@@ -104,6 +106,23 @@ def multipart(kind, boundary, parts):
     return out + f"--{boundary}--{CRLF}".encode()
 
 
+def message_id(tag, i):
+    """A unique Message-ID in one of the shapes real mailers write: mostly random first (Gmail,
+    Outlook, Apple Mail and Thunderbird), so that a store's indexes on Message-ID receive new keys
+    at random places as they do in real use; a few start with the time. Drawn from its own RNG, so
+    the rest of the corpus does not depend on it."""
+    r = random.Random(f"{tag}-{i}")
+    word = lambda n: "".join(r.choice(ID_CHARS) for _ in range(n))
+    shape = r.randrange(10)
+    if shape < 4:
+        return f"<CA{word(40)}{i}@mail.gmail.com>"
+    if shape < 6:
+        return f"<AM0PR04MB{word(10)}{i}@AM0PR04MB{word(4)}.eurprd04.prod.outlook.com>"
+    if shape < 8:
+        return f"<{r.getrandbits(128):032X}-{tag}-{i}@customer{i % 7}.example.test>"
+    return f"<202611{1 + i % 28:02d}{i % 24:02d}{i % 60:02d}00.{tag}-{i}@customer{i % 7}.example.test>"
+
+
 def mixed_mail(rng, i, to, tag, parents):
     """One mail of the mixed corpus; returns (bytes, message_id, subject, lines, is_reply)."""
     charset, cte = rng.choices([("utf-8", "8bit"), ("iso-8859-1", "8bit"),
@@ -111,7 +130,7 @@ def mixed_mail(rng, i, to, tag, parents):
                                weights=[55, 15, 10, 20])[0]
     name = NAMES[i % len(NAMES)]
     sender = f"kunde{i % 211}@customer{i % 7}.example.test"
-    msgid = f"<{tag}-{i}@customer{i % 7}.example.test>"
+    msgid = message_id(tag, i)
     reply_to = parents[rng.randrange(len(parents))] if parents and rng.random() < 0.2 else None
     if reply_to:
         p_id, p_subject, p_lines = reply_to

@@ -673,7 +673,7 @@ async fn message_owners(
 
 /// Remembers where messages are stored: (message key, ticket id, article id). The primary key
 /// refuses a second owner, so a bug here fails the batch instead of opening a second ticket.
-async fn insert_messages(
+pub(super) async fn insert_messages(
     tx: &mut Transaction<'_, Any>,
     account: &str,
     rows: &[(&str, i64, i64)],
@@ -990,7 +990,7 @@ async fn stored_numbers(
 }
 
 /// One `processed` row per stored mail: (source key, outcome label, article id, time).
-async fn insert_processed(
+pub(super) async fn insert_processed(
     tx: &mut Transaction<'_, Any>,
     account: &str,
     rows: &[(&str, &str, Option<i64>, String)],

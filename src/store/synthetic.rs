@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Any, Connection};
 
-use super::ingest::insert_raw_mails;
+use super::ingest::{insert_messages, insert_processed, insert_raw_mails};
 use super::raw_codec::RawCodec;
 use super::{sha256_hex, Backend, SqlBuilder, Store, StoreError};
 
@@ -288,7 +288,7 @@ impl Store {
                 };
                 (ticket_id, account, subject, String::new(), Some(ticket))
             };
-            let message_id = format!("{article_id}.{}@{}", spec.seed, domain_of(&from.email));
+            let message_id = message_id(&mut rng, &from.email, at);
             let mut body = "Guten Tag,\r\n\r\n".to_string();
             for _ in 0..rng.gen_range(3..8) {
                 body.push_str(&fill(
@@ -364,6 +364,43 @@ fn domain_of(email: &str) -> &str {
     email.rsplit_once('@').map_or(email, |(_, d)| d)
 }
 
+/// A Message-ID in one of the shapes real mailers write. Most are random (Gmail, Outlook,
+/// Apple Mail and Thunderbird put random or UUID parts first), so in the store's indexes on
+/// Message-ID a new mail's key lands at a random place, as it does in a real store; some
+/// start with the time and cluster.
+fn message_id(rng: &mut StdRng, from: &str, at: DateTime<Utc>) -> String {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_";
+    fn random(rng: &mut StdRng, n: usize) -> String {
+        (0..n)
+            .map(|_| B64[rng.gen_range(0..B64.len())] as char)
+            .collect()
+    }
+    match rng.gen_range(0..10) {
+        0..=3 => format!("CA{}@mail.gmail.com", random(rng, 42)),
+        4..=5 => format!(
+            "AM0PR04MB{}{}@AM0PR04MB{}.eurprd04.prod.outlook.com",
+            random(rng, 4),
+            random(rng, 6),
+            random(rng, 4)
+        ),
+        6..=7 => format!(
+            "{:08X}-{:04X}-{:04X}-{:04X}-{:012X}@{}",
+            rng.gen::<u32>(),
+            rng.gen::<u16>(),
+            rng.gen::<u16>(),
+            rng.gen::<u16>(),
+            rng.gen::<u64>() & 0xFFFF_FFFF_FFFF,
+            domain_of(from)
+        ),
+        _ => format!(
+            "{}.{}@{}",
+            at.format("%Y%m%d%H%M%S"),
+            random(rng, 8),
+            domain_of(from)
+        ),
+    }
+}
+
 async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result<(), StoreError> {
     let tickets: Vec<(&Row, &TicketRow)> = rows
         .iter()
@@ -399,7 +436,7 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         b.push_bind(r.article_id)
             .push_bind(r.ticket_id)
             .push_bind(r.account.as_str())
-            .push_bind(format!("generated:{}", r.article_id))
+            .push_bind(source_key(r))
             .push_bind(r.message_id.as_str())
             .push_bind(r.in_reply_to.as_str())
             .push_bind(r.in_reply_to.as_str())
@@ -426,5 +463,44 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         .collect();
     let packed: Vec<(i64, &[u8])> = packed.iter().map(|(id, p)| (*id, p.as_slice())).collect();
     insert_raw_mails(tx, &packed).await?;
+    // As ingestion records them: the owner of each message key, and the processed source key.
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {}", r.from.email.to_lowercase(), r.message_id))
+        .collect();
+    for account in accounts_of(rows) {
+        let mine = || rows.iter().zip(&keys).filter(|(r, _)| r.account == account);
+        let owners: Vec<(&str, i64, i64)> = mine()
+            .map(|(r, key)| (key.as_str(), r.ticket_id, r.article_id))
+            .collect();
+        // Generated rows each have their own time; the owner rows carry the newest one.
+        let newest = mine().map(|(r, _)| r.created_at.as_str()).max();
+        insert_messages(tx, account, &owners, newest.unwrap_or_default()).await?;
+        let source_keys: Vec<String> = mine().map(|(r, _)| source_key(r)).collect();
+        let processed: Vec<(&str, &str, Option<i64>, String)> = mine()
+            .zip(&source_keys)
+            .map(|((r, _), key)| {
+                let outcome = if r.followup { "followup" } else { "ticket" };
+                (
+                    key.as_str(),
+                    outcome,
+                    Some(r.article_id),
+                    r.created_at.clone(),
+                )
+            })
+            .collect();
+        insert_processed(tx, account, &processed).await?;
+    }
     Ok(())
+}
+
+fn accounts_of(rows: &[Row]) -> Vec<&str> {
+    let mut accounts: Vec<&str> = rows.iter().map(|r| r.account.as_str()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    accounts
+}
+
+fn source_key(r: &Row) -> String {
+    format!("generated:{}", r.article_id)
 }
