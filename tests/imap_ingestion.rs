@@ -251,6 +251,37 @@ async fn the_same_message_arriving_twice_yields_one_ticket() {
     );
 }
 
+/// A copy that arrives after the first was stored and moved (a redelivery, a restored backup)
+/// is found again: by sender and Message-ID, or by its bytes when it has no Message-ID.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_arriving_again_in_a_later_pass_yields_no_second_ticket() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-again");
+    let with_id = mails::simple(&user, "With an id", "again@customer.example.test", "");
+    let without_id = mails::simple(&user, "Without an id", "", "");
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "starttls",
+            &move_to("Archive"),
+        )],
+        "",
+    );
+    for pass in 1..=2 {
+        lab.append(&user, "INBOX", &[with_id.clone(), without_id.clone()])
+            .await;
+        assert!(cfg.run(&["run", "--once"]).status.success(), "pass {pass}");
+    }
+    assert_eq!(cfg.ticket_subjects(), ["With an id", "Without an id"]);
+    assert_eq!(
+        lab.count(&user, "Archive").await,
+        4,
+        "every copy leaves the inbox"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_untrusted_certificate_is_refused_with_a_clear_error() {
     let lab = Lab::get();
