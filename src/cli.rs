@@ -159,7 +159,7 @@ pub enum TicketsCommand {
         #[arg(long, value_name = "WHEN")]
         until: Option<When>,
         /// At most this many articles
-        #[arg(long, default_value_t = 50, value_name = "N")]
+        #[arg(long, default_value_t = FindQuery::DEFAULT_LIMIT, value_name = "N")]
         limit: u32,
         /// Print JSON
         #[arg(long)]

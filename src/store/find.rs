@@ -67,8 +67,7 @@ pub struct FindQuery {
     pub limit: u32,
 }
 
-/// No criterion yet, and `tickets find`'s default page of 50: the start of a query built
-/// field by field.
+/// No criterion yet, and the default page: the start of a query built field by field.
 impl Default for FindQuery {
     fn default() -> FindQuery {
         FindQuery {
@@ -79,12 +78,15 @@ impl Default for FindQuery {
             account: None,
             since: None,
             until: None,
-            limit: 50,
+            limit: FindQuery::DEFAULT_LIMIT,
         }
     }
 }
 
 impl FindQuery {
+    /// Articles per page unless asked otherwise (`tickets find --limit`).
+    pub const DEFAULT_LIMIT: u32 = 50;
+
     /// At least one criterion that an index answers (a bare `--account` would list everything).
     pub fn has_criterion(&self) -> bool {
         self.from.is_some() || self.message_id.is_some() || self.has_words()
