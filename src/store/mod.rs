@@ -187,7 +187,8 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
                 // The page cache: 8 MiB instead of SQLite's 2 MiB default. A batch of 500
                 // mails dirties more than 2 MiB (new rows, seven indexes, the full-text index),
                 // so the default spilled pages into the WAL mid-transaction and read them back;
-                // 8 MiB took a 10,000-mail backlog from 4.3 s to 3.6-3.9 s (BENCHMARKS.md). It
+                // 8 MiB and temp_store together took a 10,000-mail backlog from 4.0-4.4 s to
+                // 3.6-3.9 s (BENCHMARKS.md). It
                 // is also the ceiling for one huge mail's dirty pages, which keeps the 26.5 MB
                 // mail under its memory target (16 MiB: 150 MB peak RSS, 8 MiB: 142 MB).
                 // temp_store: statement journals (every multi-row INSERT with triggers opens
