@@ -160,8 +160,10 @@ def account_toml(lab, name, user, protocol="imap", extra=""):
             f'password = "{lab.password}"\nticket_type = "question"\nticket_status = "open"\n{extra}\n')
 
 
-def write_config(directory, accounts, port_override=None, daemon_extra="", store=None):
-    """A config in `directory`; its store is a SQLite file there, or `store` (a PgSchema)."""
+def write_config(directory, accounts, port_override=None, daemon_extra="", store=None,
+                 poll_interval="1s"):
+    """A config in `directory`; its store is a SQLite file there, or `store` (a PgSchema).
+    `poll_interval` is short by default, so that a daemon's passes follow one another closely."""
     os.makedirs(directory, exist_ok=True)
     if store is None:
         store = os.path.join(directory, "tickets.db")
@@ -172,7 +174,7 @@ def write_config(directory, accounts, port_override=None, daemon_extra="", store
         with open(os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             f.write(store.url)
         store_line = f'url_file = "{url_file}"'
-    text = (f'[store]\n{store_line}\n\n[daemon]\npoll_interval = "1s"\n'
+    text = (f'[store]\n{store_line}\n\n[daemon]\npoll_interval = "{poll_interval}"\n'
             f'network_timeout = "20s"\n{daemon_extra}\n\n' + "\n".join(accounts))
     if port_override:
         text = re.sub(r"port = \d+", f"port = {port_override}", text)
