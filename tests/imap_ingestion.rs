@@ -193,16 +193,7 @@ async fn a_follow_up_joins_the_ticket_of_the_mail_it_answers() {
         "",
     );
     lab.append(&user, "INBOX", &[first]).await;
-    let cfg = TestConfig::new(
-        &[imap_account(
-            lab,
-            "support",
-            &user,
-            "starttls",
-            &move_to("Archive"),
-        )],
-        "",
-    );
+    let cfg = support_moving_to_archive(lab, &user);
     assert!(cfg.run(&["run", "--once"]).status.success());
 
     let answer = mails::simple(
@@ -232,16 +223,7 @@ async fn the_same_message_arriving_twice_yields_one_ticket() {
     let user = lab.fresh_user("imap-dup");
     let m = mails::simple(&user, "Twice", "twice@customer.example.test", "");
     lab.append(&user, "INBOX", &[m.clone(), m]).await;
-    let cfg = TestConfig::new(
-        &[imap_account(
-            lab,
-            "support",
-            &user,
-            "starttls",
-            &move_to("Archive"),
-        )],
-        "",
-    );
+    let cfg = support_moving_to_archive(lab, &user);
     assert!(cfg.run(&["run", "--once"]).status.success());
     assert_eq!(cfg.tickets().len(), 1);
     assert_eq!(
@@ -259,16 +241,7 @@ async fn a_message_arriving_again_in_a_later_pass_yields_no_second_ticket() {
     let user = lab.fresh_user("imap-again");
     let with_id = mails::simple(&user, "With an id", "again@customer.example.test", "");
     let without_id = mails::simple(&user, "Without an id", "", "");
-    let cfg = TestConfig::new(
-        &[imap_account(
-            lab,
-            "support",
-            &user,
-            "starttls",
-            &move_to("Archive"),
-        )],
-        "",
-    );
+    let cfg = support_moving_to_archive(lab, &user);
     for pass in 1..=2 {
         lab.append(&user, "INBOX", &[with_id.clone(), without_id.clone()])
             .await;
@@ -338,16 +311,7 @@ async fn a_malformed_mail_becomes_a_flagged_ticket_with_its_raw_bytes() {
 async fn with_idle_a_mail_delivered_by_smtp_becomes_a_ticket_quickly() {
     let lab = Lab::get();
     let user = lab.fresh_user("imap-idle");
-    let cfg = TestConfig::new(
-        &[imap_account(
-            lab,
-            "support",
-            &user,
-            "starttls",
-            &move_to("Archive"),
-        )],
-        "",
-    );
+    let cfg = support_moving_to_archive(lab, &user);
     let mut daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
     // Let the daemon connect and enter IDLE.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -650,4 +614,18 @@ async fn a_follow_up_in_the_same_batch_joins_the_ticket_opened_just_before_it() 
         ],
         "numbers run on, and the answer joined the ticket written in bulk just before it"
     );
+}
+
+/// The account most tests here use: `support` over STARTTLS, moving stored mail to Archive.
+fn support_moving_to_archive(lab: &Lab, user: &str) -> TestConfig {
+    TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            user,
+            "starttls",
+            &move_to("Archive"),
+        )],
+        "",
+    )
 }
