@@ -11,9 +11,18 @@ use crate::ingest::parse::ParsedMail;
 
 /// The key under which the store remembers a message: `<sender lower case> <Message-ID>`.
 pub fn message_key(mail: &ParsedMail) -> Option<String> {
-    let from = mail.from_email.trim();
-    let id = mail.message_id.trim();
-    if from.is_empty() || id.is_empty() || mail.parse_problem.is_some() {
+    if mail.parse_problem.is_some() {
+        return None;
+    }
+    key_of(&mail.from_email, &mail.message_id)
+}
+
+/// The key of a message with this sender address and Message-ID (see [`message_key`]); `None`
+/// when either is missing.
+pub fn key_of(from_email: &str, message_id: &str) -> Option<String> {
+    let from = from_email.trim();
+    let id = message_id.trim();
+    if from.is_empty() || id.is_empty() {
         return None;
     }
     Some(format!("{} {id}", from.to_lowercase()))

@@ -17,6 +17,7 @@ use sqlx::{Any, Connection};
 use super::ingest::{insert_messages, insert_processed, insert_raw_mails};
 use super::raw_codec::RawCodec;
 use super::{sha256_hex, Backend, SqlBuilder, Store, StoreError};
+use crate::ingest::same_message::key_of;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -464,14 +465,14 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
     let packed: Vec<(i64, &[u8])> = packed.iter().map(|(id, p)| (*id, p.as_slice())).collect();
     insert_raw_mails(tx, &packed).await?;
     // As ingestion records them: the owner of each message key, and the processed source key.
-    let keys: Vec<String> = rows
+    let keys: Vec<Option<String>> = rows
         .iter()
-        .map(|r| format!("{} {}", r.from.email.to_lowercase(), r.message_id))
+        .map(|r| key_of(&r.from.email, &r.message_id))
         .collect();
     for account in accounts_of(rows) {
         let mine = || rows.iter().zip(&keys).filter(|(r, _)| r.account == account);
         let owners: Vec<(&str, i64, i64)> = mine()
-            .map(|(r, key)| (key.as_str(), r.ticket_id, r.article_id))
+            .filter_map(|(r, key)| Some((key.as_deref()?, r.ticket_id, r.article_id)))
             .collect();
         // Generated rows each have their own time; the owner rows carry the newest one.
         let newest = mine().map(|(r, _)| r.created_at.as_str()).max();
