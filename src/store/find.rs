@@ -421,6 +421,27 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    /// A store of years rewrites its words less often (migration 0012): a level of the
+    /// full-text index is merged once it holds 16 segments, and always in steps, so no batch
+    /// merges a whole level of a large store inside its transaction.
+    #[tokio::test]
+    async fn the_word_index_merges_sixteen_segments_at_a_time_and_in_steps() {
+        let store = Store::open_in_memory().await.unwrap();
+        let policy: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT k, v FROM articles_fts_config WHERE k IN ('automerge', 'crisismerge') ORDER BY k",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            policy,
+            [
+                ("automerge".to_string(), 16),
+                ("crisismerge".to_string(), 64)
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn the_first_article_received_at_a_moment_is_found_by_its_id() {
         let store = Store::open_in_memory().await.unwrap();
