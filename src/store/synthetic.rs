@@ -379,9 +379,8 @@ fn message_id(rng: &mut StdRng, from: &str, at: DateTime<Utc>) -> String {
     match rng.gen_range(0..10) {
         0..=3 => format!("CA{}@mail.gmail.com", random(rng, 42)),
         4..=5 => format!(
-            "AM0PR04MB{}{}@AM0PR04MB{}.eurprd04.prod.outlook.com",
-            random(rng, 4),
-            random(rng, 6),
+            "AM0PR04MB{}@AM0PR04MB{}.eurprd04.prod.outlook.com",
+            random(rng, 10),
             random(rng, 4)
         ),
         6..=7 => format!(
