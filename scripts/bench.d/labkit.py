@@ -266,6 +266,22 @@ def imap_fetch_all(lab, user):
     return dt, len(mails), sum(len(m[1]) for m in mails)
 
 
+def imap_fetch_move_all(lab, user, source, target, batch):
+    """One UID FETCH 1:* BODY.PEEK[] of `source`, then UID MOVE to `target` in batches of
+    `batch` UIDs, as run --once disposes of its batches. Returns (seconds, mails moved)."""
+    t0 = time.perf_counter()
+    c = imaplib.IMAP4("127.0.0.1", lab.port("IMAP"))
+    c.login(user, lab.password)
+    c.select(source)
+    typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    uids = [re.search(rb"UID (\d+)", d[0]).group(1) for d in data if isinstance(d, tuple)]
+    for i in range(0, len(uids), batch):
+        typ, _ = c.uid("MOVE", b",".join(uids[i:i + batch]).decode(), target)
+        assert typ == "OK", f"UID MOVE answered {typ}"
+    c.logout()
+    return time.perf_counter() - t0, len(uids)
+
+
 def pop3_retr_all(lab, user):
     """A poplib RETR loop over every mail (kept on server)."""
     t0 = time.perf_counter()
