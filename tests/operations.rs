@@ -1,7 +1,8 @@
 //! Operations, black-box: the real binary against the mail lab. Graceful SIGTERM during a
 //! backlog and with a hanging server, SIGHUP reloads (broken config rejected, new account
 //! started), /healthz and `mail2ticket healthcheck`, /metrics parsed as Prometheus text and
-//! compared with the store, and the systemd unit checked by `systemd-analyze verify`.
+//! compared with the store, a stopped daemon's store whole in its one file, and the systemd unit
+//! checked by `systemd-analyze verify`.
 
 mod common;
 
@@ -305,6 +306,54 @@ async fn sigterm_during_a_backlog_exits_0_within_10s_and_a_restart_finishes_it()
     assert_eq!(store.count_tickets().await.unwrap(), total as i64);
     assert_eq!((articles, distinct), (total as i64, total as i64));
     assert_eq!(lab.count(&user, "Archive").await, total as u32);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_stopped_mid_backlog_leaves_every_commit_in_the_store_file_itself() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("ops-whole");
+    let total = 1000;
+    stage_backlog(lab, &user, total).await;
+    let setup = Setup::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            "action = \"move\"\nmove_to = \"Archive\"\n",
+        )],
+        "",
+    );
+    let mut daemon = setup.start();
+    daemon.wait_healthy(Duration::from_secs(20)).await;
+    release_backlog(lab, &user).await;
+    // Watched on the server, not in the store: a reader of the store would checkpoint it. A
+    // mail is moved only after its ticket is committed.
+    let moving = wait_until(Duration::from_secs(60), || async {
+        lab.count(&user, "Archive").await > 0
+    })
+    .await;
+    assert!(moving, "no mail was moved:\n{}", daemon.log_text());
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)).0, Some(0));
+    let moved = lab.count(&user, "Archive").await as i64;
+
+    // The backup an admin takes of a stopped daemon: tickets.db alone, without its -wal file.
+    let backup = setup.dir.path().join("backup").join("tickets.db");
+    std::fs::create_dir_all(backup.parent().unwrap()).unwrap();
+    std::fs::copy(&setup.store, &backup).unwrap();
+    let copy = mail2ticket::store::Store::open(&backup).await.unwrap();
+    let in_copy = copy.count_tickets().await.unwrap();
+    copy.close().await;
+    assert!(
+        in_copy >= moved,
+        "{moved} mails were moved, the file alone holds {in_copy} tickets"
+    );
+    assert_eq!(
+        in_copy,
+        setup.tickets().await,
+        "the file alone holds every commit"
+    );
 }
 
 /// Copies `r` to `w` until `stall` is set; then holds the data back and keeps the socket open,
