@@ -159,6 +159,82 @@ pub async fn mute_idle(target: u16) -> MuteIdleProxy {
     }
 }
 
+/// What a [`line_proxy`] does with a line from the client.
+pub enum ClientLine {
+    /// Pass it on to the server.
+    Forward(Vec<u8>),
+    /// Answer the client with these bytes; the server never sees the line.
+    Answer(Vec<u8>),
+}
+
+/// One connection's rules in a [`line_proxy`]: every line from the server goes through the
+/// first (which returns the lines the client gets instead), every line from the client through
+/// the second. They run on two tasks; state they share is theirs to share.
+pub type LineRules = (
+    Box<dyn FnMut(Vec<u8>) -> Vec<Vec<u8>> + Send>,
+    Box<dyn FnMut(Vec<u8>) -> futures::future::BoxFuture<'static, ClientLine> + Send>,
+);
+
+/// A proxy to 127.0.0.1:`target` for a line-based protocol (plain POP3) that hands every line to
+/// the rules `per_connection` makes for each new connection. Returns its port.
+pub async fn line_proxy(
+    target: u16,
+    per_connection: impl Fn() -> LineRules + Send + Sync + 'static,
+) -> u16 {
+    use tokio::io::AsyncBufReadExt;
+    use tokio::sync::Mutex;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (mut from_server, mut from_client) = per_connection();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    return;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, mut sw) = server.into_split();
+                // Both directions write to the client: server lines, and answers to its lines.
+                let cw = Arc::new(Mutex::new(cw));
+                let down_cw = cw.clone();
+                let down = tokio::spawn(async move {
+                    let mut sr = tokio::io::BufReader::new(sr);
+                    loop {
+                        let mut line = Vec::new();
+                        match sr.read_until(b'\n', &mut line).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        let mut w = down_cw.lock().await;
+                        for out in from_server(line) {
+                            if w.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+                let mut cr = tokio::io::BufReader::new(cr);
+                loop {
+                    let mut line = Vec::new();
+                    match cr.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let sent = match from_client(line).await {
+                        ClientLine::Forward(line) => sw.write_all(&line).await,
+                        ClientLine::Answer(reply) => cw.lock().await.write_all(&reply).await,
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+                down.abort();
+            });
+        }
+    });
+    port
+}
+
 /// A proxy in front of a plain POP3 port that imitates RFC 2449 LOGIN-DELAY (as Debian's Cyrus
 /// does): CAPA lists `LOGIN-DELAY <secs>`, and a PASS less than `secs` after the previous
 /// accepted one is answered `-ERR [LOGIN-DELAY] ...` without reaching the server.
@@ -173,90 +249,50 @@ pub struct LoginDelayProxy {
 pub async fn login_delay(target: u16, secs: u64) -> LoginDelayProxy {
     use std::sync::atomic::AtomicBool;
     use std::time::{Duration, Instant};
-    use tokio::io::AsyncBufReadExt;
-    use tokio::sync::Mutex;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let too_early = Arc::new(AtomicUsize::new(0));
     let logins = Arc::new(AtomicUsize::new(0));
     let last_login: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let (early2, logins2) = (too_early.clone(), logins.clone());
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (too_early, logins, last_login) =
-                (early2.clone(), logins2.clone(), last_login.clone());
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
-                    return;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, mut sw) = server.into_split();
-                let cw = Arc::new(Mutex::new(cw));
-                let in_capa = Arc::new(AtomicBool::new(false));
-                let (down_cw, down_capa) = (cw.clone(), in_capa.clone());
-                let down = tokio::spawn(async move {
-                    let mut sr = tokio::io::BufReader::new(sr);
-                    let mut line = Vec::new();
-                    loop {
-                        line.clear();
-                        match sr.read_until(b'\n', &mut line).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                        let mut w = down_cw.lock().await;
-                        if line == b".\r\n" && down_capa.swap(false, Ordering::SeqCst) {
-                            let extra = format!("LOGIN-DELAY {secs}\r\n");
-                            if w.write_all(extra.as_bytes()).await.is_err() {
-                                break;
-                            }
-                        }
-                        if w.write_all(&line).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                let mut cr = tokio::io::BufReader::new(cr);
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    match cr.read_until(b'\n', &mut line).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let upper = line.to_ascii_uppercase();
-                    if upper.starts_with(b"CAPA") {
-                        in_capa.store(true, Ordering::SeqCst);
-                    }
-                    if upper.starts_with(b"PASS ") {
-                        let now = Instant::now();
-                        let early = {
-                            let mut last = last_login.lock().unwrap();
-                            let early = last.is_some_and(|t| now - t < Duration::from_secs(secs));
-                            if !early {
-                                *last = Some(now);
-                            }
-                            early
-                        };
-                        if early {
-                            too_early.fetch_add(1, Ordering::SeqCst);
-                            let refusal = format!(
-                                "-ERR [LOGIN-DELAY] Logins must be at least {secs} seconds apart\r\n"
-                            );
-                            if cw.lock().await.write_all(refusal.as_bytes()).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
+    let port = line_proxy(target, move || {
+        let (too_early, logins, last_login) = (early2.clone(), logins2.clone(), last_login.clone());
+        let in_capa = Arc::new(AtomicBool::new(false));
+        let down_capa = in_capa.clone();
+        (
+            Box::new(move |line| {
+                if line == b".\r\n" && down_capa.swap(false, Ordering::SeqCst) {
+                    vec![format!("LOGIN-DELAY {secs}\r\n").into_bytes(), line]
+                } else {
+                    vec![line]
+                }
+            }),
+            Box::new(move |line| {
+                let upper = line.to_ascii_uppercase();
+                if upper.starts_with(b"CAPA") {
+                    in_capa.store(true, Ordering::SeqCst);
+                }
+                let mut answer = None;
+                if upper.starts_with(b"PASS ") {
+                    let now = Instant::now();
+                    let mut last = last_login.lock().unwrap();
+                    if last.is_some_and(|t| now - t < Duration::from_secs(secs)) {
+                        too_early.fetch_add(1, Ordering::SeqCst);
+                        answer = Some(format!(
+                            "-ERR [LOGIN-DELAY] Logins must be at least {secs} seconds apart\r\n"
+                        ));
+                    } else {
+                        *last = Some(now);
                         logins.fetch_add(1, Ordering::SeqCst);
                     }
-                    if sw.write_all(&line).await.is_err() {
-                        break;
-                    }
                 }
-                down.abort();
-            });
-        }
-    });
+                let decided = match answer {
+                    Some(refusal) => ClientLine::Answer(refusal.into_bytes()),
+                    None => ClientLine::Forward(line),
+                };
+                Box::pin(std::future::ready(decided))
+            }),
+        )
+    })
+    .await;
     LoginDelayProxy {
         port,
         too_early,
@@ -367,57 +403,32 @@ pub async fn pop3_watch(
     before: Option<BeforeCommand>,
 ) -> Pop3Watch {
     use std::sync::atomic::AtomicBool;
-    use tokio::io::AsyncBufReadExt;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let commands = Arc::new(AtomicUsize::new(0));
     let pipelined = Arc::new(AtomicUsize::new(0));
     let (commands2, pipelined2) = (commands.clone(), pipelined.clone());
     let before = Arc::new(tokio::sync::Mutex::new(before));
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let (commands, pipelined, before) =
-                (commands2.clone(), pipelined2.clone(), before.clone());
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
-                    return;
-                };
-                // Set by every server line, cleared by every client command.
-                let replied = Arc::new(AtomicBool::new(false));
-                let (cr, mut cw) = client.into_split();
-                let (sr, mut sw) = server.into_split();
-                let server_replied = replied.clone();
-                let down = tokio::spawn(async move {
-                    let mut sr = tokio::io::BufReader::new(sr);
-                    let mut line = Vec::new();
-                    loop {
-                        line.clear();
-                        match sr.read_until(b'\n', &mut line).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                        // Before the client can see the reply, so it cannot race ahead of it.
-                        server_replied.store(true, Ordering::SeqCst);
-                        if hide_pipelining && line.eq_ignore_ascii_case(b"PIPELINING\r\n") {
-                            continue;
-                        }
-                        if cw.write_all(&line).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                let mut cr = tokio::io::BufReader::new(cr);
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    match cr.read_until(b'\n', &mut line).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    commands.fetch_add(1, Ordering::SeqCst);
-                    if !replied.swap(false, Ordering::SeqCst) {
-                        pipelined.fetch_add(1, Ordering::SeqCst);
-                    }
+    let port = line_proxy(target, move || {
+        let (commands, pipelined, before) = (commands2.clone(), pipelined2.clone(), before.clone());
+        // Set by every server line, cleared by every client command.
+        let replied = Arc::new(AtomicBool::new(false));
+        let server_replied = replied.clone();
+        (
+            Box::new(move |line| {
+                // Before the client can see the reply, so it cannot race ahead of it.
+                server_replied.store(true, Ordering::SeqCst);
+                if hide_pipelining && line.eq_ignore_ascii_case(b"PIPELINING\r\n") {
+                    vec![]
+                } else {
+                    vec![line]
+                }
+            }),
+            Box::new(move |line| {
+                commands.fetch_add(1, Ordering::SeqCst);
+                if !replied.swap(false, Ordering::SeqCst) {
+                    pipelined.fetch_add(1, Ordering::SeqCst);
+                }
+                let before = before.clone();
+                Box::pin(async move {
                     let mut hook = before.lock().await;
                     if hook.as_ref().is_some_and(|(word, _)| {
                         line.to_ascii_uppercase().starts_with(word.as_bytes())
@@ -426,15 +437,12 @@ pub async fn pop3_watch(
                             action.await;
                         }
                     }
-                    drop(hook);
-                    if sw.write_all(&line).await.is_err() {
-                        break;
-                    }
-                }
-                down.abort();
-            });
-        }
-    });
+                    ClientLine::Forward(line)
+                })
+            }),
+        )
+    })
+    .await;
     Pop3Watch {
         port,
         commands,
