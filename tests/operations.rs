@@ -235,11 +235,10 @@ async fn release_backlog(lab: &Lab, user: &str) {
     s.logout().await.ok();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_during_a_backlog_exits_0_within_10s_and_a_restart_finishes_it() {
-    let lab = Lab::get();
-    let user = lab.fresh_user("ops-term");
-    let total = 1000;
+/// A daemon on one account (move to Archive) that has just been handed a backlog of `total`
+/// mails in one go: (user, setup, daemon).
+async fn daemon_given_a_backlog(lab: &Lab, prefix: &str, total: usize) -> (String, Setup, Daemon) {
+    let user = lab.fresh_user(prefix);
     stage_backlog(lab, &user, total).await;
     let setup = Setup::new(
         &[imap_account(
@@ -254,6 +253,14 @@ async fn sigterm_during_a_backlog_exits_0_within_10s_and_a_restart_finishes_it()
     let mut daemon = setup.start();
     daemon.wait_healthy(Duration::from_secs(20)).await;
     release_backlog(lab, &user).await;
+    (user, setup, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_backlog_exits_0_within_10s_and_a_restart_finishes_it() {
+    let lab = Lab::get();
+    let total = 1000;
+    let (user, setup, mut daemon) = daemon_given_a_backlog(lab, "ops-term", total).await;
 
     // SIGTERM as soon as part of the backlog is committed.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -311,22 +318,7 @@ async fn sigterm_during_a_backlog_exits_0_within_10s_and_a_restart_finishes_it()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_stopped_mid_backlog_leaves_every_commit_in_the_store_file_itself() {
     let lab = Lab::get();
-    let user = lab.fresh_user("ops-whole");
-    let total = 1000;
-    stage_backlog(lab, &user, total).await;
-    let setup = Setup::new(
-        &[imap_account(
-            lab,
-            "support",
-            &user,
-            "none",
-            "action = \"move\"\nmove_to = \"Archive\"\n",
-        )],
-        "",
-    );
-    let mut daemon = setup.start();
-    daemon.wait_healthy(Duration::from_secs(20)).await;
-    release_backlog(lab, &user).await;
+    let (user, setup, mut daemon) = daemon_given_a_backlog(lab, "ops-whole", 1000).await;
     // Watched on the server, not in the store: a reader of the store would checkpoint it. A
     // mail is moved only after its ticket is committed.
     let moving = wait_until(Duration::from_secs(60), || async {
