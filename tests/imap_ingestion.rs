@@ -616,6 +616,32 @@ async fn a_follow_up_in_the_same_batch_joins_the_ticket_opened_just_before_it() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_mail_that_left_the_server_is_recorded_as_gone_across_batches() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-gone");
+    // Three batches (500 mails at most each): what the first two moved is recorded with the
+    // next batch's commit, what the last moved on its own.
+    let total = 1100;
+    let set: Vec<Vec<u8>> = (0..total)
+        .map(|i| mails::simple(&user, &format!("Gone {i}"), &format!("gone-{i}-{user}"), ""))
+        .collect();
+    lab.append(&user, "INBOX", &set).await;
+    let cfg = support_moving_to_archive(lab, &user);
+
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(lab.count(&user, "Archive").await, total as u32);
+    let store = cfg.open_store().await;
+    let (processed, gone): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(disposed_at) FROM processed")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    store.close().await;
+    assert_eq!((processed, gone), (total as i64, total as i64));
+}
+
 /// The account most tests here use: `support` over STARTTLS, moving stored mail to Archive.
 fn support_moving_to_archive(lab: &Lab, user: &str) -> TestConfig {
     TestConfig::new(

@@ -7,7 +7,8 @@
 //!
 //! Pipelined: while batch N is stored (SQLite's thread, one fsynced commit), the connection
 //! disposes of the committed batch N-1 and fetches batch N+1, which is then parsed and prepared
-//! (hashed, compressed) on a blocking thread.
+//! (hashed, compressed) on a blocking thread. That batch N-1 left the server is recorded in
+//! batch N+1's transaction: one commit per batch, not two.
 //!
 //! Shutdown, one rule: once `cancel` fires nothing more is fetched; the batch in hand is stored
 //! and disposed of, and the pass ends normally.
@@ -78,9 +79,12 @@ pub async fn run_pass<S: Source>(
             None => new.push(m),
         }
     }
+    // Mails that left the server, not yet recorded as gone in the store: recorded in the next
+    // batch's transaction (see `Store::store_prepared`), or on their own at the end.
+    let mut unrecorded: Vec<String> = Vec::new();
     if !committed.is_empty() {
         let gone = dispose_committed(&mut source, ctx, &committed, &mut report).await?;
-        record_gone::<S>(ctx, &keys_of(&source, &gone), &mut report).await;
+        unrecorded = count_gone(&keys_of(&source, &gone), &mut report);
     }
 
     let batches = batches(&new);
@@ -104,9 +108,10 @@ pub async fn run_pass<S: Source>(
             );
         }
         let following = batches.get(i + 1).filter(|_| !stopping).map(|b| ids(b));
+        let recording = std::mem::take(&mut unrecorded);
         let (first_try, (gone, next)) = tokio::join!(
             ctx.store
-                .store_prepared(ctx.rules, &batch.incoming, &batch.prepared),
+                .store_prepared(ctx.rules, &batch.incoming, &batch.prepared, &recording),
             async {
                 let gone = if durable.is_empty() {
                     Ok(Vec::new())
@@ -120,7 +125,7 @@ pub async fn run_pass<S: Source>(
                 (gone, next)
             }
         );
-        record_gone::<S>(ctx, &keys_of(&source, &gone?), &mut report).await;
+        unrecorded = count_gone(&keys_of(&source, &gone?), &mut report);
         let Ready {
             ids: batch_ids,
             incoming,
@@ -134,6 +139,8 @@ pub async fn run_pass<S: Source>(
             Err(e) => {
                 log_as!(S::PROTOCOL, warn, account = name, error = %e,
                     "storing a batch failed; storing its mails one by one");
+                // The records of mails gone rolled back with the batch.
+                record_gone::<S>(ctx, &recording).await;
                 store_one_by_one(&mut source, ctx, &batch_ids, &incoming, &mut report).await?
             }
         };
@@ -153,15 +160,16 @@ pub async fn run_pass<S: Source>(
     }
     if !durable.is_empty() {
         let gone = dispose_committed(&mut source, ctx, &durable, &mut report).await?;
-        record_gone::<S>(ctx, &keys_of(&source, &gone), &mut report).await;
+        unrecorded.extend(count_gone(&keys_of(&source, &gone), &mut report));
     }
+    record_gone::<S>(ctx, &unrecorded).await;
     // POP3's QUIT deletes what DELE marked: past the lease, drop the connection instead and
     // the server keeps every mail.
     if !ctx.lease.may_dispose() {
         return Err(SourceError::lease_lost());
     }
     let gone = source.finish(&processed).await?;
-    record_gone::<S>(ctx, &gone, &mut report).await;
+    record_gone::<S>(ctx, &count_gone(&gone, &mut report)).await;
     Ok(report)
 }
 
@@ -183,19 +191,19 @@ fn keys_of<S: Source>(source: &S, gone: &[S::Id]) -> Vec<SourceKey> {
     gone.iter().map(|id| source.key(id)).collect()
 }
 
-/// Counts mails that left the server and records it in the store (only bookkeeping: a mail
-/// whose record is missing is found gone next pass).
-async fn record_gone<S: Source>(
-    ctx: &PassContext<'_>,
-    gone: &[SourceKey],
-    report: &mut PassReport,
-) {
-    if gone.is_empty() {
+/// Counts mails that left the server; returns their keys for the store's records.
+fn count_gone(gone: &[SourceKey], report: &mut PassReport) -> Vec<String> {
+    report.disposed += gone.len();
+    gone.iter().map(SourceKey::to_string).collect()
+}
+
+/// Records in the store, in a transaction of its own, that mails left the server (only
+/// bookkeeping: a mail whose record is missing is found gone next pass).
+async fn record_gone<S: Source>(ctx: &PassContext<'_>, keys: &[String]) {
+    if keys.is_empty() {
         return;
     }
-    report.disposed += gone.len();
-    let keys: Vec<String> = gone.iter().map(SourceKey::to_string).collect();
-    if let Err(e) = ctx.store.mark_disposed(ctx.account, &keys).await {
+    if let Err(e) = ctx.store.mark_disposed(ctx.account, keys).await {
         log_as!(S::PROTOCOL, warn, account = ctx.account, error = %e,
             "could not record disposal (harmless: the mails are gone)");
     }

@@ -112,19 +112,27 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
     ) -> Result<Vec<Outcome>, StoreError> {
-        self.store_prepared(rules, mails, &Prepared::of(mails))
+        self.store_prepared(rules, mails, &Prepared::of(mails), &[])
             .await
     }
 
     /// [`store_batch`](Self::store_batch) with the lock-free part already done (see
     /// [`Prepared`]): `prepared` must be `Prepared::of(mails)`.
+    ///
+    /// `disposed`: source keys of the account's mails that have left the server since the last
+    /// write, recorded in the same transaction as [`mark_disposed`](Self::mark_disposed)
+    /// records them. A pass disposes of one batch while it stores the next, so this saves a
+    /// commit, and with it an fsync, per batch. If the batch rolls back, so do these records:
+    /// the caller records them on their own then.
     pub async fn store_prepared(
         &self,
         rules: &TicketRules,
         mails: &[Incoming],
         prepared: &Prepared,
+        disposed: &[String],
     ) -> Result<Vec<Outcome>, StoreError> {
-        let work = std::panic::AssertUnwindSafe(self.store_batch_tx(rules, mails, prepared));
+        let work =
+            std::panic::AssertUnwindSafe(self.store_batch_tx(rules, mails, prepared, disposed));
         match futures::FutureExt::catch_unwind(work).await {
             Ok(Ok(outcomes)) => {
                 self.health.worked();
@@ -146,6 +154,7 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
         prepared: &Prepared,
+        disposed: &[String],
     ) -> Result<Vec<Outcome>, StoreError> {
         assert_eq!(prepared.len(), mails.len(), "prepared for another batch");
         let Prepared {
@@ -288,6 +297,7 @@ impl Store {
         }
         bulk.flush(&mut tx, rules).await?;
         insert_processed(&mut tx, &rules.account, &rows).await?;
+        record_disposed(&mut tx, &rules.account, disposed).await?;
         tx.commit().await?;
         // Counted after the commit: a batch that rolls back (and is retried mail by mail) does
         // not count its decisions twice.
@@ -380,18 +390,8 @@ impl Store {
     }
 
     async fn mark_disposed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
-        for chunk in keys.chunks(IN_CHUNK) {
-            let mut q = SqlBuilder::new(self.backend, "UPDATE processed SET disposed_at = ");
-            q.push_bind(&now)
-                .push(" WHERE account = ")
-                .push_bind(account)
-                .push(" AND source_key IN (");
-            q.push_list(chunk.iter().map(String::as_str));
-            q.push(")");
-            q.build().execute(&mut *tx).await?;
-        }
+        record_disposed(&mut tx, account, keys).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1016,6 +1016,27 @@ fn stored_numbers_query<'a>(
     q.push_list(shas.iter().copied());
     q.push(") ORDER BY a.id");
     q
+}
+
+/// Records that these mails left the server: bookkeeping only (a mail whose record is missing
+/// is found gone by the next pass), so it rides along with whatever write comes next.
+async fn record_disposed(
+    tx: &mut Transaction<'_, Any>,
+    account: &str,
+    keys: &[String],
+) -> Result<(), StoreError> {
+    let now = now_rfc3339();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut q = SqlBuilder::new(Backend::of(tx), "UPDATE processed SET disposed_at = ");
+        q.push_bind(&now)
+            .push(" WHERE account = ")
+            .push_bind(account)
+            .push(" AND source_key IN (");
+        q.push_list(chunk.iter().map(String::as_str));
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// One `processed` row per stored mail: (source key, outcome label, article id, time).
