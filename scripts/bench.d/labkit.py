@@ -256,8 +256,7 @@ def store_counts(store):
 def imap_fetch_all(lab, user):
     """One UID FETCH 1:* BODY.PEEK[] (kept on server). Returns (seconds, mails, bytes)."""
     t0 = time.perf_counter()
-    c = imaplib.IMAP4("127.0.0.1", lab.port("IMAP"))
-    c.login(user, lab.password)
+    c = lab.imap(user)
     c.select("INBOX")
     typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[])")
     c.logout()
@@ -270,8 +269,7 @@ def imap_fetch_move_all(lab, user, source, target, batch):
     """One UID FETCH 1:* BODY.PEEK[] of `source`, then UID MOVE to `target` in batches of
     `batch` UIDs, as run --once disposes of its batches. Returns (seconds, mails moved)."""
     t0 = time.perf_counter()
-    c = imaplib.IMAP4("127.0.0.1", lab.port("IMAP"))
-    c.login(user, lab.password)
+    c = lab.imap(user)
     c.select(source)
     typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[])")
     uids = [re.search(rb"UID (\d+)", d[0]).group(1) for d in data if isinstance(d, tuple)]
