@@ -420,10 +420,11 @@ impl Store {
     /// any process still holds the file open at that moment. A pool's connections can still be
     /// on their way back from their last use when it closes; then none of them was last (four
     /// closes in six of `a_closed_store_is_whole_in_its_one_file` without this), and the newest
-    /// commits stayed in the -wal file. Safe (the next open replays them), but a copy of `tickets.db`
-    /// alone, the obvious backup of a stopped daemon, missed them. So one connection copies the
-    /// WAL into the database and empties it before the pool closes; with a busy timeout of
-    /// zero, because a second instance reading the store must not hold up a stop (SIGTERM).
+    /// commits stayed in the -wal file. Safe (the next open replays them), but a copy of
+    /// `tickets.db` alone, the obvious backup of a stopped daemon, missed them. So one
+    /// connection copies the WAL into the database and empties it before the pool closes; with
+    /// a busy timeout of zero, because a second instance reading the store must not hold up a
+    /// stop (SIGTERM).
     /// A command (`tickets list`) closing beside a running daemon does the checkpoint the
     /// daemon would have done later: no more than the -wal file holds (up to about 40 MiB).
     pub async fn close(&self) {
