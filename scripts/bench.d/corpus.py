@@ -123,13 +123,24 @@ def message_id(tag, i):
     return f"<202611{1 + i % 28:02d}{i % 24:02d}{i % 60:02d}00.{tag}-{i}@customer{i % 7}.example.test>"
 
 
-def mixed_mail(rng, i, to, tag, parents):
-    """One mail of the mixed corpus; returns (bytes, message_id, subject, lines, is_reply)."""
+def distinct_sender(tag, i):
+    """A sender address of its own for mail i, spread over the alphabet as real senders are (a
+    store's indexes on senders then receive new keys at random places). Its own RNG, as for
+    message_id."""
+    r = random.Random(f"sender-{tag}-{i}")
+    name = "".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
+    return f"{name}.{i}@mail{r.randrange(5000)}.example.test"
+
+
+def mixed_mail(rng, i, to, tag, parents, senders="few"):
+    """One mail of the mixed corpus; returns (bytes, message_id, subject, lines, is_reply).
+    senders: "few" (211 customers writing again and again) or "distinct" (one per mail)."""
     charset, cte = rng.choices([("utf-8", "8bit"), ("iso-8859-1", "8bit"),
                                 ("iso-8859-1", "quoted-printable"), ("utf-8", "quoted-printable")],
                                weights=[55, 15, 10, 20])[0]
     name = NAMES[i % len(NAMES)]
-    sender = f"kunde{i % 211}@customer{i % 7}.example.test"
+    sender = (f"kunde{i % 211}@customer{i % 7}.example.test" if senders == "few"
+              else distinct_sender(tag, i))
     msgid = message_id(tag, i)
     reply_to = parents[rng.randrange(len(parents))] if parents and rng.random() < 0.2 else None
     if reply_to:
@@ -171,8 +182,9 @@ def mixed_mail(rng, i, to, tag, parents):
     return raw, msgid, subject, lines, reply_to is not None
 
 
-def write_corpus(directory, n, to, tag, kind="mixed", seed=1):
-    """Writes n .eml files; returns (paths, expected tickets, total bytes)."""
+def write_corpus(directory, n, to, tag, kind="mixed", seed=1, senders="few"):
+    """Writes n .eml files; returns (paths, expected tickets, total bytes). senders: see
+    mixed_mail."""
     import labkit
     os.makedirs(directory, exist_ok=True)
     rng = random.Random(f"{seed}-{n}")
@@ -181,7 +193,7 @@ def write_corpus(directory, n, to, tag, kind="mixed", seed=1):
         if kind == "uniform":
             raw = labkit.make_mail(i, to, tag)
         else:
-            raw, msgid, subject, lines, is_reply = mixed_mail(rng, i, to, tag, parents)
+            raw, msgid, subject, lines, is_reply = mixed_mail(rng, i, to, tag, parents, senders)
             replies += is_reply
             parents.append((msgid, subject, lines))
         p = os.path.join(directory, f"{i:06d}.eml")

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Which of the store's B-trees a backlog writes, into an empty store and into a grown one.
 
-  scripts/bench.d/pages_written.py [--mails 10000] [--grown 100000] [--work DIR]
+  scripts/bench.d/pages_written.py [--mails 10000] [--grown 100000] [--senders few|distinct]
+                                   [--sql SQL] [--work DIR]
 
 Writes the mixed corpus of scripts/bench (corpus.py, seed 1) as .eml files, generates a store of
 --grown articles (examples/find_bench.rs --generate-only, not through IMAP), and stores the
 corpus with examples/ingest_profile.rs (batches of 500, as `run --once` commits them) once into
-an empty store and once into a copy of the grown one, each under strace. Every page SQLite
+an empty store and once into the grown one, each under strace. Every page SQLite
 writes is counted against the B-tree that owns it (SQLite's `dbstat` table, read after the
 run): the frames each commit appends to the WAL, and the pages the checkpoints write into the
-database file. A page changed by several commits is one WAL frame per commit.
+database file. A page changed by several commits is one WAL frame per commit. --senders
+distinct: every mail from a sender of its own (corpus.py), not the 211 customers of scripts/bench.
+--sql: statements run on both stores before the runs, to try another index (an index no lookup
+can use makes the run slow, not its writes wrong).
 
 Needs strace and the release examples: cargo build --release --example find_bench
 --example ingest_profile. No mail lab: nothing goes through IMAP.
@@ -74,6 +78,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mails", type=int, default=10000)
     ap.add_argument("--grown", type=int, default=100000)
+    ap.add_argument("--senders", choices=["few", "distinct"], default="few")
+    ap.add_argument("--sql")
     ap.add_argument("--work", default="/tmp/m2t-pages-written")
     args = ap.parse_args()
     if not shutil.which("strace"):
@@ -81,7 +87,7 @@ def main():
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     mails = os.path.join(args.work, "mails")
-    corpus.write_corpus(mails, args.mails, "support@shop.example", "pw")
+    corpus.write_corpus(mails, args.mails, "support@shop.example", "pw", senders=args.senders)
     grown = os.path.join(args.work, "grown.db")
     subprocess.run([os.path.join(EXAMPLES, "find_bench"), "--store", grown, "--articles",
                     str(args.grown), "--generate-only"], check=True, capture_output=True)
@@ -90,6 +96,12 @@ def main():
     os.makedirs(os.path.join(args.work, "none"))
     subprocess.run([os.path.join(EXAMPLES, "ingest_profile"), "--mails",
                     os.path.join(args.work, "none"), "--store", empty], check=True, stdout=subprocess.DEVNULL)
+    if args.sql:
+        for store in (empty, grown):
+            db = sqlite3.connect(store)
+            db.executescript(args.sql)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
     os.sync()
     results = {}
     for name, store in (("empty", empty), (f"{args.grown} articles", grown)):
@@ -98,7 +110,8 @@ def main():
     names = list(results)
     btrees = sorted(set().union(*(w for w, _ in results.values())),
                     key=lambda b: -results[names[1]][0][b])
-    print(f"{args.mails} mails of the mixed corpus; pages written: WAL frames / checkpoint pages")
+    print(f"{args.mails} mails of the mixed corpus ({args.senders} senders); "
+          "pages written: WAL frames / checkpoint pages")
     print(f"{'b-tree':<36}" + "".join(f"{n:>24}" for n in names) + f"{'frames added':>16}")
     for b in btrees + ["total"]:
         cells = []
