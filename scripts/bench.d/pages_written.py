@@ -31,9 +31,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import corpus  # noqa: E402
+import labkit  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(HERE))
-EXAMPLES = os.path.join(REPO, "target", "release", "examples")
+EXAMPLES = os.path.join(labkit.REPO, "target", "release", "examples")
 # strace prints a write's buffer as \xNN escapes (-xx), the first 32 bytes of it (-s 32): enough
 # for the 24-byte header of a WAL frame, whose first 4 bytes are the page number (big-endian).
 OPEN = re.compile(r'openat\(AT_FDCWD, "([^"]+)".*= (\d+)$')
@@ -45,8 +45,16 @@ def unescape(text):
     return bytes.fromhex(text.replace("\\x", ""))
 
 
+def page_size(store):
+    db = sqlite3.connect(store)
+    (size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    return size
+
+
 def pages_written(store, mails, trace):
     """Runs ingest_profile under strace; returns (WAL frames, checkpoint pages) per page number."""
+    size_of_page = page_size(store)
     subprocess.run(["strace", "-f", "-xx", "-s", "32", "-e", "trace=openat,pwrite64", "-o", trace,
                     os.path.join(EXAMPLES, "ingest_profile"), "--mails", mails, "--store", store],
                    check=True, stdout=subprocess.DEVNULL)
@@ -60,7 +68,7 @@ def pages_written(store, mails, trace):
             if name.endswith("-wal") and int(size) == WAL_FRAME_HEADER:
                 wal[int.from_bytes(unescape(head)[:4], "big")] += 1
             elif name == store:
-                db[int(offset) // 4096 + 1] += 1
+                db[int(offset) // size_of_page + 1] += 1
     return wal, db
 
 
@@ -84,6 +92,10 @@ def main():
     args = ap.parse_args()
     if not shutil.which("strace"):
         sys.exit("strace is missing: apt-get install strace")
+    for example in ("find_bench", "ingest_profile"):
+        if not os.path.exists(os.path.join(EXAMPLES, example)):
+            sys.exit(f"{EXAMPLES}/{example} is missing: run "
+                     "`cargo build --release --example find_bench --example ingest_profile` first")
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     mails = os.path.join(args.work, "mails")
