@@ -425,6 +425,7 @@ impl Store {
     /// connection copies the WAL into the database and empties it before the pool closes; with
     /// a busy timeout of zero, because a second instance reading the store must not hold up a
     /// stop (SIGTERM).
+    ///
     /// A command (`tickets list`) closing beside a running daemon does the checkpoint the
     /// daemon would have done later: no more than the -wal file holds (up to about 40 MiB).
     pub async fn close(&self) {
