@@ -1,12 +1,19 @@
 //! Stores written by earlier versions (tests/data/stores) keep working with today's code: the
-//! migrations apply, and every source key is read as the same typed key and recognised as
-//! processed, so an upgrade fetches no mail twice.
+//! migrations apply, every source key is read as the same typed key and recognised as
+//! processed, so an upgrade fetches no mail twice, and every stored Message-ID is found again,
+//! so a reply to an old mail joins its ticket.
 
 use std::path::{Path, PathBuf};
 
-use mail2ticket::ingest::outcome::Recorded;
+use mail2ticket::ingest::outcome::{Outcome, Recorded};
 use mail2ticket::source::SourceKey;
-use mail2ticket::store::Store;
+use mail2ticket::store::{FindQuery, Incoming, Store, TicketRules};
+
+/// Each fixture, and the UIDVALIDITY of its IMAP account's INBOX.
+const FIXTURES: [(&str, u32); 2] = [
+    ("main-2026-11-30.sqlite", 1796005103),
+    ("main-2026-12-01.sqlite", 1796091984),
+];
 
 fn earlier_store(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -29,8 +36,14 @@ async fn processed_keys(store: &Store) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-async fn a_store_written_by_main_on_2026_11_30_keeps_every_mail_processed() {
-    let (_dir, path) = earlier_store("main-2026-11-30.sqlite");
+async fn a_store_written_by_an_earlier_main_keeps_every_mail_processed() {
+    for (fixture, _) in FIXTURES {
+        every_mail_is_processed(fixture).await;
+    }
+}
+
+async fn every_mail_is_processed(fixture: &str) {
+    let (_dir, path) = earlier_store(fixture);
     let store = Store::open(&path).await.expect("today's migrations apply");
     let keys = processed_keys(&store).await;
     assert_eq!(keys.len(), 56, "the README counts 56 processed keys");
@@ -85,20 +98,94 @@ async fn a_store_written_by_main_on_2026_11_30_keeps_every_mail_processed() {
 }
 
 #[tokio::test]
-async fn the_quarantined_mail_of_that_store_is_not_processed() {
-    let (_dir, path) = earlier_store("main-2026-11-30.sqlite");
-    let store = Store::open(&path).await.unwrap();
-    let quarantined = SourceKey::Imap {
-        folder: "INBOX".into(),
-        uidvalidity: 1796005103,
-        uid: 45,
-    };
-    let processed = store
-        .processed("fixture-imap", &SourceKey::imap_prefix("INBOX", 1796005103))
+async fn the_quarantined_mail_of_those_stores_is_not_processed() {
+    for (fixture, uidvalidity) in FIXTURES {
+        let (_dir, path) = earlier_store(fixture);
+        let store = Store::open(&path).await.unwrap();
+        let quarantined = SourceKey::Imap {
+            folder: "INBOX".into(),
+            uidvalidity,
+            uid: 45,
+        };
+        let processed = store
+            .processed(
+                "fixture-imap",
+                &SourceKey::imap_prefix("INBOX", uidvalidity),
+            )
+            .await
+            .unwrap();
+        // Not processed: on the server it carries the quarantine keyword, so the pass skips it
+        // and it stays there for the admin.
+        assert_eq!(processed.len(), 44, "{fixture}");
+        assert!(!processed.contains_key(&quarantined.to_string()));
+    }
+}
+
+/// Migration 0013 finds Message-IDs by a hash: opening the store fills the hashes of every
+/// article already stored and drops the old index; each article is found by its Message-ID as
+/// before, and a reply to it joins its ticket.
+#[tokio::test]
+async fn every_article_of_those_stores_is_found_by_its_message_id() {
+    for (fixture, _) in FIXTURES {
+        let (_dir, path) = earlier_store(fixture);
+        let store = Store::open(&path).await.unwrap();
+        let old_index: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'articles_message_id'",
+        )
+        .fetch_one(store.pool())
         .await
         .unwrap();
-    // Not processed: on the server it carries the quarantine keyword, so the pass skips it and
-    // it stays there for the admin.
-    assert_eq!(processed.len(), 44);
-    assert!(!processed.contains_key(&quarantined.to_string()));
+        assert_eq!(old_index, 0, "{fixture}");
+        let articles: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.message_id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
+             WHERE a.message_id != '' ORDER BY a.id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            articles.len(),
+            56,
+            "{fixture}: the README counts 56 articles"
+        );
+        for (message_id, _) in &articles {
+            let query = FindQuery {
+                message_id: Some(message_id.clone()),
+                ..FindQuery::default()
+            };
+            let found: Vec<String> = store
+                .find_articles(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|hit| hit.message_id)
+                .collect();
+            assert_eq!(found, std::slice::from_ref(message_id), "{fixture}");
+        }
+
+        let (message_id, number) = &articles[20];
+        let raw = format!(
+            "From: Kundin <fixture-customer@example.test>\r\nSubject: Re: meine Frage\r\n\
+             Message-ID: <after-upgrade@example.test>\r\nIn-Reply-To: <{message_id}>\r\n\r\n\
+             Danke!\r\n"
+        )
+        .into_bytes();
+        let reply = Incoming {
+            source_key: "imap:INBOX:1:9001".into(),
+            parsed: mail2ticket::ingest::parse::parse(&raw),
+            raw,
+            received_at: chrono::Utc::now(),
+        };
+        let outcome = store
+            .store_batch(&TicketRules::without_replies("fixture-imap"), &[reply])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            [Outcome::FollowUp {
+                number: number.clone()
+            }],
+            "{fixture}"
+        );
+    }
 }

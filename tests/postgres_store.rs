@@ -14,6 +14,9 @@ use mail2ticket::store::{FindQuery, Incoming, Store, TicketRules};
 /// The migration that folds words from Unicode decomposition (migrations/postgres/0010).
 const CHEAP_WORD_FOLD: i64 = 10;
 
+/// The migration that finds Message-IDs by a hash (migrations/postgres/0013).
+const MESSAGE_ID_HASHES: i64 = 13;
+
 /// The tests here that connect hold this for reading; the one that stops the server holds it for
 /// writing, so no other test of this suite meets the server while it is down.
 static SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
@@ -627,6 +630,63 @@ async fn words_folded_before_the_upgrade_are_found_after_it() {
             "--subject {subject:?} TEXT {text:?}"
         );
     }
+}
+
+/// An article stored before migration 0013 gets its hash when the store is opened, and a
+/// reader finds it by the query docs/schema.md gives, which computes the hash in SQL.
+#[tokio::test]
+async fn an_article_stored_before_the_hashes_is_found_by_the_documented_query() {
+    use sqlx::Connection;
+    let _server = SERVER.read().await;
+    let url = common::fresh_pg_database(Lab::get()).await;
+    let mut pg = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    common::migrate_postgres_before(&mut pg, MESSAGE_ID_HASHES).await;
+    sqlx::query(
+        "INSERT INTO tickets (id, number, account, ticket_type, status, created_at, updated_at) \
+         VALUES (1, '10001', 'shop', 'support', 'open', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    let message_id = "1f3a.ÄÖ-Zoë+shop@mail.example.test";
+    sqlx::query(
+        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, subject, text_body, \
+         raw, raw_sha256, received_at, created_at) VALUES (1, 1, 'shop', 'imap:INBOX:1:1', $1, \
+         'Lieferung', 'Wo bleibt sie?', '\\x00', '', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .bind(message_id)
+    .execute(&mut pg)
+    .await
+    .unwrap();
+    pg.close().await.unwrap();
+
+    let store = Store::open_url(&Secret::new(url)).await.unwrap();
+    let old_index: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() \
+         AND indexname = 'articles_message_id'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(old_index, 0, "dropped once every article has its hash");
+    let documented: Vec<i64> = sqlx::query_scalar(
+        "SELECT a.id FROM message_id_hashes h JOIN articles a ON a.id = h.article_id \
+         WHERE h.hash = ('x' || left(encode(sha256(convert_to($1, 'UTF8')), 'hex'), 16))::bit(64)::bigint \
+           AND a.message_id = $1",
+    )
+    .bind(message_id)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(documented, [1]);
+    let query = FindQuery {
+        message_id: Some(format!("<{message_id}>")),
+        ..FindQuery::default()
+    };
+    let hits = store.find_articles(&query).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].message_id, message_id);
+    store.close().await;
 }
 
 /// A shop moving to PostgreSQL with `store copy`: the store written by an earlier version

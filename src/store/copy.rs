@@ -24,6 +24,7 @@ use super::{Backend, SqlBuilder, Store, StoreError};
 const TABLES: &[(&str, bool)] = &[
     ("tickets", false),
     ("articles", false),
+    ("message_id_hashes", false),
     ("raw_mails", false),
     ("attachment_contents", false),
     ("attachments", true),

@@ -1,9 +1,9 @@
 //! `tickets find`: articles by sender, Message-ID, subject words and full text, newest first.
 //!
 //! Each criterion has an index (migration 0004): `articles_from` / `articles_from_domain` for
-//! senders, `articles_message_id`, and the FTS5 table `articles_fts` for words. When words are
-//! given, the FTS index drives the query in descending row id order, so a common word stops
-//! after `limit` hits instead of ranking every match.
+//! senders, `message_id_hashes` (migration 0013) for Message-IDs, and the FTS5 table
+//! `articles_fts` for words. When words are given, the FTS index drives the query in descending
+//! row id order, so a common word stops after `limit` hits instead of ranking every match.
 //!
 //! A time window (`--since`/`--until`) with words becomes a row id range of the FTS index
 //! ([`Store::article_ids_received`]): without it, a window holding fewer than `limit` hits made
@@ -16,6 +16,7 @@
 
 use std::str::FromStr;
 
+use super::message_ids::message_id_hash;
 use super::{Backend, SqlBuilder, Store, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
@@ -298,7 +299,10 @@ impl Store {
             let id = id.trim();
             let id = id.strip_prefix('<').unwrap_or(id);
             let id = id.strip_suffix('>').unwrap_or(id);
-            q.push(" AND a.message_id = ").push_bind(id.to_string());
+            q.push(" AND a.id IN (SELECT article_id FROM message_id_hashes WHERE hash = ")
+                .push_bind(message_id_hash(id))
+                .push(") AND a.message_id = ")
+                .push_bind(id.to_string());
         }
         if let Some(account) = &query.account {
             q.push(" AND a.account = ").push_bind(account.clone());

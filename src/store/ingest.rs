@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Transaction};
 
+use super::message_ids::{insert_message_id_hashes, message_id_hash};
 use super::raw_codec::RawCodec;
 use super::{now_rfc3339, Backend, Prepared, SqlBuilder, Store, StoreError};
 use crate::config::CustomerSource;
@@ -765,23 +766,39 @@ async fn known_threads(
     tx: &mut Transaction<'_, Any>,
     mails: &[Incoming],
 ) -> Result<HashMap<String, Thread>, StoreError> {
-    let ids: HashSet<&str> = mails
+    let wanted: HashSet<&str> = mails
         .iter()
         .flat_map(|m| referenced_ids(&m.parsed))
         .map(String::as_str)
         .collect();
-    let ids: Vec<&str> = ids.into_iter().collect();
+    let ids: Vec<&str> = wanted.iter().copied().collect();
     let mut out = HashMap::new();
-    for table in ["outbox", "articles"] {
-        for chunk in ids.chunks(IN_CHUNK) {
-            let mut q = SqlBuilder::new(Backend::of(tx), format!(
-                "SELECT x.message_id, t.id, t.number FROM {table} x JOIN tickets t ON t.id = x.ticket_id \
-                 WHERE x.message_id IN ("
-            ));
-            q.push_list(chunk.iter().copied());
-            q.push(") ORDER BY x.id");
-            let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-            for (id, ticket_id, number) in rows {
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "SELECT o.message_id, t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id \
+             WHERE o.message_id IN (",
+        );
+        q.push_list(chunk.iter().copied());
+        q.push(") ORDER BY o.id");
+        let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (id, ticket_id, number) in rows {
+            out.entry(id).or_insert(Thread { ticket_id, number });
+        }
+    }
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "SELECT a.message_id, t.id, t.number FROM message_id_hashes h \
+             JOIN articles a ON a.id = h.article_id JOIN tickets t ON t.id = a.ticket_id \
+             WHERE h.hash IN (",
+        );
+        q.push_list(chunk.iter().map(|id| message_id_hash(id)));
+        q.push(") ORDER BY a.id");
+        let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        // A hash names its Message-ID only with a tiny chance of a collision: compare.
+        for (id, ticket_id, number) in rows {
+            if wanted.contains(id.as_str()) {
                 out.entry(id).or_insert(Thread { ticket_id, number });
             }
         }
@@ -1075,10 +1092,12 @@ async fn find_thread(
             // stripped echo of that reply was stored as an article of another one.
             "SELECT t.id, t.number FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE o.message_id = $1 \
              UNION ALL \
-             SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_id = $2 \
+             SELECT t.id, t.number FROM message_id_hashes h JOIN articles a ON a.id = h.article_id \
+             JOIN tickets t ON t.id = a.ticket_id WHERE h.hash = $2 AND a.message_id = $3 \
              LIMIT 1",
         )
         .bind(id)
+        .bind(message_id_hash(id))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
@@ -1192,6 +1211,12 @@ async fn insert_articles(
             .push_bind(r.now);
     });
     q.build().execute(&mut **tx).await?;
+    insert_message_id_hashes(
+        tx,
+        rows.iter()
+            .map(|r| (r.id, r.mail.parsed.message_id.as_str())),
+    )
+    .await?;
     let packed: Vec<(i64, &[u8])> = rows.iter().map(|r| (r.id, r.packed)).collect();
     insert_raw_mails(tx, &packed).await?;
     for r in rows {

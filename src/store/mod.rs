@@ -17,6 +17,7 @@ mod failure;
 mod find;
 mod ingest;
 mod lease;
+mod message_ids;
 mod outbox;
 mod prepared;
 mod query;
@@ -360,14 +361,17 @@ impl Store {
                 }
             }
         }
-        Ok(Store {
+        let store = Store {
             pool,
             lease_pool,
             backend,
             path: shown.into(),
             health: StoreHealth::default(),
             fence: None,
-        })
+        };
+        // Part of bringing the schema up to date: every lookup by Message-ID relies on it.
+        message_ids::fill(&store).await.map_err(|e| store.fail(e))?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use sqlx::{Any, Connection};
 
 use super::ingest::{insert_messages, insert_processed, insert_raw_mails};
+use super::message_ids::insert_message_id_hashes;
 use super::raw_codec::RawCodec;
 use super::{sha256_hex, Backend, SqlBuilder, Store, StoreError};
 use crate::ingest::same_message::key_of;
@@ -456,6 +457,11 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
             .push_bind(r.created_at.as_str());
     });
     q.build().execute(&mut **tx).await?;
+    insert_message_id_hashes(
+        tx,
+        rows.iter().map(|r| (r.article_id, r.message_id.as_str())),
+    )
+    .await?;
     // As ingestion stores them: compressed, in their own table.
     let packed: Vec<(i64, Vec<u8>)> = rows
         .iter()
