@@ -582,16 +582,13 @@ async fn search_text_folds_each_latin_greek_and_cyrillic_letter_as_fts5_does() {
     );
 }
 
-/// A store written before migration 0010 holds words folded by the earlier function, which left
-/// letters such as ễ, ș and a combining umlaut as they were: the upgrade derives them again, in
-/// the words column and in the subject index.
-#[tokio::test]
-async fn words_folded_before_the_upgrade_are_found_after_it() {
+/// A fresh database migrated up to the step before `migration`, holding one ticket with one
+/// article as a store of that version wrote them; returns its URL.
+async fn one_article_before(migration: i64, message_id: &str, subject: &str, text: &str) -> String {
     use sqlx::Connection;
-    let _server = SERVER.read().await;
     let url = common::fresh_pg_database(Lab::get()).await;
     let mut pg = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
-    common::migrate_postgres_before(&mut pg, CHEAP_WORD_FOLD).await;
+    common::migrate_postgres_before(&mut pg, migration).await;
     sqlx::query(
         "INSERT INTO tickets (id, number, account, ticket_type, status, created_at, updated_at) \
          VALUES (1, '10001', 'shop', 'support', 'open', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
@@ -601,16 +598,32 @@ async fn words_folded_before_the_upgrade_are_found_after_it() {
     .unwrap();
     sqlx::query(
         "INSERT INTO articles (id, ticket_id, account, source_key, message_id, subject, text_body, \
-         raw, raw_sha256, received_at, created_at) VALUES (1, 1, 'shop', 'imap:INBOX:1:1', \
-         'old@customer.example.test', $1, $2, '\\x00', '', '2026-01-01T00:00:00Z', \
-         '2026-01-01T00:00:00Z')",
+         raw, raw_sha256, received_at, created_at) VALUES (1, 1, 'shop', 'imap:INBOX:1:1', $1, $2, \
+         $3, '\\x00', '', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
     )
-    .bind("Nguyễn in București")
-    .bind("Lieferung nach Mu\u{308}nchen")
+    .bind(message_id)
+    .bind(subject)
+    .bind(text)
     .execute(&mut pg)
     .await
     .unwrap();
     pg.close().await.unwrap();
+    url
+}
+
+/// A store written before migration 0010 holds words folded by the earlier function, which left
+/// letters such as ễ, ș and a combining umlaut as they were: the upgrade derives them again, in
+/// the words column and in the subject index.
+#[tokio::test]
+async fn words_folded_before_the_upgrade_are_found_after_it() {
+    let _server = SERVER.read().await;
+    let url = one_article_before(
+        CHEAP_WORD_FOLD,
+        "old@customer.example.test",
+        "Nguyễn in București",
+        "Lieferung nach Mu\u{308}nchen",
+    )
+    .await;
 
     let store = Store::open_url(&Secret::new(url)).await.unwrap();
     for (subject, text) in [
@@ -636,29 +649,10 @@ async fn words_folded_before_the_upgrade_are_found_after_it() {
 /// reader finds it by the query docs/schema.md gives, which computes the hash in SQL.
 #[tokio::test]
 async fn an_article_stored_before_the_hashes_is_found_by_the_documented_query() {
-    use sqlx::Connection;
     let _server = SERVER.read().await;
-    let url = common::fresh_pg_database(Lab::get()).await;
-    let mut pg = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
-    common::migrate_postgres_before(&mut pg, MESSAGE_ID_HASHES).await;
-    sqlx::query(
-        "INSERT INTO tickets (id, number, account, ticket_type, status, created_at, updated_at) \
-         VALUES (1, '10001', 'shop', 'support', 'open', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-    )
-    .execute(&mut pg)
-    .await
-    .unwrap();
     let message_id = "1f3a.ÄÖ-Zoë+shop@mail.example.test";
-    sqlx::query(
-        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, subject, text_body, \
-         raw, raw_sha256, received_at, created_at) VALUES (1, 1, 'shop', 'imap:INBOX:1:1', $1, \
-         'Lieferung', 'Wo bleibt sie?', '\\x00', '', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-    )
-    .bind(message_id)
-    .execute(&mut pg)
-    .await
-    .unwrap();
-    pg.close().await.unwrap();
+    let url =
+        one_article_before(MESSAGE_ID_HASHES, message_id, "Lieferung", "Wo bleibt sie?").await;
 
     let store = Store::open_url(&Secret::new(url)).await.unwrap();
     let old_index: i64 = sqlx::query_scalar(

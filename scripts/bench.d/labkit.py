@@ -221,6 +221,17 @@ class PgSchema:
         self.sql(f"DROP SCHEMA {self.name} CASCADE", in_schema=False)
 
 
+def release_examples(directory=None):
+    """The directory of a build's release examples (default: this repository's), or exit saying
+    how to build them."""
+    directory = os.path.abspath(directory or os.path.join(REPO, "target", "release", "examples"))
+    for example in ("find_bench", "ingest_profile"):
+        if not os.path.exists(os.path.join(directory, example)):
+            sys.exit(f"{directory}/{example} is missing: run "
+                     "`cargo build --release --example find_bench --example ingest_profile` first")
+    return directory
+
+
 def binary():
     path = os.environ.get("MAIL2TICKET_BIN", os.path.join(REPO, "target", "release", "mail2ticket"))
     if not os.path.exists(path):

@@ -92,10 +92,7 @@ def main():
     args = ap.parse_args()
     if not shutil.which("strace"):
         sys.exit("strace is missing: apt-get install strace")
-    for example in ("find_bench", "ingest_profile"):
-        if not os.path.exists(os.path.join(EXAMPLES, example)):
-            sys.exit(f"{EXAMPLES}/{example} is missing: run "
-                     "`cargo build --release --example find_bench --example ingest_profile` first")
+    labkit.release_examples(EXAMPLES)
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     mails = os.path.join(args.work, "mails")

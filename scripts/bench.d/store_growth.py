@@ -56,14 +56,9 @@ def main():
     ap.add_argument("--grown", type=int, default=100000)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--work", default="/tmp/m2t-store-growth")
-    ap.add_argument("builds", nargs="*", default=[os.path.join(labkit.REPO, "target", "release", "examples")])
+    ap.add_argument("builds", nargs="*", default=[None])
     args = ap.parse_args()
-    builds = [os.path.abspath(b) for b in args.builds]
-    for examples in builds:
-        for example in ("find_bench", "ingest_profile"):
-            if not os.path.exists(os.path.join(examples, example)):
-                sys.exit(f"{examples}/{example} is missing: run "
-                         "`cargo build --release --example find_bench --example ingest_profile` first")
+    builds = [labkit.release_examples(b) for b in args.builds]
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     mails = os.path.join(args.work, "mails")
