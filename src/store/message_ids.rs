@@ -13,7 +13,7 @@
 //! its presence is what says the fill is not complete.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Any, Transaction};
+use sqlx::{Any, AnyConnection, Transaction};
 
 use super::{Backend, SqlBuilder, Store, StoreError};
 
@@ -62,20 +62,26 @@ pub(super) async fn insert_message_id_hashes(
 /// write lock held for a few milliseconds, so a daemon beside the fill hardly waits.
 const FILL_BATCH: i64 = 10_000;
 
-/// Gives every stored article its `message_id_hashes` row, then drops the old index. Does
-/// nothing (one catalogue query) once that is done.
+/// Gives every stored article its `message_id_hashes` row, then drops the old index. Once that
+/// is done, costs one catalogue query.
 pub(super) async fn fill(store: &Store) -> Result<u64, StoreError> {
     fill_in_batches(store, FILL_BATCH).await
 }
 
 async fn fill_in_batches(store: &Store, batch_size: i64) -> Result<u64, StoreError> {
-    if !old_index_exists(store).await? {
+    // Without a lock first: a store already converted opens without waiting for a writer.
+    if !old_index_exists(&mut *store.pool.acquire().await?).await? {
         return Ok(0);
     }
     let mut filled = 0u64;
     let mut after = String::new();
     loop {
         let mut tx = store.write_tx().await?;
+        // Asked in every batch: another process opening the store at the same time may have
+        // finished the fill, and without the old index the next read would scan every article.
+        if !old_index_exists(&mut tx).await? {
+            return Ok(filled);
+        }
         let mut batch: Vec<(String, i64)> = sqlx::query_as(
             "SELECT message_id, id FROM articles WHERE message_id > $1 ORDER BY message_id LIMIT $2",
         )
@@ -120,8 +126,8 @@ async fn fill_in_batches(store: &Store, batch_size: i64) -> Result<u64, StoreErr
     }
 }
 
-async fn old_index_exists(store: &Store) -> Result<bool, StoreError> {
-    let sql = match store.backend() {
+async fn old_index_exists(conn: &mut AnyConnection) -> Result<bool, StoreError> {
+    let sql = match Backend::of(conn) {
         Backend::Sqlite => {
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'articles_message_id'"
         }
@@ -130,7 +136,7 @@ async fn old_index_exists(store: &Store) -> Result<bool, StoreError> {
              AND indexname = 'articles_message_id'"
         }
     };
-    let n: i64 = sqlx::query_scalar(sql).fetch_one(&store.pool).await?;
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(conn).await?;
     Ok(n > 0)
 }
 
