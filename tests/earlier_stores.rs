@@ -189,3 +189,24 @@ async fn every_article_of_those_stores_is_found_by_its_message_id() {
         );
     }
 }
+
+/// The daemon and a command opening a store written before migration 0013 at the same moment:
+/// both bring it up to date, and every article has exactly one hash row.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_opening_that_store_at_once_convert_it_once() {
+    let (_dir, path) = earlier_store("main-2026-12-01.sqlite");
+    let (a, b) = tokio::join!(Store::open(&path), Store::open(&path));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    for store in [&a, &b] {
+        let (rows, articles): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM message_id_hashes), \
+             (SELECT COUNT(*) FROM articles WHERE message_id != '')",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!((rows, articles), (56, 56));
+    }
+    a.close().await;
+    b.close().await;
+}
