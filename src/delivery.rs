@@ -371,23 +371,7 @@ mod tests {
     }
 
     fn rules() -> TicketRules {
-        TicketRules {
-            reply: Some(crate::reply::ReplyPolicy {
-                account_email: "support@shop.test".into(),
-                sender_name: Some("Shop".into()),
-                reply_to: None,
-                subject_template: crate::reply::compose::DEFAULT_SUBJECT.into(),
-                body_template: crate::reply::compose::DEFAULT_BODY.into(),
-                subject_tag: "Ticket#".into(),
-                ticket_type: "question".into(),
-                ticket_status: "open".into(),
-                limit: 2,
-                max_age: Duration::from_secs(24 * 3600),
-                message_id_domain: "tickets.shop.test".into(),
-                own_addresses: vec!["support@shop.test".into()],
-            }),
-            ..TicketRules::without_replies("support")
-        }
+        TicketRules::with_test_replies("support")
     }
 
     fn incoming(n: usize, from: &str) -> Incoming {

@@ -69,6 +69,31 @@ impl TicketRules {
     }
 }
 
+#[cfg(test)]
+impl TicketRules {
+    /// [`TicketRules::without_replies`] with automatic replies, as a shop at `shop.test`
+    /// configures them: at most 2 per recipient and hour, none to mails older than a day.
+    pub(crate) fn with_test_replies(account: &str) -> TicketRules {
+        TicketRules {
+            reply: Some(crate::reply::ReplyPolicy {
+                account_email: format!("{account}@shop.test"),
+                sender_name: Some("Shop".into()),
+                reply_to: None,
+                subject_template: crate::reply::compose::DEFAULT_SUBJECT.into(),
+                body_template: crate::reply::compose::DEFAULT_BODY.into(),
+                subject_tag: "Ticket#".into(),
+                ticket_type: "question".into(),
+                ticket_status: "open".into(),
+                limit: 2,
+                max_age: std::time::Duration::from_secs(24 * 3600),
+                message_id_domain: "tickets.shop.test".into(),
+                own_addresses: vec![format!("{account}@shop.test")],
+            }),
+            ..TicketRules::without_replies(account)
+        }
+    }
+}
+
 /// The result of [`Store::store_alone`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredAlone {
