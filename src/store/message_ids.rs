@@ -63,6 +63,9 @@ pub(super) async fn insert_message_id_hashes(
 /// articles converted in 12 s and 41 s, BENCHMARKS.md), so a daemon beside the fill hardly waits.
 const FILL_BATCH: i64 = 10_000;
 
+/// Articles between two progress lines of a long fill (about 6 s on SQLite).
+const PROGRESS_EVERY: u64 = 500_000;
+
 /// Gives every stored article its `message_id_hashes` row, then drops the old index. Once that
 /// is done, costs one catalogue query.
 pub(super) async fn fill(store: &Store) -> Result<u64, StoreError> {
@@ -122,7 +125,12 @@ async fn fill_in_batches(store: &Store, batch_size: i64) -> Result<u64, StoreErr
         }
         insert_message_id_hashes(&mut tx, batch.iter().map(|(m, id)| (*id, m.as_str()))).await?;
         tx.commit().await?;
+        let before = filled;
         filled += batch.len() as u64;
+        if before / PROGRESS_EVERY != filled / PROGRESS_EVERY {
+            // A store of years takes minutes: say that it is moving.
+            tracing::info!(store = %store.shown(), articles = filled, "still filling the Message-ID lookup table");
+        }
         after = last;
     }
 }
