@@ -232,6 +232,32 @@ def release_examples(directory=None):
     return directory
 
 
+def generated_store(find_bench, path, articles):
+    """Generates a store of `articles` at `path` directly (examples/find_bench.rs
+    --generate-only), not through IMAP; returns `path`. The store is left in one file: a
+    generator built before `Store::close` checkpointed (FIND_BENCH_BIN may name one) could leave
+    up to a few hundred MB in the -wal file, which a copy of the file alone would lose, and a
+    copy with it would write into the database inside its timed run."""
+    p = subprocess.run([find_bench, "--store", path, "--articles", str(articles), "--generate-only"],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"find_bench failed:\n{p.stderr}")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return path
+
+
+def migrated_empty_store(examples, path):
+    """An empty store at `path` with the migrations of the build in `examples` applied
+    (ingest_profile over an empty folder of mails), so that a timed run only stores mails."""
+    no_mails = path + ".no-mails"
+    os.makedirs(no_mails, exist_ok=True)
+    subprocess.run([os.path.join(examples, "ingest_profile"), "--mails", no_mails, "--store", path],
+                   check=True, stdout=subprocess.DEVNULL)
+    os.rmdir(no_mails)
+
+
 def binary():
     path = os.environ.get("MAIL2TICKET_BIN", os.path.join(REPO, "target", "release", "mail2ticket"))
     if not os.path.exists(path):

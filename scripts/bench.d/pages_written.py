@@ -97,14 +97,10 @@ def main():
     os.makedirs(args.work)
     mails = os.path.join(args.work, "mails")
     corpus.write_corpus(mails, args.mails, "support@shop.example", "pw", senders=args.senders)
-    grown = os.path.join(args.work, "grown.db")
-    subprocess.run([os.path.join(EXAMPLES, "find_bench"), "--store", grown, "--articles",
-                    str(args.grown), "--generate-only"], check=True, capture_output=True)
+    grown = labkit.generated_store(os.path.join(EXAMPLES, "find_bench"),
+                                   os.path.join(args.work, "grown.db"), args.grown)
     empty = os.path.join(args.work, "empty.db")
-    # An empty store with its migrations applied: the run below then only stores mails.
-    os.makedirs(os.path.join(args.work, "none"))
-    subprocess.run([os.path.join(EXAMPLES, "ingest_profile"), "--mails",
-                    os.path.join(args.work, "none"), "--store", empty], check=True, stdout=subprocess.DEVNULL)
+    labkit.migrated_empty_store(EXAMPLES, empty)
     if args.sql:
         for store in (empty, grown):
             db = sqlite3.connect(store)

@@ -63,22 +63,16 @@ def main():
     os.makedirs(args.work)
     mails = os.path.join(args.work, "mails")
     corpus.write_corpus(mails, args.mails, "support@shop.example", "pw")
-    none = os.path.join(args.work, "none")
-    os.makedirs(none)
-    grown = {}
-    for i, examples in enumerate(builds):
-        grown[examples] = os.path.join(args.work, f"grown-{i}.db")
-        subprocess.run([os.path.join(examples, "find_bench"), "--store", grown[examples], "--articles",
-                        str(args.grown), "--generate-only"], check=True, capture_output=True)
+    grown = {examples: labkit.generated_store(os.path.join(examples, "find_bench"),
+                                              os.path.join(args.work, f"grown-{i}.db"), args.grown)
+             for i, examples in enumerate(builds)}
     empty_store = os.path.join(args.work, "empty.db")
     grown_store = os.path.join(args.work, "grown.db")
     times = {examples: [] for examples in builds}
     for r in range(args.rounds):
         for examples in builds:
             remove(empty_store)
-            # Migrations first (an empty folder of mails), so the timed run only stores mails.
-            subprocess.run([os.path.join(examples, "ingest_profile"), "--mails", none, "--store",
-                            empty_store], check=True, stdout=subprocess.DEVNULL)
+            labkit.migrated_empty_store(examples, empty_store)
             remove(grown_store)
             shutil.copyfile(grown[examples], grown_store)
             os.sync()
