@@ -49,6 +49,7 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
             return ExitCode::FAILURE;
         }
     };
+    warn_of_uncompared_copies(&store).await;
     let plan = match supervisor::plan(&config) {
         Ok(p) => p,
         Err(e) => {
@@ -90,6 +91,22 @@ pub async fn run(loaded: Loaded, config_path: Option<PathBuf>, once: bool) -> Ex
     code
 }
 
+/// Says at every start whether the store holds copies an earlier version recorded without
+/// comparing their content, so an admin upgrading learns of mail that may have been merged.
+async fn warn_of_uncompared_copies(store: &Store) {
+    match store.copies_not_compared().await {
+        Ok(0) => {}
+        Ok(count) => warn!(
+            count,
+            "copies recorded before migration 0014: an earlier version took these mails for \
+             copies of a stored mail by sender and Message-ID alone, without comparing content, \
+             and did not store their bytes; see docs/operations.md, \"Mails taken for copies \
+             before migration 0014\", to list them and find any that were mails of their own"
+        ),
+        Err(e) => warn!("could not count the copies recorded before migration 0014: {e}"),
+    }
+}
+
 /// One pass per active account, concurrently; exit 0 only when every pass fully succeeded:
 /// every mail it saw stored and disposed of.
 async fn run_once(
@@ -123,6 +140,14 @@ async fn run_once(
                         report.failed, report.quarantined
                     );
                 }
+                if report.unknown_outcomes > 0 {
+                    ok = false;
+                    eprintln!(
+                        "error: account {name}: {} mail(s) are recorded in the store with an \
+                         outcome this version does not know; they stay on the server, see the log",
+                        report.unknown_outcomes
+                    );
+                }
                 if !report.dispose_errors.is_empty() {
                     ok = false;
                     for e in &report.dispose_errors {
@@ -141,19 +166,36 @@ async fn run_once(
             }
         }
     }
-    if let Some(sender) = sender {
-        drain_outbox(sender).await;
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let drained = match sender {
+        Some(sender) => drain_outbox(sender).await,
+        None => Drained::All,
+    };
+    match (ok, drained) {
+        (true, Drained::All) => ExitCode::SUCCESS,
+        (true, Drained::StillQueued) => ExitCode::from(EXIT_REPLIES_QUEUED),
+        _ => ExitCode::FAILURE,
     }
 }
 
+/// `run --once`'s exit code when every mail was stored and disposed of but automatic replies
+/// are still queued (the SMTP server is unreachable, say): EX_TEMPFAIL of sysexits.h, which cron
+/// wrappers and systemd units read as "try again later", not as a failure of the mail.
+pub const EXIT_REPLIES_QUEUED: u8 = 75;
+
+/// What became of the outbox at the end of `run --once`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Every due reply was sent (or failed for good, which the log and the ticket say).
+    All,
+    /// Some replies wait for a later try: they stay queued for the next run.
+    StillQueued,
+    /// The outbox could not be read or written.
+    Failed,
+}
+
 /// Sends the replies this run queued (and older ones that are due), waiting at most DRAIN_WAIT.
-/// Replies that cannot go out yet are not an error of this run: they stay queued.
-async fn drain_outbox(sender: &Sender) {
+/// Replies that cannot go out yet stay queued for the next run.
+async fn drain_outbox(sender: &Sender) -> Drained {
     match sender.drain(DRAIN_WAIT).await {
         Ok(summary) if summary.unsent() > 0 => {
             warn!(
@@ -162,18 +204,25 @@ async fn drain_outbox(sender: &Sender) {
                 "automatic replies still queued; the next run (or the daemon) sends them"
             );
             eprintln!(
-                "warning: {} automatic replies are still queued (SMTP not reachable?); the next run sends them",
+                "warning: {} automatic replies are still queued (SMTP not reachable?); the next \
+                 run sends them (exit code {EXIT_REPLIES_QUEUED})",
                 summary.unsent()
             );
+            Drained::StillQueued
         }
         Ok(summary) => {
             info!(
                 sent = summary.sent,
                 failed = summary.failed,
                 "outbox drained"
-            )
+            );
+            Drained::All
         }
-        Err(e) => error!("sending the queued replies failed: {e}"),
+        Err(e) => {
+            error!("sending the queued replies failed: {e}");
+            eprintln!("error: sending the queued replies failed: {e}");
+            Drained::Failed
+        }
     }
 }
 

@@ -97,10 +97,17 @@ fn after_pass(rt: &AccountRuntime, report: &PassReport) {
     for _ in &report.dispose_errors {
         crate::metrics::error(&rt.account.name, "dispose");
     }
+    for _ in 0..report.unknown_outcomes {
+        crate::metrics::error(&rt.account.name, "unknown_outcome");
+    }
 }
 
 fn log_report(account: &str, report: &PassReport) {
-    if report.fetched > 0 || report.disposed > 0 || !report.dispose_errors.is_empty() {
+    if report.fetched > 0
+        || report.disposed > 0
+        || !report.dispose_errors.is_empty()
+        || report.unknown_outcomes > 0
+    {
         info!(
             account,
             fetched = report.fetched,
@@ -112,6 +119,7 @@ fn log_report(account: &str, report: &PassReport) {
             oversized = report.oversized,
             failed = report.failed,
             quarantined = report.quarantined,
+            unknown_outcomes = report.unknown_outcomes,
             dispose_errors = report.dispose_errors.len(),
             "pass done"
         );

@@ -84,11 +84,7 @@ async fn every_mail_is_processed(fixture: &str) {
         // fetched again.
         let processed = store.processed(account, &prefix).await.unwrap();
         let state = &processed[text];
-        assert_eq!(
-            Recorded::from_label(&state.outcome),
-            Recorded::Stored,
-            "{text}"
-        );
+        assert_eq!(state.outcome, Recorded::Stored, "{text}");
         assert!(
             state.disposed,
             "{text} was disposed of by the run that wrote the store"

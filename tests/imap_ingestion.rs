@@ -255,6 +255,143 @@ async fn a_message_arriving_again_in_a_later_pass_yields_no_second_ticket() {
     );
 }
 
+/// A shop plug-in's mails as they really come: one sender, one Subject, one Message-ID reused
+/// for every mail, different bodies and MIME structure. Each `marker` is in one body only.
+fn plugin_mail(to: &str, id: &str, marker: &str, shape: usize) -> Vec<u8> {
+    let head = format!(
+        "From: Shop Plugin <plugin@shop-plugin.example.test>\r\nTo: {to}\r\nSubject: Neue Bestellung\r\n\
+         Message-ID: <{id}>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    );
+    let body = match shape {
+        0 => format!("Content-Type: text/plain; charset=utf-8\r\n\r\nBestellung {marker}\r\n"),
+        1 => format!(
+            "Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>Bestellung <b>{marker}</b></p></body></html>\r\n"
+        ),
+        2 => format!(
+            "Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n--b1\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nBestellung {marker}\r\n--b1\r\n\
+             Content-Type: text/html; charset=utf-8\r\n\r\n<p>Bestellung {marker}</p>\r\n--b1--\r\n"
+        ),
+        _ => format!(
+            "Content-Type: multipart/mixed; boundary=\"b2\"\r\n\r\n--b2\r\n\
+             Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+             Bestellung {marker} f=FCr Sie\r\n--b2\r\nContent-Type: application/pdf; name=\"rechnung.pdf\"\r\n\
+             Content-Disposition: attachment; filename=\"rechnung.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             JVBERi0xLjQK\r\n--b2--\r\n"
+        ),
+    };
+    format!("{head}{body}").into_bytes()
+}
+
+/// Different mails that share a sender and a Message-ID are different mails: each is stored
+/// with its own bytes, in one account and across two, while a true CC copy (delivered by
+/// Postfix to both mailboxes, so its delivery header fields differ) is still one article.
+#[tokio::test(flavor = "multi_thread")]
+async fn different_mails_sharing_a_message_id_each_get_an_article() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("imap-reused-id-a");
+    let returns = lab.fresh_user("imap-reused-id-b");
+    let id = format!(
+        "order-notification.{}@shop-plugin.example.test",
+        std::process::id()
+    );
+    let sender = "plugin@shop-plugin.example.test";
+    // One mail to both mailboxes in one SMTP transaction: the true copy.
+    lab.smtp_send_to_all(
+        sender,
+        &[&support, &returns],
+        &plugin_mail(&support, &id, "CC-1", 0),
+    )
+    .await;
+    for (i, marker) in ["A-2", "A-3", "A-4", "A-5"].iter().enumerate() {
+        lab.smtp_send(sender, &support, &plugin_mail(&support, &id, marker, i))
+            .await;
+    }
+    for (i, marker) in ["B-2", "B-3"].iter().enumerate() {
+        lab.smtp_send(sender, &returns, &plugin_mail(&returns, &id, marker, i + 1))
+            .await;
+    }
+    let wait = Duration::from_secs(30);
+    assert_eq!(lab.wait_for_count(&support, "INBOX", 5, wait).await, 5);
+    assert_eq!(lab.wait_for_count(&returns, "INBOX", 3, wait).await, 3);
+    let cfg = TestConfig::new(
+        &[
+            imap_account(lab, "support", &support, "starttls", &move_to("Archive")),
+            imap_account(lab, "returns", &returns, "starttls", &move_to("Archive")),
+        ],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    // Seven different mails, seven articles; the CC copy is one of them, received by both.
+    let mut texts = Vec::new();
+    let mut received_by_both = 0;
+    for ticket in cfg.tickets() {
+        let detail = cfg.show(ticket["number"].as_str().unwrap());
+        for article in detail["articles"].as_array().unwrap() {
+            texts.push(article["text"].as_str().unwrap().to_string());
+            if article["received_by"].as_array().unwrap().len() == 2 {
+                received_by_both += 1;
+            }
+        }
+    }
+    assert_eq!(texts.len(), 7, "{texts:#?}");
+    for marker in ["CC-1", "A-2", "A-3", "A-4", "A-5", "B-2", "B-3"] {
+        let holding = texts.iter().filter(|t| t.contains(marker)).count();
+        assert_eq!(holding, 1, "mail {marker} is stored once: {texts:#?}");
+    }
+    assert_eq!(
+        received_by_both, 1,
+        "the CC copy is recorded, not stored twice"
+    );
+    assert_eq!(lab.count(&support, "INBOX").await, 0);
+    assert_eq!(lab.count(&returns, "INBOX").await, 0);
+    assert_eq!(lab.count(&support, "Archive").await, 5);
+    assert_eq!(lab.count(&returns, "Archive").await, 3);
+}
+
+/// Fail closed: a processed row whose outcome this version does not know (a newer version
+/// wrote it, a label was renamed, the row is damaged) never moves or deletes the mail.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_recorded_with_an_unknown_outcome_stays_on_the_server() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("imap-unknown-outcome");
+    let mail = mails::simple(
+        &user,
+        "Unknown outcome",
+        "unknown@customer.example.test",
+        "",
+    );
+    lab.append(&user, "INBOX", &[mail]).await;
+    let cfg = support_moving_to_archive(lab, &user);
+    // Stored, but left on the server: the folder to move to does not exist.
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    std::fs::write(&cfg.path, text.replace("\"Archive\"", "\"NotThere\"")).unwrap();
+    assert!(!cfg.run(&["run", "--once"]).status.success());
+    assert_eq!(cfg.tickets().len(), 1);
+    let store = cfg.open_store().await;
+    let changed = sqlx::query("UPDATE processed SET outcome = 'written-by-version-9'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    store.close().await;
+    std::fs::write(&cfg.path, text).unwrap();
+
+    let out = cfg.run(&["run", "--once"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("written-by-version-9"),
+        "the log names the label: {err}"
+    );
+    assert!(err.contains("outcome this version does not know"), "{err}");
+    assert_eq!(lab.count(&user, "INBOX").await, 1, "the mail stays");
+    assert_eq!(lab.count(&user, "Archive").await, 0);
+    assert_eq!(cfg.tickets().len(), 1, "and is not stored again");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_untrusted_certificate_is_refused_with_a_clear_error() {
     let lab = Lab::get();

@@ -764,7 +764,7 @@ async fn run_once_waits_a_bounded_time_for_smtp_and_the_next_run_sends() {
     )
     .await;
     let started = Instant::now();
-    let out = run_once(&cfg);
+    let out = cfg.run(&["run", "--once"]);
     let took = started.elapsed();
     eprintln!("run --once with SMTP down took {took:?}");
     assert!(took < Duration::from_secs(40), "{took:?}");
@@ -773,19 +773,26 @@ async fn run_once_waits_a_bounded_time_for_smtp_and_the_next_run_sends() {
         "{}",
         common::stderr(&out)
     );
+    // Mail stored and moved, the reply still queued: EX_TEMPFAIL, neither success nor failure.
+    assert_eq!(out.status.code(), Some(75), "{}", common::stderr(&out));
+    assert_eq!(lab.count(&support, "INBOX").await, 0);
     assert_eq!(outbox(&cfg).await[0].status, "pending");
     proxy.set_up(true);
     let started = Instant::now();
-    run_once(&cfg);
+    let out = run_once(&cfg);
     eprintln!("run --once with SMTP back took {:?}", started.elapsed());
-    assert_eq!(outbox(&cfg).await[0].status, "sent");
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let sent = outbox(&cfg).await;
+    assert_eq!(sent[0].status, "sent");
     assert_eq!(
         lab.wait_for_count(&customer, "INBOX", 1, Duration::from_secs(20))
             .await,
         1
     );
-    run_once(&cfg);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A third run finds nothing to send: the one reply is still the only outbox row, as sent.
+    let out = run_once(&cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(outbox(&cfg).await, sent);
     assert_eq!(lab.count(&customer, "INBOX").await, 1);
 }
 

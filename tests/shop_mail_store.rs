@@ -11,7 +11,7 @@ use std::path::Path;
 use chrono::Utc;
 use mail2ticket::config::CustomerSource;
 use mail2ticket::ingest::parse::parse;
-use mail2ticket::store::{Incoming, Outcome, Store, TicketRules};
+use mail2ticket::store::{Incoming, Outcome, Recorded, Store, TicketRules};
 
 fn rules(account: &str) -> TicketRules {
     TicketRules::without_replies(account)
@@ -68,7 +68,7 @@ async fn a_message_in_two_accounts_is_one_ticket_received_by_both() {
             &[copy(
                 "returns@shop.test",
                 "pop3:u1",
-                "K@Customer.test",
+                "k@customer.test",
                 "one@customer.test",
             )],
         )
@@ -90,7 +90,7 @@ async fn a_message_in_two_accounts_is_one_ticket_received_by_both() {
     assert_eq!(t.articles[0].received_by, vec!["support", "returns"]);
     // The copy's source key is processed: its mailbox disposes of it like any stored mail.
     let processed = store.processed("returns", "pop3:").await.unwrap();
-    assert_eq!(processed["pop3:u1"].outcome, "duplicate");
+    assert_eq!(processed["pop3:u1"].outcome, Recorded::Stored);
     // The same copy fetched again (a crash before disposal) is recognised as processed.
     let again = store
         .store_batch(
@@ -229,10 +229,24 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
         sqlx::raw_sql(&initial).execute(&pool).await.unwrap();
         sqlx::raw_sql(
             "INSERT INTO tickets (id, number, account, ticket_type, status, subject, customer_email, created_at, updated_at) \
-             VALUES (1, '10001', 'support', 'question', 'open', 'alt', 'k@customer.test', 'x', 'x'); \
-             INSERT INTO articles (id, ticket_id, account, source_key, message_id, from_email, raw, raw_sha256, received_at, created_at) \
-             VALUES (1, 1, 'support', 'imap:INBOX:1:1', 'old@customer.test', 'K@customer.test', x'00', 'sha', 'x', 'x');",
+             VALUES (1, '10001', 'support', 'question', 'open', 'alt', 'k@customer.test', 'x', 'x');",
         )
+        .execute(&pool)
+        .await
+        .unwrap();
+        // Its bytes as support@ received them: a copy is one only if its content is the same.
+        let stored = copy(
+            "support@shop.test",
+            "imap:INBOX:1:1",
+            "k@customer.test",
+            "old@customer.test",
+        );
+        sqlx::query(
+            "INSERT INTO articles (id, ticket_id, account, source_key, message_id, from_email, raw, raw_sha256, received_at, created_at) \
+             VALUES (1, 1, 'support', 'imap:INBOX:1:1', 'old@customer.test', 'K@customer.test', ?, ?, 'x', 'x')",
+        )
+        .bind(&stored.raw)
+        .bind(mail2ticket::store::sha256_hex(&stored.raw))
         .execute(&pool)
         .await
         .unwrap();
@@ -281,6 +295,65 @@ async fn a_store_written_before_these_rules_merges_with_its_old_mails() {
     );
     let t = store.show_ticket("10001").await.unwrap().unwrap();
     assert_eq!(t.articles[0].received_by, vec!["support", "returns"]);
+    // Another mail under the old message's sender and Message-ID is a mail of its own.
+    let mut other = copy(
+        "returns@shop.test",
+        "pop3:u10",
+        "k@customer.test",
+        "old@customer.test",
+    );
+    other.raw = String::from_utf8(other.raw)
+        .unwrap()
+        .replace("Hallo", "Eine andere Mail")
+        .into_bytes();
+    other.parsed = parse(&other.raw);
+    let out = store
+        .store_batch(&rules("returns"), &[other])
+        .await
+        .unwrap();
+    assert!(matches!(out[..], [Outcome::NewTicket { .. }]), "{out:?}");
+}
+
+/// A shop plug-in that writes every mail with one Message-ID: five different mails, in one
+/// batch and in a later one, are five articles; the same bytes again are one.
+#[tokio::test]
+async fn different_mails_with_one_sender_and_message_id_are_each_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mail = |key: &str, body: &str| {
+        let mut m = copy("support@shop.test", key, "shop@plugin.test", "fixed@plugin");
+        m.raw = String::from_utf8(m.raw)
+            .unwrap()
+            .replace("Hallo", body)
+            .into_bytes();
+        m.parsed = parse(&m.raw);
+        m
+    };
+    let first = store
+        .store_batch(
+            &rules("support"),
+            &[mail("k1", "Eins"), mail("k2", "Zwei"), mail("k3", "Drei")],
+        )
+        .await
+        .unwrap();
+    let later = store
+        .store_batch(
+            &rules("support"),
+            &[mail("k4", "Vier"), mail("k5", "Fünf"), mail("k6", "Eins")],
+        )
+        .await
+        .unwrap();
+    let opened = first
+        .iter()
+        .chain(&later)
+        .filter(|o| matches!(o, Outcome::NewTicket { .. }))
+        .count();
+    assert_eq!(opened, 5, "{first:?} {later:?}");
+    assert!(
+        matches!(later[2], Outcome::Duplicate { .. }),
+        "the same mail again is a copy: {later:?}"
+    );
+    assert_eq!(store.count_tickets().await.unwrap(), 5);
 }
 
 #[tokio::test]

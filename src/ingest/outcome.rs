@@ -1,5 +1,6 @@
 //! What became of a mail, typed: the outcome of storing it, and why a mail is left on the server
-//! unfetched. The store keeps both as the text of `processed.outcome` (see [`Recorded`]).
+//! unfetched. The store keeps both as the text of `processed.outcome` and reads it back as a
+//! [`Recorded`].
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -53,21 +54,29 @@ impl Skipped {
     }
 }
 
-/// A source key's row in the store, read back: stored (its mail may leave the server) or skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A source key's row in the store, read back: stored (its mail may leave the server), skipped,
+/// or a label this version does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     Stored,
     Skipped(Skipped),
+    /// Written by a newer version, by a version whose labels were renamed, or damaged. Nothing
+    /// says the mail has a ticket, so it stays on the server (fail closed) and is not fetched
+    /// again either (its key is taken).
+    Unknown(String),
 }
 
 impl Recorded {
-    /// From the store's text. Every label but the skipped ones means a stored mail (a ticket,
-    /// follow-up, duplicate or test mail), also a label an older version wrote.
+    /// From the store's text: the labels of [`Outcome::label`] but `processed` (which is never
+    /// written) are stored mails, those of [`Skipped::label`] skipped ones; every other text is
+    /// [`Recorded::Unknown`].
     pub fn from_label(label: &str) -> Recorded {
-        [Skipped::Oversized, Skipped::Quarantined]
-            .into_iter()
-            .find(|s| s.label() == label)
-            .map_or(Recorded::Stored, Recorded::Skipped)
+        match label {
+            "ticket" | "followup" | "duplicate" | "test" => Recorded::Stored,
+            "oversized" => Recorded::Skipped(Skipped::Oversized),
+            "quarantined" => Recorded::Skipped(Skipped::Quarantined),
+            other => Recorded::Unknown(other.to_string()),
+        }
     }
 }
 
@@ -77,16 +86,30 @@ mod tests {
 
     #[test]
     fn skipped_mails_are_told_apart_from_stored_ones_by_their_label() {
-        assert_eq!(
-            Recorded::from_label("oversized"),
-            Recorded::Skipped(Skipped::Oversized)
-        );
-        assert_eq!(
-            Recorded::from_label("quarantined"),
-            Recorded::Skipped(Skipped::Quarantined)
-        );
-        for label in ["ticket", "followup", "duplicate", "test"] {
-            assert_eq!(Recorded::from_label(label), Recorded::Stored);
+        for skipped in [Skipped::Oversized, Skipped::Quarantined] {
+            assert_eq!(
+                Recorded::from_label(skipped.label()),
+                Recorded::Skipped(skipped)
+            );
+        }
+        let number = || "10001".to_string();
+        for stored in [
+            Outcome::NewTicket { number: number() },
+            Outcome::FollowUp { number: number() },
+            Outcome::Duplicate { number: number() },
+            Outcome::TestMail,
+        ] {
+            assert_eq!(Recorded::from_label(stored.label()), Recorded::Stored);
+        }
+    }
+
+    #[test]
+    fn a_label_this_version_does_not_know_is_not_a_stored_mail() {
+        for label in ["", "Ticket", "stored", "processed", "ticket "] {
+            assert_eq!(
+                Recorded::from_label(label),
+                Recorded::Unknown(label.to_string())
+            );
         }
     }
 }

@@ -142,7 +142,7 @@ impl Source for Pop3Source<'_> {
     ) -> Result<bool, SourceError> {
         let key = key.to_string();
         self.store
-            .record_skipped(self.account, &key, Skipped::Quarantined.label())
+            .record_skipped(self.account, &key, Skipped::Quarantined)
             .await?;
         tracing::error!(account = self.account, source = %key,
             "mail quarantined after {attempts} failed attempts: it stays on the server and is skipped");

@@ -56,19 +56,25 @@ pub async fn run_pass<S: Source>(
     let mut new = Vec::new();
     for m in &listing.mails {
         let key = m.key.to_string();
-        match processed
-            .get(&key)
-            .map(|p| Recorded::from_label(&p.outcome))
-        {
+        match processed.get(&key).map(|p| &p.outcome) {
             Some(Recorded::Skipped(_)) => {}
             // Stored in an earlier pass (or before a crash), not disposed of yet.
             Some(Recorded::Stored) => committed.push(m.id.clone()),
+            // Fail closed: nothing says this mail has a ticket, so it stays where it is.
+            Some(Recorded::Unknown(label)) => {
+                report.unknown_outcomes += 1;
+                log_as!(S::PROTOCOL, error, account = name, source = %key, label = %label,
+                    "the store records this mail with an outcome this version does not know \
+                     (written by a newer mail2ticket, or damaged): it stays on the server. \
+                     Run the version that wrote it, or check the row in the store's processed \
+                     table (docs/operations.md)");
+            }
             None if m.quarantined => {}
             None if m.size > ctx.max_message_size => {
                 report.oversized += 1;
                 if ctx
                     .store
-                    .record_skipped(name, &key, Skipped::Oversized.label())
+                    .record_skipped(name, &key, Skipped::Oversized)
                     .await?
                 {
                     log_as!(S::PROTOCOL, warn, account = name, source = %key, size = m.size,

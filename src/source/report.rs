@@ -30,6 +30,9 @@ pub struct PassReport {
     /// for good.
     pub failed: usize,
     pub quarantined: usize,
+    /// Mails the store recorded with an outcome this version does not know: left on the
+    /// server, an error of the account (see `Recorded::Unknown`).
+    pub unknown_outcomes: usize,
     /// Disposal problems (e.g. the move_to folder is missing): tickets exist, mails stay.
     pub dispose_errors: Vec<String>,
     /// Mails flagged \Deleted but not expunged (no UIDPLUS, and other clients' mails are

@@ -13,8 +13,9 @@ use super::raw_codec::RawCodec;
 use super::{now_rfc3339, Backend, Prepared, SqlBuilder, Store, StoreError};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
-pub use crate::ingest::outcome::Outcome;
+pub use crate::ingest::outcome::{Outcome, Recorded, Skipped};
 use crate::ingest::parse::ParsedMail;
+use crate::ingest::same_message::{content_fingerprint, MessageKey};
 
 /// A fetched mail on its way into the store.
 #[derive(Debug, Clone)]
@@ -108,7 +109,7 @@ pub const QUARANTINE_AFTER: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessedState {
     pub disposed: bool,
-    pub outcome: String,
+    pub outcome: Recorded,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -202,7 +203,7 @@ impl Store {
         let mut stored = stored_numbers(&mut tx, &rules.account, &keyless).await?;
         // Read inside this write transaction (it holds the write lock): no other poller can store a copy
         // between this lookup and our insert, so "the first account to store it opens it" is exact.
-        let mut owners = message_owners(&mut tx, msg_keys).await?;
+        let mut owners = message_owners(&mut tx, &rules.account, msg_keys).await?;
         let mut threads = if rules.reply.is_none() {
             known_threads(&mut tx, mails).await?
         } else {
@@ -224,7 +225,9 @@ impl Store {
             }
             crate::ingest::panic_hook::check(&mail.parsed.subject);
             let now = now_rfc3339();
-            let owned = msg_key.as_ref().is_some_and(|k| owners.contains_key(k));
+            let owned = msg_key
+                .as_ref()
+                .is_some_and(|k| owners.contains_key(&k.key));
             let route = if stored.contains_key(sha) || owned {
                 None
             } else {
@@ -243,7 +246,7 @@ impl Store {
                 match msg_key {
                     Some(key) => {
                         owners.insert(
-                            key.clone(),
+                            key.key.clone(),
                             Owner {
                                 article_id,
                                 number: number.clone(),
@@ -274,7 +277,7 @@ impl Store {
                     mail,
                     sha,
                     packed,
-                    msg_key: msg_key.as_deref(),
+                    msg_key: msg_key.as_ref().map(|k| k.key.as_str()),
                     ticket_id,
                     article_id,
                     number,
@@ -302,7 +305,7 @@ impl Store {
                     mail,
                     sha,
                     packed,
-                    msg_key: msg_key.as_deref(),
+                    msg_key: msg_key.as_ref().map(|k| k.key.as_str()),
                 },
                 &mut batch,
                 &now,
@@ -381,7 +384,7 @@ impl Store {
                     k,
                     ProcessedState {
                         disposed: d.is_some(),
-                        outcome,
+                        outcome: Recorded::from_label(&outcome),
                     },
                 )
             })
@@ -393,7 +396,7 @@ impl Store {
         &self,
         account: &str,
         source_key: &str,
-        outcome: &str,
+        outcome: Skipped,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO processed (account, source_key, outcome, created_at, disposed_at) \
@@ -401,7 +404,7 @@ impl Store {
         )
         .bind(account)
         .bind(source_key)
-        .bind(outcome)
+        .bind(outcome.label())
         .bind(now_rfc3339())
         .execute(&self.pool)
         .await
@@ -678,24 +681,72 @@ async fn record_copy(
     now: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO message_copies (article_id, account, source_key, received_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO message_copies (article_id, account, source_key, received_at, created_at, \
+         content_compared) VALUES ($1, $2, $3, $4, $5, 1)",
     )
     .bind(article_id)
     .bind(&rules.account)
     .bind(&mail.source_key)
-    .bind(mail.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    .bind(
+        mail.received_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
     .bind(now)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Which of these message keys are stored already, and where.
+/// Which of these messages are stored already, and where: by their key, or, for a message a
+/// store recorded before migration 0014 (without its content), by that earlier key when the
+/// stored mail has the same content (see `ingest::same_message`).
 async fn message_owners(
     tx: &mut Transaction<'_, Any>,
-    keys: &[Option<String>],
+    account: &str,
+    keys: &[Option<MessageKey>],
 ) -> Result<HashMap<String, Owner>, StoreError> {
-    let keys: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    let keys: Vec<&MessageKey> = keys.iter().flatten().collect();
+    let mut out = owners_by_key(tx, keys.iter().map(|k| k.key.as_str())).await?;
+    let unknown: Vec<&MessageKey> = keys
+        .into_iter()
+        .filter(|k| !out.contains_key(&k.key))
+        .collect();
+    let earlier = owners_by_key(tx, unknown.iter().map(|k| k.without_content.as_str())).await?;
+    for key in unknown {
+        let Some(owner) = earlier.get(&key.without_content) else {
+            continue;
+        };
+        match super::raw::verified_raw(&mut **tx, owner.article_id, &owner.number, 0).await {
+            Ok(raw) if content_fingerprint(&raw) == key.content => {
+                out.insert(key.key.clone(), owner.clone());
+            }
+            Ok(_) => tracing::info!(
+                account,
+                ticket = %owner.number,
+                message = %key.without_content,
+                "a mail reuses the sender and Message-ID of a mail stored earlier, with other \
+                 content: it is a mail of its own, not a copy"
+            ),
+            Err(super::ExportError::Store(e)) => return Err(e),
+            // Damaged or unreadable: not known to be the same mail, so it is kept as its own.
+            Err(e) => tracing::warn!(
+                account,
+                ticket = %owner.number,
+                error = %e,
+                "could not compare a mail with the stored mail of the same sender and \
+                 Message-ID: it is stored as a mail of its own"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The owners of these message keys, by key.
+async fn owners_by_key<'k>(
+    tx: &mut Transaction<'_, Any>,
+    keys: impl Iterator<Item = &'k str>,
+) -> Result<HashMap<String, Owner>, StoreError> {
+    let keys: Vec<&str> = keys.collect();
     let mut out = HashMap::new();
     for chunk in keys.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(

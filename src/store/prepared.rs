@@ -5,7 +5,7 @@
 
 use super::ingest::{sha256_hex, Incoming};
 use super::raw_codec::RawCodec;
-use crate::ingest::same_message::message_key;
+use crate::ingest::same_message::{message_key, MessageKey};
 
 /// What [`Store::store_prepared`](super::Store::store_prepared) needs beside the mails
 /// themselves, in the same order.
@@ -13,7 +13,7 @@ use crate::ingest::same_message::message_key;
 pub struct Prepared {
     pub(super) shas: Vec<String>,
     pub(super) packed: Vec<Vec<u8>>,
-    pub(super) msg_keys: Vec<Option<String>>,
+    pub(super) msg_keys: Vec<Option<MessageKey>>,
 }
 
 impl Prepared {
@@ -24,7 +24,10 @@ impl Prepared {
                 .iter()
                 .map(|m| RawCodec::CURRENT.encode(&m.raw))
                 .collect(),
-            msg_keys: mails.iter().map(|m| message_key(&m.parsed)).collect(),
+            msg_keys: mails
+                .iter()
+                .map(|m| message_key(&m.parsed, &m.raw))
+                .collect(),
         }
     }
 

@@ -114,6 +114,16 @@ fn summary(row: &AnyRow) -> TicketSummary {
 }
 
 impl Store {
+    /// Copies recorded before migration 0014, whose content nobody compared with the mail they
+    /// were taken for: some may have been mails of their own (docs/operations.md, "Mails taken
+    /// for copies before migration 0014").
+    pub async fn copies_not_compared(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM message_copies WHERE content_compared = 0")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
     /// One page of tickets, newest first. The page is chosen through the created_at indexes
     /// (migration 0004) before articles are counted, so its cost follows `limit`, not the size
     /// of the store.

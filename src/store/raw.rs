@@ -5,7 +5,7 @@
 //! `RawCodec`) and checks them against the SHA-256 taken at ingestion. Attachments are checked
 //! against the SHA-256 they are stored under.
 
-use sqlx::AnyPool;
+use sqlx::Any;
 
 use super::raw_codec::RawCodec;
 use super::{sha256_hex, Store, StoreError};
@@ -85,9 +85,9 @@ pub struct AttachmentData {
 }
 
 /// The raw bytes of an article, checked against its stored SHA-256. `number` and `article` only
-/// name it in the error.
-async fn verified_raw(
-    pool: &AnyPool,
+/// name it in the error. Read through a pool, or inside a transaction that is writing.
+pub(super) async fn verified_raw<'c>(
+    db: impl sqlx::Executor<'c, Database = Any>,
     article_id: i64,
     number: &str,
     article: u32,
@@ -98,7 +98,7 @@ async fn verified_raw(
          LEFT JOIN raw_mails r ON r.article_id = a.id WHERE a.id = $1",
     )
     .bind(article_id)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     let raw = match (codec, packed) {
         (Some(label), Some(packed)) => {

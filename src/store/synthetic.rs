@@ -472,7 +472,7 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
     // As ingestion records them: the owner of each message key, and the processed source key.
     let keys: Vec<Option<String>> = rows
         .iter()
-        .map(|r| key_of(&r.from.email, &r.message_id))
+        .map(|r| key_of(&r.from.email, &r.message_id, &r.raw).map(|k| k.key))
         .collect();
     for account in accounts_of(rows) {
         let mine = || rows.iter().zip(&keys).filter(|(r, _)| r.account == account);

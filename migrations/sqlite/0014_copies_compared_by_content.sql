@@ -1,0 +1,12 @@
+-- Different mails that share a sender and a Message-ID are different mails.
+--
+-- Until this migration, a mail with the sender and Message-ID of a stored message was recorded
+-- as a copy of it (in `message_copies`) without comparing the content, and its own bytes were
+-- not stored. Careless mail programs reuse Message-IDs, so some of those "copies" were mails of
+-- their own. From now on the key in `messages` also holds a hash of the content (see
+-- src/ingest/same_message.rs), and a copy is recorded only when the content is the same.
+--
+-- `content_compared` tells the two apart: 1 for a copy recorded since, 0 for one recorded
+-- before this migration, whose content nobody compared. docs/operations.md says how to find the
+-- mails behind the 0 rows.
+ALTER TABLE message_copies ADD COLUMN content_compared INTEGER NOT NULL DEFAULT 0;
