@@ -140,6 +140,53 @@ fn an_invalid_message_id_domain_is_an_error() {
     assert!(err.contains("smtp.message_id_domain"), "{err}");
 }
 
+/// As fetchmail and OpenSSH do for their secrets, but a warning, not a refusal: a container's
+/// mounted config may have a mode its admin cannot change.
+#[test]
+fn a_config_holding_secrets_that_others_can_read_is_warned_about_by_key_and_line() {
+    let account = "name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\n\
+        user = \"u\"\npassword = \"Inline-Secret-1\"\nticket_type = \"q\"\nticket_status = \"o\"\n\
+        action = \"delete\"\n";
+    let cfg = TestConfig::new(
+        &[account.into()],
+        "[smtp]\nhost = \"h\"\nuser = \"u\"\npassword = \"Inline-Secret-2\"\n",
+    );
+    let mode = |m: u32| {
+        std::fs::set_permissions(&cfg.path, std::os::unix::fs::PermissionsExt::from_mode(m))
+            .unwrap()
+    };
+    mode(0o644);
+    for command in [&["check-config"][..], &["tickets", "list"][..]] {
+        let out = cfg.run(command);
+        let err = common::stderr(&out);
+        assert!(out.status.success(), "a warning, not a refusal: {err}");
+        let file = cfg.path.display().to_string();
+        for key in ["account[1].password", "smtp.password"] {
+            let line = err
+                .lines()
+                .find(|l| l.contains(&format!("warning: {key}: this secret is written in")))
+                .unwrap_or_else(|| panic!("no warning for {key}: {err}"));
+            assert!(
+                line.starts_with(&format!("{file}:")),
+                "names file and line: {line}"
+            );
+            assert!(
+                line.contains("mode 0644") && line.contains("chmod 600"),
+                "{line}"
+            );
+        }
+        assert!(
+            !err.contains("Inline-Secret"),
+            "never the secret itself: {err}"
+        );
+    }
+    mode(0o600);
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("this secret is written in"), "{err}");
+}
+
 #[test]
 fn password_files_must_exist_and_should_not_be_world_readable() {
     let dir = tempfile::tempdir().unwrap();

@@ -85,6 +85,9 @@ impl std::error::Error for ConfigError {}
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<ConfigIssue>,
+    /// Where the file holds a secret itself (see `validate::inline_secrets`): a file others
+    /// can read gets a warning per key when it is loaded from disk.
+    pub inline_secrets: Vec<ConfigIssue>,
 }
 
 /// Resolves the config path: `--config`, else `$MAIL2TICKET_CONFIG`, else the default.
@@ -106,10 +109,40 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             ),
         }],
     })?;
-    parse(&text).map_err(|issues| ConfigError {
+    let mut loaded = parse(&text).map_err(|issues| ConfigError {
         path: path.to_owned(),
         issues,
-    })
+    })?;
+    if let Some(mode) = readable_by_others(path) {
+        let shown = path.display();
+        let warnings = loaded.inline_secrets.iter().map(|at| ConfigIssue {
+            severity: Severity::Warning,
+            message: format!(
+                "this secret is written in {shown}, whose mode {mode:04o} lets every user of \
+                 this machine read it: chmod 600 {shown}, or move the secret to its own file \
+                 (the *_file key, e.g. a systemd credential or Docker secret) or an environment \
+                 variable (*_env)"
+            ),
+            ..at.clone()
+        });
+        loaded.warnings.extend(warnings);
+        loaded.warnings.sort_by_key(|i| (i.line, i.column));
+    }
+    Ok(loaded)
+}
+
+/// The file's permission bits when users other than its owner and group may read it. Only a
+/// warning, never a refusal: a container's mounted file may have a mode its admin cannot change.
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o004 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_: &Path) -> Option<u32> {
+    None
 }
 
 /// Parses and validates config text. Errors and warnings come back sorted by position.
@@ -143,9 +176,17 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<ConfigIssue>> {
     }
     issues.sort_by_key(|i| (i.line, i.column));
     if read.complete && issues.iter().all(|i| i.severity == Severity::Warning) {
+        let inline_secrets = validate::inline_secrets(&config, &read.file_indices)
+            .into_iter()
+            .map(|key| {
+                let offset = key.locate(table.get_ref());
+                doc.issue_at(Severity::Warning, &key.to_string(), offset, "")
+            })
+            .collect();
         Ok(Loaded {
             config,
             warnings: issues,
+            inline_secrets,
         })
     } else {
         Err(issues)

@@ -305,6 +305,41 @@ fn warn_if_world_readable(checker: &mut Checker, key: Key, path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_world_readable(_: &mut Checker, _: Key, _: &Path) {}
 
+/// The keys whose secret is written in the config file itself, rather than in a file or an
+/// environment variable of its own: passwords, OAuth client secrets, a database URL with a
+/// password. Whoever can read the file can read these (see `config::load`).
+pub fn inline_secrets(config: &Config, file_indices: &[usize]) -> Vec<Key> {
+    let mut keys = Vec::new();
+    let mut oauth = |at: &Key, o: &Option<crate::config::OAuth2Config>| {
+        if o.as_ref().is_some_and(|o| o.client_secret.is_some()) {
+            keys.push(at.clone().table("oauth2").field("client_secret"));
+        }
+    };
+    let smtp = Key::section("smtp");
+    if let Some(s) = &config.smtp {
+        oauth(&smtp, &s.oauth2);
+    }
+    for (account, &i) in config.accounts.iter().zip(file_indices) {
+        oauth(&Key::account(i), &account.oauth2);
+    }
+    if config.smtp.as_ref().is_some_and(|s| s.password.is_some()) {
+        keys.push(smtp.field("password"));
+    }
+    for (account, &i) in config.accounts.iter().zip(file_indices) {
+        if account.password.is_some() {
+            keys.push(Key::account(i).field("password"));
+        }
+    }
+    let url_has_password = config.store.url.as_ref().is_some_and(|url| {
+        url::Url::parse(url.expose()).is_ok_and(|u| u.password().is_some())
+            || url.expose().contains("password=")
+    });
+    if url_has_password {
+        keys.push(Key::section("store").field("url"));
+    }
+    keys
+}
+
 /// Checks the whole config; `file_indices[n]` is the position in the file of `accounts[n]`, and
 /// `accounts_in_file` also counts accounts that could not be read at all.
 pub fn check(
