@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 
+use crate::budget::MemoryBudget;
 use crate::config::{AccountConfig, AuthMethod, Config, Disposal, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::health::AccountHealth;
 use crate::oauth::TokenSource;
@@ -30,10 +31,16 @@ pub struct AccountRuntime {
     /// Several instances: asked before every disposal (set by `lease::serve`; always yes
     /// otherwise).
     pub lease: Holding,
+    /// The process's memory for mail in flight, shared by every account.
+    pub budget: MemoryBudget,
 }
 
 impl AccountRuntime {
-    pub fn new(config: &Config, account: &AccountConfig) -> anyhow::Result<AccountRuntime> {
+    pub fn new(
+        config: &Config,
+        account: &AccountConfig,
+        budget: &MemoryBudget,
+    ) -> anyhow::Result<AccountRuntime> {
         let tls = crate::tls::client_config(account.ca_file.as_deref())?;
         let disposal = account
             .disposal()
@@ -63,6 +70,7 @@ impl AccountRuntime {
             health: AccountHealth::detached(&account.name),
             tokens: token_source(config, account)?,
             lease: Holding::default(),
+            budget: budget.clone(),
             account: account.clone(),
         })
     }

@@ -338,6 +338,9 @@ fn needs_restart(old: &Config, new: &Config) {
     if old.daemon.log_format != new.daemon.log_format {
         keys.push("[daemon] log_format");
     }
+    if old.daemon.memory_budget != new.daemon.memory_budget {
+        keys.push("[daemon] memory_budget");
+    }
     if !keys.is_empty() {
         warn!(
             changed = ?keys,

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod backoff;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -41,6 +41,7 @@ fn context<'a>(
         cancel,
         health: Some(&rt.health),
         lease: &rt.lease,
+        budget: &rt.budget,
     }
 }
 

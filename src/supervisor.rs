@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::account::AccountRuntime;
 use crate::backoff::backoff_delay;
+use crate::budget::MemoryBudget;
 use crate::config::{Config, SmtpConfig};
 use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::{AccountHealth, Health, State};
@@ -31,17 +32,20 @@ use crate::store::Store;
 pub struct Plan {
     pub accounts: Vec<AccountRuntime>,
     pub smtp: Option<(SmtpConfig, SmtpTransport)>,
+    /// Shared by `accounts`; a running supervisor keeps the budget of its first plan.
+    pub budget: MemoryBudget,
 }
 
 /// Builds the runtimes of every active account and the SMTP transport.
 pub fn plan(config: &Config) -> Result<Plan, String> {
+    let budget = MemoryBudget::new(config.daemon.memory_budget.0);
     let mut accounts = Vec::new();
     for account in &config.accounts {
         if !account.active {
             poller::warn_inactive(account);
             continue;
         }
-        let rt = AccountRuntime::new(config, account)
+        let rt = AccountRuntime::new(config, account, &budget)
             .map_err(|e| format!("account {}: {e:#}", account.name))?;
         accounts.push(rt);
     }
@@ -53,7 +57,11 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
                 .map_err(|e| format!("[smtp]: {e}"))?,
         )),
     };
-    Ok(Plan { accounts, smtp })
+    Ok(Plan {
+        accounts,
+        smtp,
+        budget,
+    })
 }
 
 struct Task<S> {
@@ -80,6 +88,9 @@ pub struct Supervisor {
     grace: Duration,
     accounts: BTreeMap<String, Task<AccountRuntime>>,
     sender: Option<Task<SmtpConfig>>,
+    /// One memory budget for the process's whole life: accounts started by a reload share it
+    /// with those still running (a changed `memory_budget` needs a restart).
+    budget: Option<MemoryBudget>,
 }
 
 impl Supervisor {
@@ -98,6 +109,7 @@ impl Supervisor {
             grace,
             accounts: BTreeMap::new(),
             sender: None,
+            budget: None,
         }
     }
 
@@ -110,6 +122,7 @@ impl Supervisor {
     /// running with their connections.
     pub async fn apply(&mut self, plan: Plan) -> Changes {
         let mut changes = Changes::default();
+        let budget = self.budget.get_or_insert(plan.budget).clone();
         let wanted: BTreeMap<String, AccountRuntime> = plan
             .accounts
             .into_iter()
@@ -140,6 +153,7 @@ impl Supervisor {
             if !changes.restarted.contains(&name) {
                 changes.started.push(name.clone());
             }
+            rt.budget = budget.clone();
             rt.health = self
                 .health
                 .register(&name, poller::expected_interval(&rt, false));

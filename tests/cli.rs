@@ -85,6 +85,26 @@ fn check_config_reports_every_problem_with_key_and_line_and_exits_78() {
 }
 
 #[test]
+fn a_memory_budget_too_small_for_ordinary_mail_names_its_key_and_line() {
+    let cfg = TestConfig::new(
+        &["name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
+           password_env = \"X\"\nticket_type = \"q\"\nticket_status = \"o\"\naction = \"delete\"\n".into()],
+        "memory_budget = \"1MB\"\n",
+    );
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("daemon.memory_budget"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains(":8:") && line.contains("at least 16MB"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_bad_value_names_the_key_and_line() {
     let cfg = TestConfig::new(
         &["name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n\

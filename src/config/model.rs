@@ -113,6 +113,9 @@ pub struct DaemonConfig {
     /// Deadline for every single network operation (connect, login, fetch of one batch ...).
     #[serde(default = "default_network_timeout", with = "humantime_serde")]
     pub network_timeout: Duration,
+    /// Memory for the mail in flight across all accounts (see `crate::budget`).
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
 }
 
 impl Default for DaemonConfig {
@@ -123,8 +126,14 @@ impl Default for DaemonConfig {
             log_format: LogFormat::default(),
             max_message_size: None,
             network_timeout: default_network_timeout(),
+            memory_budget: default_memory_budget(),
         }
     }
+}
+
+/// 256 MB: a few large mails at a time, or every account's batches of ordinary mail.
+fn default_memory_budget() -> ByteSize {
+    ByteSize(256 * 1024 * 1024)
 }
 
 fn default_poll_interval() -> Duration {

@@ -340,6 +340,9 @@ pub fn inline_secrets(config: &Config, file_indices: &[usize]) -> Vec<Key> {
     keys
 }
 
+/// The smallest `[daemon] memory_budget`: a batch of ordinary mail fits four times.
+const MIN_MEMORY_BUDGET: u64 = 16 * 1024 * 1024;
+
 /// Checks the whole config; `file_indices[n]` is the position in the file of `accounts[n]`, and
 /// `accounts_in_file` also counts accounts that could not be read at all.
 pub fn check(
@@ -355,6 +358,12 @@ pub fn check(
         c.error(
             Key::section("daemon").field("poll_interval"),
             "must be at least 1s",
+        );
+    }
+    if config.daemon.memory_budget.0 < MIN_MEMORY_BUDGET {
+        c.error(
+            Key::section("daemon").field("memory_budget"),
+            "must be at least 16MB: less would hold back even batches of ordinary mail",
         );
     }
     if config.daemon.network_timeout.as_secs() < 1 {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::report::log_as;
 use super::Holding;
 use super::{Listed, PassReport, Source, SourceError, SourceKey};
+use crate::budget::{MemoryBudget, Reservation};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
 use crate::ingest::parse::parse;
@@ -40,6 +41,8 @@ pub struct PassContext<'a> {
     pub health: Option<&'a AccountHealth>,
     /// Several instances: asked right before mail leaves the server (see crate::lease).
     pub lease: &'a Holding,
+    /// Every batch reserves its memory here before it is fetched (see crate::budget).
+    pub budget: &'a MemoryBudget,
 }
 
 pub async fn run_pass<S: Source>(
@@ -95,7 +98,10 @@ pub async fn run_pass<S: Source>(
 
     let batches = batches(&new);
     let mut ready = match batches.first() {
-        Some(first) => Some(fetch_and_parse(&mut source, &ids(first)).await?),
+        Some(first) => {
+            let room = ctx.budget.reserve(bytes(first)).await;
+            Some(fetch_and_parse(&mut source, &ids(first), room).await?)
+        }
         None => None,
     };
     let mut durable: Vec<S::Id> = Vec::new();
@@ -113,7 +119,15 @@ pub async fn run_pass<S: Source>(
                 "stopping the pass: shutting down"
             );
         }
-        let following = batches.get(i + 1).filter(|_| !stopping).map(|b| ids(b));
+        let following = batches.get(i + 1).filter(|_| !stopping);
+        // The next batch is fetched while this one is stored only if the budget has room for
+        // both now; else after this one is stored and its memory given back. (Waiting for room
+        // while holding this batch's could wait for ever: the room it needs may be its own.)
+        let (early, late) = match following.map(|b| (ids(b), ctx.budget.try_reserve(bytes(b)))) {
+            Some((ids, Some(room))) => (Some((ids, room)), None),
+            Some((ids, None)) => (None, following.map(|b| (ids, bytes(b)))),
+            None => (None, None),
+        };
         let recording = std::mem::take(&mut unrecorded);
         let (first_try, (gone, next)) = tokio::join!(
             ctx.store
@@ -124,8 +138,8 @@ pub async fn run_pass<S: Source>(
                 } else {
                     dispose_committed(&mut source, ctx, &durable, &mut report).await
                 };
-                let next = match &following {
-                    Some(ids) => Some(fetch_and_parse(&mut source, ids).await),
+                let next = match early {
+                    Some((ids, room)) => Some(fetch_and_parse(&mut source, &ids, room).await),
                     None => None,
                 };
                 (gone, next)
@@ -135,8 +149,11 @@ pub async fn run_pass<S: Source>(
         let Ready {
             ids: batch_ids,
             incoming,
-            ..
+            prepared,
+            room,
         } = batch;
+        // The compressed copies are written: only the mails are still needed.
+        drop(prepared);
         let outcomes = match first_try {
             Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
             // A full disk and the like: no mail is to blame, none is tried alone. The pass
@@ -161,8 +178,16 @@ pub async fn run_pass<S: Source>(
             report.record(S::PROTOCOL, name, &mail.source_key, &outcome);
             durable.push(id);
         }
+        drop((incoming, room));
         // A failed fetch ends the pass; this batch stays stored and is disposed of next pass.
-        ready = next.transpose()?;
+        ready = match (next, late) {
+            (Some(next), _) => Some(next?),
+            (None, Some((ids, size))) => {
+                let room = ctx.budget.reserve(size).await;
+                Some(fetch_and_parse(&mut source, &ids, room).await?)
+            }
+            (None, None) => None,
+        };
     }
     if !durable.is_empty() {
         let gone = dispose_committed(&mut source, ctx, &durable, &mut report).await?;
@@ -244,6 +269,13 @@ struct Ready<Id> {
     ids: Vec<Id>,
     incoming: Vec<Incoming>,
     prepared: Prepared,
+    /// Its share of the memory budget, given back when the batch is dropped.
+    room: Reservation,
+}
+
+/// The bytes of a batch's mails, as the server listed them.
+fn bytes<Id>(batch: &[&Listed<Id>]) -> u64 {
+    batch.iter().map(|m| m.size).sum()
 }
 
 /// Fetches a batch and parses it off the async threads, in the order it is to be stored: a
@@ -252,6 +284,7 @@ struct Ready<Id> {
 async fn fetch_and_parse<S: Source>(
     source: &mut S,
     ids: &[S::Id],
+    room: Reservation,
 ) -> Result<Ready<S::Id>, SourceError> {
     let keyed: Vec<(S::Id, SourceKey, Vec<u8>)> = source
         .fetch(ids)
@@ -284,6 +317,7 @@ async fn fetch_and_parse<S: Source>(
             ids,
             incoming,
             prepared,
+            room,
         }
     })
     .await
