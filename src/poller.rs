@@ -290,7 +290,7 @@ async fn imap_session(
             State::Waiting
         });
         conn = match wait_for_change(conn, rt.poll_interval, cancel).await? {
-            Woken::Pass(conn) => conn,
+            Woken::Pass(conn) => *conn,
             Woken::Cancelled => return Ok(()),
         };
     }

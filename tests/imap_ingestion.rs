@@ -792,3 +792,67 @@ fn support_moving_to_archive(lab: &Lab, user: &str) -> TestConfig {
         "",
     )
 }
+
+/// One `run --once` through [`common::proxy::odd_untagged`]: a server that answers with untagged
+/// responses async-imap's parser cannot read (`* 1 EXPUNGED`, `*  1 EXISTS`, `* FOO bar`) and
+/// with lower-case ones. They are skipped, each command is judged by its tagged status, and
+/// the pass neither fails nor says the mails stayed.
+async fn passes_through_odd_untagged_responses(prefix: &str, action: &str, moved_to: Option<&str>) {
+    let lab = Lab::get();
+    let user = lab.fresh_user(prefix);
+    let set: Vec<_> = (0..12).map(|i| mails::varied(i, &user, prefix)).collect();
+    let raw: Vec<Vec<u8>> = set.iter().map(|m| m.raw.clone()).collect();
+    lab.append(&user, "INBOX", &raw).await;
+    let proxy = common::proxy::odd_untagged(lab.port("MAIL_LAB_IMAP_PORT")).await;
+    let account = imap_account(lab, "support", &user, "none", action).replace(
+        &format!("port = {}", lab.port("MAIL_LAB_IMAP_PORT")),
+        &format!("port = {}", proxy.port),
+    );
+    let cfg = TestConfig::new(&[account], "");
+
+    // The proxy runs on this runtime: keep its workers free while the pass runs.
+    let out = tokio::task::block_in_place(|| cfg.run(&["run", "--once"]));
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "run --once failed: {err}");
+    assert!(!err.contains("stay"), "nothing stayed: {err}");
+    let mut expected: Vec<String> = set.iter().map(|m| m.subject.clone()).collect();
+    expected.sort();
+    assert_eq!(cfg.ticket_subjects(), expected, "every mail stored once");
+    assert_eq!(lab.count(&user, "INBOX").await, 0, "every mail left INBOX");
+    if let Some(folder) = moved_to {
+        assert_eq!(lab.count(&user, folder).await, 12, "moved once each");
+    }
+    let store = cfg.open_store().await;
+    let (processed, gone): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(disposed_at) FROM processed")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    store.close().await;
+    assert_eq!((processed, gone), (12, 12), "the store knows they left");
+    // The odd lines really reached the client: one `* n EXPUNGED` per mail, and more.
+    let sent = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(sent(&proxy.expunged), 12);
+    assert!(
+        sent(&proxy.unreadable) > 12 * 4,
+        "{}",
+        sent(&proxy.unreadable)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untagged_line_the_parser_does_not_know_neither_fails_nor_misreports_a_move() {
+    passes_through_odd_untagged_responses("odd-move", &move_to("Archive"), Some("Archive")).await;
+}
+
+/// UID STORE, then UID EXPUNGE.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untagged_line_the_parser_does_not_know_neither_fails_nor_misreports_a_delete() {
+    passes_through_odd_untagged_responses("odd-delete", "action = \"delete\"\n", None).await;
+}
+
+/// Without UIDPLUS (the lab's nouidplus-* users): UID STORE, UID SEARCH DELETED, then EXPUNGE.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untagged_line_the_parser_does_not_know_neither_fails_nor_misreports_a_plain_expunge() {
+    passes_through_odd_untagged_responses("nouidplus-odd", "action = \"delete\"\n", None).await;
+}

@@ -9,7 +9,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use async_imap::Session;
 use futures::TryStreamExt;
 use tokio::net::TcpStream;
 
@@ -25,6 +24,7 @@ use crate::imap::dispose::{Expunge, Plan};
 use crate::imap::error::{server_words, ImapError};
 use crate::imap::names;
 use crate::imap::utf7;
+use crate::imap::ImapSession;
 use crate::ingest::parse::TEST_HEADER;
 use crate::net::MailStream;
 use crate::pop3::client::{Pop3Client, Pop3Error, Pop3Timeouts};
@@ -435,7 +435,7 @@ async fn imap_login(
     stream: MailStream,
     timeout: Duration,
     token: Option<&Secret>,
-) -> Result<(Session<MailStream>, String), Fail> {
+) -> Result<(ImapSession, String), Fail> {
     let user = account.user.as_str();
     match crate::imap::login::log_in(stream, account, timeout, token).await {
         Ok((session, Some(mechanism))) => Ok((
@@ -489,7 +489,7 @@ fn messages(n: u32) -> String {
 }
 
 /// The folders the server has, decoded, for hints.
-async fn folder_list(session: &mut Session<MailStream>, timeout: Duration) -> String {
+async fn folder_list(session: &mut ImapSession, timeout: Duration) -> String {
     let listed = async {
         let names: Vec<_> = session
             .list(Some(""), Some("*"))
@@ -602,7 +602,7 @@ fn arrival_detail(place: &str, then: &str, elapsed: Duration) -> String {
 /// "disposal": exactly what the daemon does with a stored mail on this server, and whether
 /// something in the folder would hold it up now.
 async fn disposal_step(
-    session: &mut Session<MailStream>,
+    session: &mut ImapSession,
     plan: &Plan,
     timeout: Duration,
 ) -> Result<((), String), Fail> {

@@ -21,8 +21,6 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use futures::TryStreamExt;
-
 use super::error::{is_trycreate, timed, ImapError};
 use super::login::ImapConnection;
 use super::names::Hierarchy;
@@ -161,24 +159,25 @@ pub async fn dispose(
         }
         Step::Delete => {}
     }
+    // These three commands are checked by their tagged status: async-imap's uid_store,
+    // uid_expunge and expunge end at the tagged line whatever it says, so a NO or BAD would pass
+    // as success. Their untagged responses go to the session's unsolicited queue.
     let set = uid_set(uids);
-    timed(t, "UID STORE \\Deleted", async {
-        conn.session
-            .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
-    })
+    let store = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+    timed(
+        t,
+        "UID STORE \\Deleted",
+        conn.session.run_command_and_check_ok(store),
+    )
     .await?;
     match plan.expunge {
         Expunge::Uid => {
-            timed(t, "UID EXPUNGE", async {
-                conn.session
-                    .uid_expunge(&set)
-                    .await?
-                    .try_collect::<Vec<_>>()
-                    .await
-            })
+            let expunge = format!("UID EXPUNGE {set}");
+            timed(
+                t,
+                "UID EXPUNGE",
+                conn.session.run_command_and_check_ok(expunge),
+            )
             .await?;
         }
         Expunge::Guarded => {
@@ -191,9 +190,11 @@ pub async fn dispose(
             if others > 0 {
                 return Ok(Disposed::LeftFlagged { others });
             }
-            timed(t, "EXPUNGE", async {
-                conn.session.expunge().await?.try_collect::<Vec<_>>().await
-            })
+            timed(
+                t,
+                "EXPUNGE",
+                conn.session.run_command_and_check_ok("EXPUNGE"),
+            )
             .await?;
         }
     }

@@ -23,8 +23,8 @@ pub fn idle_wait(poll_interval: Duration) -> Duration {
 
 /// What ended a wait.
 pub enum Woken {
-    /// Time for the next pass, on this connection.
-    Pass(ImapConnection),
+    /// Time for the next pass, on this connection (boxed: a session is large, `Cancelled` empty).
+    Pass(Box<ImapConnection>),
     /// Cancelled: the connection is logged out.
     Cancelled,
 }
@@ -44,13 +44,13 @@ pub async fn wait_for_change(
         }
     }
     if changed {
-        return Ok(Woken::Pass(conn));
+        return Ok(Woken::Pass(Box::new(conn)));
     }
     if conn.has("IDLE") {
         return idle(conn, poll_interval, cancel).await;
     }
     tokio::select! {
-        _ = tokio::time::sleep(poll_interval) => Ok(Woken::Pass(conn)),
+        _ = tokio::time::sleep(poll_interval) => Ok(Woken::Pass(Box::new(conn))),
         _ = cancel.cancelled() => {
             logout(conn).await;
             Ok(Woken::Cancelled)
@@ -110,5 +110,5 @@ async fn idle(
         logout(conn).await;
         return Ok(Woken::Cancelled);
     }
-    Ok(Woken::Pass(conn))
+    Ok(Woken::Pass(Box::new(conn)))
 }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_imap::Session;
 use rustls::ClientConfig;
 
 use super::error::{server_words, timed, ImapError};
 use super::names::Hierarchy;
+use super::wire::{ImapSession, Tolerant};
 use crate::account::AccountRuntime;
 use crate::config::AccountConfig;
 use crate::net::MailStream;
@@ -22,7 +22,7 @@ const TEMPORARY_LOGIN_CODES: &[&str] = &["[UNAVAILABLE]", "[SERVERBUG]", "[INUSE
 
 /// A signed-in session with what the pass needs to know about the server.
 pub struct ImapConnection {
-    pub session: Session<MailStream>,
+    pub session: ImapSession,
     pub capabilities: Vec<String>,
     /// The server's separator and personal prefix: configured folder names map through it.
     pub hierarchy: Hierarchy,
@@ -93,7 +93,7 @@ pub async fn log_in(
     account: &AccountConfig,
     timeout: Duration,
     token: Option<&Secret>,
-) -> Result<(Session<MailStream>, Option<Mechanism>), ImapError> {
+) -> Result<(ImapSession, Option<Mechanism>), ImapError> {
     match token {
         Some(token) => {
             let (session, mechanism) =
@@ -108,8 +108,8 @@ async fn password_login(
     stream: MailStream,
     account: &AccountConfig,
     timeout: Duration,
-) -> Result<Session<MailStream>, ImapError> {
-    let client = async_imap::Client::new(stream);
+) -> Result<ImapSession, ImapError> {
+    let client = async_imap::Client::new(Tolerant::new(stream));
     let login = tokio::time::timeout(
         timeout,
         client.login(&account.user, account.password().expose()),

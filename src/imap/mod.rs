@@ -11,6 +11,8 @@ pub mod oauth;
 pub mod source;
 pub mod uid_set;
 pub mod utf7;
+pub mod wire;
 
 pub use error::ImapError;
 pub use login::{connect, connect_with, ImapConnection};
+pub use wire::ImapSession;

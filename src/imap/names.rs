@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 use super::error::{timed, ImapError};
-use crate::net::MailStream;
+use super::wire::ImapSession;
 
 /// The server's hierarchy separator and personal namespace prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl Hierarchy {
 
 /// Asks the server for its separator and personal prefix (two or three LIST commands).
 pub async fn discover(
-    session: &mut async_imap::Session<MailStream>,
+    session: &mut ImapSession,
     timeout: Duration,
 ) -> Result<Hierarchy, ImapError> {
     let separator = first_separator(list(session, timeout, "").await?);
@@ -105,7 +105,7 @@ fn first_separator(names: Vec<(String, Option<String>)>) -> Option<char> {
 }
 
 async fn list(
-    session: &mut async_imap::Session<MailStream>,
+    session: &mut ImapSession,
     timeout: Duration,
     pattern: &str,
 ) -> Result<Vec<(String, Option<String>)>, ImapError> {

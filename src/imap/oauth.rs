@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use async_imap::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::{server_words, ImapError};
+use super::wire::{ImapSession, Tolerant};
 use crate::config::AccountConfig;
 use crate::net::MailStream;
 use crate::oauth::sasl::Mechanism;
@@ -86,11 +86,11 @@ pub async fn authenticate(
     account: &AccountConfig,
     token: &Secret,
     timeout: Duration,
-) -> Result<(Session<MailStream>, Mechanism), ImapError> {
+) -> Result<(ImapSession, Mechanism), ImapError> {
     let offered = sasl_mechanisms(&mut stream, timeout).await?;
     let mechanism = Mechanism::choose(offered.iter().map(String::as_str));
     let message = mechanism.initial_response(&account.user, &account.host, account.port(), token);
-    let client = async_imap::Client::new(stream);
+    let client = async_imap::Client::new(Tolerant::new(stream));
     let auth = Bearer {
         first: Some(message),
         mechanism,

@@ -129,28 +129,48 @@ impl<'a> ImapSource<'a> {
                 }
             }
             Err(e) => {
-                let count = uids.len();
-                let folder = &account.folder;
-                let message = match (&e, self.action) {
-                    (DisposeError::TargetMissing { .. }, ImapAction::Move { to }) => format!(
-                        "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
-                         {folder:?} until the folder exists: create it or fix `move_to` (now {to:?}); \
-                         retrying next pass"
-                    ),
-                    (_, ImapAction::Move { .. }) => format!(
-                        "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
-                         {folder:?}; retrying next pass"
-                    ),
-                    (_, ImapAction::Delete) => format!(
-                        "deleting {count} mail(s) failed: {e}; the tickets exist and the mails stay; \
-                         retrying next pass"
-                    ),
-                };
+                let message = disposal_failure(uids.len(), &account.folder, self.action, &e);
                 error!(account = name, "{message}");
                 report.dispose_errors.push(message);
             }
         }
         Vec::new()
+    }
+}
+
+/// The log line and report entry for a failed disposal. "The mails stay" only where that is known:
+/// the server refused (a tagged NO or BAD) or nothing was sent. After a lost connection, a
+/// timeout or an unreadable answer the server may have done it all the same; the next pass lists
+/// the folder and finds out.
+fn disposal_failure(count: usize, folder: &str, action: &ImapAction, e: &DisposeError) -> String {
+    let known = matches!(
+        e,
+        DisposeError::TargetMissing { .. }
+            | DisposeError::LeaseLost
+            | DisposeError::Imap(ImapError::Refused { .. })
+    );
+    match (e, action, known) {
+        (DisposeError::TargetMissing { .. }, ImapAction::Move { to }, _) => format!(
+            "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
+             {folder:?} until the folder exists: create it or fix `move_to` (now {to:?}); \
+             retrying next pass"
+        ),
+        (_, ImapAction::Move { .. }, true) => format!(
+            "moving {count} mail(s) failed: {e}; the tickets exist and the mails stay in \
+             {folder:?}; retrying next pass"
+        ),
+        (_, ImapAction::Move { .. }, false) => format!(
+            "moving {count} mail(s) failed: {e}; the tickets exist; whether the mails left \
+             {folder:?} is not known; the next pass finds out"
+        ),
+        (_, ImapAction::Delete, true) => format!(
+            "deleting {count} mail(s) failed: {e}; the tickets exist and the mails stay; \
+             retrying next pass"
+        ),
+        (_, ImapAction::Delete, false) => format!(
+            "deleting {count} mail(s) failed: {e}; the tickets exist; whether the mails left \
+             the server is not known; the next pass finds out"
+        ),
     }
 }
 
@@ -189,8 +209,9 @@ impl Source for ImapSource<'_> {
         Ok(fetch_bodies(self.conn, uids).await?)
     }
 
-    /// Moves or deletes as the [`Plan`] says. A failure is logged loudly and reported; the mails
-    /// stay and are retried next pass. A failed move never falls back to deleting.
+    /// Moves or deletes as the [`Plan`] says. A failure is logged loudly and reported; the next
+    /// pass tries again with whatever is still in the folder. A failed move never falls back to
+    /// deleting.
     async fn dispose(
         &mut self,
         uids: &[u32],
@@ -208,16 +229,14 @@ impl Source for ImapSource<'_> {
         attempts: u32,
     ) -> Result<bool, SourceError> {
         let name = &self.account.name;
-        let flag = format!("+FLAGS.SILENT ({QUARANTINE_KEYWORD})");
-        let uid_text = uid.to_string();
+        // Checked by its tagged status: async-imap's uid_store takes a NO for success.
+        let store = format!("UID STORE {uid} +FLAGS.SILENT ({QUARANTINE_KEYWORD})");
         let conn = &mut *self.conn;
-        let res = timed(conn.timeout, "UID STORE (quarantine)", async {
-            conn.session
-                .uid_store(&uid_text, &flag)
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
-        })
+        let res = timed(
+            conn.timeout,
+            "UID STORE (quarantine)",
+            conn.session.run_command_and_check_ok(store),
+        )
         .await;
         match res {
             Ok(_) => {
@@ -327,4 +346,38 @@ fn left_flagged_changed(account: &str, waiting: bool) -> bool {
         accounts.retain(|a| a != account);
     }
     waiting != was
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_disposal_says_the_mails_stay_only_when_the_server_refused() {
+        let refused = DisposeError::Imap(ImapError::Refused {
+            operation: "UID EXPUNGE".into(),
+            server: "Mailbox is read-only".into(),
+        });
+        let lost = DisposeError::Imap(ImapError::Imap {
+            operation: "UID EXPUNGE".into(),
+            source: async_imap::error::Error::ConnectionLost,
+        });
+        let timeout = DisposeError::Imap(ImapError::Timeout {
+            operation: "UID MOVE".into(),
+            secs: 20,
+        });
+        let to_done = ImapAction::Move { to: "Done".into() };
+        for action in [&to_done, &ImapAction::Delete] {
+            let said = disposal_failure(3, "INBOX", action, &refused);
+            assert!(said.contains("the mails stay"), "{said}");
+            for unknown in [&lost, &timeout] {
+                let said = disposal_failure(3, "INBOX", action, unknown);
+                assert!(!said.contains("stay"), "{said}");
+                assert!(
+                    said.contains("is not known; the next pass finds out"),
+                    "{said}"
+                );
+            }
+        }
+    }
 }

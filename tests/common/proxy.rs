@@ -449,3 +449,83 @@ pub async fn pop3_watch(
         pipelined,
     }
 }
+
+/// A proxy in front of the plain IMAP port that imitates a server whose untagged responses
+/// async-imap's parser cannot read: after each `* n EXPUNGE` it adds `* n EXPUNGED`, before each
+/// `* n EXISTS` a copy with two spaces, before each FETCH response `* FOO bar` and an unknown
+/// response carrying a literal. It also writes EXPUNGE and the OK of untagged status lines in
+/// lower case, which is legal. The greeting, tagged lines and literals (the mails) pass unchanged.
+pub struct OddUntaggedProxy {
+    pub port: u16,
+    /// Responses the parser cannot read that were sent to the client.
+    pub unreadable: Arc<AtomicUsize>,
+    /// `* n EXPUNGED` lines among them.
+    pub expunged: Arc<AtomicUsize>,
+}
+
+pub async fn odd_untagged(target: u16) -> OddUntaggedProxy {
+    let unreadable = Arc::new(AtomicUsize::new(0));
+    let expunged = Arc::new(AtomicUsize::new(0));
+    let (unreadable2, expunged2) = (unreadable.clone(), expunged.clone());
+    let port = line_proxy(target, move || {
+        let (unreadable, expunged) = (unreadable2.clone(), expunged2.clone());
+        let mut greeted = false;
+        // Bytes of a literal still to come: they are mail, never rewritten.
+        let mut literal = 0usize;
+        (
+            Box::new(move |line: Vec<u8>| {
+                let starts_response = literal == 0;
+                let in_literal = literal.min(line.len());
+                literal -= in_literal;
+                if literal == 0 {
+                    literal = literal_at_end(&line[in_literal..]);
+                }
+                if !starts_response || !std::mem::replace(&mut greeted, true) {
+                    return vec![line];
+                }
+                let Ok(text) = std::str::from_utf8(&line) else {
+                    return vec![line];
+                };
+                let mut words = text.splitn(3, ' ');
+                let odd: Vec<String> = match (words.next(), words.next(), words.next()) {
+                    (Some("*"), Some(n), Some("EXPUNGE\r\n")) => {
+                        expunged.fetch_add(1, Ordering::SeqCst);
+                        vec![format!("* {n} expunge\r\n"), format!("* {n} EXPUNGED\r\n")]
+                    }
+                    (Some("*"), Some(n), Some("EXISTS\r\n")) => {
+                        vec![format!("*  {n} EXISTS\r\n"), text.to_string()]
+                    }
+                    (Some("*"), Some(_), Some(rest)) if rest.starts_with("FETCH ") => vec![
+                        "* FOO bar\r\n".into(),
+                        "* FOO {5}\r\n(x y)\r\n".into(),
+                        text.to_string(),
+                    ],
+                    (Some("*"), Some("OK"), Some(rest)) => {
+                        return vec![format!("* ok {rest}").into()]
+                    }
+                    _ => return vec![line],
+                };
+                // All but the server's own response (the lower-case expunge is readable).
+                unreadable.fetch_add(odd.len() - 1, Ordering::SeqCst);
+                odd.into_iter().map(String::into_bytes).collect()
+            }),
+            Box::new(|line| Box::pin(std::future::ready(ClientLine::Forward(line)))),
+        )
+    })
+    .await;
+    OddUntaggedProxy {
+        port,
+        unreadable,
+        expunged,
+    }
+}
+
+/// The length of the IMAP literal announced at the end of a server line (`... {123}\r\n`), or 0.
+fn literal_at_end(line: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(line);
+    text.trim_end()
+        .strip_suffix('}')
+        .and_then(|t| t.rsplit_once('{'))
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
