@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll};
 
 use async_imap::imap_proto::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::net::MailStream;
 
@@ -127,7 +127,12 @@ impl<S> Tolerant<S> {
         let line = frame.split(|b| *b == b'\n').next().unwrap_or_default();
         let shown = String::from_utf8_lossy(&line[..line.len().min(SHOWN)]);
         let shown = shown.trim_end();
-        if self.skipped == 0 {
+        if is_fetch_response(line) {
+            // The one kind whose loss is not harmless: a mail the server sends in a form we
+            // cannot read is not fetched, and stays on the server pass after pass.
+            warn!(response = ?shown, "skipped a FETCH response the IMAP parser cannot read: \
+                that mail is not fetched and stays on the server; please report the line");
+        } else if self.skipped == 0 {
             debug!(response = ?shown, "skipped an untagged IMAP response the parser does not know \
                 (later ones on this connection are logged at trace level)");
         } else {
@@ -255,6 +260,20 @@ impl<S> fmt::Debug for Tolerant<S> {
             .field("skipped", &self.skipped)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether an untagged line is `* <number> FETCH ...` (any case, any spacing).
+fn is_fetch_response(line: &[u8]) -> bool {
+    let mut words = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    words.next() == Some(b"*")
+        && words
+            .next()
+            .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
+        && words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"FETCH"))
 }
 
 #[cfg(test)]
@@ -395,5 +414,23 @@ mod tests {
         stream.end = stream.buf.len();
         let shown = format!("{stream:?}");
         assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    }
+
+    #[test]
+    fn a_fetch_response_is_told_from_other_untagged_lines() {
+        assert!(is_fetch_response(b"* 3 FETCH (X-ODD (a (b)) UID 5)\r\n"));
+        assert!(is_fetch_response(b"*  3 fetch (UID 5)"));
+        for other in [
+            &b"* 3 EXPUNGED\r\n"[..],
+            b"* FOO bar",
+            b"* FETCH 3",
+            b"A1 OK FETCH",
+        ] {
+            assert!(
+                !is_fetch_response(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 }
