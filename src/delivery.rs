@@ -494,32 +494,56 @@ mod tests {
         assert!(rows[1].last_error.contains("550"), "{}", rows[1].last_error);
     }
 
+    /// Two senders "died" after claiming an entry, before recording the result: one whose lease
+    /// still runs for an hour, and one that claimed two minutes ago with a one-minute lease. The
+    /// leases are stamps on the wall clock that `claim_due_replies` compares with the sender's
+    /// `Utc::now()`, so neither tokio's paused clock nor a short sleep can stand in for a lease
+    /// running out (a 300 ms lease raced the checks on a loaded machine): each lease is simply
+    /// on its side of now by far more than the test takes.
     #[tokio::test]
     async fn a_claimed_entry_of_a_crashed_sender_is_retried_after_its_lease() {
         let (_d, store) = store().await;
         store
-            .store_batch(&rules(), &[incoming(1, "a@c.test")])
+            .store_batch(
+                &rules(),
+                &[incoming(1, "running@c.test"), incoming(2, "ended@c.test")],
+            )
             .await
             .unwrap();
-        // A sender claims the entry and "dies" before recording the result.
         let now = Utc::now();
-        let claimed = store
-            .claim_due_replies(now, now + chrono::Duration::milliseconds(300), 10, true)
+        let running = store
+            .claim_due_replies(now, now + chrono::Duration::hours(1), 1, true)
             .await
             .unwrap();
-        assert_eq!(claimed.len(), 1);
+        let then = now - chrono::Duration::minutes(2);
+        let ended = store
+            .claim_due_replies(then, then + chrono::Duration::minutes(1), 1, true)
+            .await
+            .unwrap();
+        assert_eq!(running[0].recipient, "running@c.test");
+        assert_eq!(ended[0].recipient, "ended@c.test");
+
         let script = Arc::new(Script::default());
         let sender = OutboxSender::new(store.clone(), script.clone(), settings());
-        assert_eq!(sender.send_due().await.unwrap().claimed, 0, "leased");
+        let r = sender.send_due().await.unwrap();
+        assert_eq!(
+            (r.claimed, r.sent),
+            (1, 1),
+            "only the entry whose lease ended"
+        );
         assert_eq!(
             sender.round(true, None).await.unwrap().claimed,
             0,
             "a fresh start respects leases"
         );
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let r = sender.send_due().await.unwrap();
-        assert_eq!(r.sent, 1);
-        assert_eq!(store.outbox_rows().await.unwrap()[0].attempts, 2);
+        let delivered = script.delivered.lock().unwrap().clone();
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(delivered[0].1, "ended@c.test");
+        let rows = store.outbox_rows().await.unwrap();
+        let row = |to: &str| rows.iter().find(|r| r.recipient == to).unwrap().clone();
+        assert_eq!(row("ended@c.test").status, "sent");
+        assert_eq!(row("ended@c.test").attempts, 2, "the crashed claim counts");
+        assert_eq!(row("running@c.test").status, "sending", "still leased");
     }
 
     #[tokio::test]

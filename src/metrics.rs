@@ -48,6 +48,7 @@ struct StoreKindLabel {
 struct Metrics {
     registry: Registry,
     store_errors: Family<StoreKindLabel, Counter>,
+    passes: Family<AccountLabel, Counter>,
     fetched: Family<AccountLabel, Counter>,
     tickets: Family<AccountLabel, Counter>,
     followups: Family<AccountLabel, Counter>,
@@ -72,6 +73,7 @@ fn metrics() -> &'static Metrics {
         let mut registry = Registry::with_prefix("mail2ticket");
         let m = Metrics {
             store_errors: Family::default(),
+            passes: Family::default(),
             fetched: Family::default(),
             tickets: Family::default(),
             followups: Family::default(),
@@ -92,6 +94,11 @@ fn metrics() -> &'static Metrics {
         };
         // Counter names get the `_total` suffix when rendered.
         let r = &mut registry;
+        r.register(
+            "passes",
+            "Passes over the account's mailbox that completed (listed, fetched, stored, disposed of)",
+            m.passes.clone(),
+        );
         r.register(
             "mails_fetched",
             "Mails fetched from the server",
@@ -192,6 +199,7 @@ pub fn register_account(name: &str) {
     let m = metrics();
     let a = account(name);
     for family in [
+        &m.passes,
         &m.fetched,
         &m.tickets,
         &m.followups,
@@ -210,6 +218,12 @@ pub fn lease_held(account_name: &str, held: bool) {
         .lease_held
         .get_or_create(&account(account_name))
         .set(i64::from(held));
+}
+
+/// A pass over the account's mailbox completed: a dashboard (or a test) sees the daemon work
+/// through its passes, and a pass that began after an event proves the event was looked at.
+pub fn pass_done(account_name: &str) {
+    metrics().passes.get_or_create(&account(account_name)).inc();
 }
 
 pub fn mails_fetched(account_name: &str, n: usize) {

@@ -95,6 +95,7 @@ async fn pop3_pass(
 fn after_pass(rt: &AccountRuntime, report: &PassReport) {
     log_report(&rt.account.name, report);
     rt.health.success();
+    crate::metrics::pass_done(&rt.account.name);
     for _ in &report.dispose_errors {
         crate::metrics::error(&rt.account.name, "dispose");
     }

@@ -1,8 +1,9 @@
 //! A wrong password must not hammer the server (a provider's fail2ban would ban the whole host):
 //! a rejected login waits 10 minutes, doubling to an hour; /healthz and `healthcheck` say
 //! `login_rejected` with the server's words and the next try; a SIGHUP that fixes the password
-//! retries at once. No test waits 10 minutes: logins are counted through a proxy over a few
-//! seconds, and the reported next try is checked.
+//! retries at once. No test waits 10 minutes: the reported next try is checked, and logins are
+//! counted through a proxy while the daemon demonstrably runs on for several seconds (a healthy
+//! account beside the rejected one completes a pass that late, see `wait_for_the_daemon_past`).
 
 mod common;
 
@@ -27,17 +28,46 @@ fn account(lab: &Lab, protocol: &str, user: &str, port: u16, password: &str) -> 
     )
 }
 
-fn write_config(path: &Path, http: u16, account: &str, extra: &str) {
+fn write_config(path: &Path, http: u16, accounts: &[&str], extra: &str) {
     let store = path.with_file_name("tickets.db");
-    std::fs::write(
-        path,
-        format!(
-            "[store]\npath = \"{}\"\n\n[daemon]\npoll_interval = \"1s\"\nnetwork_timeout = \"20s\"\n\
-             http_listen = \"127.0.0.1:{http}\"\n\n{extra}\n[[account]]\n{account}",
-            store.display()
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "[store]\npath = \"{}\"\n\n[daemon]\npoll_interval = \"1s\"\nnetwork_timeout = \"20s\"\n\
+         http_listen = \"127.0.0.1:{http}\"\n\n{extra}\n",
+        store.display()
+    );
+    for account in accounts {
+        text.push_str(&format!("[[account]]\n{account}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// A healthy IMAP account named "witness" on an empty mailbox of the lab, reached directly
+/// (not through the counting proxy). With `poll_interval = "1s"` it completes a pass about
+/// every second (IDLE ends at `poll_interval`): the daemon's own progress, for
+/// [`wait_for_the_daemon_past`].
+fn witness(lab: &Lab) -> String {
+    let user = lab.fresh_user("witness");
+    common::imap_account(lab, "witness", &user, "none", "action = \"delete\"\n")
+}
+
+/// Waits until the daemon has run past `at` by its own work: /healthz shows a success of the
+/// healthy `account` (a completed pass) at or after `at`. A window that ends there, rather than
+/// after a sleep in the test, is one the daemon really lived through: every timer it had set
+/// to fire within the window (a retry, say) fired before that pass ended, however late a
+/// loaded machine ran the daemon.
+fn wait_for_the_daemon_past(http: u16, account: &str, at: DateTime<Utc>) {
+    wait_for(
+        &format!("a pass of {account} completed at or after {at}"),
+        Duration::from_secs(60),
+        || {
+            let health = healthz(http)?;
+            let last: DateTime<Utc> = health["accounts"][account]["last_success"]
+                .as_str()?
+                .parse()
+                .ok()?;
+            (last >= at).then_some(())
+        },
+    );
 }
 
 fn sighup(daemon: &Daemon) {
@@ -72,10 +102,11 @@ async fn a_rejected_login_is_retried_after_ten_minutes_or_after_a_fixing_sighup(
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     let http = free_port();
+    let witness = witness(lab);
     write_config(
         &config,
         http,
-        &account(lab, protocol, &user, proxy.port, WRONG),
+        &[&account(lab, protocol, &user, proxy.port, WRONG), &witness],
         "",
     );
     let started = Utc::now();
@@ -99,8 +130,12 @@ async fn a_rejected_login_is_retried_after_ten_minutes_or_after_a_fixing_sighup(
         next - started >= chrono::Duration::minutes(10) - chrono::Duration::seconds(1),
         "the next try is at least 10 minutes away: {health}"
     );
-    // The old backoff (1, 2, 4 s …) would have tried three or four more logins by now.
-    std::thread::sleep(Duration::from_secs(6));
+    // The old backoff (1, 2, 4 s …) tried again 1, 3 and 7 s after the rejection. The window is
+    // what this measures, so it stays, but it ends when the daemon has demonstrably lived
+    // through it: a pass of the witness completed 8 s after the rejection (`since` is cut to the
+    // second, so that is over 7 s after it).
+    let rejected_at: DateTime<Utc> = acct["since"].as_str().unwrap().parse().unwrap();
+    wait_for_the_daemon_past(http, "witness", rejected_at + chrono::Duration::seconds(8));
     assert_eq!(proxy.count(), 1, "one login attempt, then the long wait");
 
     let out = mail2ticket_cmd(&config)
@@ -129,7 +164,10 @@ async fn a_rejected_login_is_retried_after_ten_minutes_or_after_a_fixing_sighup(
     write_config(
         &config,
         http,
-        &account(lab, protocol, &user, proxy.port, lab.password()),
+        &[
+            &account(lab, protocol, &user, proxy.port, lab.password()),
+            &witness,
+        ],
         "",
     );
     sighup(&daemon);
@@ -171,7 +209,7 @@ async fn a_refused_connection_keeps_the_short_backoff() {
     write_config(
         &config,
         http,
-        &account(lab, "imap", &user, free_port(), WRONG),
+        &[&account(lab, "imap", &user, free_port(), WRONG)],
         "",
     );
     let started = Utc::now();
@@ -225,7 +263,7 @@ async fn smtp_wrong_password_tries_one_login_for_all_queued_replies() {
         "none",
         "action = \"delete\"\nauto_reply = true\n",
     );
-    write_config(&config, http, &imap, &smtp);
+    write_config(&config, http, &[&imap], &smtp);
     let daemon = Daemon::start(&config, dir.path().join("daemon.log"));
     wait_for("three tickets", Duration::from_secs(30), || {
         let n = futures::executor::block_on(common::ticket_count(&dir.path().join("tickets.db")));
@@ -242,7 +280,16 @@ async fn smtp_wrong_password_tries_one_login_for_all_queued_replies() {
         "no SMTP login within 30 s:\n{}",
         std::fs::read_to_string(&daemon.log).unwrap()
     );
-    std::thread::sleep(Duration::from_secs(6));
+    // Not one login per reply, nor one per round of the sender (every 500 ms) or per backoff
+    // step (1, 2, 4 s): the window stays what this measures, but it ends when the daemon has
+    // demonstrably lived through 7 s of it (a pass of the account completed that late; the
+    // account polls every second), not after a sleep of the test.
+    let first_login_seen = Utc::now();
+    wait_for_the_daemon_past(
+        http,
+        "acct",
+        first_login_seen + chrono::Duration::seconds(7),
+    );
     assert_eq!(proxy.count(), 1, "one SMTP login for three queued replies");
     let log = std::fs::read_to_string(&daemon.log).unwrap();
     assert_eq!(

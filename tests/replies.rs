@@ -52,14 +52,32 @@ fn customer_mail(from: &str, to: &str, subject: &str, id: &str, extra: &str) -> 
     .into_bytes()
 }
 
-/// A running daemon, killed when dropped; its log is kept beside the config.
+/// A running daemon, killed when dropped; its log is kept beside the config. It serves /healthz
+/// and /metrics on `http`: the tests wait for what it reports there, never for a fixed time.
 struct Daemon {
     child: Child,
     log: std::path::PathBuf,
+    http: u16,
 }
 
 impl Daemon {
     fn start(cfg: &TestConfig, tag: &str) -> Daemon {
+        let http = common::http::free_port();
+        // `[daemon] http_listen` on a free port, replacing the one of a daemon started before on
+        // the same config.
+        let text: String = std::fs::read_to_string(&cfg.path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("http_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = text.replacen(
+            "[daemon]\n",
+            &format!("[daemon]\nhttp_listen = \"127.0.0.1:{http}\"\n"),
+            1,
+        );
+        assert!(text.contains("http_listen"), "no [daemon] section:\n{text}");
+        std::fs::write(&cfg.path, text).unwrap();
         let log = cfg.dir.path().join(format!("daemon-{tag}.log"));
         let child = common::mail2ticket_cmd(&cfg.path)
             .arg("run")
@@ -67,10 +85,85 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Daemon { child, log }
+        Daemon { child, log, http }
     }
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the daemon is ready for mail: /healthz says `ok`, which takes a successful
+    /// pass over every account (connected, folder listed, now waiting in IDLE or for the next
+    /// poll) and a writable store.
+    async fn ready(&self) {
+        let port = self.http;
+        let ok = wait_until(Duration::from_secs(30), || async move {
+            common::http::healthz(port).is_some_and(|h| h["status"] == "ok")
+        })
+        .await;
+        assert!(
+            ok,
+            "the daemon did not get ready within 30 s: /healthz {:?}; log:\n{}",
+            common::http::healthz(port),
+            self.log()
+        );
+    }
+
+    /// The passes over `account` the daemon completed so far (`mail2ticket_passes_total`).
+    fn passes(&self, account: &str) -> u64 {
+        let (_, body) = common::http::get(self.http, "/metrics")
+            .unwrap_or_else(|| panic!("/metrics does not answer; log:\n{}", self.log()));
+        let series = format!("mail2ticket_passes_total{{account=\"{account}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series}in /metrics:\n{body}"))
+    }
+
+    /// Waits until the daemon has completed a pass over each of `accounts` that began after this
+    /// call: every mail that had reached those mailboxes by now has been looked at, stored, and
+    /// its reply (if any) queued in the same transaction. The first pass counted after now may
+    /// have been under way already; the one after it began later.
+    async fn one_more_pass(&self, accounts: &[&str]) {
+        for account in accounts {
+            let target = self.passes(account) + 2;
+            let done = wait_until(Duration::from_secs(30), || async {
+                self.passes(account) >= target
+            })
+            .await;
+            assert!(
+                done,
+                "no complete pass over {account} within 30 s; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// The proof that no further reply is coming: after a pass over each of `accounts` that
+    /// began after the last event that could cause one (see [`Daemon::one_more_pass`]), the
+    /// outbox, where every reply is queued before it is sent, once each of its rows has reached
+    /// a final state (`sent` or `failed`), which the sender never takes up again.
+    async fn final_outbox(
+        &self,
+        cfg: &TestConfig,
+        accounts: &[&str],
+    ) -> Vec<mail2ticket::store::OutboxRow> {
+        self.one_more_pass(accounts).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = outbox(cfg).await;
+            if rows
+                .iter()
+                .all(|r| r.status == "sent" || r.status == "failed")
+            {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replies still queued after 30 s: {rows:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     /// Kills the process the hard way (a crash).
     fn crash(mut self) -> String {
@@ -150,7 +243,8 @@ async fn a_new_ticket_gets_exactly_one_reply_and_the_answer_joins_the_ticket() {
         &smtp_section(lab, "starttls", &support, None),
     );
     let daemon = Daemon::start(&cfg, "1");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Connected and waiting for mail, so the latency measured below is the daemon's own.
+    daemon.ready().await;
 
     let subject = "Rückgabe für Bestellung 4711";
     let encoded = "=?UTF-8?Q?R=C3=BCckgabe_f=C3=BCr_Bestellung_4711?=";
@@ -233,9 +327,13 @@ async fn a_new_ticket_gets_exactly_one_reply_and_the_answer_joins_the_ticket() {
     .await;
     assert!(joined, "the answer did not join; log:\n{}", daemon.log());
     assert_eq!(cfg.tickets().len(), 1);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nobody replies to the answer: after a whole pass that began once it had joined, the
+    // outbox still holds the one reply, sent, and that is what the customer has.
+    let rows = daemon.final_outbox(&cfg, &["support"]).await;
+    assert_eq!(rows.len(), 1, "no second reply: {rows:?}");
+    assert_eq!(rows[0].status, "sent");
+    assert_eq!(rows[0].message_id, reply.message_id);
     assert_eq!(lab.count(&customer, "INBOX").await, 1, "no second reply");
-    assert_eq!(outbox(&cfg).await.len(), 1);
     let detail = cfg.show(&number);
     let note = detail["articles"][0]["auto_reply"].as_str().unwrap();
     assert!(note.starts_with("auto-reply sent to"), "{note}");
@@ -503,11 +601,13 @@ async fn a_burst_of_twenty_mails_gets_exactly_the_limit_of_replies() {
         1
     );
     run_once(&cfg);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(lab.count(&customer, "INBOX").await, 5);
+    // No wait needed: `run --once` has exited, and every reply goes through the outbox, so the
+    // five rows, all sent, are every reply there will ever be; the five have arrived (above).
+    assert_eq!(cfg.tickets().len(), 21);
     let rows = outbox(&cfg).await;
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 5, "{rows:?}");
     assert!(rows.iter().all(|r| r.status == "sent"), "{rows:?}");
+    assert_eq!(lab.count(&customer, "INBOX").await, 5);
     let limited = cfg
         .tickets()
         .iter()
@@ -582,7 +682,8 @@ async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
         assert_eq!(lab.count(c, "INBOX").await, 0);
     }
     let daemon = Daemon::start(&cfg, "down-2");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Up and polling before SMTP comes back, so the time measured below is the sender's.
+    daemon.ready().await;
     let back = Instant::now();
     proxy.set_up(true);
     let delivered = wait_until(Duration::from_secs(60), || async {
@@ -605,8 +706,16 @@ async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
             1
         );
     }
-    // Nothing more arrives later.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing more arrives later: after a whole pass of the new daemon (which found the
+    // mailbox the crashed one left), the outbox holds one reply per customer, each sent, and a
+    // sent reply is never taken up again.
+    let rows = daemon.final_outbox(&cfg, &["support"]).await;
+    let mut recipients: Vec<&str> = rows.iter().map(|r| r.recipient.as_str()).collect();
+    recipients.sort();
+    let mut expected: Vec<&str> = customers.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(recipients, expected, "one reply per customer: {rows:?}");
+    assert!(rows.iter().all(|r| r.status == "sent"), "{rows:?}");
     for c in &customers {
         assert_eq!(lab.count(c, "INBOX").await, 1, "{c} got a duplicate");
     }
@@ -629,7 +738,7 @@ async fn a_robot_echoing_every_reply_stops_at_the_rate_limit() {
         &smtp_section(lab, "none", "", None),
     );
     let daemon = Daemon::start(&cfg, "storm");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.ready().await;
     // The worst robot: it answers every mail with a fresh one that strips every header that
     // could tell it is automatic (new Message-ID, no In-Reply-To, no ticket tag).
     lab.smtp_send(
@@ -638,27 +747,47 @@ async fn a_robot_echoing_every_reply_stops_at_the_rate_limit() {
         &customer_mail(&robot, &support, "hello", "echo0@robot.example.test", ""),
     )
     .await;
+    // The storm is over when nothing is in flight anywhere, not after a quiet spell: every
+    // mail the robot sent is a ticket, the daemon made a whole pass after that, every queued
+    // reply reached its final state, and every reply sent has reached the robot and been
+    // echoed. A reply beyond the limit would show up as one more outbox row and keep it going.
     let started = Instant::now();
-    let mut seen = 0;
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(8)
-        && started.elapsed() < Duration::from_secs(120)
-    {
-        let n = lab.count(&robot, "INBOX").await;
-        if n as usize > seen {
-            for k in seen..n as usize {
-                let id = format!("echo{}.{}@robot.example.test", k + 1, std::process::id());
-                lab.smtp_send(
-                    &robot,
-                    &support,
-                    &customer_mail(&robot, &support, &format!("echo {}", k + 1), &id, ""),
-                )
-                .await;
-            }
-            seen = n as usize;
-            quiet_since = Instant::now();
+    let mut echoed = 0;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the echo storm did not end within 120 s ({echoed} replies); log:\n{}",
+            daemon.log()
+        );
+        let stored = wait_until(Duration::from_secs(30), || async {
+            cfg.ticket_count().await == echoed as i64 + 1
+        })
+        .await;
+        assert!(
+            stored,
+            "the robot's {} mails did not all become tickets; log:\n{}",
+            echoed + 1,
+            daemon.log()
+        );
+        let rows = daemon.final_outbox(&cfg, &["support"]).await;
+        let sent = rows.iter().filter(|r| r.status == "sent").count() as u32;
+        let arrived = lab
+            .wait_for_count(&robot, "INBOX", sent, Duration::from_secs(20))
+            .await;
+        assert_eq!(arrived, sent, "every sent reply reaches the robot once");
+        if arrived == echoed {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        for k in echoed..arrived {
+            let id = format!("echo{}.{}@robot.example.test", k + 1, std::process::id());
+            lab.smtp_send(
+                &robot,
+                &support,
+                &customer_mail(&robot, &support, &format!("echo {}", k + 1), &id, ""),
+            )
+            .await;
+        }
+        echoed = arrived;
     }
     let replies = lab.count(&robot, "INBOX").await;
     eprintln!(
@@ -693,7 +822,8 @@ async fn two_instances_auto_replying_to_each_other_do_not_loop() {
     );
     let da = Daemon::start(&cfg_a, "a");
     let db = Daemon::start(&cfg_b, "b");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    da.ready().await;
+    db.ready().await;
     // Somebody at B's address writes to A (and, separately, A's address to B).
     lab.smtp_send(
         &b,
@@ -712,11 +842,15 @@ async fn two_instances_auto_replying_to_each_other_do_not_loop() {
     })
     .await;
     assert!(settled, "logs:\n{}\n{}", da.log(), db.log());
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    // Each side answered the human mail once and ignored the other's automatic reply.
-    for cfg in [&cfg_a, &cfg_b] {
+    // Each side answered the human mail once and ignored the other's automatic reply: after a
+    // whole pass on each side that began once both had their two tickets, each outbox holds
+    // exactly one reply, sent. Both replies were received (the second ticket on each side), so
+    // no mail is left in flight that could start a loop.
+    for (cfg, daemon, account) in [(&cfg_a, &da, "a"), (&cfg_b, &db, "b")] {
+        let rows = daemon.final_outbox(cfg, &[account]).await;
+        assert_eq!(rows.len(), 1, "{account}: {rows:?}");
+        assert_eq!(rows[0].status, "sent", "{account}: {rows:?}");
         assert_eq!(cfg.tickets().len(), 2);
-        assert_eq!(outbox(cfg).await.len(), 1);
         let notes: Vec<String> = cfg
             .tickets()
             .iter()
@@ -890,8 +1024,12 @@ async fn an_answer_to_a_shop_mail_that_matches_no_ticket_opens_a_ticket_with_a_r
         .unwrap();
     let note = reply_note(&cfg, echoed["number"].as_str().unwrap());
     assert!(note.contains("our own Message-ID"), "{note}");
-    assert_eq!(outbox(&cfg).await.len(), 1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // No wait needed: `run --once` has exited, and every reply goes through the outbox, so its
+    // one row, sent (the reply that arrived above), is every reply there will ever be.
+    let rows = outbox(&cfg).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, "sent");
+    assert_eq!(rows[0].message_id, reply.message_id);
     assert_eq!(lab.count(&customer, "INBOX").await, 1, "no second reply");
     assert_eq!(lab.count(&echo, "INBOX").await, 0);
 }
@@ -1011,11 +1149,6 @@ async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
     let lab = Lab::get();
     let support = lab.fresh_user("bounce-support");
     let customer = lab.fresh_user("bounce-customer");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let cfg = TestConfig::new(
         &[imap_account(
             lab,
@@ -1026,12 +1159,6 @@ async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
         )],
         &smtp_section(lab, "starttls", &support, None),
     );
-    let text = std::fs::read_to_string(&cfg.path).unwrap().replacen(
-        "[daemon]\n",
-        &format!("[daemon]\nhttp_listen = \"127.0.0.1:{port}\"\n"),
-        1,
-    );
-    std::fs::write(&cfg.path, text).unwrap();
     let daemon = Daemon::start(&cfg, "bounce");
     lab.append(
         &support,
@@ -1100,7 +1227,7 @@ async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
     );
     assert_eq!(lab.count(&support, "INBOX").await, 0);
 
-    let metrics = scrape(port).unwrap_or_default();
+    let metrics = scrape(daemon.http).unwrap_or_default();
     assert!(
         metrics.contains("mail2ticket_replies_bounced_total{account=\"support\"} 1"),
         "{metrics}"
@@ -1133,7 +1260,7 @@ async fn one_mail_to_two_accounts_is_one_ticket_with_one_reply_and_both_mailboxe
         &smtp_section(lab, "none", "", None),
     );
     let daemon = Daemon::start(&cfg, "two");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.ready().await;
     let mail = customer_mail(
         &customer,
         &support,
@@ -1182,16 +1309,26 @@ async fn one_mail_to_two_accounts_is_one_ticket_with_one_reply_and_both_mailboxe
     );
     lab.smtp_send_to_all(&customer, &[&support, &returns], answer.as_bytes())
         .await;
+    // Joined once both accounts have stored their copy (each one names its account in the
+    // answer's `received_by`), and both mailboxes are empty again.
     let joined = wait_until(Duration::from_secs(30), || async {
-        lab.count(&support, "Archive").await == 2 && lab.count(&returns, "INBOX").await == 0
+        cfg.show(&number)["articles"][1]["received_by"]
+            .as_array()
+            .is_some_and(|by| by.len() == 2)
+            && lab.count(&support, "Archive").await == 2
+            && lab.count(&returns, "INBOX").await == 0
     })
     .await;
     assert!(joined, "daemon log:\n{}", daemon.log());
     let tickets = cfg.tickets();
     assert_eq!(tickets.len(), 1, "{tickets:?}");
     assert_eq!(tickets[0]["articles"].as_i64(), Some(2));
-    assert_eq!(outbox(&cfg).await.len(), 1);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // One reply only: after a whole pass over each account that began once both copies of the
+    // answer were stored, the outbox holds the first reply alone, sent.
+    let rows = daemon.final_outbox(&cfg, &["support", "returns"]).await;
+    assert_eq!(rows.len(), 1, "one reply only: {rows:?}");
+    assert_eq!(rows[0].status, "sent");
+    assert_eq!(rows[0].message_id, reply.message_id);
     assert_eq!(lab.count(&customer, "INBOX").await, 1, "one reply only");
     drop(daemon);
 }

@@ -347,12 +347,17 @@ pub async fn pass_once(
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // On tokio's paused clock (the holding's deadline is a `tokio::time::Instant`): time moves
+    // only when the test sleeps, so "before the deadline" cannot turn into "after" on a loaded
+    // machine between two lines, and the sleeps land exactly 1 ms before and on the deadline.
+    #[tokio::test(start_paused = true)]
     async fn a_holding_allows_disposal_only_before_its_deadline() {
         let holding = Holding::until(Instant::now() + Duration::from_millis(50));
         assert!(holding.may_dispose());
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(!holding.may_dispose(), "past the deadline");
+        tokio::time::sleep(Duration::from_millis(49)).await;
+        assert!(holding.may_dispose(), "1 ms before the deadline");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!holding.may_dispose(), "at the deadline");
         assert!(Holding::default().may_dispose(), "leases off");
         let revoked = Holding::until(Instant::now() + Duration::from_secs(10));
         revoked.revoke();

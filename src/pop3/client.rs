@@ -1596,14 +1596,11 @@ mod tests {
             socket.write_all(b"+OK\r\nhalf a mail\r\n").await.unwrap();
             let _ = socket.read_to_end(&mut Vec::new()).await;
         });
-        let short = Pop3Timeouts {
-            connect: Duration::from_secs(5),
-            command: Duration::from_millis(200),
-        };
-        let mut client =
-            Pop3Client::connect("127.0.0.1", port, Pop3Security::Plain, tls_config(), short)
-                .await
-                .unwrap();
+        // The usual timeouts while the server answers (greeting, CAPA); the short one only for
+        // RETR, where the server goes silent for good, so it can only fire there (at the
+        // status line if the answer is slow, or mid-body: either way RETR 1 timed out).
+        let mut client = connected(port, timeouts()).await;
+        client.timeouts.command = Duration::from_millis(200);
         let err = client.retr(1).await.unwrap_err();
         assert!(
             matches!(&err, Pop3Error::Timeout { command } if command == "RETR 1"),
@@ -1719,16 +1716,51 @@ mod tests {
         server.await.unwrap();
     }
 
-    /// Reads command lines until the client has been quiet for a moment.
-    async fn lines_until_quiet(socket: &mut BufReader<tokio::net::TcpStream>) -> Vec<String> {
-        let mut lines = Vec::new();
-        loop {
+    // The fake servers below take the client's commands as events, never as what arrived
+    // before a quiet spell: a quiet gap of a few hundred milliseconds is also what a loaded
+    // machine puts between two writes of a correct client. tokio's paused clock is no way out
+    // here: it jumps to the next timer whenever the runtime is idle, and a loopback write whose
+    // delivery the kernel deferred leaves it idle, so a command timeout would fire early.
+
+    /// Reads the next `n` command lines, however long they take to come. (The bound only turns
+    /// a client that never sends them into a failure instead of a hang.)
+    async fn read_lines(socket: &mut BufReader<tokio::net::TcpStream>, n: usize) -> Vec<String> {
+        let mut lines = Vec::with_capacity(n);
+        while lines.len() < n {
             let mut line = Vec::new();
-            let quiet = Duration::from_millis(300);
-            match tokio::time::timeout(quiet, socket.read_until(b'\n', &mut line)).await {
-                Ok(Ok(n)) if n > 0 => lines.push(String::from_utf8(line).unwrap()),
-                _ => return lines,
+            let read = socket.read_until(b'\n', &mut line);
+            match tokio::time::timeout(Duration::from_secs(30), read).await {
+                Ok(Ok(k)) if k > 0 => lines.push(String::from_utf8(line).unwrap()),
+                other => panic!("expected {n} command lines, got {lines:?}, then {other:?}"),
             }
+        }
+        lines
+    }
+
+    /// Asserts that the client has sent nothing beyond the lines read so far, at a moment when
+    /// it waits for a reply. The tests run on tokio's current-thread runtime, so while the fake
+    /// server runs the client is parked at an await point; before the server's next reply the
+    /// only one it can reach is the read of that reply, and everything it wrote up to there
+    /// is in the server's socket (loopback). So no quiet spell is needed: what is not there now
+    /// was not sent before the reply. (Should the kernel still hold back part of a write, this
+    /// could only miss a misbehaving client, never fail a correct one.)
+    fn assert_nothing_more_sent(socket: &mut BufReader<tokio::net::TcpStream>) {
+        assert_eq!(
+            tokio::runtime::Handle::current().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread,
+            "the client must not run while the fake server looks"
+        );
+        let buffered = String::from_utf8_lossy(socket.buffer()).into_owned();
+        assert!(buffered.is_empty(), "sent before the reply: {buffered:?}");
+        let mut more = [0u8; 512];
+        match socket.get_ref().try_read(&mut more) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(0) => panic!("the client closed the connection instead of waiting for the reply"),
+            Ok(n) => panic!(
+                "sent before the reply: {:?}",
+                String::from_utf8_lossy(&more[..n])
+            ),
+            Err(e) => panic!("reading the client's socket: {e}"),
         }
     }
 
@@ -1744,7 +1776,8 @@ mod tests {
             let (socket, _) = listener.accept().await.unwrap();
             let mut socket = BufReader::new(socket);
             socket.get_mut().write_all(b"+OK ready\r\n").await.unwrap();
-            assert_eq!(lines_until_quiet(&mut socket).await, ["CAPA\r\n"]);
+            assert_eq!(read_lines(&mut socket, 1).await, ["CAPA\r\n"]);
+            assert_nothing_more_sent(&mut socket);
             socket.get_mut().write_all(capa).await.unwrap();
             then(socket).await;
         });
@@ -1756,14 +1789,19 @@ mod tests {
     #[tokio::test]
     async fn pipelining_keeps_at_most_one_window_unanswered() {
         let (port, server) = serve_after_capa(CAPA_PIPELINING, |mut socket| async move {
-            let first = lines_until_quiet(&mut socket).await;
-            assert_eq!(first.len(), PIPELINE_WINDOW);
+            // A whole window before any reply, and not one command more.
+            let first = read_lines(&mut socket, PIPELINE_WINDOW).await;
+            assert_nothing_more_sent(&mut socket);
             assert_eq!(first[0], "DELE 1\r\n");
+            assert_eq!(
+                first[PIPELINE_WINDOW - 1],
+                format!("DELE {PIPELINE_WINDOW}\r\n")
+            );
             // Half the window answered: the next chunk fills it up again, and no more.
             let half = "+OK\r\n".repeat(PIPELINE_WINDOW / 2);
             socket.get_mut().write_all(half.as_bytes()).await.unwrap();
-            let next = lines_until_quiet(&mut socket).await;
-            assert_eq!(next.len(), PIPELINE_WINDOW / 2);
+            let next = read_lines(&mut socket, PIPELINE_WINDOW / 2).await;
+            assert_nothing_more_sent(&mut socket);
             assert_eq!(next[0], format!("DELE {}\r\n", PIPELINE_WINDOW + 1));
         })
         .await;
@@ -1786,19 +1824,21 @@ mod tests {
         let capa = b"+OK\r\nUIDL\r\nUSER\r\n.\r\n";
         let (port, server) = serve_after_capa(capa, |mut socket| async move {
             for i in 1..=3 {
-                assert_eq!(
-                    lines_until_quiet(&mut socket).await,
-                    [format!("RETR {i}\r\n")]
-                );
+                assert_eq!(read_lines(&mut socket, 1).await, [format!("RETR {i}\r\n")]);
+                assert_nothing_more_sent(&mut socket);
                 let reply = format!("+OK\r\nmail {i}\r\n.\r\n");
                 socket.get_mut().write_all(reply.as_bytes()).await.unwrap();
             }
-            assert!(lines_until_quiet(&mut socket).await.is_empty());
+            // Nothing after the third reply, up to the end of the session.
+            let mut rest = Vec::new();
+            socket.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
         })
         .await;
         let mut client = connected(port, timeouts()).await;
         let fetched = client.retr_all(&[1, 2, 3]).await.all().unwrap();
         assert_eq!(fetched[2], (3, b"mail 3\r\n".to_vec()));
+        drop(client);
         server.await.unwrap();
     }
 
@@ -1807,17 +1847,20 @@ mod tests {
     #[tokio::test]
     async fn a_timeout_mid_window_names_the_command_and_breaks_the_session() {
         let (port, server) = serve_after_capa(CAPA_PIPELINING, |mut socket| async move {
-            assert_eq!(lines_until_quiet(&mut socket).await.len(), 3);
+            // Everything this server will ever say goes out at once, ahead of the commands (the
+            // client reads it when it gets there): the client's short timeout can then only
+            // fire where the server is silent for good, never while an answer is on its way.
             let replies = b"+OK\r\nfirst\r\n.\r\n+OK\r\nhalf of the sec";
             socket.get_mut().write_all(replies).await.unwrap();
+            assert_eq!(
+                read_lines(&mut socket, 3).await,
+                ["RETR 1\r\n", "RETR 2\r\n", "RETR 3\r\n"]
+            );
             let _ = socket.read_to_end(&mut Vec::new()).await;
         })
         .await;
-        let short = Pop3Timeouts {
-            connect: Duration::from_secs(5),
-            command: Duration::from_millis(500),
-        };
-        let mut client = connected(port, short).await;
+        let mut client = connected(port, timeouts()).await;
+        client.timeouts.command = Duration::from_millis(500);
         let replies = client.retr_all(&[1, 2, 3]).await;
         assert_eq!(replies.accepted, [(1, b"first\r\n".to_vec())]);
         assert!(
