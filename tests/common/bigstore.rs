@@ -100,16 +100,15 @@ pub fn big_store() -> &'static BigStore {
         std::fs::create_dir_all(&dir).unwrap();
         let store = dir.join("tickets.db");
         let config = dir.join("config.toml");
-        std::fs::write(
+        super::write_private(
             &config,
-            format!(
+            &format!(
                 "[store]\npath = \"{}\"\n\n[[account]]\nname = \"known\"\nemail = \"known@example.test\"\n\
                  protocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n\
                  ticket_type = \"question\"\nticket_status = \"open\"\naction = \"delete\"\n",
                 store.display()
             ),
-        )
-        .unwrap();
+        );
         let path = store.clone();
         let known = run_blocking(async move {
             let db = Store::open(&path).await.unwrap();

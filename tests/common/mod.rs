@@ -320,12 +320,7 @@ impl TestConfig {
                 let url = block_on(fresh_pg_database(Lab::get()));
                 // In a file, as a deployment would keep it: the URL carries the password.
                 let url_file = dir.path().join("store.url");
-                std::fs::write(&url_file, &url).unwrap();
-                std::fs::set_permissions(
-                    &url_file,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                )
-                .unwrap();
+                write_private(&url_file, &url);
                 (
                     StoreLocation::Postgres(mail2ticket::secret::Secret::new(url)),
                     format!("url_file = \"{}\"", url_file.display()),
@@ -341,7 +336,7 @@ impl TestConfig {
             text.push('\n');
         }
         let path = dir.path().join("config.toml");
-        std::fs::write(&path, text).unwrap();
+        write_private(&path, &text);
         TestConfig {
             dir,
             path,
@@ -435,6 +430,14 @@ impl TestConfig {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     }
+}
+
+/// Writes a file only its owner may read, as an admin keeps a config or a secret (a config
+/// others can read is warned about on stderr by every command).
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 pub fn mail2ticket_cmd(config: &Path) -> Command {
