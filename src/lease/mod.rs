@@ -41,9 +41,11 @@
 //! never closed) answers no statement, and the kernel gives such a connection up only after
 //! many minutes. Lease statements therefore fail after `LEASE_ANSWER_WITHIN` (3 s, in `store`) with
 //! no answer, and run on connections of their own, so neither a silent path nor a backlog that
-//! keeps every connection of the store busy holds a renewal up. The pass's own statements need
-//! no such bound under a lease: when the deadline passes, the pass is dropped with whatever it
-//! was waiting for.
+//! keeps every connection of the store busy holds a renewal up. The pass's own store calls have
+//! a longer bound (`STORE_ANSWER_WITHIN`, 12 s, in `store`), below the TTL: under a lease the
+//! deadline usually comes first and the pass is dropped with whatever it was waiting for, but
+//! when only the pass's connection is stuck and renewals still get through, the bound ends the
+//! call before the account has waited longer than a takeover would take.
 //!
 //! # Fencing
 //!

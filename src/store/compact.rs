@@ -52,7 +52,8 @@ impl Store {
     ) -> Result<CompactStep, StoreError> {
         let mut step = CompactStep::default();
         let mut next = *cursor;
-        let mut tx = self.write_tx().await?;
+        // Maintenance: its statements are not cut by the daemon's statement timeout.
+        let mut tx = self.maintenance_tx().await?;
         let mails: Vec<(i64, Vec<u8>, String)> = sqlx::query_as(
             "SELECT id, raw, raw_sha256 FROM articles WHERE id > $1 AND length(raw) > 0 ORDER BY id LIMIT $2",
         )

@@ -152,7 +152,9 @@ impl Store {
         let source = Store::open(from).await?;
         check_every_table_is_known(&source).await?;
         let mut read = source.pool.begin().await?;
-        let mut write = self.write_tx().await?;
+        // One transaction for the whole copy: its statements are not cut by the daemon's
+        // statement timeout (a commit or read-back of a store of years takes minutes).
+        let mut write = self.maintenance_tx().await?;
         let mut copied = Vec::new();
         for &(table, identity) in TABLES {
             let columns = declared_columns(&mut read, table).await?;

@@ -115,7 +115,8 @@ impl StoreErrorKind {
     }
 }
 
-/// The store's state for /healthz: the last environmental error until a write succeeds again.
+/// The store's state for /healthz: the last environmental error until a write succeeds again
+/// (or, for an unreachable server, until any statement is answered).
 #[derive(Debug, Clone, Default)]
 pub struct StoreHealth(Arc<Mutex<Option<Problem>>>);
 
@@ -159,6 +160,20 @@ impl StoreHealth {
     pub(crate) fn worked(&self) {
         if let Some(p) = self.lock().take() {
             tracing::info!(was = p.kind.label(), "ticket store writable again");
+        }
+    }
+
+    /// A statement was answered: a server that was unreachable is reachable again. Without
+    /// this, an instance whose accounts have no new mail would report the store unreachable
+    /// until the next mail is stored. Other trouble (a full disk) is over only when a write
+    /// succeeds ([`StoreHealth::worked`]).
+    pub(crate) fn answered(&self) {
+        let mut p = self.lock();
+        if p.as_ref()
+            .is_some_and(|p| p.kind == StoreErrorKind::Unreachable)
+        {
+            *p = None;
+            tracing::info!(was = "unreachable", "ticket store answers again");
         }
     }
 

@@ -10,7 +10,7 @@ use sqlx::{Any, Transaction};
 
 use super::message_ids::{insert_message_id_hashes, message_id_hash};
 use super::raw_codec::RawCodec;
-use super::{now_rfc3339, Backend, Prepared, SqlBuilder, Store, StoreError};
+use super::{now_rfc3339, Backend, Prepared, SqlBuilder, Store, StoreError, STORE_ANSWER_WITHIN};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
 pub use crate::ingest::outcome::{Outcome, Recorded, Skipped};
@@ -160,7 +160,11 @@ impl Store {
     ) -> Result<Vec<Outcome>, StoreError> {
         let work =
             std::panic::AssertUnwindSafe(self.store_batch_tx(rules, mails, prepared, disposed));
-        match futures::FutureExt::catch_unwind(work).await {
+        // Bounded like every call of the daemon's loops (see `bound`): a batch whose commit
+        // got no answer may or may not have been committed, which the next pass finds out from
+        // the processed keys, as after a crash.
+        let caught = futures::FutureExt::catch_unwind(work);
+        match self.answer_within(STORE_ANSWER_WITHIN, caught).await? {
             Ok(Ok(outcomes)) => {
                 self.health.worked();
                 Ok(outcomes)
@@ -369,14 +373,16 @@ impl Store {
         account: &str,
         prefix: &str,
     ) -> Result<HashMap<String, ProcessedState>, StoreError> {
-        let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
-            "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 AND substr(source_key, 1, length($2)) = $2",
-        )
-        .bind(account)
-        .bind(prefix)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.fail(e))?;
+        let rows: Vec<(String, Option<String>, String)> = self
+            .bounded(
+                sqlx::query_as(
+                    "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 AND substr(source_key, 1, length($2)) = $2",
+                )
+                .bind(account)
+                .bind(prefix)
+                .fetch_all(&self.pool),
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(k, d, outcome)| {
@@ -398,24 +404,24 @@ impl Store {
         source_key: &str,
         outcome: Skipped,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO processed (account, source_key, outcome, created_at, disposed_at) \
-             VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING",
-        )
-        .bind(account)
-        .bind(source_key)
-        .bind(outcome.label())
-        .bind(now_rfc3339())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.fail(e))?;
+        let done = self
+            .bounded(
+                sqlx::query(
+                    "INSERT INTO processed (account, source_key, outcome, created_at, disposed_at) \
+                     VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING",
+                )
+                .bind(account)
+                .bind(source_key)
+                .bind(outcome.label())
+                .bind(now_rfc3339())
+                .execute(&self.pool),
+            )
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn mark_disposed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        self.mark_disposed_tx(account, keys)
-            .await
-            .map_err(|e| self.fail(e))
+        self.bounded(self.mark_disposed_tx(account, keys)).await
     }
 
     async fn mark_disposed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
@@ -427,9 +433,7 @@ impl Store {
 
     /// Forgets processed keys (POP3 keep mode prunes UIDLs that left the server).
     pub async fn forget_processed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        self.forget_processed_tx(account, keys)
-            .await
-            .map_err(|e| self.fail(e))
+        self.bounded(self.forget_processed_tx(account, keys)).await
     }
 
     async fn forget_processed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
@@ -450,14 +454,16 @@ impl Store {
         account: &str,
         folder: &str,
     ) -> Result<Option<u32>, StoreError> {
-        let v: Option<i64> = sqlx::query_scalar(
-            "SELECT uidvalidity FROM mailbox_state WHERE account = $1 AND folder = $2",
-        )
-        .bind(account)
-        .bind(folder)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.fail(e))?;
+        let v: Option<i64> = self
+            .bounded(
+                sqlx::query_scalar(
+                    "SELECT uidvalidity FROM mailbox_state WHERE account = $1 AND folder = $2",
+                )
+                .bind(account)
+                .bind(folder)
+                .fetch_optional(&self.pool),
+            )
+            .await?;
         Ok(v.map(|v| v as u32))
     }
 
@@ -467,17 +473,18 @@ impl Store {
         folder: &str,
         value: u32,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at",
+        self.bounded(
+            sqlx::query(
+                "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at",
+            )
+            .bind(account)
+            .bind(folder)
+            .bind(value as i64)
+            .bind(now_rfc3339())
+            .execute(&self.pool),
         )
-        .bind(account)
-        .bind(folder)
-        .bind(value as i64)
-        .bind(now_rfc3339())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.fail(e))?;
+        .await?;
         Ok(())
     }
 
@@ -488,18 +495,20 @@ impl Store {
         source_key: &str,
         error: &str,
     ) -> Result<u32, StoreError> {
-        let attempts: i64 = sqlx::query_scalar(
-            "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES ($1, $2, 1, $3, $4) \
-             ON CONFLICT (account, source_key) DO UPDATE SET attempts = failures.attempts + 1, \
-             last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
-        )
-        .bind(account)
-        .bind(source_key)
-        .bind(error)
-        .bind(now_rfc3339())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.fail(e))?;
+        let attempts: i64 = self
+            .bounded(
+                sqlx::query_scalar(
+                    "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES ($1, $2, 1, $3, $4) \
+                     ON CONFLICT (account, source_key) DO UPDATE SET attempts = failures.attempts + 1, \
+                     last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
+                )
+                .bind(account)
+                .bind(source_key)
+                .bind(error)
+                .bind(now_rfc3339())
+                .fetch_one(&self.pool),
+            )
+            .await?;
         Ok(attempts as u32)
     }
 }

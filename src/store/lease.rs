@@ -57,16 +57,9 @@ impl Store {
         &self,
         statement: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        if self.backend == Backend::Sqlite {
-            return statement.await.map_err(|e| self.fail(e));
-        }
-        match tokio::time::timeout(LEASE_ANSWER_WITHIN, statement).await {
-            Ok(answer) => answer.map_err(|e| self.fail(e)),
-            Err(_) => Err(self.fail(StoreError::NoAnswer {
-                path: self.path.to_string(),
-                within: LEASE_ANSWER_WITHIN,
-            })),
-        }
+        self.answer_within(LEASE_ANSWER_WITHIN, statement)
+            .await?
+            .map_err(|e| self.fail(e))
     }
 
     /// Takes the account's lease for `owner` when nobody holds it, it expired, or `owner`

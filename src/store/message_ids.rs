@@ -80,7 +80,8 @@ async fn fill_in_batches(store: &Store, batch_size: i64) -> Result<u64, StoreErr
     let mut filled = 0u64;
     let mut after = String::new();
     loop {
-        let mut tx = store.write_tx().await?;
+        // Maintenance: its statements are not cut by the daemon's statement timeout.
+        let mut tx = store.maintenance_tx().await?;
         // Asked in every batch: another process opening the store at the same time may have
         // finished the fill, and without the old index the next read would scan every article.
         if !old_index_exists(&mut tx).await? {

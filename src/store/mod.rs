@@ -11,6 +11,7 @@
 //! Dialect-specific code is kept to: opening and tuning a connection (here), the write lock
 //! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
+mod bound;
 mod compact;
 mod copy;
 mod failure;
@@ -37,6 +38,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 use crate::secret::{masked_url, Secret};
 pub(crate) use sql::SqlBuilder;
 
+pub use bound::STORE_ANSWER_WITHIN;
 pub use compact::{CompactCursor, CompactStep};
 pub use copy::CopiedTable;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
@@ -226,6 +228,36 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
         })
 }
 
+/// What every PostgreSQL session of the store asks of the server, so that a client it no longer
+/// hears from (frozen, or cut off by a silent network path) does not keep its locks, above all
+/// the store's write lock, until the server's kernel gives the connection up (hours for an idle
+/// one):
+///
+/// - `idle_in_transaction_session_timeout`: a transaction left open ends after 10 s (nothing of
+///   ours idles that long inside one), so the other instances, and the account's next lease
+///   holder, can write again;
+/// - `statement_timeout`: a statement ends after `bound::STATEMENT_TIMEOUT` (10 s), by which
+///   time the daemon has given up waiting for it anyway (maintenance is exempt, see
+///   [`Store::maintenance_tx`] and [`Store::migrated`]);
+/// - TCP keepalive on the server's socket (first probe after 30 s of silence, then every 10 s,
+///   3 unanswered probes: about a minute), so an idle connection of a vanished client is
+///   closed;
+/// - `tcp_user_timeout` (60 s): the same for a connection with data the client never
+///   acknowledges (results sent to a client that is gone), which keepalive does not cover.
+///   PostgreSQL 12 or newer, as the store's schema needs anyway (generated columns, 0008).
+///
+/// They are `SET`s rather than the URL's `options`, so a URL written for libpq works as it is.
+/// Over a Unix socket PostgreSQL ignores the TCP settings (they read 0), as it should.
+/// The client's own socket cannot be tuned (see `bound`).
+fn session_settings() -> String {
+    format!(
+        "SET idle_in_transaction_session_timeout = '10s'; SET statement_timeout = {}; \
+         SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; \
+         SET tcp_keepalives_count = 3; SET tcp_user_timeout = 60000",
+        bound::STATEMENT_TIMEOUT.as_millis()
+    )
+}
+
 /// The PostgreSQL pool's options (the main pool and the leases' alike).
 fn postgres_pool(size: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
@@ -233,16 +265,29 @@ fn postgres_pool(size: u32) -> AnyPoolOptions {
         // A restarted server leaves dead connections in the pool: each is tested before use
         // (the default), and a pass that still meets one stops as environmental.
         .acquire_timeout(Duration::from_secs(10))
-        // A process that stops inside a write transaction (frozen, or cut off from the server)
-        // would hold the store's write lock until the server notices the dead connection,
-        // which without traffic can take hours: the server ends such a transaction after 10 s
-        // instead (nothing of ours idles that long inside one), so the other instances, and
-        // the account's next lease holder, can write again.
         .after_connect(|conn, _| {
             Box::pin(async move {
-                conn.execute("SET idle_in_transaction_session_timeout = '10s'")
-                    .await?;
+                conn.execute(session_settings().as_str()).await?;
                 Ok(())
+            })
+        })
+        // A connection comes back with a statement still on the wire when its call was given up
+        // (see `bound`); sqlx's own check before reuse waits for it without a bound, which on
+        // a silent path would hold the connection, and a place in the pool, for as long as the
+        // kernel keeps it. One that does not answer in time is closed instead.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                match tokio::time::timeout(bound::RELEASE_ANSWER_WITHIN, conn.ping()).await {
+                    Ok(answer) => answer.map(|()| true),
+                    Err(_) => {
+                        tracing::debug!(
+                            "closing a store connection that did not answer within {} s; \
+                             a fresh one is opened when needed",
+                            bound::RELEASE_ANSWER_WITHIN.as_secs()
+                        );
+                        Ok(false)
+                    }
+                }
             })
         })
 }
@@ -347,7 +392,11 @@ impl Store {
         // the migrator again finds those steps applied; a real failure fails every time.
         let mut retries = 0;
         loop {
-            match migrator.run(&pool).await {
+            let run = match backend {
+                Backend::Sqlite => migrator.run(&pool).await,
+                Backend::Postgres => migrate_unbounded(&migrator, &pool).await,
+            };
+            match run {
                 Ok(()) => break,
                 Err(_) if backend == Backend::Sqlite && retries < 3 => {
                     retries += 1;
@@ -498,18 +547,47 @@ impl Store {
     /// On a fenced store (an account's lease holder), the lease is checked next, under the
     /// write lock: no later write of the new holder can come before this transaction's commit.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
-        let mut tx = self.write_lock().await?;
+        self.write_tx_with(Statements::Bounded).await
+    }
+
+    /// A write transaction for maintenance that runs beside the daemon in short batches, or in
+    /// one long transaction (the Message-ID fill, `store compact`, `store copy`): as
+    /// [`Store::write_tx`], but on PostgreSQL its statements are not cut by the sessions'
+    /// `statement_timeout`. A copy's commit or read-back of a store of years, or a wait for the
+    /// write lock behind a daemon's batch, may take longer than a daemon's statement should,
+    /// and cutting it would only make the command fail and start over. `SET LOCAL` ends with
+    /// the transaction, so the connection goes back to the pool with the daemon's bound.
+    pub(crate) async fn maintenance_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+        self.write_tx_with(Statements::Unbounded).await
+    }
+
+    async fn write_tx_with(
+        &self,
+        statements: Statements,
+    ) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+        let mut tx = self.write_lock(statements).await?;
         if let Some(fence) = &self.fence {
             lease::check_fence(&mut tx, fence).await?;
         }
         Ok(tx)
     }
 
-    async fn write_lock(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+    async fn write_lock(
+        &self,
+        statements: Statements,
+    ) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
+                // Before the lock: waiting for it is a statement too.
+                if statements == Statements::Unbounded {
+                    (&mut *tx)
+                        .execute("SET LOCAL statement_timeout = 0")
+                        .await?;
+                }
                 // Keyed by the schema too: two stores in one database (say, a test and a
                 // production schema) do not wait for each other.
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(current_schema(), $1))")
@@ -520,6 +598,42 @@ impl Store {
             }
         }
     }
+}
+
+/// Whether a write transaction's statements keep the sessions' `statement_timeout`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Statements {
+    Bounded,
+    Unbounded,
+}
+
+/// Runs the PostgreSQL migrations on a connection of their own without `statement_timeout`: a
+/// migration rewrites tables and builds indexes over every article of a store of years
+/// (0010 took 2.5 minutes per 100,000 articles, BENCHMARKS.md), and sqlx waits for another
+/// process's migration on its advisory lock; cut after the daemon's 10 s, an upgrade could never
+/// finish. (Each migration is a transaction sqlx opens itself, so there is no room for a
+/// `SET LOCAL` as in [`Store::maintenance_tx`].) A pool of one connection, closed afterwards,
+/// rather than one connection taken from `pool`: no daemon statement ever runs on it
+/// unbounded, and sqlx's `Migrator::run` on a single connection makes the callers' futures
+/// fail to be `Send` ("implementation of `Acquire` is not general enough").
+async fn migrate_unbounded(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &AnyPool,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let options = (*pool.connect_options()).clone();
+    let unbounded = AnyPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET statement_timeout = 0").await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    let run = migrator.run(&unbounded).await;
+    unbounded.close().await;
+    run
 }
 
 /// `text` with every occurrence of the secret URL's password replaced by `***`.

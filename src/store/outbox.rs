@@ -240,7 +240,22 @@ impl Store {
     /// before it is returned, with a lease until `lease_until`. A row another process claimed in
     /// between is skipped. `skip_backoff` also claims pending rows whose retry time has not come
     /// (a fresh start tries everything once); a leased `sending` row is never taken early.
+    ///
+    /// This and the other calls of the reply sender are bounded (see `bound`): on a silent path
+    /// the sender logs the error and tries again, and a claim whose answer was lost runs out
+    /// like a crashed sender's.
     pub async fn claim_due_replies(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+        skip_backoff: bool,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.bounded(self.claim_due(now, lease_until, limit, skip_backoff))
+            .await
+    }
+
+    async fn claim_due(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -298,6 +313,10 @@ impl Store {
     }
 
     pub async fn mark_reply_sent(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.bounded(self.mark_sent(entry)).await
+    }
+
+    async fn mark_sent(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         let now = super::now_rfc3339();
         let mut tx = self.write_tx().await?;
         sqlx::query(
@@ -318,6 +337,16 @@ impl Store {
 
     /// A temporary failure: back to `pending`, due again at `next_attempt`.
     pub async fn mark_reply_retry(
+        &self,
+        entry: &OutboxEntry,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.bounded(self.mark_retry(entry, error, next_attempt))
+            .await
+    }
+
+    async fn mark_retry(
         &self,
         entry: &OutboxEntry,
         error: &str,
@@ -345,13 +374,15 @@ impl Store {
     /// Gives back a claimed entry that was not attempted (shutdown): `pending`, due now, and the
     /// claim's attempt is not counted.
     pub async fn release_reply(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, next_attempt_at = $1 \
-             WHERE id = $2 AND status = 'sending'",
+        self.bounded(
+            sqlx::query(
+                "UPDATE outbox SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, next_attempt_at = $1 \
+                 WHERE id = $2 AND status = 'sending'",
+            )
+            .bind(super::now_rfc3339())
+            .bind(entry.id)
+            .execute(&self.pool),
         )
-        .bind(super::now_rfc3339())
-        .bind(entry.id)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -362,6 +393,10 @@ impl Store {
         entry: &OutboxEntry,
         error: &str,
     ) -> Result<(), StoreError> {
+        self.bounded(self.mark_failed(entry, error)).await
+    }
+
+    async fn mark_failed(&self, entry: &OutboxEntry, error: &str) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE outbox SET status = 'failed', last_error = $1 WHERE id = $2")
             .bind(error)
@@ -375,6 +410,10 @@ impl Store {
     }
 
     pub async fn outbox_summary(&self) -> Result<OutboxSummary, StoreError> {
+        self.bounded(self.summary()).await
+    }
+
+    async fn summary(&self) -> Result<OutboxSummary, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
                 .fetch_all(&self.pool)
