@@ -365,10 +365,7 @@ async fn a_mail_recorded_with_an_unknown_outcome_stays_on_the_server() {
     );
     lab.append(&user, "INBOX", &[mail]).await;
     let cfg = support_moving_to_archive(lab, &user);
-    // Stored, but left on the server: the folder to move to does not exist.
-    let text = std::fs::read_to_string(&cfg.path).unwrap();
-    std::fs::write(&cfg.path, text.replace("\"Archive\"", "\"NotThere\"")).unwrap();
-    assert!(!cfg.run(&["run", "--once"]).status.success());
+    let text = store_but_leave_on_the_server(&cfg);
     assert_eq!(cfg.tickets().len(), 1);
     let store = cfg.open_store().await;
     let changed = sqlx::query("UPDATE processed SET outcome = 'written-by-version-9'")
@@ -541,15 +538,7 @@ async fn a_uidvalidity_change_neither_loses_nor_doubles_mail() {
         )],
         "",
     );
-    // Simulate a crash after the commit: store everything, but keep the mails on the server by
-    // letting the move fail.
-    let text = std::fs::read_to_string(&cfg.path).unwrap();
-    std::fs::write(
-        &cfg.path,
-        text.replace("move_to = \"Archive\"", "move_to = \"NotThere\""),
-    )
-    .unwrap();
-    assert!(!cfg.run(&["run", "--once"]).status.success());
+    let text = store_but_leave_on_the_server(&cfg);
     assert_eq!(cfg.tickets().len(), 5);
     // The server renumbers the folder (new UIDVALIDITY): every mail looks new to a UID tracker.
     let store = cfg.open_store().await;
@@ -780,6 +769,20 @@ async fn every_mail_that_left_the_server_is_recorded_as_gone_across_batches() {
 }
 
 /// The account most tests here use: `support` over STARTTLS, moving stored mail to Archive.
+/// Leaves the mails of an account moving to "Archive" as a crash right after the commit would:
+/// one pass stores them, but its move fails (the folder it names does not exist), so they stay
+/// on the server. Returns the config's text, to be written back for the next pass.
+fn store_but_leave_on_the_server(cfg: &TestConfig) -> String {
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    std::fs::write(
+        &cfg.path,
+        text.replace("move_to = \"Archive\"", "move_to = \"NotThere\""),
+    )
+    .unwrap();
+    assert!(!cfg.run(&["run", "--once"]).status.success());
+    text
+}
+
 fn support_moving_to_archive(lab: &Lab, user: &str) -> TestConfig {
     TestConfig::new(
         &[imap_account(
