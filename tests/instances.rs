@@ -154,28 +154,28 @@ async fn freeze_outside_a_write(daemon: &Daemon, store: &Path) {
     use sqlx::{ConnectOptions, Connection};
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(store)
-        .busy_timeout(Duration::ZERO)
+        .busy_timeout(Duration::from_secs(30))
         .connect()
         .await
         .unwrap();
-    for _ in 0..200 {
-        daemon.signal("STOP");
-        // Give the signal a moment to land, then see whether the write lock is free.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .is_ok()
-        {
-            sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
-            conn.close().await.ok();
-            return;
-        }
-        daemon.signal("CONT");
-        let pause = rand::random::<u64>() % 50;
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-    }
-    panic!("the holder never paused outside a write transaction");
+    // Take the write lock, waiting for the holder's transaction in flight to end: while this
+    // connection holds it, the holder cannot be inside a write, so stopping it now freezes it
+    // outside one. (Catching it between two writes by chance failed on a loaded machine: in a
+    // pipelined backlog the holder is writing almost all the time.)
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    daemon.signal("STOP");
+    let stat = format!("/proc/{}/stat", daemon.child.id());
+    wait_for("the holder to stop", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&stat).ok()?;
+        // The state follows the parenthesised command name: T is stopped.
+        let state = text.rsplit(") ").next()?.chars().next()?;
+        (state == 'T').then_some(())
+    });
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+    conn.close().await.ok();
 }
 
 /// A holder that freezes (a stopped VM, a process swapped out) past its lease: the other
