@@ -3,7 +3,9 @@
 //! mails with arbitrary Unicode subjects, names and Message-IDs (RFC 2047-encoded or raw UTF-8),
 //! in small batches where later mails may answer earlier ones by reference or by ticket tag.
 //! Any panic, and any store error (every mail must become a ticket or a follow-up), is a finding.
-//! Run: `cargo +nightly fuzz run per_mail -- -max_total_time=120`.
+//! Run: `scripts/fuzz per_mail 3600`, seeded with tests/data/*.eml (each written as an
+//! `Input::Raw` of one mail: the raw bytes of a mail would decode to an empty batch), or
+//! `cargo +nightly fuzz run per_mail -- -max_total_time=120` from an empty corpus.
 #![no_main]
 
 use std::sync::atomic::{AtomicU64, Ordering};
