@@ -2,6 +2,8 @@
 //! hide the others, then validate everything and report every problem at once with its key path
 //! and line:column.
 
+pub mod edit;
+pub mod file;
 mod model;
 mod oauth;
 mod validate;
