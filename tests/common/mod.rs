@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bigstore;
+pub mod browser;
 pub mod cluster;
 pub mod diag;
 pub mod http;
