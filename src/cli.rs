@@ -78,6 +78,17 @@ pub enum Command {
         #[command(subcommand)]
         command: Oauth2Command,
     },
+    /// The accounts page ([web])
+    Web {
+        #[command(subcommand)]
+        command: WebCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebCommand {
+    /// Read the admin password on stdin and print its hash for [web] admin_password_hash
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +209,13 @@ pub fn load_config(cli_path: Option<PathBuf>) -> Result<Loaded, ExitCode> {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
+    // Commands that need no config file.
+    if let Command::Web {
+        command: WebCommand::HashPassword,
+    } = cli.command
+    {
+        return crate::web::hash_password_command();
+    }
     let loaded = match load_config(cli.config.clone()) {
         Ok(l) => l,
         Err(code) => return code,
@@ -241,6 +259,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::TestSend { name, to, json } => {
                 crate::diagnose::test_send(&loaded.config, &name, to.as_deref(), json).await
             }
+            Command::Web { .. } => unreachable!("handled above"),
         }
     })
 }

@@ -16,6 +16,7 @@ use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::Health;
 use crate::http::HttpState;
 use crate::lease::Leases;
+use crate::reload::{ReloadOutcome, Reloader};
 use crate::signals::{self, Event, Signals};
 use crate::smtp::SmtpTransport;
 use crate::store::Store;
@@ -250,6 +251,27 @@ async fn run_forever(
         };
         tokio::spawn(crate::http::serve(listener, state, background.clone()));
     }
+    // The accounts page asks for reloads through this channel; without the page it stays empty.
+    let (reloader, mut reload_requests) = Reloader::channel();
+    if let Some(web) = &config.web {
+        let listener = match crate::web::bind(web).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let page = crate::web::WebState::new(
+            web.clone(),
+            path.clone(),
+            health.clone(),
+            store.clone(),
+            reloader,
+        );
+        tokio::spawn(crate::web::serve(listener, page, background.clone()));
+    } else {
+        drop(reloader);
+    }
     let mut supervisor = Supervisor::new(store.clone(), leases, health, SHUTDOWN_GRACE);
     supervisor.apply(plan).await;
     tokio::spawn(signals::watchdog(background.clone()));
@@ -259,9 +281,17 @@ async fn run_forever(
 
     let mut current = config;
     let name = loop {
-        match signals.next().await {
-            Event::Shutdown(name) => break name,
-            Event::Reload => reload(&path, &mut current, &mut supervisor).await,
+        tokio::select! {
+            event = signals.next() => match event {
+                Event::Shutdown(name) => break name,
+                Event::Reload => {
+                    reload(&path, &mut current, &mut supervisor).await;
+                }
+            },
+            Some(request) = reload_requests.recv() => {
+                let outcome = reload(&path, &mut current, &mut supervisor).await;
+                let _ = request.reply.send(outcome);
+            }
         }
     };
     signals::notify_stopping();
@@ -276,14 +306,14 @@ async fn run_forever(
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: load and validate the file again. A config with errors is rejected with every error
-/// logged, and the running one stays; otherwise only the accounts whose settings changed are
-/// restarted.
-async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) {
+/// SIGHUP (or a Save on the accounts page): load and validate the file again. A config with
+/// errors is rejected with every error logged, and the running one stays; otherwise only the
+/// accounts whose settings changed are restarted.
+async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) -> ReloadOutcome {
     signals::notify_reloading();
     let started = Instant::now();
     info!(config = %path.display(), "SIGHUP: reloading the config");
-    match crate::config::load(path) {
+    let outcome = match crate::config::load(path) {
         Err(e) => {
             for issue in &e.issues {
                 error!(config = %path.display(), "{issue}");
@@ -294,6 +324,7 @@ async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) 
                 "config reload rejected: still running the previous config; fix the file \
                  (`mail2ticket check-config`) and send SIGHUP again"
             );
+            ReloadOutcome::Rejected(e.issues.iter().map(|i| i.to_string()).collect())
         }
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -302,21 +333,31 @@ async fn reload(path: &Path, current: &mut Config, supervisor: &mut Supervisor) 
             let new = loaded.config;
             needs_restart(current, &new);
             match supervisor::plan(&new) {
-                Err(e) => error!(
-                    "config reload rejected: {e}; still running the previous config; fix it and \
-                     send SIGHUP again"
-                ),
+                Err(e) => {
+                    error!(
+                        "config reload rejected: {e}; still running the previous config; fix \
+                         it and send SIGHUP again"
+                    );
+                    ReloadOutcome::Rejected(vec![e])
+                }
                 Ok(plan) => {
-                    supervisor.apply(plan).await.log(started.elapsed());
+                    let changes = supervisor.apply(plan).await;
+                    changes.log(started.elapsed());
                     *current = new;
+                    ReloadOutcome::Applied {
+                        started: changes.started,
+                        restarted: changes.restarted,
+                        stopped: changes.stopped,
+                    }
                 }
             }
         }
-    }
+    };
     signals::notify_ready(&format!(
         "running {} account(s)",
         supervisor.account_count()
     ));
+    outcome
 }
 
 /// Settings that only a restart applies: say so instead of silently ignoring them.
@@ -340,6 +381,9 @@ fn needs_restart(old: &Config, new: &Config) {
     }
     if old.daemon.memory_budget != new.daemon.memory_budget {
         keys.push("[daemon] memory_budget");
+    }
+    if old.web != new.web {
+        keys.push("[web]");
     }
     if !keys.is_empty() {
         warn!(

@@ -253,15 +253,19 @@ impl Health {
         self.map().remove(name);
     }
 
+    /// Every supervised account's state now, by name (the accounts page shows them).
+    pub fn snapshots(&self) -> BTreeMap<String, AccountState> {
+        let now = Utc::now();
+        self.map()
+            .iter()
+            .map(|(name, h)| (name.clone(), h.snapshot(now)))
+            .collect()
+    }
+
     /// `(all healthy, JSON body)` for `GET /healthz`: every account, and the ticket store (a
     /// store that cannot be written, e.g. a full disk, is unhealthy however the accounts are).
     pub fn report(&self, store: &StoreState) -> (bool, String) {
-        let now = Utc::now();
-        let accounts: BTreeMap<String, AccountState> = self
-            .map()
-            .iter()
-            .map(|(name, h)| (name.clone(), h.snapshot(now)))
-            .collect();
+        let accounts = self.snapshots();
         let ok = store.healthy && accounts.values().all(|a| a.healthy);
         let mut body = serde_json::json!({
             "status": if ok { "ok" } else { "unhealthy" },

@@ -287,6 +287,7 @@ fn deserialize_sections(
     let mut daemon = Some(DaemonConfig::default());
     let mut tickets = None;
     let mut smtp = None;
+    let mut web = None;
     let mut accounts = Vec::new();
     let mut account_count = 0;
     for (key, value) in table.iter() {
@@ -319,6 +320,10 @@ fn deserialize_sections(
                 smtp = section::<SmtpConfig>(doc, "smtp", value, issues);
                 ok &= smtp.is_some();
             }
+            "web" => {
+                web = section::<WebConfig>(doc, "web", value, issues);
+                ok &= web.is_some();
+            }
             "account" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -347,7 +352,7 @@ fn deserialize_sections(
                     other,
                     Some(key.span().start),
                     &format!(
-                        "unknown section `{other}`; expected one of store, daemon, tickets, smtp, account"
+                        "unknown section `{other}`; expected one of store, daemon, tickets, smtp, web, account"
                     ),
                 ));
             }
@@ -370,6 +375,7 @@ fn deserialize_sections(
             tickets,
             smtp,
             accounts,
+            web,
         },
         file_indices,
         accounts_in_file: account_count,

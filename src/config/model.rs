@@ -23,6 +23,53 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     #[serde(default, rename = "account")]
     pub accounts: Vec<AccountConfig>,
+    /// The accounts page; off unless the section is there (see docs/web.md).
+    pub web: Option<WebConfig>,
+}
+
+/// `[web]`: the accounts page, served on a listener of its own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    #[serde(default = "default_web_listen")]
+    pub listen: SocketAddr,
+    /// The argon2 PHC string of the admin password (`mail2ticket web hash-password`).
+    pub admin_password_hash: Option<Secret>,
+    pub admin_password_hash_file: Option<PathBuf>,
+    pub admin_password_hash_env: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Plain HTTP on an address other than loopback, for a reverse proxy that terminates TLS.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+    /// A session unused this long is logged out.
+    #[serde(default = "default_session_idle", with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// Filled in by validation from whichever hash source is set.
+    #[serde(skip)]
+    pub resolved_admin_hash: Option<Secret>,
+}
+
+impl WebConfig {
+    pub fn hash_source(&self) -> PasswordSource {
+        PasswordSource {
+            password: self.admin_password_hash.clone(),
+            password_file: self.admin_password_hash_file.clone(),
+            password_env: self.admin_password_hash_env.clone(),
+        }
+    }
+    /// Whether the page is served over https by the daemon itself.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
+}
+
+fn default_web_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8025))
+}
+
+fn default_session_idle() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

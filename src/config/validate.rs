@@ -13,6 +13,7 @@ use super::oauth::AuthMethod;
 use super::Severity;
 
 mod oauth;
+mod web;
 use crate::secret::Secret;
 
 pub type Found = Vec<(Severity, Key, String)>;
@@ -112,6 +113,12 @@ const PASSWORD: SecretKeys = SecretKeys {
     inline: "password",
     file: "password_file",
     env: "password_env",
+};
+
+const ADMIN_HASH: SecretKeys = SecretKeys {
+    inline: "admin_password_hash",
+    file: "admin_password_hash_file",
+    env: "admin_password_hash_env",
 };
 
 const STORE_URL: SecretKeys = SecretKeys {
@@ -379,6 +386,10 @@ pub fn check(
                 "must be non-empty and without brackets, e.g. \"Ticket#\"",
             );
         }
+    }
+
+    if let Some(page) = &mut config.web {
+        web::check(&mut c, page, config.daemon.http_listen);
     }
 
     if let Some(smtp) = &mut config.smtp {

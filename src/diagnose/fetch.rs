@@ -41,13 +41,23 @@ pub async fn test_fetch(config: &Config, name: &str, json: bool, wait: u64) -> E
         Err(code) => return code,
     };
     let mut report = Report::new(&account.name, json);
+    fetch_steps(config, account, Duration::from_secs(wait), &mut report).await;
+    report.finish("test-fetch")
+}
+
+/// The steps of test-fetch for `account` (active or not, in `config` or not), into `report`.
+pub async fn fetch_steps(
+    config: &Config,
+    account: &AccountConfig,
+    wait: Duration,
+    report: &mut Report,
+) {
     let timeout = config.daemon.network_timeout;
-    let wait = Duration::from_secs(wait);
     let token = match (account.auth, &account.oauth2) {
         (AuthMethod::Oauth2, Some(o)) => {
             let protocol = account.protocol.into();
             let step = token_step(
-                &mut report,
+                report,
                 &account.name,
                 o,
                 protocol,
@@ -56,7 +66,7 @@ pub async fn test_fetch(config: &Config, name: &str, json: bool, wait: u64) -> E
             );
             match step.await {
                 Some(token) => Some(token),
-                None => return report.finish("test-fetch"),
+                None => return,
             }
         }
         _ => None,
@@ -70,10 +80,9 @@ pub async fn test_fetch(config: &Config, name: &str, json: bool, wait: u64) -> E
         token,
     };
     match account.protocol {
-        Protocol::Imap => imap_steps(run, &mut report).await,
-        Protocol::Pop3 => pop3_steps(run, &mut report).await,
+        Protocol::Imap => imap_steps(run, report).await,
+        Protocol::Pop3 => pop3_steps(run, report).await,
     };
-    report.finish("test-fetch")
 }
 
 /// What the steps of one test-fetch need.

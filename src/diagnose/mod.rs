@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use crate::config::{AccountConfig, Config};
 
-pub use fetch::test_fetch;
-pub use send::test_send;
+pub use fetch::{fetch_steps, test_fetch};
+pub use send::{send_steps, test_send};
 
 /// Exit code when a step failed (or could not run).
 pub const EXIT_FAILED: u8 = 1;
@@ -87,13 +87,15 @@ impl Fail {
     }
 }
 
-/// The steps of one check, printed as they finish unless quiet or JSON.
+/// The steps of one check, printed as they finish unless quiet or JSON, or sent to `sink` as
+/// they finish (the accounts page shows them live).
 #[derive(Debug)]
 pub struct Report {
     pub account: String,
     pub steps: Vec<Step>,
     json: bool,
     quiet: bool,
+    sink: Option<tokio::sync::mpsc::UnboundedSender<Step>>,
 }
 
 #[derive(Serialize)]
@@ -110,6 +112,15 @@ impl Report {
             steps: Vec::new(),
             json,
             quiet: false,
+            sink: None,
+        }
+    }
+
+    /// Sends each step to `sink` as it finishes, printing nothing.
+    pub fn streaming(account: &str, sink: tokio::sync::mpsc::UnboundedSender<Step>) -> Report {
+        Report {
+            sink: Some(sink),
+            ..Report::quiet(account)
         }
     }
 
@@ -125,6 +136,10 @@ impl Report {
     pub fn push(&mut self, step: Step) -> bool {
         if !self.json && !self.quiet {
             println!("{}", step.line());
+        }
+        if let Some(sink) = &self.sink {
+            // A page that went away no longer listens; the check still runs to its end.
+            let _ = sink.send(step.clone());
         }
         let ok = step.ok;
         self.steps.push(step);

@@ -654,6 +654,18 @@ pub async fn test_send(config: &Config, name: &str, to: Option<&str>, json: bool
         Err(code) => return code,
     };
     let mut report = Report::new(&account.name, json);
+    send_steps(config, account, to, &mut report).await;
+    report.finish("test-send")
+}
+
+/// The steps of test-send for `account` into `report`: a test mail to `to` (default: the
+/// account's own address) through `[smtp]`.
+pub async fn send_steps(
+    config: &Config,
+    account: &AccountConfig,
+    to: Option<&str>,
+    report: &mut Report,
+) {
     let Some(smtp) = config.smtp.as_ref() else {
         report.fail_now(
             "SMTP settings",
@@ -663,14 +675,13 @@ pub async fn test_send(config: &Config, name: &str, to: Option<&str>, json: bool
                  (see config/example.toml)",
             ),
         );
-        return report.finish("test-send");
+        return;
     };
     let to = to.unwrap_or(&account.email);
     match test_mail(account, to, &super::test_stamp()) {
         Ok(mail) => {
-            smtp_steps(config, smtp, &mail, &mut report).await;
+            smtp_steps(config, smtp, &mail, report).await;
         }
         Err(fail) => report.fail_now("build test mail", fail),
     }
-    report.finish("test-send")
 }

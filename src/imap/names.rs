@@ -52,6 +52,23 @@ impl Hierarchy {
         }
     }
 
+    /// The configured name of a server's folder (decoded from modified UTF-7 first): the
+    /// inverse of [`Hierarchy::server_name`], so a folder picked from the list maps back to it.
+    pub fn configured_name(&self, server: &str) -> String {
+        if server.eq_ignore_ascii_case("INBOX") {
+            return "INBOX".into();
+        }
+        let prefix = self.personal_prefix.as_str();
+        let local = match server.strip_prefix(prefix) {
+            Some(rest) if !prefix.is_empty() && !rest.is_empty() => rest,
+            _ => server,
+        };
+        match self.separator {
+            Some(sep) if sep != '/' => local.replace(sep, "/"),
+            _ => local.to_string(),
+        }
+    }
+
     /// For test-fetch: how a configured name maps, or `None` when it is used as it is.
     pub fn explain(&self, configured: &str) -> Option<String> {
         let server = self.server_name(configured);
@@ -96,6 +113,35 @@ pub async fn discover(
         }
     }
     Ok(hierarchy)
+}
+
+/// Every folder a mail can be moved to, as the config writes it: UTF-8, "/"-separated, without
+/// the personal prefix, sorted. Folders marked \Noselect (containers only) are left out.
+pub async fn configured_folders(
+    session: &mut ImapSession,
+    hierarchy: &Hierarchy,
+    timeout: Duration,
+) -> Result<Vec<String>, ImapError> {
+    let names = timed(timeout, "LIST", async {
+        session
+            .list(Some(""), Some("*"))
+            .await?
+            .try_collect::<Vec<_>>()
+            .await
+    })
+    .await?;
+    let mut folders: Vec<String> = names
+        .iter()
+        .filter(|n| {
+            !n.attributes()
+                .iter()
+                .any(|a| matches!(a, async_imap::types::NameAttribute::NoSelect))
+        })
+        .map(|n| hierarchy.configured_name(&super::utf7::decode(n.name())))
+        .collect();
+    folders.sort();
+    folders.dedup();
+    Ok(folders)
 }
 
 fn first_separator(names: Vec<(String, Option<String>)>) -> Option<char> {
@@ -166,6 +212,14 @@ mod tests {
         assert_eq!(dovecot.explain("Erledigt/Geprüft"), None);
         let flat = Hierarchy::default();
         assert_eq!(flat.server_name("Archive"), "Archive");
+    }
+
+    #[test]
+    fn a_servers_folder_maps_back_to_its_configured_name() {
+        for configured in ["Erledigt/Geprüft", "Archive", "INBOX"] {
+            let server = courier().server_name(configured);
+            assert_eq!(courier().configured_name(&server), configured);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Dialect-specific code is kept to: opening and tuning a connection (here), the write lock
 //! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
+mod activity;
 mod bound;
 mod compact;
 mod copy;
@@ -38,6 +39,7 @@ use sqlx::{Any, AnyPool, ConnectOptions, Connection, Executor};
 use crate::secret::{masked_url, Secret};
 pub(crate) use sql::SqlBuilder;
 
+pub use activity::AccountActivity;
 pub use bound::STORE_ANSWER_WITHIN;
 pub use compact::{CompactCursor, CompactStep};
 pub use copy::CopiedTable;

@@ -11,6 +11,7 @@ pub mod diag;
 pub mod http;
 pub mod mails;
 pub mod oauth;
+pub mod page;
 pub mod proxy;
 pub mod smtp;
 
