@@ -83,6 +83,19 @@ pub enum Command {
         #[command(subcommand)]
         command: WebCommand,
     },
+    /// Propose server settings for an address (built-in providers, SRV records, autoconfig,
+    /// MX) and prove each by connecting (TCP, TLS, capabilities; no login). Needs no config.
+    /// Exit 0 when an incoming server was proven, 1 when none was, 2 for a malformed address
+    Detect {
+        /// The mailbox's address, e.g. support@my-shop.de
+        address: String,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+        /// A CA certificate (PEM) to trust besides the system roots
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +229,19 @@ pub fn main(cli: Cli) -> ExitCode {
     {
         return crate::web::hash_password_command();
     }
+    // Detecting settings comes before there is a config to load.
+    if let Command::Detect {
+        address,
+        json,
+        ca_file,
+    } = cli.command
+    {
+        crate::logging::init(config::LogFormat::Text, Audience::Command);
+        return match runtime() {
+            Ok(rt) => rt.block_on(detect(&address, json, ca_file)),
+            Err(code) => code,
+        };
+    }
     let loaded = match load_config(cli.config.clone()) {
         Ok(l) => l,
         Err(code) => return code,
@@ -228,19 +254,13 @@ pub fn main(cli: Cli) -> ExitCode {
         _ => Audience::Command,
     };
     crate::logging::init(loaded.config.daemon.log_format, audience);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::CheckConfig => unreachable!("handled above"),
+            Command::CheckConfig | Command::Detect { .. } => unreachable!("handled above"),
             Command::Run { once } => crate::daemon::run(loaded, cli.config, once).await,
             Command::Tickets { command } => tickets(&loaded, command).await,
             Command::Store {
@@ -262,6 +282,51 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Web { .. } => unreachable!("handled above"),
         }
     })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `detect ADDRESS`: exit 0 when an incoming server was proven, 1 when none was, 2 for an
+/// address that is none.
+async fn detect(address: &str, json: bool, ca_file: Option<PathBuf>) -> ExitCode {
+    use crate::detect::{self, DetectError, DetectOptions};
+    let mut options = match DetectOptions::from_env() {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    options.extra_ca = ca_file;
+    let detection = match detect::detect(address, &options).await {
+        Ok(d) => d,
+        Err(e @ DetectError::MalformedAddress(_)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => return fail(e),
+    };
+    if json {
+        match serde_json::to_string_pretty(&detection) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(e),
+        }
+    } else {
+        print!(
+            "{}",
+            detect::report::text(&detection, options.extra_ca.as_deref())
+        );
+    }
+    if detection.incoming.iter().any(|c| c.proof.is_proven()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn healthcheck(loaded: &Loaded, timeout: u64) -> ExitCode {

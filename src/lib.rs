@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+pub mod detect;
 pub mod diagnose;
 pub mod display;
 pub mod health;

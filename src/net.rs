@@ -2,6 +2,7 @@
 //! STARTTLS/STLS). One enum keeps the protocol clients free of generics over the transport.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,8 +58,19 @@ pub async fn connect_tcp(
             source,
         })?
         .collect();
+    connect_addrs(host, port, &addrs, timeout).await
+}
+
+/// Connects to the first of `addrs` (already resolved for `host`) that answers. For callers that
+/// resolve names themselves, e.g. `detect` asking one particular name server.
+pub async fn connect_addrs(
+    host: &str,
+    port: u16,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
     let mut last_err = io::Error::new(io::ErrorKind::NotFound, "no addresses");
-    for addr in addrs {
+    for &addr in addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);

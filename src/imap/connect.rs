@@ -66,40 +66,85 @@ async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(
 }
 
 pub async fn read_greeting(stream: &mut MailStream, timeout: Duration) -> Result<(), ImapError> {
-    // Unbuffered single reads would be slow, but a BufReader could swallow bytes that belong to
-    // async-imap; the greeting is the only thing the server sends unasked, so read byte-wise.
+    let text = read_line_unbuffered(stream, timeout, "greeting").await?;
+    if text.starts_with("* OK") || text.starts_with("* PREAUTH") {
+        Ok(())
+    } else {
+        Err(ImapError::Protocol {
+            operation: "greeting".into(),
+            reply: text,
+        })
+    }
+}
+
+/// CAPABILITY before any login, on a greeted stream: the capability names the server announces
+/// to a client about to sign in (what `detect` shows as proof of a working server).
+pub async fn capabilities(
+    stream: &mut MailStream,
+    timeout: Duration,
+) -> Result<Vec<String>, ImapError> {
+    let operation = "CAPABILITY";
+    let write = async {
+        stream.write_all(b"C1 CAPABILITY\r\n").await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(timeout, write)
+        .await
+        .map_err(|_| ImapError::Timeout {
+            operation: operation.into(),
+            secs: timeout.as_secs(),
+        })?
+        .map_err(|e| ImapError::Connection {
+            operation: operation.into(),
+            reason: e.to_string(),
+        })?;
+    let mut names = Vec::new();
+    loop {
+        let line = read_line_unbuffered(stream, timeout, operation).await?;
+        if let Some(list) = line.strip_prefix("* CAPABILITY ") {
+            names.extend(list.split_ascii_whitespace().map(str::to_string));
+        } else if let Some(status) = line.strip_prefix("C1 ") {
+            if !status.starts_with("OK") {
+                return Err(ImapError::Protocol {
+                    operation: operation.into(),
+                    reply: line,
+                });
+            }
+            return Ok(names);
+        }
+    }
+}
+
+/// One reply line, read byte-wise: a BufReader could swallow bytes that belong to whoever reads
+/// the stream next (async-imap, or the TLS handshake).
+async fn read_line_unbuffered(
+    stream: &mut MailStream,
+    timeout: Duration,
+    operation: &str,
+) -> Result<String, ImapError> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
         let n = tokio::time::timeout(timeout, tokio::io::AsyncReadExt::read(stream, &mut byte))
             .await
             .map_err(|_| ImapError::Timeout {
-                operation: "greeting".into(),
+                operation: operation.into(),
                 secs: timeout.as_secs(),
             })?
             .map_err(|e| ImapError::Connection {
-                operation: "greeting".into(),
+                operation: operation.into(),
                 reason: e.to_string(),
             })?;
         if n == 0 {
             return Err(ImapError::Protocol {
-                operation: "greeting".into(),
-                reply: "connection closed before the greeting".into(),
+                operation: operation.into(),
+                reply: format!("connection closed before the {operation} reply"),
             });
         }
         line.push(byte[0]);
         if byte[0] == b'\n' || line.len() > 8192 {
-            break;
+            return Ok(String::from_utf8_lossy(&line).trim_end().to_string());
         }
-    }
-    let text = String::from_utf8_lossy(&line);
-    if text.starts_with("* OK") || text.starts_with("* PREAUTH") {
-        Ok(())
-    } else {
-        Err(ImapError::Protocol {
-            operation: "greeting".into(),
-            reply: text.trim_end().to_string(),
-        })
     }
 }
 
