@@ -55,7 +55,11 @@ fn refused(refusal: Refusal) -> Response {
         Refusal::Fields(fields) => json!(fields),
         Refusal::Problem(text) => json!({ "": [text] }),
     };
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "fields": fields }))).into_response()
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "fields": fields })),
+    )
+        .into_response()
 }
 
 fn account<'a>(config: &'a Config, name: &str) -> Option<&'a AccountConfig> {
@@ -186,8 +190,40 @@ pub async fn folders(State(web): State<Web>, Form(pairs): Form<Vec<(String, Stri
     }
 }
 
-/// Server settings from the address typed in the form.
+/// Server settings from the address typed in the form, each proved by a live connection
+/// (with the form's `ca_file` trusted too, for a private CA).
 pub async fn detect(Form(pairs): Form<Vec<(String, String)>>) -> Response {
-    let _ = pairs;
-    StatusCode::NOT_IMPLEMENTED.into_response()
+    let values = form_values::of_form(&pairs);
+    let address = values.get("email").cloned().unwrap_or_default();
+    let mut options = match crate::detect::DetectOptions::from_env() {
+        Ok(o) => o,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    };
+    if let Some(ca) = values.get("ca_file").filter(|c| !c.is_empty()) {
+        options.extra_ca = Some(ca.into());
+    }
+    match crate::detect::detect(&address, &options).await {
+        Ok(found) => {
+            let incoming: Vec<_> = found
+                .incoming
+                .iter()
+                .map(|c| {
+                    json!({
+                        "protocol": c.protocol,
+                        "host": c.host,
+                        "port": c.port,
+                        "encryption": c.encryption,
+                        "proven": c.proof.is_proven(),
+                        "line": crate::detect::report::line(c),
+                    })
+                })
+                .collect();
+            Json(json!({ "incoming": incoming, "notes": found.notes })).into_response()
+        }
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
 }

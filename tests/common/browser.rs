@@ -279,9 +279,20 @@ impl Browser {
     pub async fn wait_for<T: Ready>(
         &self,
         what: &str,
+        check: impl AsyncFnMut() -> Result<T, CmdError>,
+    ) -> T::Value {
+        self.wait_for_within(what, WAIT, check).await
+    }
+
+    /// [`Browser::wait_for`] with a deadline of its own, for what takes a server longer (a
+    /// test-fetch waits for its test mail; a mail server delays logins after failed ones).
+    pub async fn wait_for_within<T: Ready>(
+        &self,
+        what: &str,
+        within: Duration,
         mut check: impl AsyncFnMut() -> Result<T, CmdError>,
     ) -> T::Value {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + within;
         loop {
             let last = match check().await {
                 Ok(result) => match result.ready() {
@@ -291,7 +302,7 @@ impl Browser {
                 Err(e) => e.to_string(),
             };
             if Instant::now() > deadline {
-                let headline = format!("waited {WAIT:?} for {what}, in vain ({last})");
+                let headline = format!("waited {within:?} for {what}, in vain ({last})");
                 panic!("{}", self.failure(&headline).await);
             }
             tokio::time::sleep(POLL).await;

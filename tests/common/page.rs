@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::diag::{smtp_section, LabSmtp};
 use super::http::{free_port, wait_for};
-use super::{Daemon, Lab, TestConfig};
+use super::{mail2ticket_cmd, Daemon, Lab, TestConfig};
 
 /// The admin password of every test page.
 pub const ADMIN_PASSWORD: &str = "Kassenbuch-2027!";
@@ -25,6 +25,15 @@ impl Page {
     /// A daemon serving the page for `accounts` (`[[account]]` bodies), with `smtp_password`
     /// for `[smtp]` (the lab's password unless a test wants a wrong one).
     pub fn start(accounts: &[String], smtp_user: &str, smtp_password: &str) -> Page {
+        Page::start_with(accounts, smtp_user, smtp_password, Start::Plain)
+    }
+
+    pub fn start_with(
+        accounts: &[String],
+        smtp_user: &str,
+        smtp_password: &str,
+        how: Start,
+    ) -> Page {
         let lab = Lab::get();
         let port = free_port();
         let hash = mail2ticket::password_hash::hash(ADMIN_PASSWORD).unwrap();
@@ -34,9 +43,47 @@ impl Page {
              [web]\nlisten = \"127.0.0.1:{port}\"\nadmin_password_hash = \"{hash}\"\n\n{}",
             smtp_section(lab, LabSmtp::Submission, smtp_user, smtp_password)
         );
-        let cfg = TestConfig::new(accounts, &extra);
+        let mut cfg = TestConfig::new(accounts, &extra);
         let log = cfg.dir.path().join("daemon.log");
-        let daemon = Daemon::start(&cfg.path, log);
+        let daemon = match how {
+            Start::Plain => Daemon::start(&cfg.path, log),
+            Start::WithLabDns => {
+                let child = mail2ticket_cmd(&cfg.path)
+                    .arg("run")
+                    .env("MAIL2TICKET_DNS", lab.var("MAIL_LAB_DNS"))
+                    .env(
+                        "MAIL2TICKET_AUTOCONFIG_PORT",
+                        lab.var("MAIL_LAB_AUTOCONFIG_PORT"),
+                    )
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .unwrap();
+                Daemon { child, log }
+            }
+            Start::ReadOnlyConfig => {
+                // The config in a folder of its own, mounted read-only for the daemon alone (a
+                // private mount namespace), as Docker's `:ro` does; the store stays writable.
+                let conf = cfg.dir.path().join("conf");
+                std::fs::create_dir(&conf).unwrap();
+                let path = conf.join("config.toml");
+                std::fs::copy(&cfg.path, &path).unwrap();
+                cfg.path = path;
+                let child = std::process::Command::new("unshare")
+                    .args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg("mount --bind -o ro \"$1\" \"$1\" && exec \"$2\" --config \"$3\" run")
+                    .arg("sh")
+                    .arg(&conf)
+                    .arg(env!("CARGO_BIN_EXE_mail2ticket"))
+                    .arg(&cfg.path)
+                    .env("RUST_LOG", "mail2ticket=info")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .expect("unshare (util-linux) runs the daemon with a read-only config");
+                Daemon { child, log }
+            }
+        };
         let page = Page { cfg, daemon, port };
         wait_for(
             "the accounts page to listen",
@@ -72,6 +119,16 @@ impl Page {
             self.log().contains(needle).then_some(())
         });
     }
+}
+
+/// How the page's daemon is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Plain,
+    /// With the lab's name server and autoconfig port for address detection.
+    WithLabDns,
+    /// With its config file on a read-only mount.
+    ReadOnlyConfig,
 }
 
 /// A browser-less client: no redirects followed, the session cookie kept by hand.

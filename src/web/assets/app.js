@@ -174,12 +174,10 @@
     const list = document.createElement("ul");
     for (const c of answer.incoming || []) {
       const li = document.createElement("li");
-      const proven = c.proof && c.proof.state === "proven";
-      li.className = proven ? "ok" : "unproven";
+      li.className = c.proven ? "ok" : "unproven";
       li.dataset.host = c.host;
-      li.textContent =
-        `${proven ? "✓" : "?"} ${c.protocol.toUpperCase()} ${c.host}:${c.port} ${c.encryption} ` +
-        `(${c.source_text || ""}) ${c.proof && c.proof.detail ? c.proof.detail : ""}`;
+      li.dataset.port = String(c.port);
+      li.textContent = c.line;
       const use = document.createElement("button");
       use.type = "button";
       use.className = "use";
