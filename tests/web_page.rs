@@ -109,11 +109,12 @@ async fn an_account_added_in_the_browser_fetches_mail_without_a_restart_and_keep
     browser.fill("sender_name", "Rücksendungen Shop").await;
     browser.fill("action", "move").await;
     browser.fill("move_to", "Erledigt/Geprüft").await;
-    browser.click("details.advanced summary").await;
-    browser.fill("ca_file", lab.ca()).await;
+    browser.eval("window.scrollTo(0, 0); return true").await;
     browser
         .screenshot(&screenshot_path("account-form.png"))
         .await;
+    browser.click("details.advanced summary").await;
+    browser.fill("ca_file", lab.ca()).await;
     browser.click("#save").await;
     browser.wait_text("p.done", "Gespeichert").await;
     assert!(
@@ -148,6 +149,11 @@ async fn an_account_added_in_the_browser_fetches_mail_without_a_restart_and_keep
         },
     );
     assert_eq!(page.daemon.child.id(), pid);
+    browser.goto(&page.url("/")).await;
+    let row = browser.text("tr[data-account=returns]").await;
+    assert!(row.contains("IMAP") && row.contains("localhost"), "{row}");
+    let counts = browser.text("tr[data-account=returns] td.count").await;
+    assert_eq!(counts, "1", "one mail today: {row}");
     assert!(page.log().contains("config reloaded"), "{}", page.log());
     assert!(
         page.log().contains("accounts page: saved a change"),
@@ -317,6 +323,9 @@ async fn the_page_speaks_english_to_an_english_browser() {
     for label in ["Test fetch", "Test send", "Move to", "Save"] {
         browser.wait_text("form#account", label).await;
     }
+    // 25 is an SMTP port: typed for IMAP, it gets a hint.
+    browser.fill("port", "25").await;
+    browser.wait_text("#port-hint", "SMTP").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -149,3 +149,53 @@ async fn a_request_for_another_host_name_is_refused_on_loopback() {
         .unwrap();
     assert_eq!(r.status(), 421);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_found_mail_downloads_as_its_raw_bytes_never_as_a_page() {
+    let lab = Lab::get();
+    let (page, user) = page_with_one_account("web-raw");
+    let raw = "Subject: Bestellung 4711 storniert\r\nFrom: kunde@example.test\r\n\
+               Message-ID: <web-raw-1@example.test>\r\nContent-Type: text/html\r\n\r\n\
+               <script>alert(1)</script>\r\n";
+    lab.smtp_send("kunde@example.test", &user, raw.as_bytes())
+        .await;
+    common::http::wait_for(
+        "the mail to become a ticket",
+        Duration::from_secs(60),
+        || {
+            page.cfg
+                .tickets()
+                .first()
+                .map(|t| t["number"].as_str().unwrap().to_string())
+        },
+    );
+    let number = page.cfg.tickets()[0]["number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut client = Client::new(&page);
+    client.log_in(ADMIN_PASSWORD).await.unwrap();
+    let found = client
+        .get("/tickets?q=storniert")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(found.contains(&format!("/tickets/{number}")), "{found}");
+    let r = client.get(&format!("/tickets/{number}/1/raw")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment;"));
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("Message-ID: <web-raw-1@example.test>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<script>alert(1)</script>"),
+        "the bytes as they came"
+    );
+}

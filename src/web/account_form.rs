@@ -249,8 +249,8 @@ fn checkbox(view: &FormView, key: &str, label: &str) -> Markup {
     html! {
         div.field.check {
             input type="hidden" name=(key) value="false";
-            input id=(key) name=(key) type="checkbox" value="true" checked[checked];
             label for=(key) { (label) }
+            input id=(key) name=(key) type="checkbox" value="true" checked[checked];
             (issues(view, key))
         }
     }
