@@ -444,7 +444,10 @@ async fn check_config_rules_show_beside_their_fields_before_anything_is_written(
     browser.click("#save").await;
     browser.wait_text("p.problem", "markierten Felder").await;
     let move_to = browser.text("p.issue[data-for=move_to]").await;
-    assert!(move_to.contains("required when action = \"move\""), "{move_to}");
+    assert!(
+        move_to.contains("required when action = \"move\""),
+        "{move_to}"
+    );
     browser.text("p.issue[data-for=reply_to]").await;
     assert_eq!(page.config_text(), before, "nothing was written");
 }
@@ -453,21 +456,32 @@ async fn check_config_rules_show_beside_their_fields_before_anything_is_written(
 async fn the_overview_names_a_rejected_login_in_the_servers_words() {
     let lab = Lab::get();
     let user = lab.fresh_user("web-rejected");
-    let account = imap_account(lab, "support", &user, "ssl", ARCHIVE)
-        .replace(&format!("password = \"{}\"", lab.password()), "password = \"wrong-one\"");
+    let account = imap_account(lab, "support", &user, "ssl", ARCHIVE).replace(
+        &format!("password = \"{}\"", lab.password()),
+        "password = \"wrong-one\"",
+    );
     let page = Page::start(&[account], &user, lab.password());
     let browser = logged_in(&page, "de").await;
     let state = browser
-        .wait_for_within("the rejected login on the overview", Duration::from_secs(60), async || {
-            browser.goto(&page.url("/")).await;
-            let state = browser
-                .client()
-                .find(fantoccini::Locator::Css("tr[data-account=support] td.state"))
-                .await?
-                .text()
-                .await?;
-            Ok(state.contains("Anmeldung abgelehnt").then_some(state))
-        })
+        .wait_for_within(
+            "the rejected login on the overview",
+            Duration::from_secs(60),
+            async || {
+                browser.goto(&page.url("/")).await;
+                let state = browser
+                    .client()
+                    .find(fantoccini::Locator::Css(
+                        "tr[data-account=support] td.state",
+                    ))
+                    .await?
+                    .text()
+                    .await?;
+                Ok(state.contains("Anmeldung abgelehnt").then_some(state))
+            },
+        )
         .await;
-    assert!(state.contains("AUTHENTICATIONFAILED") || state.contains("Authentication failed"), "{state}");
+    assert!(
+        state.contains("AUTHENTICATIONFAILED") || state.contains("Authentication failed"),
+        "{state}"
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::page::{Client, Page, ADMIN_PASSWORD};
+use common::page::{hidden_value, Client, Page, Start, ADMIN_PASSWORD};
 use common::{imap_account, Lab};
 
 fn page_with_one_account(prefix: &str) -> (Page, String) {
@@ -198,4 +198,53 @@ async fn a_found_mail_downloads_as_its_raw_bytes_never_as_a_page() {
         body.contains("<script>alert(1)</script>"),
         "the bytes as they came"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_saved_through_the_page_reaches_no_log_even_at_trace() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("web-trace");
+    let account = imap_account(
+        lab,
+        "support",
+        &user,
+        "ssl",
+        "action = \"move\"\nmove_to = \"Archive\"\n",
+    );
+    let page = Page::start_with(&[account], &user, lab.password(), Start::TraceLog);
+    let mut client = Client::new(&page);
+    client.log_in(ADMIN_PASSWORD).await.unwrap();
+    let form = client.get("/accounts/support").await.text().await.unwrap();
+    let new_password = "Neues-Postfach-Passwort-93";
+    let saved = client
+        .post(
+            "/accounts/support",
+            &[
+                ("csrf", &hidden_value(&form, "csrf")),
+                ("version", &hidden_value(&form, "version")),
+                ("original", "support"),
+                ("password", new_password),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(saved.status(), 200);
+    let answer = saved.text().await.unwrap();
+    assert!(answer.contains("Gespeichert"), "{answer}");
+    assert!(
+        !answer.contains(new_password),
+        "the answer shows no password"
+    );
+    assert!(
+        page.config_text().contains(new_password),
+        "the file has the new password"
+    );
+    page.wait_for_log("config reloaded", Duration::from_secs(30));
+    let log = page.log();
+    assert!(log.contains("TRACE"), "trace logging is on");
+    for secret in [new_password, ADMIN_PASSWORD, lab.password()] {
+        assert!(!log.contains(secret), "a password reached the trace log");
+    }
+    let cookie = client.cookie.as_deref().unwrap().split('=').nth(1).unwrap();
+    assert!(!log.contains(cookie), "the session token reached the log");
 }

@@ -47,6 +47,16 @@ impl Page {
         let log = cfg.dir.path().join("daemon.log");
         let daemon = match how {
             Start::Plain => Daemon::start(&cfg.path, log),
+            Start::TraceLog => {
+                let child = mail2ticket_cmd(&cfg.path)
+                    .arg("run")
+                    .env("RUST_LOG", "trace")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .unwrap();
+                Daemon { child, log }
+            }
             Start::WithLabDns => {
                 let child = mail2ticket_cmd(&cfg.path)
                     .arg("run")
@@ -129,6 +139,8 @@ pub enum Start {
     WithLabDns,
     /// With its config file on a read-only mount.
     ReadOnlyConfig,
+    /// Logging everything, every dependency included (`RUST_LOG=trace`).
+    TraceLog,
 }
 
 /// A browser-less client: no redirects followed, the session cookie kept by hand.
@@ -190,7 +202,16 @@ impl Client {
     /// The CSRF token of the logged-in session, read from a page's form.
     pub async fn csrf(&self) -> String {
         let html = self.get("/").await.text().await.unwrap();
-        let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-        html[at..].split('"').next().unwrap().to_string()
+        hidden_value(&html, "csrf")
     }
+}
+
+/// The value of the hidden input `name` in a page.
+pub fn hidden_value(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name}"))
+        + marker.len();
+    html[at..].split('"').next().unwrap().to_string()
 }
