@@ -10,6 +10,11 @@ use common::page::{hidden_value, Client, Page, Start, ADMIN_PASSWORD};
 use common::{imap_account, Lab};
 
 fn page_with_one_account(prefix: &str) -> (Page, String) {
+    page_started(prefix, Start::Plain)
+}
+
+/// A page with the IMAP account "support" of a fresh lab user, its daemon started `how`.
+fn page_started(prefix: &str, how: Start) -> (Page, String) {
     let lab = Lab::get();
     let user = lab.fresh_user(prefix);
     let account = imap_account(
@@ -19,7 +24,10 @@ fn page_with_one_account(prefix: &str) -> (Page, String) {
         "ssl",
         "action = \"move\"\nmove_to = \"Archive\"\n",
     );
-    (Page::start(&[account], &user, lab.password()), user)
+    (
+        Page::start_with(&[account], &user, lab.password(), how),
+        user,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,15 +211,7 @@ async fn a_found_mail_downloads_as_its_raw_bytes_never_as_a_page() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_saved_through_the_page_reaches_no_log_even_at_trace() {
     let lab = Lab::get();
-    let user = lab.fresh_user("web-trace");
-    let account = imap_account(
-        lab,
-        "support",
-        &user,
-        "ssl",
-        "action = \"move\"\nmove_to = \"Archive\"\n",
-    );
-    let page = Page::start_with(&[account], &user, lab.password(), Start::TraceLog);
+    let (page, _) = page_started("web-trace", Start::TraceLog);
     let mut client = Client::new(&page);
     client.log_in(ADMIN_PASSWORD).await.unwrap();
     let form = client.get("/accounts/support").await.text().await.unwrap();

@@ -46,16 +46,7 @@ async fn read_line<S: tokio::io::AsyncBufRead + Unpin>(
     operation: &str,
 ) -> Result<String, ImapError> {
     let mut line = Vec::new();
-    let read = tokio::time::timeout(timeout, reader.read_until(b'\n', &mut line))
-        .await
-        .map_err(|_| ImapError::Timeout {
-            operation: operation.into(),
-            secs: timeout.as_secs(),
-        })?
-        .map_err(|e| ImapError::Connection {
-            operation: operation.into(),
-            reason: e.to_string(),
-        })?;
+    let read = within(timeout, operation, reader.read_until(b'\n', &mut line)).await?;
     if read == 0 {
         return Err(ImapError::Protocol {
             operation: operation.into(),
@@ -88,16 +79,7 @@ pub async fn capabilities(
         stream.write_all(b"C1 CAPABILITY\r\n").await?;
         stream.flush().await
     };
-    tokio::time::timeout(timeout, write)
-        .await
-        .map_err(|_| ImapError::Timeout {
-            operation: operation.into(),
-            secs: timeout.as_secs(),
-        })?
-        .map_err(|e| ImapError::Connection {
-            operation: operation.into(),
-            reason: e.to_string(),
-        })?;
+    within(timeout, operation, write).await?;
     let mut names = Vec::new();
     loop {
         let line = read_line_unbuffered(stream, timeout, operation).await?;
@@ -115,6 +97,25 @@ pub async fn capabilities(
     }
 }
 
+/// An I/O step of `operation` under the deadline: a timeout and a broken connection each as
+/// their own error.
+async fn within<T>(
+    timeout: Duration,
+    operation: &str,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(timeout, step)
+        .await
+        .map_err(|_| ImapError::Timeout {
+            operation: operation.into(),
+            secs: timeout.as_secs(),
+        })?
+        .map_err(|e| ImapError::Connection {
+            operation: operation.into(),
+            reason: e.to_string(),
+        })
+}
+
 /// One reply line, read byte-wise: a BufReader could swallow bytes that belong to whoever reads
 /// the stream next (async-imap, or the TLS handshake).
 async fn read_line_unbuffered(
@@ -125,16 +126,12 @@ async fn read_line_unbuffered(
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
-        let n = tokio::time::timeout(timeout, tokio::io::AsyncReadExt::read(stream, &mut byte))
-            .await
-            .map_err(|_| ImapError::Timeout {
-                operation: operation.into(),
-                secs: timeout.as_secs(),
-            })?
-            .map_err(|e| ImapError::Connection {
-                operation: operation.into(),
-                reason: e.to_string(),
-            })?;
+        let n = within(
+            timeout,
+            operation,
+            tokio::io::AsyncReadExt::read(stream, &mut byte),
+        )
+        .await?;
         if n == 0 {
             return Err(ImapError::Protocol {
                 operation: operation.into(),
