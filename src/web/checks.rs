@@ -218,7 +218,13 @@ pub async fn detect(Form(pairs): Form<Vec<(String, String)>>) -> Response {
                     })
                 })
                 .collect();
-            Json(json!({ "incoming": incoming, "notes": found.notes })).into_response()
+            // Where the provider requires OAuth 2.0 (Microsoft 365, Google), "use" presets it.
+            let oauth2 = found
+                .oauth2
+                .as_ref()
+                .map(|o| json!({ "provider": o.provider, "reason": o.reason }));
+            Json(json!({ "incoming": incoming, "notes": found.notes, "oauth2": oauth2 }))
+                .into_response()
         }
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,

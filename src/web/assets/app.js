@@ -161,7 +161,18 @@
 
   // --- Server settings from the address -------------------------------------------------------
   const detected = document.getElementById("detected");
-  document.getElementById("detect").addEventListener("click", async () => {
+  let detecting = false;
+  const detect = async () => {
+    // One run at a time: leaving the address field and clicking the button both ask.
+    if (detecting) return;
+    detecting = true;
+    try {
+      await detectNow();
+    } finally {
+      detecting = false;
+    }
+  };
+  const detectNow = async () => {
     detected.replaceChildren();
     detected.dataset.state = "running";
     const response = await post("/api/detect");
@@ -189,11 +200,26 @@
         port.value = String(c.port);
         portTyped = true;
         followPort();
+        if (answer.oauth2) {
+          field("auth").value = "oauth2";
+          field("oauth2.provider").value = answer.oauth2.provider;
+        }
       });
       li.append(" ", use);
       list.appendChild(li);
     }
     detected.appendChild(list);
+    if (answer.oauth2) {
+      const note = document.createElement("p");
+      note.className = "hint";
+      note.textContent = answer.oauth2.reason;
+      detected.appendChild(note);
+    }
     detected.dataset.state = "done";
+  };
+  document.getElementById("detect").addEventListener("click", detect);
+  // Typing an address proposes the servers at once when none is filled in yet.
+  field("email").addEventListener("change", () => {
+    if (field("host").value.trim() === "" && field("email").value.includes("@")) detect();
   });
 })();
