@@ -171,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn err_replies_map_to_errors() {
+    fn a_login_err_is_a_rejection_unless_its_code_says_otherwise() {
         let e = login_failure(
             LoginStep::Pass,
             "bob",

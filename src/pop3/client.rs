@@ -335,7 +335,7 @@ mod tests {
     const CAPA: &[u8] = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN\r\n.\r\n";
 
     #[tokio::test]
-    async fn full_plain_session() {
+    async fn a_plain_session_runs_every_command_up_to_quit() {
         let body: &[u8] =
             b"From: a@example.org\r\nSubject: Gr\xfc\xdfe\r\n\r\n.hidden\r\n.\r\nM\xfcller\r\n";
         let mut retr = b"+OK 77 octets\r\n".to_vec();
@@ -398,7 +398,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn starttls_goes_to_the_handshake() {
+    async fn an_accepted_stls_goes_on_to_the_tls_handshake() {
         let (port, server) = serve_one(|socket| async move {
             let mut socket = BufReader::new(socket);
             let mut seen = Vec::new();
@@ -445,7 +445,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn uidl_refused_is_reported() {
+    async fn a_server_refusing_uidl_is_reported_as_without_uidl() {
         let script = vec![
             ("CAPA", b"+OK\r\nUSER\r\n.\r\n".to_vec()),
             ("UIDL", b"-ERR unknown command\r\n".to_vec()),
@@ -478,7 +478,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_greeting_times_out() {
+    async fn a_server_that_never_greets_times_out_at_the_greeting() {
         let (port, server) = serve_one(|mut socket| async move {
             let _ = socket.read_to_end(&mut Vec::new()).await;
         })

@@ -230,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn status_lines() {
+    fn a_status_line_is_ok_or_err_and_nothing_else() {
         assert_eq!(parse_status(b"+OK ready\r\n"), Some(Status::Ok(b"ready")));
         assert_eq!(parse_status(b"+OK\r\n"), Some(Status::Ok(b"")));
         assert_eq!(parse_status(b"+ok  lower\n"), Some(Status::Ok(b"lower")));
@@ -316,7 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn multiline_listing_lines() {
+    fn a_listing_line_is_unstuffed_or_ends_the_listing() {
         assert_eq!(unstuff_line(b".\r\n"), MultiLine::End);
         assert_eq!(unstuff_line(b".\n"), MultiLine::End);
         assert_eq!(unstuff_line(b"..\r\n"), MultiLine::Data(b".\r\n"));
@@ -325,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn list_and_stat_lines() {
+    fn list_and_stat_lines_give_message_numbers_and_sizes() {
         assert_eq!(parse_list_line(b"1 120\r\n"), Some((1, 120)));
         assert_eq!(
             parse_list_line(b"2 5000000000 extra info\n"),
@@ -343,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn uidl_lines() {
+    fn a_uidl_line_gives_the_number_and_a_printable_ascii_uid() {
         assert_eq!(
             parse_uidl_line(b"1 whqtswO00WBw418f9t5JxYwZ\r\n"),
             Some((1, "whqtswO00WBw418f9t5JxYwZ".to_string()))

@@ -283,7 +283,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     #[tokio::test]
-    async fn line_reader_limits_length() {
+    async fn a_reply_line_longer_than_the_limit_is_refused() {
         let mut line = Vec::new();
         let mut input: &[u8] = b"+OK short\r\nrest";
         let mut reader = BufReader::new(&mut input);
