@@ -145,11 +145,7 @@ impl Prober {
         let tcp = net::connect_addrs(host, port, addrs, timeout)
             .await
             .map_err(|e| e.to_string())?;
-        let security = match encryption {
-            Encryption::Ssl => Pop3Security::Implicit,
-            Encryption::Starttls => Pop3Security::StartTls,
-            Encryption::None => Pop3Security::Plain,
-        };
+        let security = crate::pop3::login::security(encryption);
         let first = match security {
             Pop3Security::Implicit => self.tls_over(tcp, host, timeout).await?,
             _ => MailStream::Plain(tcp),
