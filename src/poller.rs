@@ -11,6 +11,7 @@ use crate::account::AccountRuntime;
 use crate::backoff::{backoff_delay, login_backoff};
 use crate::config::{AccountConfig, Disposal, ImapAction, Pop3Action};
 use crate::health::State;
+use crate::imap::flagged_wait::FlaggedWait;
 use crate::imap::idle::{idle_wait, logout, wait_for_change, Woken};
 use crate::imap::source::ImapSource;
 use crate::pop3::source::Pop3Source;
@@ -55,7 +56,9 @@ pub async fn pass_once(
     match &rt.disposal {
         Disposal::Imap(action) => {
             let mut conn = crate::imap::login::sign_in(rt).await?;
-            let report = imap_pass(rt, &mut conn, action, store, cancel).await;
+            // One pass: nothing to remember for a next one.
+            let mut wait = FlaggedWait::default();
+            let report = imap_pass(rt, &mut conn, action, store, cancel, &mut wait).await;
             logout(conn).await;
             report
         }
@@ -69,8 +72,9 @@ async fn imap_pass(
     action: &ImapAction,
     store: &Store,
     cancel: Option<&CancellationToken>,
+    wait: &mut FlaggedWait,
 ) -> Result<PassReport, SourceError> {
-    let source = ImapSource::new(conn, &rt.account, action, store);
+    let source = ImapSource::new(conn, &rt.account, action, store, wait);
     run_pass(source, &context(rt, store, cancel)).await
 }
 
@@ -136,11 +140,14 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
     let mut failures = 0u32;
     // Consecutive rejected logins; any other outcome of a connection starts again from zero.
     let mut rejections = 0u32;
+    // The account's state that outlives a connection (and so a reconnect): whether its mails
+    // wait flagged \Deleted, so that is said when it starts and ends, not every pass.
+    let mut wait = FlaggedWait::default();
     while !cancel.is_cancelled() {
         rt.health.set(State::Connecting);
         let result = match &rt.disposal {
             Disposal::Imap(action) => {
-                imap_session(&rt, action, &store, &cancel, &mut failures).await
+                imap_session(&rt, action, &store, &cancel, &mut failures, &mut wait).await
             }
             Disposal::Pop3(_) => poll_session(&rt, &store, &cancel, &mut failures).await,
         };
@@ -269,6 +276,7 @@ async fn imap_session(
     store: &Store,
     cancel: &CancellationToken,
     failures: &mut u32,
+    wait: &mut FlaggedWait,
 ) -> Result<(), SourceError> {
     let name = rt.account.name.as_str();
     let mut conn = crate::imap::login::sign_in(rt).await?;
@@ -278,7 +286,7 @@ async fn imap_session(
         .set_expected(expected_interval(rt, conn.has("IDLE")));
     loop {
         rt.health.set(State::Polling);
-        let report = imap_pass(rt, &mut conn, action, store, Some(cancel)).await?;
+        let report = imap_pass(rt, &mut conn, action, store, Some(cancel), wait).await?;
         *failures = 0;
         after_pass(rt, &report);
         if cancel.is_cancelled() {

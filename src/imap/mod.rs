@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod dispose;
 pub mod error;
+pub mod flagged_wait;
 pub mod idle;
 pub mod login;
 pub mod names;

@@ -11,10 +11,11 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::TryStreamExt;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::dispose::{self, DisposeError, Disposed, Plan};
 use super::error::{server_words, timed, ImapError};
+use super::flagged_wait::{FlaggedWait, WaitChange};
 use super::login::ImapConnection;
 use super::uid_set::uid_set;
 use super::utf7;
@@ -38,6 +39,9 @@ pub struct ImapSource<'a> {
     flagged: HashSet<u32>,
     /// Mails of the folder whose tickets are stored (grows batch by batch).
     ours: HashSet<u32>,
+    /// The account's memory, kept by the poller across passes, of whether its mails wait
+    /// flagged \Deleted.
+    wait: &'a mut FlaggedWait,
 }
 
 impl<'a> ImapSource<'a> {
@@ -46,6 +50,7 @@ impl<'a> ImapSource<'a> {
         account: &'a AccountConfig,
         action: &'a ImapAction,
         store: &'a Store,
+        wait: &'a mut FlaggedWait,
     ) -> ImapSource<'a> {
         let plan = Plan::for_connection(action, conn);
         ImapSource {
@@ -57,6 +62,7 @@ impl<'a> ImapSource<'a> {
             uidvalidity: 0,
             flagged: HashSet::new(),
             ours: HashSet::new(),
+            wait,
         }
     }
 
@@ -107,7 +113,7 @@ impl<'a> ImapSource<'a> {
     }
 
     fn report_disposal(
-        &self,
+        &mut self,
         uids: &[u32],
         result: Result<Disposed, DisposeError>,
         report: &mut PassReport,
@@ -116,12 +122,16 @@ impl<'a> ImapSource<'a> {
         let name = account.name.as_str();
         match result {
             Ok(Disposed::Done) => {
-                left_flagged_changed(name, false);
+                if self.wait.note(false) == Some(WaitChange::Ended) {
+                    info!(account = name, folder = %account.folder,
+                        "the mails that waited flagged \\Deleted have left the folder: no other \
+                         client's mail is flagged any more");
+                }
                 return uids.to_vec();
             }
             Ok(Disposed::LeftFlagged { others }) => {
                 report.left_flagged += uids.len();
-                if left_flagged_changed(name, true) {
+                if self.wait.note(true) == Some(WaitChange::Started) {
                     warn!(account = name, mails = uids.len(), others, folder = %account.folder,
                         "mails with tickets are flagged \\Deleted but stay in the folder: the server has no UIDPLUS, \
                          and EXPUNGE would also remove {others} mail(s) another client flagged \\Deleted; \
@@ -330,22 +340,6 @@ async fn fetch_bodies(
     out.sort_by_key(|(uid, _)| *uid);
     out.dedup_by_key(|(uid, _)| *uid);
     Ok(out)
-}
-
-/// Accounts whose mails wait flagged for other clients' \Deleted mails, so that the reason is
-/// logged once, not every pass.
-static LEFT_FLAGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// Records whether `account`'s mails wait flagged; true when that is news (worth a log line).
-fn left_flagged_changed(account: &str, waiting: bool) -> bool {
-    let mut accounts = LEFT_FLAGGED.lock().unwrap_or_else(|e| e.into_inner());
-    let was = accounts.iter().any(|a| a == account);
-    if waiting && !was {
-        accounts.push(account.to_string());
-    } else if !waiting {
-        accounts.retain(|a| a != account);
-    }
-    waiting != was
 }
 
 #[cfg(test)]
