@@ -26,6 +26,9 @@ mod query;
 mod raw;
 mod raw_codec;
 mod sql;
+// Benchmarks and tests only (see the `synthetic` feature in Cargo.toml): no generator in the
+// daemon.
+#[cfg(any(test, feature = "synthetic"))]
 pub mod synthetic;
 
 use std::path::Path;

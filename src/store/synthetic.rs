@@ -8,6 +8,10 @@
 //! WAL of one transaction over a million mails would grow to gigabytes). The full-text index is
 //! filled by the same triggers as at ingestion. No `processed` rows are written: nothing here
 //! was fetched from a server.
+//!
+//! Only the tests and examples compile this (the `synthetic` feature, see Cargo.toml): it
+//! writes through the store's private insert helpers, so it lives in the crate, not beside the
+//! tests.
 
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
