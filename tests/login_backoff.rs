@@ -70,15 +70,6 @@ fn wait_for_the_daemon_past(http: u16, account: &str, at: DateTime<Utc>) {
     );
 }
 
-fn sighup(daemon: &Daemon) {
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", &daemon.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -HUP failed");
-}
-
 async fn a_rejected_login_is_retried_after_ten_minutes_or_after_a_fixing_sighup(protocol: &str) {
     let lab = Lab::get();
     let user = lab.fresh_user(&format!("badpw-{protocol}"));
@@ -170,7 +161,7 @@ async fn a_rejected_login_is_retried_after_ten_minutes_or_after_a_fixing_sighup(
         ],
         "",
     );
-    sighup(&daemon);
+    daemon.signal("HUP");
     wait_for(
         "the mail to be fetched after SIGHUP",
         Duration::from_secs(30),

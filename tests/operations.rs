@@ -6,23 +6,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{imap_account, Lab};
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::daemon::wait_until;
+use common::http::free_port;
+use common::{imap_account, Daemon, Lab};
 
 /// A config in a temp dir that a test can rewrite (for SIGHUP).
 struct Setup {
@@ -65,17 +57,7 @@ impl Setup {
             "daemon-{}.log",
             Instant::now().elapsed().as_nanos() ^ rand::random::<u64>() as u128
         ));
-        let child = common::mail2ticket_cmd(&self.path)
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            log,
-            port: self.port,
-        }
+        Daemon::start(&self.path, log).with_http(self.port)
     }
 
     async fn tickets(&self) -> i64 {
@@ -84,116 +66,6 @@ impl Setup {
         store.close().await;
         n
     }
-}
-
-/// A running daemon, killed when dropped; its JSON log is kept beside the config.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// `(status, body)` of GET `path`, or `None` while nothing listens.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).ok()?;
-        let (head, body) = raw.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_string()))
-    }
-
-    fn healthz(&self) -> Option<(u16, serde_json::Value)> {
-        let (code, body) = self.get("/healthz")?;
-        Some((
-            code,
-            serde_json::from_str(&body).expect("/healthz body is JSON"),
-        ))
-    }
-
-    async fn wait_healthy(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("daemon exited with {status}:\n{}", self.log_text());
-            }
-            match self.healthz() {
-                Some((200, _)) => return,
-                other if Instant::now() > deadline => {
-                    panic!(
-                        "not healthy after {timeout:?}: {other:?}\n{}",
-                        self.log_text()
-                    )
-                }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
-    /// Waits for the exit; `(exit code, seconds)`.
-    fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, f64) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code(), started.elapsed().as_secs_f64());
-            }
-            if started.elapsed() > timeout {
-                panic!(
-                    "daemon still running {timeout:?} after the signal:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The JSON log lines whose message contains `text`.
-    fn log_events(&self, text: &str) -> Vec<serde_json::Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["message"].as_str().is_some_and(|m| m.contains(text)))
-            .collect()
-    }
-}
-
-async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// A customer mail dated now (so it may get an automatic reply).

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::wait_until;
 use common::smtp::SwitchProxy;
-use common::{imap_account, pop3_account, Lab, TestConfig};
+use common::{imap_account, pop3_account, Daemon, Lab, TestConfig};
 use mail2ticket::ingest::parse::{parse, ParsedMail};
 
 const ACCOUNT_EXTRA: &str = "action = \"move\"\nmove_to = \"Archive\"\nauto_reply = true\n";
@@ -52,147 +52,55 @@ fn customer_mail(from: &str, to: &str, subject: &str, id: &str, extra: &str) -> 
     .into_bytes()
 }
 
-/// A running daemon, killed when dropped; its log is kept beside the config. It serves /healthz
-/// and /metrics on `http`: the tests wait for what it reports there, never for a fixed time.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-    http: u16,
+/// A daemon on `cfg`, its log `daemon-<tag>.log` beside the config, serving /healthz and
+/// /metrics on a free port written into `[daemon] http_listen` (replacing the one of a daemon
+/// started before on the same config).
+fn start_daemon(cfg: &TestConfig, tag: &str) -> Daemon {
+    let http = common::http::free_port();
+    let text: String = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("http_listen"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = text.replacen(
+        "[daemon]\n",
+        &format!("[daemon]\nhttp_listen = \"127.0.0.1:{http}\"\n"),
+        1,
+    );
+    assert!(text.contains("http_listen"), "no [daemon] section:\n{text}");
+    std::fs::write(&cfg.path, text).unwrap();
+    let log = cfg.dir.path().join(format!("daemon-{tag}.log"));
+    Daemon::start(&cfg.path, log).with_http(http)
 }
 
-impl Daemon {
-    fn start(cfg: &TestConfig, tag: &str) -> Daemon {
-        let http = common::http::free_port();
-        // `[daemon] http_listen` on a free port, replacing the one of a daemon started before on
-        // the same config.
-        let text: String = std::fs::read_to_string(&cfg.path)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with("http_listen"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let text = text.replacen(
-            "[daemon]\n",
-            &format!("[daemon]\nhttp_listen = \"127.0.0.1:{http}\"\n"),
-            1,
-        );
-        assert!(text.contains("http_listen"), "no [daemon] section:\n{text}");
-        std::fs::write(&cfg.path, text).unwrap();
-        let log = cfg.dir.path().join(format!("daemon-{tag}.log"));
-        let child = common::mail2ticket_cmd(&cfg.path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, log, http }
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// The daemon waits until it is healthy, for as long as every test here allows.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
-    /// Waits until the daemon is ready for mail: /healthz says `ok`, which takes a successful
-    /// pass over every account (connected, folder listed, now waiting in IDLE or for the next
-    /// poll) and a writable store.
-    async fn ready(&self) {
-        let port = self.http;
-        let ok = wait_until(Duration::from_secs(30), || async move {
-            common::http::healthz(port).is_some_and(|h| h["status"] == "ok")
-        })
-        .await;
-        assert!(
-            ok,
-            "the daemon did not get ready within 30 s: /healthz {:?}; log:\n{}",
-            common::http::healthz(port),
-            self.log()
-        );
-    }
-
-    /// The passes over `account` the daemon completed so far (`mail2ticket_passes_total`).
-    fn passes(&self, account: &str) -> u64 {
-        let (_, body) = common::http::get(self.http, "/metrics")
-            .unwrap_or_else(|| panic!("/metrics does not answer; log:\n{}", self.log()));
-        let series = format!("mail2ticket_passes_total{{account=\"{account}\"}} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series}in /metrics:\n{body}"))
-    }
-
-    /// Waits until the daemon has completed a pass over each of `accounts` that began after this
-    /// call: every mail that had reached those mailboxes by now has been looked at, stored, and
-    /// its reply (if any) queued in the same transaction. The first pass counted after now may
-    /// have been under way already; the one after it began later.
-    async fn one_more_pass(&self, accounts: &[&str]) {
-        for account in accounts {
-            let target = self.passes(account) + 2;
-            let done = wait_until(Duration::from_secs(30), || async {
-                self.passes(account) >= target
-            })
-            .await;
-            assert!(
-                done,
-                "no complete pass over {account} within 30 s; log:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    /// The proof that no further reply is coming: after a pass over each of `accounts` that
-    /// began after the last event that could cause one (see [`Daemon::one_more_pass`]), the
-    /// outbox, where every reply is queued before it is sent, once each of its rows has reached
-    /// a final state (`sent` or `failed`), which the sender never takes up again.
-    async fn final_outbox(
-        &self,
-        cfg: &TestConfig,
-        accounts: &[&str],
-    ) -> Vec<mail2ticket::store::OutboxRow> {
-        self.one_more_pass(accounts).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let rows = outbox(cfg).await;
-            if rows
-                .iter()
-                .all(|r| r.status == "sent" || r.status == "failed")
-            {
-                return rows;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replies still queued after 30 s: {rows:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    /// Kills the process the hard way (a crash).
-    fn crash(mut self) -> String {
-        self.child.kill().ok();
-        self.child.wait().ok();
-        self.log()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
+/// The proof that no further reply is coming: after a pass over each of `accounts` that began
+/// after the last event that could cause one (see [`Daemon::one_more_pass`]), the outbox, where
+/// every reply is queued before it is sent, once each of its rows has reached a final state
+/// (`sent` or `failed`), which the sender never takes up again.
+async fn final_outbox(
+    daemon: &Daemon,
+    cfg: &TestConfig,
+    accounts: &[&str],
+) -> Vec<mail2ticket::store::OutboxRow> {
+    daemon.one_more_pass(accounts).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if check().await {
-            return true;
+        let rows = outbox(cfg).await;
+        if rows
+            .iter()
+            .all(|r| r.status == "sent" || r.status == "failed")
+        {
+            return rows;
         }
-        if Instant::now() > deadline {
-            return false;
-        }
+        assert!(
+            Instant::now() < deadline,
+            "replies still queued after 30 s: {rows:?}; log:\n{}",
+            daemon.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -242,9 +150,9 @@ async fn a_new_ticket_gets_exactly_one_reply_and_the_answer_joins_the_ticket() {
         &[imap_account(lab, "support", &support, "starttls", &extra)],
         &smtp_section(lab, "starttls", &support, None),
     );
-    let daemon = Daemon::start(&cfg, "1");
+    let mut daemon = start_daemon(&cfg, "1");
     // Connected and waiting for mail, so the latency measured below is the daemon's own.
-    daemon.ready().await;
+    daemon.wait_healthy(READY_WITHIN).await;
 
     let subject = "Rückgabe für Bestellung 4711";
     let encoded = "=?UTF-8?Q?R=C3=BCckgabe_f=C3=BCr_Bestellung_4711?=";
@@ -267,7 +175,11 @@ async fn a_new_ticket_gets_exactly_one_reply_and_the_answer_joins_the_ticket() {
     .await;
     let end_to_end = sent.elapsed();
     let seen_at = chrono::Utc::now();
-    assert!(arrived, "no reply arrived; daemon log:\n{}", daemon.log());
+    assert!(
+        arrived,
+        "no reply arrived; daemon log:\n{}",
+        daemon.log_text()
+    );
 
     let tickets = cfg.tickets();
     assert_eq!(tickets.len(), 1, "{tickets:?}");
@@ -325,11 +237,15 @@ async fn a_new_ticket_gets_exactly_one_reply_and_the_answer_joins_the_ticket() {
             .is_some_and(|t| t["articles"].as_i64() == Some(2))
     })
     .await;
-    assert!(joined, "the answer did not join; log:\n{}", daemon.log());
+    assert!(
+        joined,
+        "the answer did not join; log:\n{}",
+        daemon.log_text()
+    );
     assert_eq!(cfg.tickets().len(), 1);
     // Nobody replies to the answer: after a whole pass that began once it had joined, the
     // outbox still holds the one reply, sent, and that is what the customer has.
-    let rows = daemon.final_outbox(&cfg, &["support"]).await;
+    let rows = final_outbox(&daemon, &cfg, &["support"]).await;
     assert_eq!(rows.len(), 1, "no second reply: {rows:?}");
     assert_eq!(rows[0].status, "sent");
     assert_eq!(rows[0].message_id, reply.message_id);
@@ -637,7 +553,7 @@ async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
         )],
         &smtp_section(lab, "starttls", &support, Some(proxy.port)),
     );
-    let daemon = Daemon::start(&cfg, "down-1");
+    let daemon = start_daemon(&cfg, "down-1");
     for (i, c) in customers.iter().enumerate() {
         let id = format!("down{i}.{}@customer.example.test", std::process::id());
         lab.smtp_send(
@@ -659,7 +575,7 @@ async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
     assert!(
         waiting,
         "replies not queued/attempted; log:\n{}",
-        daemon.log()
+        daemon.log_text()
     );
     assert_eq!(cfg.tickets().len(), 3);
     assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
@@ -681,9 +597,9 @@ async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
     for c in &customers {
         assert_eq!(lab.count(c, "INBOX").await, 0);
     }
-    let daemon = Daemon::start(&cfg, "down-2");
+    let mut daemon = start_daemon(&cfg, "down-2");
     // Up and polling before SMTP comes back, so the time measured below is the sender's.
-    daemon.ready().await;
+    daemon.wait_healthy(READY_WITHIN).await;
     let back = Instant::now();
     proxy.set_up(true);
     let delivered = wait_until(Duration::from_secs(60), || async {
@@ -693,7 +609,7 @@ async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
     assert!(
         delivered,
         "not delivered after SMTP came back; log:\n{}",
-        daemon.log()
+        daemon.log_text()
     );
     eprintln!(
         "SMTP back → all 3 queued replies accepted: {:?}",
@@ -709,7 +625,7 @@ async fn smtp_down_replies_wait_survive_a_crash_and_arrive_exactly_once() {
     // Nothing more arrives later: after a whole pass of the new daemon (which found the
     // mailbox the crashed one left), the outbox holds one reply per customer, each sent, and a
     // sent reply is never taken up again.
-    let rows = daemon.final_outbox(&cfg, &["support"]).await;
+    let rows = final_outbox(&daemon, &cfg, &["support"]).await;
     let mut recipients: Vec<&str> = rows.iter().map(|r| r.recipient.as_str()).collect();
     recipients.sort();
     let mut expected: Vec<&str> = customers.iter().map(String::as_str).collect();
@@ -737,8 +653,8 @@ async fn a_robot_echoing_every_reply_stops_at_the_rate_limit() {
         )],
         &smtp_section(lab, "none", "", None),
     );
-    let daemon = Daemon::start(&cfg, "storm");
-    daemon.ready().await;
+    let mut daemon = start_daemon(&cfg, "storm");
+    daemon.wait_healthy(READY_WITHIN).await;
     // The worst robot: it answers every mail with a fresh one that strips every header that
     // could tell it is automatic (new Message-ID, no In-Reply-To, no ticket tag).
     lab.smtp_send(
@@ -757,7 +673,7 @@ async fn a_robot_echoing_every_reply_stops_at_the_rate_limit() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "the echo storm did not end within 120 s ({echoed} replies); log:\n{}",
-            daemon.log()
+            daemon.log_text()
         );
         let stored = wait_until(Duration::from_secs(30), || async {
             cfg.ticket_count().await == echoed as i64 + 1
@@ -767,9 +683,9 @@ async fn a_robot_echoing_every_reply_stops_at_the_rate_limit() {
             stored,
             "the robot's {} mails did not all become tickets; log:\n{}",
             echoed + 1,
-            daemon.log()
+            daemon.log_text()
         );
-        let rows = daemon.final_outbox(&cfg, &["support"]).await;
+        let rows = final_outbox(&daemon, &cfg, &["support"]).await;
         let sent = rows.iter().filter(|r| r.status == "sent").count() as u32;
         let arrived = lab
             .wait_for_count(&robot, "INBOX", sent, Duration::from_secs(20))
@@ -794,7 +710,7 @@ async fn a_robot_echoing_every_reply_stops_at_the_rate_limit() {
         "echo storm: {replies} replies, ended after {:?}",
         started.elapsed()
     );
-    assert_eq!(replies, 5, "log:\n{}", daemon.log());
+    assert_eq!(replies, 5, "log:\n{}", daemon.log_text());
     // Every echo became a ticket; the last one was answered with silence.
     let tickets = cfg.tickets();
     assert_eq!(tickets.len(), 6);
@@ -820,10 +736,10 @@ async fn two_instances_auto_replying_to_each_other_do_not_loop() {
             smtp_section(lab, "none", "", None).replace("tickets.example.test", "b.example.test")
         ),
     );
-    let da = Daemon::start(&cfg_a, "a");
-    let db = Daemon::start(&cfg_b, "b");
-    da.ready().await;
-    db.ready().await;
+    let mut da = start_daemon(&cfg_a, "a");
+    let mut db = start_daemon(&cfg_b, "b");
+    da.wait_healthy(READY_WITHIN).await;
+    db.wait_healthy(READY_WITHIN).await;
     // Somebody at B's address writes to A (and, separately, A's address to B).
     lab.smtp_send(
         &b,
@@ -841,13 +757,13 @@ async fn two_instances_auto_replying_to_each_other_do_not_loop() {
         cfg_a.tickets().len() == 2 && cfg_b.tickets().len() == 2
     })
     .await;
-    assert!(settled, "logs:\n{}\n{}", da.log(), db.log());
+    assert!(settled, "logs:\n{}\n{}", da.log_text(), db.log_text());
     // Each side answered the human mail once and ignored the other's automatic reply: after a
     // whole pass on each side that began once both had their two tickets, each outbox holds
     // exactly one reply, sent. Both replies were received (the second ticket on each side), so
     // no mail is left in flight that could start a loop.
     for (cfg, daemon, account) in [(&cfg_a, &da, "a"), (&cfg_b, &db, "b")] {
-        let rows = daemon.final_outbox(cfg, &[account]).await;
+        let rows = final_outbox(daemon, cfg, &[account]).await;
         assert_eq!(rows.len(), 1, "{account}: {rows:?}");
         assert_eq!(rows[0].status, "sent", "{account}: {rows:?}");
         assert_eq!(cfg.tickets().len(), 2);
@@ -1112,17 +1028,6 @@ async fn a_contact_form_mail_belongs_to_and_is_answered_at_its_reply_to_person()
     assert_eq!(lab.count(&robot, "INBOX").await, 0);
 }
 
-/// The body of `GET /metrics` from a daemon listening on `port`.
-fn scrape(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    raw.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
-}
-
 /// A delivery report as Postfix writes it (RFC 3464, the returned header as
 /// `text/rfc822-headers`) for a mail whose header is `returned_header`.
 fn postfix_dsn(to: &str, recipient: &str, returned_header: &str) -> Vec<u8> {
@@ -1159,7 +1064,7 @@ async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
         )],
         &smtp_section(lab, "starttls", &support, None),
     );
-    let daemon = Daemon::start(&cfg, "bounce");
+    let daemon = start_daemon(&cfg, "bounce");
     lab.append(
         &support,
         "INBOX",
@@ -1177,7 +1082,7 @@ async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
             .await,
         1,
         "no reply; daemon log:\n{}",
-        daemon.log()
+        daemon.log_text()
     );
     // The lab's Postfix refuses outside domains at RCPT time and so never writes a bounce
     // itself; the customer's MTA "returns" the reply with the header it received, delivered to
@@ -1197,7 +1102,11 @@ async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
             .is_some_and(|r| r.bounced_at.is_some())
     })
     .await;
-    assert!(bounced, "no bounce recorded; daemon log:\n{}", daemon.log());
+    assert!(
+        bounced,
+        "no bounce recorded; daemon log:\n{}",
+        daemon.log_text()
+    );
 
     let tickets = cfg.tickets();
     assert_eq!(tickets.len(), 1, "the bounce opened a ticket: {tickets:?}");
@@ -1227,7 +1136,7 @@ async fn a_bounce_of_our_reply_joins_its_ticket_and_marks_the_reply_bounced() {
     );
     assert_eq!(lab.count(&support, "INBOX").await, 0);
 
-    let metrics = scrape(daemon.http).unwrap_or_default();
+    let metrics = daemon.metrics().unwrap_or_default();
     assert!(
         metrics.contains("mail2ticket_replies_bounced_total{account=\"support\"} 1"),
         "{metrics}"
@@ -1259,8 +1168,8 @@ async fn one_mail_to_two_accounts_is_one_ticket_with_one_reply_and_both_mailboxe
         ],
         &smtp_section(lab, "none", "", None),
     );
-    let daemon = Daemon::start(&cfg, "two");
-    daemon.ready().await;
+    let mut daemon = start_daemon(&cfg, "two");
+    daemon.wait_healthy(READY_WITHIN).await;
     let mail = customer_mail(
         &customer,
         &support,
@@ -1277,7 +1186,7 @@ async fn one_mail_to_two_accounts_is_one_ticket_with_one_reply_and_both_mailboxe
             && lab.count(&returns, "INBOX").await == 0
     })
     .await;
-    assert!(done, "daemon log:\n{}", daemon.log());
+    assert!(done, "daemon log:\n{}", daemon.log_text());
     let tickets = cfg.tickets();
     assert_eq!(tickets.len(), 1, "{tickets:?}");
     let number = tickets[0]["number"].as_str().unwrap().to_string();
@@ -1319,13 +1228,13 @@ async fn one_mail_to_two_accounts_is_one_ticket_with_one_reply_and_both_mailboxe
             && lab.count(&returns, "INBOX").await == 0
     })
     .await;
-    assert!(joined, "daemon log:\n{}", daemon.log());
+    assert!(joined, "daemon log:\n{}", daemon.log_text());
     let tickets = cfg.tickets();
     assert_eq!(tickets.len(), 1, "{tickets:?}");
     assert_eq!(tickets[0]["articles"].as_i64(), Some(2));
     // One reply only: after a whole pass over each account that began once both copies of the
     // answer were stored, the outbox holds the first reply alone, sent.
-    let rows = daemon.final_outbox(&cfg, &["support", "returns"]).await;
+    let rows = final_outbox(&daemon, &cfg, &["support", "returns"]).await;
     assert_eq!(rows.len(), 1, "one reply only: {rows:?}");
     assert_eq!(rows[0].status, "sent");
     assert_eq!(rows[0].message_id, reply.message_id);

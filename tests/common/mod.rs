@@ -7,6 +7,7 @@
 pub mod bigstore;
 pub mod browser;
 pub mod cluster;
+pub mod daemon;
 pub mod diag;
 pub mod http;
 pub mod mails;
@@ -14,6 +15,8 @@ pub mod oauth;
 pub mod page;
 pub mod proxy;
 pub mod smtp;
+
+pub use daemon::Daemon;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -494,48 +497,6 @@ fn lab_account(
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A running `mail2ticket run`, killed when dropped so a failing test never leaves a daemon
-/// behind (one holding the test runner's output pipe open would hang the suite).
-pub struct Daemon {
-    pub child: std::process::Child,
-    pub log: PathBuf,
-}
-
-impl Daemon {
-    pub fn start(config: &Path, log: PathBuf) -> Daemon {
-        let child = mail2ticket_cmd(config)
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    /// `kill -NAME` (TERM, HUP, STOP, CONT ...).
-    pub fn signal(&self, name: &str) {
-        let ok = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    /// SIGKILL: no chance to clean up.
-    pub fn kill(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Tickets in a store, read without migrating or writing, so it is safe while a daemon is

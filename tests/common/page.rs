@@ -47,30 +47,24 @@ impl Page {
         let log = cfg.dir.path().join("daemon.log");
         let daemon = match how {
             Start::Plain => Daemon::start(&cfg.path, log),
-            Start::TraceLog => {
-                let child = mail2ticket_cmd(&cfg.path)
+            Start::TraceLog => Daemon::spawn(
+                mail2ticket_cmd(&cfg.path)
                     .arg("run")
-                    .env("RUST_LOG", "trace")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .unwrap();
-                Daemon { child, log }
-            }
-            Start::WithLabDns => {
-                let child = mail2ticket_cmd(&cfg.path)
+                    .env("RUST_LOG", "trace"),
+                log,
+            )
+            .unwrap(),
+            Start::WithLabDns => Daemon::spawn(
+                mail2ticket_cmd(&cfg.path)
                     .arg("run")
                     .env("MAIL2TICKET_DNS", lab.var("MAIL_LAB_DNS"))
                     .env(
                         "MAIL2TICKET_AUTOCONFIG_PORT",
                         lab.var("MAIL_LAB_AUTOCONFIG_PORT"),
-                    )
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .unwrap();
-                Daemon { child, log }
-            }
+                    ),
+                log,
+            )
+            .unwrap(),
             Start::ReadOnlyConfig => {
                 // The config in a folder of its own, mounted read-only for the daemon alone (a
                 // private mount namespace), as Docker's `:ro` does; the store stays writable.
@@ -79,19 +73,18 @@ impl Page {
                 let path = conf.join("config.toml");
                 std::fs::copy(&cfg.path, &path).unwrap();
                 cfg.path = path;
-                let child = std::process::Command::new("unshare")
-                    .args(["--mount", "--propagation", "private", "sh", "-c"])
-                    .arg("mount --bind -o ro \"$1\" \"$1\" && exec \"$2\" --config \"$3\" run")
-                    .arg("sh")
-                    .arg(&conf)
-                    .arg(env!("CARGO_BIN_EXE_mail2ticket"))
-                    .arg(&cfg.path)
-                    .env("RUST_LOG", "mail2ticket=info")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .expect("unshare (util-linux) runs the daemon with a read-only config");
-                Daemon { child, log }
+                Daemon::spawn(
+                    std::process::Command::new("unshare")
+                        .args(["--mount", "--propagation", "private", "sh", "-c"])
+                        .arg("mount --bind -o ro \"$1\" \"$1\" && exec \"$2\" --config \"$3\" run")
+                        .arg("sh")
+                        .arg(&conf)
+                        .arg(env!("CARGO_BIN_EXE_mail2ticket"))
+                        .arg(&cfg.path)
+                        .env("RUST_LOG", "mail2ticket=info"),
+                    log,
+                )
+                .expect("unshare (util-linux) runs the daemon with a read-only config")
             }
         };
         let page = Page { cfg, daemon, port };
