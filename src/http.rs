@@ -42,18 +42,7 @@ pub async fn serve(listener: TcpListener, state: HttpState, cancel: Cancellation
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /healthz and /metrics");
     }
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => return,
-        };
+    while let Some((stream, peer)) = accept(&listener, &cancel).await {
         let state = state.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -70,6 +59,27 @@ pub async fn serve(listener: TcpListener, state: HttpState, cancel: Cancellation
                 _ = cancel.cancelled() => {}
             }
         });
+    }
+}
+
+/// The next connection, or `None` once `cancel` fires. A failed accept (out of file
+/// descriptors, say) is logged and retried after a short pause instead of ending the server.
+/// The accounts page's listener (`crate::web`) accepts through this too.
+pub async fn accept(
+    listener: &TcpListener,
+    cancel: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = cancel.cancelled() => return None,
+        }
     }
 }
 

@@ -145,18 +145,7 @@ pub async fn serve(listener: TcpListener, web: Web, cancel: CancellationToken) {
         info!(url = %format!("{scheme}://{addr}/"), "serving the accounts page");
     }
     let app = router(web);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accepting a connection to the accounts page failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => return,
-        };
+    while let Some((stream, peer)) = crate::http::accept(&listener, &cancel).await {
         let app = app.clone();
         let tls = tls.clone();
         let cancel = cancel.clone();
