@@ -114,6 +114,18 @@ fn unproven_comment<P>(c: &Candidate<P>) -> String {
     }
 }
 
+/// The keys an account and `[smtp]` both have: where the server is, whom to log in as, and the
+/// extra CA the proof trusted.
+fn server_keys<P>(s: &mut String, c: &Candidate<P>, user: &str, ca_file: Option<&Path>) {
+    let _ = writeln!(s, "host = {}", quoted(&c.host));
+    let _ = writeln!(s, "port = {}", c.port);
+    let _ = writeln!(s, "encryption = \"{}\"", encryption_key(c.encryption));
+    let _ = writeln!(s, "user = {}", quoted(user));
+    if let Some(ca) = ca_file {
+        let _ = writeln!(s, "ca_file = {}", quoted(&ca.display().to_string()));
+    }
+}
+
 /// `[[account]]` for the best incoming candidate; the password stays out (an env variable).
 pub fn account_snippet(d: &Detection, ca_file: Option<&Path>) -> Option<String> {
     let best = d.incoming.first()?;
@@ -128,13 +140,7 @@ pub fn account_snippet(d: &Detection, ca_file: Option<&Path>) -> Option<String> 
         Protocol::Pop3 => "pop3",
     };
     let _ = writeln!(s, "protocol = \"{protocol}\"");
-    let _ = writeln!(s, "host = {}", quoted(&best.host));
-    let _ = writeln!(s, "port = {}", best.port);
-    let _ = writeln!(s, "encryption = \"{}\"", encryption_key(best.encryption));
-    let _ = writeln!(s, "user = {}", quoted(user));
-    if let Some(ca) = ca_file {
-        let _ = writeln!(s, "ca_file = {}", quoted(&ca.display().to_string()));
-    }
+    server_keys(&mut s, best, user, ca_file);
     if d.oauth2.is_none() {
         let env = format!(
             "MAIL2TICKET_{}_PASSWORD",
@@ -163,13 +169,7 @@ pub fn smtp_snippet(d: &Detection, ca_file: Option<&Path>) -> Option<String> {
     let user = best.user_hint.as_deref().unwrap_or(&d.address);
     let mut s = unproven_comment(best);
     s.push_str("[smtp]\n");
-    let _ = writeln!(s, "host = {}", quoted(&best.host));
-    let _ = writeln!(s, "port = {}", best.port);
-    let _ = writeln!(s, "encryption = \"{}\"", encryption_key(best.encryption));
-    let _ = writeln!(s, "user = {}", quoted(user));
-    if let Some(ca) = ca_file {
-        let _ = writeln!(s, "ca_file = {}", quoted(&ca.display().to_string()));
-    }
+    server_keys(&mut s, best, user, ca_file);
     match &d.oauth2 {
         None => s.push_str("password_env = \"MAIL2TICKET_SMTP_PASSWORD\"\n"),
         Some(oauth) => {
