@@ -82,28 +82,42 @@ pub async fn existing(
     Extension(session): Extension<Session>,
 ) -> Response {
     let current = file::current(&web);
-    let Some(account) = current.account(&name) else {
+    if current.account(&name).is_none() {
         return (
             StatusCode::NOT_FOUND,
             format!("no account named {name:?} in the config file"),
         )
             .into_response();
-    };
+    }
+    stored_form(lang, &session, &current, &name, None).into_response()
+}
+
+/// The form of account `name` as the file has it now (its values, where its secrets come
+/// from, the file's version), with `notice` above it.
+pub fn stored_form(
+    lang: Lang,
+    session: &Session,
+    current: &file::CurrentFile,
+    name: &str,
+    notice: Option<Notice>,
+) -> Markup {
     let (types, statuses) = current.ticket_choices();
     render(&FormView {
         lang,
-        session: &session,
-        original: Some(name.clone()),
+        session,
+        original: Some(name.to_string()),
         version: current.version.clone(),
-        values: form_values::of_account(account),
+        values: current
+            .account(name)
+            .map(form_values::of_account)
+            .unwrap_or_default(),
         issues: BTreeMap::new(),
-        notice: None,
-        password_source: current.secret_source(&name, SecretKind::Password),
-        client_secret_source: current.secret_source(&name, SecretKind::ClientSecret),
+        notice,
+        password_source: current.secret_source(name, SecretKind::Password),
+        client_secret_source: current.secret_source(name, SecretKind::ClientSecret),
         types,
         statuses,
     })
-    .into_response()
 }
 
 pub fn render(view: &FormView) -> Markup {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use tracing::{info, warn};
 
-use super::account_form::{render, FormView, Notice};
+use super::account_form::{render, stored_form, FormView, Notice};
 use super::file::{self, CurrentFile};
 use super::form_values::{self, Kind, Values, KEYS, SECRETS};
 use super::lang::Lang;
@@ -256,23 +256,5 @@ pub async fn submit(
         }
     };
     let fresh = file::current(&web);
-    let (types, statuses) = fresh.ticket_choices();
-    let values = fresh
-        .account(&prepared.name)
-        .map(form_values::of_account)
-        .unwrap_or_default();
-    render(&FormView {
-        lang,
-        session: &session,
-        original: Some(prepared.name.clone()),
-        version: fresh.version.clone(),
-        values,
-        issues: BTreeMap::new(),
-        notice: Some(notice),
-        password_source: fresh.secret_source(&prepared.name, SecretKind::Password),
-        client_secret_source: fresh.secret_source(&prepared.name, SecretKind::ClientSecret),
-        types,
-        statuses,
-    })
-    .into_response()
+    stored_form(lang, &session, &fresh, &prepared.name, Some(notice)).into_response()
 }
