@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 use sqlx::{Any, Transaction};
 
 use super::message_ids::{insert_message_id_hashes, message_id_hash};
+use super::processed::{insert_processed, processed_among, record_disposed};
 use super::raw_codec::RawCodec;
+use super::sql::IN_CHUNK;
 use super::{now_rfc3339, Backend, Prepared, SqlBuilder, Store, StoreError, STORE_ANSWER_WITHIN};
 use crate::config::CustomerSource;
 use crate::ingest::customer::customer;
@@ -104,13 +106,6 @@ pub enum StoredAlone {
 
 /// Failed storage attempts after which a mail is quarantined (skipped, left on the server).
 pub const QUARANTINE_AFTER: u32 = 3;
-
-/// A processed source key and whether its mail was already disposed on the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessedState {
-    pub disposed: bool,
-    pub outcome: Recorded,
-}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -365,151 +360,6 @@ impl Store {
                 Ok(StoredAlone::Failed { attempts })
             }
         }
-    }
-
-    /// Source keys already handled for this account whose key starts with `prefix`.
-    pub async fn processed(
-        &self,
-        account: &str,
-        prefix: &str,
-    ) -> Result<HashMap<String, ProcessedState>, StoreError> {
-        let rows: Vec<(String, Option<String>, String)> = self
-            .bounded(
-                sqlx::query_as(
-                    "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 AND substr(source_key, 1, length($2)) = $2",
-                )
-                .bind(account)
-                .bind(prefix)
-                .fetch_all(&self.pool),
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, d, outcome)| {
-                (
-                    k,
-                    ProcessedState {
-                        disposed: d.is_some(),
-                        outcome: Recorded::from_label(&outcome),
-                    },
-                )
-            })
-            .collect())
-    }
-
-    /// Records a mail that is deliberately not fetched (too large), so it is counted once.
-    pub async fn record_skipped(
-        &self,
-        account: &str,
-        source_key: &str,
-        outcome: Skipped,
-    ) -> Result<bool, StoreError> {
-        let done = self
-            .bounded(
-                sqlx::query(
-                    "INSERT INTO processed (account, source_key, outcome, created_at, disposed_at) \
-                     VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING",
-                )
-                .bind(account)
-                .bind(source_key)
-                .bind(outcome.label())
-                .bind(now_rfc3339())
-                .execute(&self.pool),
-            )
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn mark_disposed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        self.bounded(self.mark_disposed_tx(account, keys)).await
-    }
-
-    async fn mark_disposed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        record_disposed(&mut tx, account, keys).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Forgets processed keys (POP3 keep mode prunes UIDLs that left the server).
-    pub async fn forget_processed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        self.bounded(self.forget_processed_tx(account, keys)).await
-    }
-
-    async fn forget_processed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        for key in keys {
-            sqlx::query("DELETE FROM processed WHERE account = $1 AND source_key = $2")
-                .bind(account)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn uidvalidity(
-        &self,
-        account: &str,
-        folder: &str,
-    ) -> Result<Option<u32>, StoreError> {
-        let v: Option<i64> = self
-            .bounded(
-                sqlx::query_scalar(
-                    "SELECT uidvalidity FROM mailbox_state WHERE account = $1 AND folder = $2",
-                )
-                .bind(account)
-                .bind(folder)
-                .fetch_optional(&self.pool),
-            )
-            .await?;
-        Ok(v.map(|v| v as u32))
-    }
-
-    pub async fn set_uidvalidity(
-        &self,
-        account: &str,
-        folder: &str,
-        value: u32,
-    ) -> Result<(), StoreError> {
-        self.bounded(
-            sqlx::query(
-                "INSERT INTO mailbox_state (account, folder, uidvalidity, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at",
-            )
-            .bind(account)
-            .bind(folder)
-            .bind(value as i64)
-            .bind(now_rfc3339())
-            .execute(&self.pool),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Counts one more storage failure of a mail; returns the number of failures so far.
-    pub async fn record_failure(
-        &self,
-        account: &str,
-        source_key: &str,
-        error: &str,
-    ) -> Result<u32, StoreError> {
-        let attempts: i64 = self
-            .bounded(
-                sqlx::query_scalar(
-                    "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES ($1, $2, 1, $3, $4) \
-                     ON CONFLICT (account, source_key) DO UPDATE SET attempts = failures.attempts + 1, \
-                     last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
-                )
-                .bind(account)
-                .bind(source_key)
-                .bind(error)
-                .bind(now_rfc3339())
-                .fetch_one(&self.pool),
-            )
-            .await?;
-        Ok(attempts as u32)
     }
 }
 
@@ -1058,30 +908,6 @@ async fn touch_tickets(
 /// `raw_mails` and `attachment_contents`.
 const NO_BYTES: &[u8] = &[];
 
-/// Bound parameters per `IN (...)` list or multi-row insert, well below SQLite's limit.
-const IN_CHUNK: usize = 500;
-
-/// Which of `keys` are already in `processed` for the account.
-async fn processed_among(
-    tx: &mut Transaction<'_, Any>,
-    account: &str,
-    keys: &[&str],
-) -> Result<HashSet<String>, StoreError> {
-    let mut out = HashSet::new();
-    for chunk in keys.chunks(IN_CHUNK) {
-        let mut q = SqlBuilder::new(
-            Backend::of(tx),
-            "SELECT source_key FROM processed WHERE account = ",
-        );
-        q.push_bind(account).push(" AND source_key IN (");
-        q.push_list(chunk.iter().copied());
-        q.push(")");
-        let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
-        out.extend(rows.into_iter().map(|(k,)| k));
-    }
-    Ok(out)
-}
-
 /// SHA-256 → ticket number of the account's stored mails without a message key that have these
 /// exact bytes (the oldest article wins, as the index order of a single lookup would give).
 async fn stored_numbers(
@@ -1118,50 +944,6 @@ fn stored_numbers_query<'a>(
     q.push_list(shas.iter().copied());
     q.push(") ORDER BY a.id");
     q
-}
-
-/// Records that these mails left the server: bookkeeping only (a mail whose record is missing
-/// is found gone by the next pass), so it rides along with whatever write comes next.
-async fn record_disposed(
-    tx: &mut Transaction<'_, Any>,
-    account: &str,
-    keys: &[String],
-) -> Result<(), StoreError> {
-    let now = now_rfc3339();
-    for chunk in keys.chunks(IN_CHUNK) {
-        let mut q = SqlBuilder::new(Backend::of(tx), "UPDATE processed SET disposed_at = ");
-        q.push_bind(&now)
-            .push(" WHERE account = ")
-            .push_bind(account)
-            .push(" AND source_key IN (");
-        q.push_list(chunk.iter().map(String::as_str));
-        q.push(")");
-        q.build().execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// One `processed` row per stored mail: (source key, outcome label, article id, time).
-pub(super) async fn insert_processed(
-    tx: &mut Transaction<'_, Any>,
-    account: &str,
-    rows: &[(&str, &str, Option<i64>, String)],
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(IN_CHUNK / 5) {
-        let mut q = SqlBuilder::new(
-            Backend::of(tx),
-            "INSERT INTO processed (account, source_key, outcome, article_id, created_at) ",
-        );
-        q.push_values(chunk, |b, (key, outcome, article_id, now)| {
-            b.push_bind(account)
-                .push_bind(*key)
-                .push_bind(*outcome)
-                .push_bind(*article_id)
-                .push_bind(now.as_str());
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 /// A follow-up names a stored Message-ID (ours or a customer's) in In-Reply-To/References, or

@@ -22,6 +22,7 @@ mod lease;
 mod message_ids;
 mod outbox;
 mod prepared;
+mod processed;
 mod query;
 mod raw;
 mod raw_codec;
@@ -52,6 +53,7 @@ pub use ingest::*;
 pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use prepared::Prepared;
+pub use processed::ProcessedState;
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
 

@@ -134,6 +134,9 @@ impl<'a> Values<'_, 'a> {
     }
 }
 
+/// Bound parameters per `IN (...)` list or multi-row insert, well below SQLite's limit.
+pub(super) const IN_CHUNK: usize = 500;
+
 #[cfg(test)]
 mod tests {
     use super::*;
