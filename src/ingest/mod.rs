@@ -2,10 +2,17 @@
 
 pub mod bounce;
 pub mod customer;
+pub mod incoming;
 pub mod order;
 pub mod outcome;
 pub mod panic_hook;
 pub mod parse;
+pub mod route;
 pub mod same_message;
 pub mod testmail;
 pub mod thread;
+pub mod ticket_rules;
+
+pub use incoming::Incoming;
+pub use route::{route, Decision, Known};
+pub use ticket_rules::TicketRules;

@@ -17,8 +17,9 @@ mod compact;
 mod copy;
 mod failure;
 mod find;
-mod ingest;
+mod batch;
 mod lease;
+mod lookup;
 mod message_ids;
 mod outbox;
 mod prepared;
@@ -27,6 +28,7 @@ mod query;
 mod raw;
 mod raw_codec;
 mod sql;
+mod write;
 // Benchmarks and tests only (see the `synthetic` feature in Cargo.toml): no generator in the
 // daemon.
 #[cfg(any(test, feature = "synthetic"))]
@@ -49,7 +51,7 @@ pub use compact::{CompactCursor, CompactStep};
 pub use copy::CopiedTable;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
-pub use ingest::*;
+pub use batch::*;
 pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use prepared::Prepared;

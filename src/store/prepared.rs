@@ -3,7 +3,7 @@
 //! computes it on a blocking thread together with parsing, while the batch before is still being
 //! written, so SQLite's write transaction holds the lock only for writing.
 
-use super::ingest::{sha256_hex, Incoming};
+use super::batch::{sha256_hex, Incoming};
 use super::raw_codec::RawCodec;
 use crate::ingest::same_message::{message_key, MessageKey};
 

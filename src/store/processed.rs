@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Any, Transaction};
 
-use super::ingest::{Recorded, Skipped};
+use super::batch::{Recorded, Skipped};
 use super::sql::IN_CHUNK;
 use super::{now_rfc3339, Backend, SqlBuilder, Store, StoreError};
 

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Any, Connection};
 
-use super::ingest::{insert_messages, insert_raw_mails};
+use super::write::{insert_messages, insert_raw_mails};
 use super::message_ids::insert_message_id_hashes;
 use super::processed::insert_processed;
 use super::raw_codec::RawCodec;
@@ -289,7 +289,7 @@ impl Store {
                     _ => "closed",
                 };
                 let ticket = TicketRow {
-                    number: (ticket_id + 10000).to_string(),
+                    number: crate::ingest::route::ticket_number(ticket_id),
                     ticket_type: TYPES[rng.gen_range(0..TYPES.len())],
                     status,
                 };

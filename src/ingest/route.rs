@@ -1,0 +1,419 @@
+//! What a mail becomes, decided in one place.
+//!
+//! [`route`] is a pure function: a mail, the account's [`TicketRules`] and what the store
+//! [`Known`] about the batch in, a [`Decision`] out. It reads no database, writes nothing and
+//! needs no clock of its own (the batch's time is part of [`Known`]); the only thing it draws
+//! that is not in its arguments is the random part of a reply's Message-ID. The store looks up
+//! everything a batch needs in one go (`store::lookup`), routes each mail in order, and carries
+//! the decisions out through one write path (`store::write`), for one mail or for many.
+//!
+//! A batch is routed mail by mail: [`Known::remember`] adds what each decision creates (its
+//! ticket, its Message-ID, its queued reply, its source key), so a later mail of the same batch
+//! sees an earlier one exactly as if that one had been stored by a batch before. That is what
+//! makes one batch of many mails and many batches of one mail give the same store (see the
+//! property test in `tests/route_batches.rs`).
+//!
+//! The order of the questions is the order of the rules in docs/replies.md:
+//! 1. a source key handled before → nothing (it is disposed of again, if it is still there);
+//! 2. a genuine test-fetch mail → no ticket;
+//! 3. the same bytes stored before for this account (a mail without a message key, see
+//!    `same_message`) → nothing new;
+//! 4. another copy of a stored message (same sender, Message-ID and content) → a copy record;
+//! 5. a delivery report of one of our replies → an article of that reply's ticket, no reply;
+//! 6. a mail that refers to a stored Message-ID (ours first), or tags a known ticket number in its
+//!    subject → a follow-up, no reply;
+//! 7. anything else → a new ticket, with the reply the account's policy allows.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::incoming::Incoming;
+use super::outcome::Outcome;
+use super::parse::ParsedMail;
+use super::same_message::MessageKey;
+use super::thread::ticket_number_in_subject;
+use super::ticket_rules::TicketRules;
+use crate::reply::rules::{self as reply_rules, Suppression};
+use crate::reply::{compose, ReplyPolicy};
+
+/// The number of the ticket with row id `ticket_id`: the id offset by 10000, so numbers look like
+/// ticket numbers rather than row counts. The only place this rule is written down.
+pub fn ticket_number(ticket_id: i64) -> String {
+    (ticket_id + 10000).to_string()
+}
+
+/// A mail as [`route`] sees it: the fetched mail and what the pass computed for it off the lock
+/// (see `store::Prepared`).
+#[derive(Debug, Clone, Copy)]
+pub struct Mail<'a> {
+    pub incoming: &'a Incoming,
+    /// SHA-256 of the raw bytes, hex.
+    pub sha: &'a str,
+    /// What tells copies of one message apart (see `same_message`); `None`: the mail is found
+    /// again by its bytes only.
+    pub msg_key: Option<&'a MessageKey>,
+}
+
+/// A stored ticket: its row id and its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRef {
+    pub id: i64,
+    pub number: String,
+}
+
+/// Where a message is stored: the article of its first copy and that article's ticket number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub article_id: i64,
+    pub number: String,
+}
+
+/// One of our automatic replies, found by its Message-ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentReply {
+    pub ticket: TicketRef,
+    /// The article the reply answered.
+    pub article_id: i64,
+    /// The account that sent it (a delivery report may arrive at another one).
+    pub account: String,
+    pub recipient: String,
+    /// A delivery report for it is stored already.
+    pub bounced: bool,
+}
+
+/// What the store knows that decides what the mails of a batch become: looked up for the whole
+/// batch in one go (`store::lookup`), and kept up to date with the batch's own decisions by
+/// [`Known::remember`]. Every map holds only what the batch's mails can ask about.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The batch's time: the rows' times, the age rule and rate limit of replies, a reply's Date.
+    pub now: DateTime<Utc>,
+    /// Source keys of the account that are handled already.
+    pub processed: HashSet<String>,
+    /// SHA-256 → ticket number of the account's stored mails that have no message key.
+    pub same_bytes: HashMap<String, String>,
+    /// Message key → where that message is stored.
+    pub messages: HashMap<String, StoredMessage>,
+    /// Message-ID → our reply with that Message-ID.
+    pub replies: HashMap<String, SentReply>,
+    /// Message-ID → the ticket of the oldest stored article with that Message-ID.
+    pub articles: HashMap<String, TicketRef>,
+    /// Ticket number → ticket row id, for the numbers tagged in the batch's subjects.
+    pub numbers: HashMap<String, i64>,
+    /// Recipient (lower case) → replies queued to them within `reply::RATE_WINDOW`.
+    pub recent_replies: HashMap<String, u32>,
+    /// The row id the next new ticket gets.
+    pub next_ticket_id: i64,
+    /// The row id the next new article gets.
+    pub next_article_id: i64,
+}
+
+/// What becomes of one mail. Every variant but [`Decision::AlreadyProcessed`] records the mail's
+/// source key, so its mail may leave the server once the batch is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The source key was handled in an earlier pass, or is listed twice in this batch.
+    AlreadyProcessed,
+    /// A genuine test-fetch mail of this account: disposed of without a ticket.
+    TestMail,
+    /// The same bytes are stored for this account already (e.g. the folder's UIDVALIDITY
+    /// changed): nothing new is written.
+    SameBytes { number: String },
+    /// Another copy of a stored message (another account got it too, or it came twice): recorded
+    /// against that message's article, with no article, ticket or reply of its own.
+    Copy { of: StoredMessage },
+    /// A new article: of a new ticket, or a follow-up. Boxed: it is by far the largest variant.
+    Article(Box<Article>),
+}
+
+/// A mail that becomes an article.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Article {
+    /// The article's row id.
+    pub id: i64,
+    pub ticket: TicketRef,
+    /// `Some`: the mail opens `ticket`, with these attributes; `None`: a follow-up.
+    pub opens: Option<NewTicket>,
+    /// `Some`: a delivery report of one of our replies; it joins the reply's ticket.
+    pub bounce: Option<Bounce>,
+    /// The automatic reply of a new ticket on an account that auto-replies.
+    pub reply: Option<ReplyPlan>,
+}
+
+/// The attributes of a new ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTicket {
+    pub ticket_type: String,
+    pub status: String,
+}
+
+/// A delivery report of one of our replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounce {
+    /// The Message-ID of our reply that came back.
+    pub message_id: String,
+    pub reply: SentReply,
+    /// The first report for this reply: it marks the reply as bounced and notes it on the article
+    /// the reply answered. A second one (e.g. from a backup MX) is only stored.
+    pub first: bool,
+}
+
+/// The automatic reply to a mail that opens a ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyPlan {
+    /// Queued in the outbox with the ticket.
+    Queue(compose::Reply),
+    /// No reply: `reason` is the short name for the `replies_suppressed` metric, `why` the words
+    /// for the article's note and the log.
+    Suppressed { reason: &'static str, why: String },
+}
+
+/// Decides what `mail` becomes, given what is known before it. Pure; see the module head for the
+/// order of the rules.
+pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
+    let parsed = &mail.incoming.parsed;
+    if known.processed.contains(&mail.incoming.source_key) {
+        return Decision::AlreadyProcessed;
+    }
+    super::panic_hook::check(&parsed.subject);
+    if rules.is_test_mail(parsed) {
+        return Decision::TestMail;
+    }
+    if let Some(number) = known.same_bytes.get(mail.sha) {
+        return Decision::SameBytes {
+            number: number.clone(),
+        };
+    }
+    if let Some(of) = mail.msg_key.and_then(|k| known.messages.get(&k.key)) {
+        return Decision::Copy { of: of.clone() };
+    }
+    let bounce = parsed
+        .automation
+        .returned_message_id
+        .as_ref()
+        .and_then(|id| {
+            known.replies.get(id).map(|reply| Bounce {
+                message_id: id.clone(),
+                reply: reply.clone(),
+                first: !reply.bounced,
+            })
+        });
+    let existing = match &bounce {
+        Some(b) => Some(b.reply.ticket.clone()),
+        None => known.thread_of(rules, parsed),
+    };
+    let id = known.next_article_id;
+    Decision::Article(Box::new(match existing {
+        Some(ticket) => Article {
+            id,
+            ticket,
+            opens: None,
+            bounce,
+            reply: None,
+        },
+        None => {
+            let ticket = TicketRef {
+                id: known.next_ticket_id,
+                number: ticket_number(known.next_ticket_id),
+            };
+            let reply = rules
+                .reply
+                .as_ref()
+                .map(|policy| plan_reply(policy, parsed, &ticket.number, known));
+            Article {
+                id,
+                ticket,
+                opens: Some(NewTicket {
+                    ticket_type: rules.ticket_type.clone(),
+                    status: rules.ticket_status.clone(),
+                }),
+                bounce: None,
+                reply,
+            }
+        }
+    }))
+}
+
+/// The reply to a mail that opens ticket `number`: the header rules of `reply::rules`, then the
+/// rate limit, then the message itself.
+fn plan_reply(policy: &ReplyPolicy, parsed: &ParsedMail, number: &str, known: &Known) -> ReplyPlan {
+    let suppressed = |s: Suppression| ReplyPlan::Suppressed {
+        reason: s.reason(),
+        why: s.to_string(),
+    };
+    let sent_by_us: Vec<String> = std::iter::once(&parsed.message_id)
+        .chain(&parsed.in_reply_to)
+        .chain(&parsed.references)
+        .filter(|id| known.replies.contains_key(id.as_str()))
+        .cloned()
+        .collect();
+    let recipient = match reply_rules::check(policy, parsed, known.now, &sent_by_us) {
+        Ok(recipient) => recipient,
+        Err(reason) => return suppressed(reason),
+    };
+    // Every queued reply counts, whatever became of it: a queued reply is a reply promised.
+    if known.recent_replies.get(&recipient).copied().unwrap_or(0) >= policy.limit {
+        return suppressed(Suppression::RateLimited {
+            recipient,
+            limit: policy.limit,
+        });
+    }
+    let message_id = compose::new_message_id(number, &policy.message_id_domain);
+    match compose::compose(policy, parsed, number, &recipient, &message_id, known.now) {
+        Ok(reply) => ReplyPlan::Queue(reply),
+        Err(why) => ReplyPlan::Suppressed {
+            reason: "compose_error",
+            why,
+        },
+    }
+}
+
+/// The Message-IDs a mail refers to, most recent first: In-Reply-To, then References from the end.
+pub fn referenced_ids(parsed: &ParsedMail) -> impl Iterator<Item = &String> {
+    parsed
+        .in_reply_to
+        .iter()
+        .chain(parsed.references.iter().rev())
+}
+
+impl Known {
+    /// The ticket a mail follows up: the first of its references that is known (our reply with
+    /// that Message-ID before an article with it: a Message-ID we sent belongs to its reply's
+    /// ticket, even if a stripped echo of the reply was stored in another one); only when none
+    /// is, a ticket number tagged in its subject.
+    fn thread_of(&self, rules: &TicketRules, parsed: &ParsedMail) -> Option<TicketRef> {
+        for id in referenced_ids(parsed) {
+            if let Some(reply) = self.replies.get(id) {
+                return Some(reply.ticket.clone());
+            }
+            if let Some(ticket) = self.articles.get(id) {
+                return Some(ticket.clone());
+            }
+        }
+        let number = ticket_number_in_subject(&parsed.subject, &rules.subject_tag)?;
+        self.numbers.get(number).map(|&id| TicketRef {
+            id,
+            number: number.to_string(),
+        })
+    }
+
+    /// Adds what `decision` creates, so the next mail of the batch sees it as stored.
+    pub fn remember(&mut self, rules: &TicketRules, mail: Mail<'_>, decision: &Decision) {
+        if *decision == Decision::AlreadyProcessed {
+            return;
+        }
+        self.processed.insert(mail.incoming.source_key.clone());
+        let Decision::Article(article) = decision else {
+            return;
+        };
+        let ticket = &article.ticket;
+        self.next_article_id = self.next_article_id.max(article.id + 1);
+        if article.opens.is_some() {
+            self.next_ticket_id = self.next_ticket_id.max(ticket.id + 1);
+            self.numbers.insert(ticket.number.clone(), ticket.id);
+        }
+        match mail.msg_key {
+            Some(key) => {
+                self.messages.insert(
+                    key.key.clone(),
+                    StoredMessage {
+                        article_id: article.id,
+                        number: ticket.number.clone(),
+                    },
+                );
+            }
+            None => {
+                self.same_bytes
+                    .entry(mail.sha.to_string())
+                    .or_insert_with(|| ticket.number.clone());
+            }
+        }
+        let message_id = &mail.incoming.parsed.message_id;
+        if !message_id.is_empty() {
+            self.articles
+                .entry(message_id.clone())
+                .or_insert_with(|| ticket.clone());
+        }
+        if let Some(bounce) = &article.bounce {
+            if let Some(reply) = self.replies.get_mut(&bounce.message_id) {
+                reply.bounced = true;
+            }
+        }
+        if let Some(ReplyPlan::Queue(reply)) = &article.reply {
+            self.replies.insert(
+                reply.message_id.clone(),
+                SentReply {
+                    ticket: ticket.clone(),
+                    article_id: article.id,
+                    account: rules.account.clone(),
+                    recipient: reply.recipient.clone(),
+                    bounced: false,
+                },
+            );
+            *self.recent_replies.entry(reply.recipient.clone()).or_default() += 1;
+        }
+    }
+
+    /// [`Known::now`] as the store writes times: RFC 3339 UTC with milliseconds, which sorts as
+    /// text.
+    pub fn now_text(&self) -> String {
+        self.now.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+impl Decision {
+    /// What the pass and the store's `processed.outcome` make of the decision.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Decision::AlreadyProcessed => Outcome::AlreadyProcessed,
+            Decision::TestMail => Outcome::TestMail,
+            Decision::SameBytes { number } => Outcome::Duplicate {
+                number: number.clone(),
+            },
+            Decision::Copy { of } => Outcome::Duplicate {
+                number: of.number.clone(),
+            },
+            Decision::Article(article) => {
+                let number = article.ticket.number.clone();
+                match article.opens {
+                    Some(_) => Outcome::NewTicket { number },
+                    None => Outcome::FollowUp { number },
+                }
+            }
+        }
+    }
+}
+
+impl Article {
+    /// The article's `reply_note`: the reply queued, why there is none, or that the mail is a
+    /// delivery report; empty for a follow-up or an account without automatic replies.
+    pub fn note(&self) -> String {
+        if let Some(bounce) = &self.bounce {
+            return format!(
+                "no auto-reply: delivery report of our automatic reply to {} (a bounce)",
+                bounce.reply.recipient
+            );
+        }
+        match &self.reply {
+            Some(ReplyPlan::Queue(reply)) => format!(
+                "auto-reply queued to {} (Message-ID <{}>)",
+                reply.recipient, reply.message_id
+            ),
+            Some(ReplyPlan::Suppressed { why, .. }) => format!("no auto-reply: {why}"),
+            None => String::new(),
+        }
+    }
+}
+
+impl Bounce {
+    /// The note the first report puts on the article the reply answered. `at`: the batch's time
+    /// as stored; `source`: where the report came from.
+    pub fn note_on_answered(&self, at: &str, source: &str) -> String {
+        format!(
+            "auto-reply to {} bounced: a delivery report arrived at {at} ({source}); the \
+             customer did not get it (Message-ID <{}>)",
+            self.reply.recipient, self.message_id
+        )
+    }
+}
