@@ -351,7 +351,10 @@ impl Known {
                     bounced: false,
                 },
             );
-            *self.recent_replies.entry(reply.recipient.clone()).or_default() += 1;
+            *self
+                .recent_replies
+                .entry(reply.recipient.clone())
+                .or_default() += 1;
         }
     }
 
@@ -415,5 +418,368 @@ impl Bounce {
              customer did not get it (Message-ID <{}>)",
             self.reply.recipient, self.message_id
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rules of docs/replies.md, one row each: raw bytes in, decision out, no database.
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::ingest::parse::parse;
+    use crate::ingest::same_message::message_key;
+    use crate::ingest::testmail;
+    use crate::secret::Secret;
+
+    /// A mail of `account` as the pass hands it over, with what `Prepared` computes for it.
+    struct Fetched {
+        incoming: Incoming,
+        sha: String,
+        msg_key: Option<MessageKey>,
+    }
+
+    impl Fetched {
+        fn new(source_key: &str, raw: &str) -> Fetched {
+            let raw = raw.replace('\n', "\r\n").into_bytes();
+            let parsed = parse(&raw);
+            Fetched {
+                sha: crate::store::sha256_hex(&raw),
+                msg_key: message_key(&parsed, &raw),
+                incoming: Incoming {
+                    source_key: source_key.into(),
+                    parsed,
+                    raw,
+                    received_at: now(),
+                },
+            }
+        }
+
+        fn mail(&self) -> Mail<'_> {
+            Mail {
+                incoming: &self.incoming,
+                sha: &self.sha,
+                msg_key: self.msg_key.as_ref(),
+            }
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 7, 10, 0, 0).unwrap()
+    }
+
+    const DATE: &str = "Mon, 07 Dec 2026 09:30:00 +0000";
+
+    /// A customer's mail with `extra` header lines.
+    fn customer_mail(message_id: &str, extra: &str) -> String {
+        format!(
+            "From: Erika Muster <erika@kunde.example>\nTo: support@shop.test\nSubject: Bestellung 4711\n\
+             Message-ID: <{message_id}>\nDate: {DATE}\n{extra}\nWo bleibt mein Paket?\n"
+        )
+    }
+
+    /// A store with ticket 10001 (row 1), whose first article has Message-ID `first@kunde.example`
+    /// and whose automatic reply `m2t.10001.ab@tickets.shop.test` went to erika@kunde.example.
+    fn store_with_one_ticket() -> Known {
+        let ticket = TicketRef {
+            id: 1,
+            number: "10001".into(),
+        };
+        let mut known = Known {
+            now: now(),
+            next_ticket_id: 2,
+            next_article_id: 2,
+            ..Known::default()
+        };
+        known
+            .articles
+            .insert("first@kunde.example".into(), ticket.clone());
+        known.numbers.insert("10001".into(), 1);
+        known.replies.insert(
+            "m2t.10001.ab@tickets.shop.test".into(),
+            SentReply {
+                ticket,
+                article_id: 1,
+                account: "support".into(),
+                recipient: "erika@kunde.example".into(),
+                bounced: false,
+            },
+        );
+        known.recent_replies.insert("erika@kunde.example".into(), 1);
+        known
+    }
+
+    /// The decision in a few words: what the table below compares.
+    fn summary(decision: &Decision) -> String {
+        match decision {
+            Decision::AlreadyProcessed => "already processed".into(),
+            Decision::TestMail => "test mail".into(),
+            Decision::SameBytes { number } => format!("same bytes as {number}"),
+            Decision::Copy { of } => format!("copy of article {} in {}", of.article_id, of.number),
+            Decision::Article(a) => {
+                let what = match (&a.opens, &a.bounce) {
+                    (Some(_), _) => format!("new ticket {}", a.ticket.number),
+                    (None, Some(b)) => {
+                        format!("bounce in {} (first: {})", a.ticket.number, b.first)
+                    }
+                    (None, None) => format!("follow-up of {}", a.ticket.number),
+                };
+                match &a.reply {
+                    Some(ReplyPlan::Queue(r)) => format!("{what}, reply to {}", r.recipient),
+                    Some(ReplyPlan::Suppressed { reason, .. }) => {
+                        format!("{what}, no reply: {reason}")
+                    }
+                    None => what,
+                }
+            }
+        }
+    }
+
+    fn route_one(rules: &TicketRules, raw: &str, known: &Known) -> String {
+        summary(&route(
+            rules,
+            Fetched::new("imap:INBOX:1:50", raw).mail(),
+            known,
+        ))
+    }
+
+    #[test]
+    fn each_rule_of_the_reply_documentation_decides_as_written() {
+        let replies = TicketRules::with_test_replies("support");
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "a customer's new mail opens a ticket with its reply",
+                customer_mail("new@kunde.example", ""),
+                "new ticket 10002, reply to erika@kunde.example",
+            ),
+            (
+                "an answer to a stored mail joins its ticket, without a reply",
+                customer_mail("answer@kunde.example", "In-Reply-To: <first@kunde.example>"),
+                "follow-up of 10001",
+            ),
+            (
+                "an answer to our reply joins the reply's ticket",
+                customer_mail(
+                    "answer@kunde.example",
+                    "References: <x@y> <m2t.10001.ab@tickets.shop.test>",
+                ),
+                "follow-up of 10001",
+            ),
+            (
+                "the ticket tag in the subject joins a known ticket",
+                customer_mail("tagged@kunde.example", "")
+                    .replace("Bestellung 4711", "[Ticket#10001] Bestellung"),
+                "follow-up of 10001",
+            ),
+            (
+                "the tag of a ticket that does not exist opens a new one",
+                customer_mail("tagged@kunde.example", "")
+                    .replace("Bestellung 4711", "[Ticket#99999] Bestellung"),
+                "new ticket 10002, reply to erika@kunde.example",
+            ),
+            (
+                "a reference to the shop's own order confirmation is a new request",
+                customer_mail("new@kunde.example", "In-Reply-To: <order-4711@shop.test>"),
+                "new ticket 10002, reply to erika@kunde.example",
+            ),
+            (
+                "an echo carrying the Message-ID of our reply gets no reply",
+                customer_mail("m2t.10001.ab@tickets.shop.test", ""),
+                "new ticket 10002, no reply: own_message_id",
+            ),
+            (
+                "a program's mail gets no reply",
+                customer_mail("robot@kunde.example", "Auto-Submitted: auto-generated"),
+                "new ticket 10002, no reply: auto_submitted",
+            ),
+            (
+                "a mailing list gets no reply",
+                customer_mail("list@kunde.example", "List-Id: <news.kunde.example>"),
+                "new ticket 10002, no reply: mailing_list",
+            ),
+            (
+                "a noreply sender without Reply-To gets no reply",
+                customer_mail("shop@kunde.example", "")
+                    .replace("erika@kunde.example", "noreply@kunde.example"),
+                "new ticket 10002, no reply: robot_sender",
+            ),
+            (
+                "a contact form's noreply sender with the customer in Reply-To is answered",
+                customer_mail("form@kunde.example", "Reply-To: max@kunde.example")
+                    .replace("erika@kunde.example", "noreply@kunde.example"),
+                "new ticket 10002, reply to max@kunde.example",
+            ),
+            (
+                "a mail from one of our own addresses gets no reply",
+                customer_mail("own@shop.test", "")
+                    .replace("erika@kunde.example", "support@shop.test"),
+                "new ticket 10002, no reply: own_address",
+            ),
+            (
+                "an old mail gets no reply",
+                customer_mail("old@kunde.example", "")
+                    .replace(DATE, "Mon, 02 Nov 2026 09:30:00 +0000"),
+                "new ticket 10002, no reply: too_old",
+            ),
+        ];
+        for (rule, raw, expected) in cases {
+            assert_eq!(
+                route_one(&replies, &raw, &store_with_one_ticket()),
+                expected,
+                "{rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_account_without_replies_opens_tickets_with_no_reply_decision() {
+        let rules = TicketRules::without_replies("support");
+        let raw = customer_mail("new@kunde.example", "");
+        assert_eq!(
+            route_one(&rules, &raw, &store_with_one_ticket()),
+            "new ticket 10002"
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_counts_replies_already_queued_to_the_recipient() {
+        let rules = TicketRules::with_test_replies("support");
+        let mut known = store_with_one_ticket();
+        known.recent_replies.insert("erika@kunde.example".into(), 2);
+        let raw = customer_mail("new@kunde.example", "");
+        assert_eq!(
+            route_one(&rules, &raw, &known),
+            "new ticket 10002, no reply: rate_limited"
+        );
+    }
+
+    #[test]
+    fn a_delivery_report_of_our_reply_joins_its_ticket_once_marked_first() {
+        let rules = TicketRules::with_test_replies("support");
+        let report = "From: MAILER-DAEMON@mx.kunde.example\nTo: support@shop.test\n\
+            Subject: Undelivered Mail Returned to Sender\nMessage-ID: <bounce1@mx.kunde.example>\n\
+            Date: Mon, 07 Dec 2026 09:31:00 +0000\nMIME-Version: 1.0\n\
+            Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n\
+            --b\nContent-Type: text/plain\n\nNo such user.\n\
+            --b\nContent-Type: text/rfc822-headers\n\n\
+            From: Shop <support@shop.test>\nMessage-ID: <m2t.10001.ab@tickets.shop.test>\n\
+            Subject: [Ticket#10001] Ihre Anfrage\n\n--b--\n";
+        let mut known = store_with_one_ticket();
+        assert_eq!(
+            route_one(&rules, report, &known),
+            "bounce in 10001 (first: true)"
+        );
+        known
+            .replies
+            .get_mut("m2t.10001.ab@tickets.shop.test")
+            .unwrap()
+            .bounced = true;
+        assert_eq!(
+            route_one(&rules, report, &known),
+            "bounce in 10001 (first: false)"
+        );
+    }
+
+    #[test]
+    fn mails_known_before_write_nothing_new() {
+        let rules = TicketRules::with_test_replies("support");
+        let copy = Fetched::new("imap:INBOX:1:7", &customer_mail("cc@kunde.example", ""));
+        let keyless = Fetched::new(
+            "imap:INBOX:1:8",
+            "From: a@b.example\nSubject: x\n\nno Message-ID\n",
+        );
+        let mut known = store_with_one_ticket();
+        known.processed.insert("imap:INBOX:1:6".into());
+        known.messages.insert(
+            copy.msg_key.as_ref().unwrap().key.clone(),
+            StoredMessage {
+                article_id: 1,
+                number: "10001".into(),
+            },
+        );
+        known.same_bytes.insert(keyless.sha.clone(), "10001".into());
+        let processed = Fetched::new("imap:INBOX:1:6", &customer_mail("x@kunde.example", ""));
+        assert_eq!(
+            summary(&route(&rules, processed.mail(), &known)),
+            "already processed"
+        );
+        assert_eq!(
+            summary(&route(&rules, copy.mail(), &known)),
+            "copy of article 1 in 10001"
+        );
+        assert_eq!(
+            summary(&route(&rules, keyless.mail(), &known)),
+            "same bytes as 10001"
+        );
+    }
+
+    #[test]
+    fn a_genuine_test_mail_opens_no_ticket_and_a_forged_one_does() {
+        let key = Secret::new("mailbox-password".to_string());
+        let mut rules = TicketRules::with_test_replies("support");
+        rules.test_mail_key = Some(("support@shop.test".into(), key.clone()));
+        let genuine = testmail::marker(&key, "support@shop.test", "2026-12-07T09:30:00Z");
+        let forged = testmail::marker(
+            &Secret::new("guess".to_string()),
+            "support@shop.test",
+            "2026-12-07T09:30:00Z",
+        );
+        let known = store_with_one_ticket();
+        let header = |m: &str| format!("{}: {m}", crate::ingest::parse::TEST_HEADER);
+        assert_eq!(
+            route_one(
+                &rules,
+                &customer_mail("t@kunde.example", &header(&genuine)),
+                &known
+            ),
+            "test mail"
+        );
+        assert!(route_one(
+            &rules,
+            &customer_mail("t@kunde.example", &header(&forged)),
+            &known
+        )
+        .starts_with("new ticket 10002"));
+    }
+
+    #[test]
+    fn a_later_mail_of_the_batch_sees_an_earlier_one_as_stored() {
+        let rules = TicketRules::with_test_replies("support");
+        let mut known = Known {
+            now: now(),
+            next_ticket_id: 1,
+            next_article_id: 1,
+            ..Known::default()
+        };
+        let batch = [
+            Fetched::new("pop3:a", &customer_mail("one@kunde.example", "")),
+            Fetched::new(
+                "pop3:b",
+                &customer_mail("two@kunde.example", "In-Reply-To: <one@kunde.example>"),
+            ),
+            Fetched::new("pop3:c", &customer_mail("three@kunde.example", "")),
+            Fetched::new("pop3:d", &customer_mail("four@kunde.example", "")),
+            Fetched::new("pop3:a", &customer_mail("one@kunde.example", "")),
+        ];
+        let decided: Vec<String> = batch
+            .iter()
+            .map(|mail| {
+                let decision = route(&rules, mail.mail(), &known);
+                known.remember(&rules, mail.mail(), &decision);
+                summary(&decision)
+            })
+            .collect();
+        assert_eq!(
+            decided,
+            [
+                "new ticket 10001, reply to erika@kunde.example",
+                "follow-up of 10001",
+                "new ticket 10002, reply to erika@kunde.example",
+                // The third reply to erika within the hour: the test rules allow two.
+                "new ticket 10003, no reply: rate_limited",
+                "already processed",
+            ]
+        );
     }
 }

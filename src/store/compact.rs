@@ -7,8 +7,8 @@
 //! any moment (a batch in flight rolls back, every committed one is done) and resume where it
 //! stopped: what is converted is what it finds no longer in the old columns.
 
-use super::write::{insert_attachment_content, insert_raw_mails};
 use super::raw_codec::RawCodec;
+use super::write::{insert_attachment_content, insert_raw_mails};
 use super::{sha256_hex, SqlBuilder, Store, StoreError};
 
 /// How far a conversion got. Row ids only grow, so a cursor is the last id looked at.

@@ -14,9 +14,7 @@ use super::message_ids::message_id_hash;
 use super::processed::processed_among;
 use super::sql::IN_CHUNK;
 use super::{Backend, SqlBuilder, StoreError, TicketRules};
-use crate::ingest::route::{
-    referenced_ids, Known, Mail, SentReply, StoredMessage, TicketRef,
-};
+use crate::ingest::route::{referenced_ids, Known, Mail, SentReply, StoredMessage, TicketRef};
 use crate::ingest::same_message::{content_fingerprint, MessageKey};
 use crate::ingest::thread::ticket_number_in_subject;
 use crate::reply::RATE_WINDOW;
@@ -285,9 +283,8 @@ async fn recent_replies(
     recipients: &HashSet<String>,
     now: DateTime<Utc>,
 ) -> Result<HashMap<String, u32>, StoreError> {
-    let since = super::outbox::rfc3339(
-        now - chrono::Duration::from_std(RATE_WINDOW).unwrap_or_default(),
-    );
+    let since =
+        super::outbox::rfc3339(now - chrono::Duration::from_std(RATE_WINDOW).unwrap_or_default());
     let recipients: Vec<&str> = recipients.iter().map(String::as_str).collect();
     let mut out = HashMap::new();
     for chunk in recipients.chunks(IN_CHUNK) {

@@ -12,12 +12,12 @@
 //! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
 mod activity;
+mod batch;
 mod bound;
 mod compact;
 mod copy;
 mod failure;
 mod find;
-mod batch;
 mod lease;
 mod lookup;
 mod message_ids;
@@ -46,12 +46,12 @@ use crate::secret::{masked_url, Secret};
 pub(crate) use sql::SqlBuilder;
 
 pub use activity::AccountActivity;
+pub use batch::*;
 pub use bound::STORE_ANSWER_WITHIN;
 pub use compact::{CompactCursor, CompactStep};
 pub use copy::CopiedTable;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
-pub use batch::*;
 pub use lease::{Fence, LeaseHolder};
 pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
 pub use prepared::Prepared;

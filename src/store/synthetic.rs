@@ -18,10 +18,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Any, Connection};
 
-use super::write::{insert_messages, insert_raw_mails};
 use super::message_ids::insert_message_id_hashes;
 use super::processed::insert_processed;
 use super::raw_codec::RawCodec;
+use super::write::{insert_messages, insert_raw_mails};
 use super::{sha256_hex, Backend, SqlBuilder, Store, StoreError};
 use crate::ingest::same_message::key_of;
 

@@ -56,8 +56,10 @@ pub(super) async fn carry_out(
     now: &str,
     disposed: &[String],
 ) -> Result<(), StoreError> {
-    let articles: Vec<(&Planned, &Article)> =
-        planned.iter().filter_map(|p| Some((p, p.article()?))).collect();
+    let articles: Vec<(&Planned, &Article)> = planned
+        .iter()
+        .filter_map(|p| Some((p, p.article()?)))
+        .collect();
     for chunk in articles.chunks(ARTICLE_CHUNK) {
         insert_tickets(tx, rules, chunk, now).await?;
         insert_articles(tx, rules, chunk, now).await?;
