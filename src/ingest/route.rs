@@ -11,7 +11,7 @@
 //! ticket, its Message-ID, its queued reply, its source key), so a later mail of the same batch
 //! sees an earlier one exactly as if that one had been stored by a batch before. That is what
 //! makes one batch of many mails and many batches of one mail give the same store (see the
-//! property test in `tests/route_batches.rs`).
+//! property test in `store/batch_equivalence.rs`).
 //!
 //! The order of the questions is the order of the rules in docs/replies.md:
 //! 1. a source key handled before → nothing (it is disposed of again, if it is still there);

@@ -13,6 +13,8 @@
 
 mod activity;
 mod batch;
+#[cfg(test)]
+mod batch_equivalence;
 mod bound;
 mod compact;
 mod copy;
