@@ -6,10 +6,10 @@
 //! Both are pure: they know nothing of the store. The task that delivers the outbox through the
 //! shared SMTP transport, with retries, exactly once, is [`crate::delivery`].
 //!
-//! The reply is planned inside the ingestion transaction (`store::outbox::plan_reply`): the
-//! ticket, the outbox row and the article's `reply_note` commit together, so a reply is never
-//! lost (queued with its ticket) and never queued twice (the mail's source key is processed in
-//! the same commit).
+//! The reply is decided with the rest of a mail's fate (`ingest::route`) and queued by the store
+//! in the ingestion transaction: the ticket, the outbox row and the article's `reply_note`
+//! commit together, so a reply is never lost (queued with its ticket) and never queued twice
+//! (the mail's source key is processed in the same commit).
 
 pub mod compose;
 pub mod rules;

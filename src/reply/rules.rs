@@ -1,5 +1,6 @@
 //! When a mail must not get an automatic reply. Pure: headers in, verdict out. The per-recipient
-//! rate limit needs the store and lives in `store::outbox`; everything else is here.
+//! rate limit counts replies in the store and is applied by `ingest::route`; everything else is
+//! here.
 //!
 //! The rules follow RFC 3834 (Auto-Submitted), the de-facto list and bulk markers, Microsoft's
 //! X-Auto-Response-Suppress, and our own loop markers, so that no robot, list, bounce or other
@@ -103,7 +104,7 @@ pub fn recipient(mail: &ParsedMail) -> &str {
 /// Checks every header rule; on success returns the (lower-cased) address to reply to.
 ///
 /// `sent_by_us` are those of the mail's Message-ID, In-Reply-To and References that we sent
-/// ourselves: the store looks them up in the outbox (see `store::outbox::plan_reply`). A
+/// ourselves: the store looks them up in the outbox (`Known::replies` of `ingest::route`). A
 /// Message-ID on our domain that we never sent (the shop's order confirmation, a customer whose
 /// mail program uses the same domain) is somebody else's.
 pub fn check(

@@ -181,9 +181,8 @@ mod tests {
             .unwrap()
     }
 
-    /// What a reply to `message_id` becomes through each of the two lookups: an account without
-    /// automatic replies looks up a whole batch's references at once (`known_threads`), one
-    /// with them each mail's on its own (`find_thread`).
+    /// What a reply to `message_id` becomes, on an account without automatic replies and on one
+    /// with them (the lookup is the same; the decision differs in the reply only).
     async fn joined_by_reply(store: &Store, n: u32, message_id: &str) -> Vec<Outcome> {
         let mut out = Vec::new();
         for (i, rules) in [rules(), TicketRules::with_test_replies("support")]
