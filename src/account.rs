@@ -9,6 +9,7 @@ use rustls::ClientConfig;
 use crate::budget::MemoryBudget;
 use crate::config::{AccountConfig, AuthMethod, Config, Disposal, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::health::AccountHealth;
+use crate::ingest::mail_rules::{MailRule, OldMail};
 use crate::oauth::TokenSource;
 use crate::source::Holding;
 use crate::store::TicketRules;
@@ -59,6 +60,14 @@ impl AccountRuntime {
                 customer: account.customer,
                 reply: crate::reply::ReplyPolicy::for_account(config, account)?,
                 test_mail_key: Some((account.email.clone(), account.test_mail_key())),
+                mail_rules: mail_rules(account)?,
+                old_mail: match (&account.old_mail_status, account.old_mail_age) {
+                    (Some(status), Some(age)) => Some(OldMail {
+                        age,
+                        status: status.clone(),
+                    }),
+                    _ => None,
+                },
             },
             tls,
             max_message_size: account
@@ -100,4 +109,18 @@ fn token_source(
         )?))),
         _ => Ok(None),
     }
+}
+
+/// The account's `[[account.rule]]`s, compiled. check-config refuses a config with a rule that
+/// does not compile, so an error here means the config was not checked.
+fn mail_rules(account: &AccountConfig) -> anyhow::Result<Vec<MailRule>> {
+    account
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            MailRule::new(i + 1, rule)
+                .map_err(|e| anyhow::anyhow!("account {:?}: rule {}: {e}", account.name, i + 1))
+        })
+        .collect()
 }

@@ -104,6 +104,9 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         if let Some(problem) = &a.malformed {
             let _ = writeln!(out, "    Malformed:  {problem} (raw message kept)");
         }
+        if let Some(rule) = &a.rule {
+            let _ = writeln!(out, "    Rule:       {rule}");
+        }
         if !a.auto_reply.is_empty() {
             let _ = writeln!(out, "    Auto-reply: {}", a.auto_reply);
         }

@@ -85,6 +85,56 @@ fn check_config_reports_every_problem_with_key_and_line_and_exits_78() {
 }
 
 #[test]
+fn check_config_names_each_bad_rule_with_its_key_and_line() {
+    let account = "name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
+        password = \"p\"\nticket_type = \"question\"\nticket_status = \"open\"\naction = \"delete\"\n\
+        old_mail_status = \"closed\"\n\
+        [[account.rule]]\nheader = \"X-Spam-Flag\"\ncontains = \"YES\"\nstatus = \"spam\"\n\
+        [[account.rule]]\nheader = \"Subject\"\nmatches = \"(unclosed\"\nauto_reply = false\n\
+        [[account.rule]]\nheader = \"From\"\ncontains = \"paypal\"\ntype = \"payment\"\n";
+    let cfg = TestConfig::new(
+        &[account.into()],
+        "\n[tickets]\nstatuses = [\"open\", \"closed\"]\ntypes = [\"question\"]\n",
+    );
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    let line_of = |needle: &str| 1 + text.lines().position(|l| l.contains(needle)).unwrap();
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for (key, words, line) in [
+        (
+            "account[1].rule[1].status",
+            "\"spam\" is not in [tickets] statuses",
+            line_of("\"spam\""),
+        ),
+        (
+            "account[1].rule[2].matches",
+            "not a regular expression",
+            line_of("(unclosed"),
+        ),
+        (
+            "account[1].rule[3].type",
+            "\"payment\" is not in [tickets] types",
+            line_of("\"payment\""),
+        ),
+        (
+            "account[1].old_mail_status",
+            "needs old_mail_age",
+            line_of("old_mail_status"),
+        ),
+    ] {
+        let found = err
+            .lines()
+            .find(|l| l.contains(key) && l.contains(words))
+            .unwrap_or_else(|| panic!("no error naming {key} ({words}) in:\n{err}"));
+        assert!(
+            found.contains(&format!(":{line}:")),
+            "{key} is on line {line}: {found}"
+        );
+    }
+}
+
+#[test]
 fn a_memory_budget_too_small_for_ordinary_mail_names_its_key_and_line() {
     let cfg = TestConfig::new(
         &["name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\

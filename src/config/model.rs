@@ -396,8 +396,34 @@ pub struct AccountConfig {
     #[serde(default)]
     pub auth: AuthMethod,
     pub oauth2: Option<OAuth2Config>,
+    /// `[[account.rule]]`, checked in order; the first that matches a mail applies.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+    /// The status of a new ticket from a mail older than `old_mail_age` (first contact with a
+    /// mailbox of years); both keys or neither.
+    pub old_mail_status: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub old_mail_age: Option<Duration>,
     #[serde(skip)]
     pub resolved_password: Option<Secret>,
+}
+
+/// One `[[account.rule]]`: a test on one header and the attributes it sets. A rule never drops a
+/// mail; it sets the new ticket's status or type and whether it gets an automatic reply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Any header name, or `from` / `to` / `subject` (the decoded values).
+    pub header: String,
+    /// Matches when the header's value contains this text, ignoring case.
+    pub contains: Option<String>,
+    /// Matches when the header's value matches this regular expression (the `regex` crate's
+    /// syntax: linear time, no look-around or back-references).
+    pub matches: Option<String>,
+    pub status: Option<String>,
+    #[serde(rename = "type")]
+    pub ticket_type: Option<String>,
+    pub auto_reply: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -524,5 +550,16 @@ mod humantime_serde {
                 "invalid duration {s:?}: {e}; write e.g. \"60s\", \"5m\" or \"24h\""
             ))
         })
+    }
+
+    /// For an optional duration: present means a valid duration.
+    pub mod option {
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }

@@ -13,6 +13,7 @@ use super::oauth::AuthMethod;
 use super::Severity;
 
 mod oauth;
+mod rules;
 mod web;
 use crate::secret::Secret;
 
@@ -26,6 +27,8 @@ pub struct Key {
     account: Option<usize>,
     /// A table inside the section or account, such as `oauth2`.
     table: Option<&'static str>,
+    /// Which of an array of tables (`[[account.rule]]`), from 0 as they appear in the file.
+    item: Option<usize>,
     field: Option<&'static str>,
 }
 
@@ -35,6 +38,7 @@ impl Key {
             section: "account",
             account: Some(file_index),
             table: None,
+            item: None,
             field: None,
         }
     }
@@ -43,6 +47,7 @@ impl Key {
             section,
             account: None,
             table: None,
+            item: None,
             field: None,
         }
     }
@@ -52,6 +57,12 @@ impl Key {
     }
     fn table(mut self, table: &'static str) -> Key {
         self.table = Some(table);
+        self
+    }
+    /// The `index`th table of an array of tables (`account[1].rule[2]`).
+    fn item(mut self, table: &'static str, index: usize) -> Key {
+        self.table = Some(table);
+        self.item = Some(index);
         self
     }
 
@@ -68,6 +79,10 @@ impl Key {
                 Some((_, inner)) => inner,
                 None => table,
             },
+            _ => table,
+        };
+        let table = match (self.item, table.get_ref()) {
+            (Some(i), DeValue::Array(items)) => items.get(i).unwrap_or(table),
             _ => table,
         };
         let fallback = table.span().start;
@@ -93,6 +108,9 @@ impl fmt::Display for Key {
         }
         if let Some(table) = self.table {
             write!(f, ".{table}")?;
+        }
+        if let Some(i) = self.item {
+            write!(f, "[{}]", i + 1)?;
         }
         if let Some(field) = self.field {
             write!(f, ".{field}")?;
@@ -538,28 +556,19 @@ pub fn check(
             );
         }
 
-        if let Some(t) = &tickets {
-            if !t.types.is_empty() && !t.types.contains(&account.ticket_type) {
-                c.error(
-                    key("ticket_type"),
-                    format!(
-                        "{:?} is not in [tickets] types {:?}",
-                        account.ticket_type, t.types
-                    ),
-                );
-            }
-            if !t.statuses.is_empty() && !t.statuses.contains(&account.ticket_status) {
-                c.error(
-                    key("ticket_status"),
-                    format!(
-                        "{:?} is not in [tickets] statuses {:?}",
-                        account.ticket_status, t.statuses
-                    ),
-                );
-            }
-        }
-        c.non_empty(key("ticket_type"), &account.ticket_type);
-        c.non_empty(key("ticket_status"), &account.ticket_status);
+        rules::known_type(
+            &mut c,
+            key("ticket_type"),
+            &account.ticket_type,
+            tickets.as_ref(),
+        );
+        rules::known_status(
+            &mut c,
+            key("ticket_status"),
+            &account.ticket_status,
+            tickets.as_ref(),
+        );
+        rules::check(&mut c, &at, account, tickets.as_ref());
 
         if account.auto_reply && account.auto_reply_limit == 0 {
             c.warning(

@@ -3,6 +3,7 @@
 pub mod bounce;
 pub mod customer;
 pub mod incoming;
+pub mod mail_rules;
 pub mod order;
 pub mod outcome;
 pub mod panic_hook;

@@ -22,7 +22,10 @@
 //! 5. a delivery report of one of our replies → an article of that reply's ticket, no reply;
 //! 6. a mail that refers to a stored Message-ID (ours first), or tags a known ticket number in its
 //!    subject → a follow-up, no reply;
-//! 7. anything else → a new ticket, with the reply the account's policy allows.
+//! 7. anything else → a new ticket, with the reply the account's policy allows. The first
+//!    `[[account.rule]]` that matches sets its status, type or `auto_reply`; a mail older than
+//!    `old_mail_age` gets `old_mail_status` (unless a rule set one) and no reply. Rules never
+//!    change whether a mail is kept.
 
 use std::collections::{HashMap, HashSet};
 
@@ -139,6 +142,8 @@ pub struct Article {
     pub bounce: Option<Bounce>,
     /// The automatic reply of a new ticket on an account that auto-replies.
     pub reply: Option<ReplyPlan>,
+    /// The `[[account.rule]]` that matched the mail, as `rule 2 (X-Spam-Flag contains "yes")`.
+    pub rule: Option<String>,
 }
 
 /// The attributes of a new ticket.
@@ -204,6 +209,11 @@ pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
         None => known.thread_of(rules, parsed),
     };
     let id = known.next_article_id;
+    // The first rule that matches; recorded with every article, applied to a new ticket only.
+    let rule = rules
+        .mail_rules
+        .iter()
+        .find(|r| r.applies_to(parsed, &mail.incoming.raw));
     Decision::Article(Box::new(match existing {
         Some(ticket) => Article {
             id,
@@ -211,25 +221,48 @@ pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
             opens: None,
             bounce,
             reply: None,
+            rule: rule.map(ToString::to_string),
         },
         None => {
             let ticket = TicketRef {
                 id: known.next_ticket_id,
                 number: ticket_number(known.next_ticket_id),
             };
-            let reply = rules
-                .reply
+            let old = rules
+                .old_mail
                 .as_ref()
-                .map(|policy| plan_reply(policy, parsed, &ticket.number, known));
+                .filter(|old| old.is_old(parsed, mail.incoming.received_at, known.now));
+            let reply = rules.reply.as_ref().map(|policy| match (rule, old) {
+                (Some(rule), _) if rule.auto_reply == Some(false) => ReplyPlan::Suppressed {
+                    reason: "rule",
+                    why: format!("{rule} sets auto_reply = false"),
+                },
+                (_, Some(old)) => ReplyPlan::Suppressed {
+                    reason: "old_mail",
+                    why: format!(
+                        "the mail is older than old_mail_age ({}): old mail gets no reply",
+                        humantime::format_duration(old.age)
+                    ),
+                },
+                _ => plan_reply(policy, parsed, &ticket.number, known),
+            });
+            // A rule's status before the old-mail status: a spam rule knows better.
+            let status = rule
+                .and_then(|r| r.status.clone())
+                .or_else(|| old.map(|o| o.status.clone()))
+                .unwrap_or_else(|| rules.ticket_status.clone());
             Article {
                 id,
                 ticket,
                 opens: Some(NewTicket {
-                    ticket_type: rules.ticket_type.clone(),
-                    status: rules.ticket_status.clone(),
+                    ticket_type: rule
+                        .and_then(|r| r.ticket_type.clone())
+                        .unwrap_or_else(|| rules.ticket_type.clone()),
+                    status,
                 }),
                 bounce: None,
                 reply,
+                rule: rule.map(ToString::to_string),
             }
         }
     }))
@@ -781,5 +814,167 @@ mod tests {
                 "already processed",
             ]
         );
+    }
+
+    /// The account of a shop with a spam rule, a rule for payment notices and old mail closed.
+    fn shop_rules() -> TicketRules {
+        let rule = |header: &str, contains: Option<&str>, matches: Option<&str>| {
+            crate::config::RuleConfig {
+                header: header.into(),
+                contains: contains.map(Into::into),
+                matches: matches.map(Into::into),
+                status: None,
+                ticket_type: None,
+                auto_reply: None,
+            }
+        };
+        let spam = crate::config::RuleConfig {
+            status: Some("spam".into()),
+            ..rule("X-Spam-Flag", Some("yes"), None)
+        };
+        let payments = crate::config::RuleConfig {
+            ticket_type: Some("payment".into()),
+            auto_reply: Some(false),
+            ..rule("from", None, Some(r"@(paypal|klarna)\.example>$"))
+        };
+        TicketRules {
+            mail_rules: vec![
+                super::super::mail_rules::MailRule::new(1, &spam).unwrap(),
+                super::super::mail_rules::MailRule::new(2, &payments).unwrap(),
+            ],
+            old_mail: Some(super::super::mail_rules::OldMail {
+                age: std::time::Duration::from_secs(14 * 24 * 3600),
+                status: "closed".into(),
+            }),
+            ..TicketRules::with_test_replies("support")
+        }
+    }
+
+    fn new_ticket(decision: &Decision) -> (NewTicket, Option<String>) {
+        let Decision::Article(article) = decision else {
+            panic!("not an article: {decision:?}");
+        };
+        (
+            article.opens.clone().expect("a new ticket"),
+            article.rule.clone(),
+        )
+    }
+
+    #[test]
+    fn the_first_matching_rule_sets_status_type_and_reply() {
+        let rules = shop_rules();
+        let known = store_with_one_ticket();
+        let spam = customer_mail("spam@kunde.example", "X-Spam-Flag: YES");
+        assert_eq!(
+            route_one(&rules, &spam, &known),
+            "new ticket 10002, reply to erika@kunde.example"
+        );
+        let decision = route(&rules, Fetched::new("pop3:s", &spam).mail(), &known);
+        let (ticket, rule) = new_ticket(&decision);
+        assert_eq!(
+            (ticket.status.as_str(), ticket.ticket_type.as_str()),
+            ("spam", "question")
+        );
+        assert_eq!(
+            rule.as_deref(),
+            Some("rule 1 (X-Spam-Flag contains \"yes\")")
+        );
+
+        let paypal = customer_mail("pay@kunde.example", "").replace(
+            "Erika Muster <erika@kunde.example>",
+            "PayPal <service@paypal.example>",
+        );
+        assert_eq!(
+            route_one(&rules, &paypal, &known),
+            "new ticket 10002, no reply: rule"
+        );
+        let (ticket, _) = new_ticket(&route(
+            &rules,
+            Fetched::new("pop3:p", &paypal).mail(),
+            &known,
+        ));
+        assert_eq!(
+            (ticket.status.as_str(), ticket.ticket_type.as_str()),
+            ("open", "payment")
+        );
+
+        let plain = customer_mail("plain@kunde.example", "X-Spam-Flag: NO");
+        let (ticket, rule) = new_ticket(&route(
+            &rules,
+            Fetched::new("pop3:n", &plain).mail(),
+            &known,
+        ));
+        assert_eq!((ticket.status.as_str(), rule), ("open", None));
+    }
+
+    #[test]
+    fn a_rule_that_matches_a_follow_up_is_recorded_and_changes_nothing() {
+        let rules = shop_rules();
+        let raw = customer_mail(
+            "answer@kunde.example",
+            "In-Reply-To: <first@kunde.example>\nX-Spam-Flag: YES",
+        );
+        let decision = route(
+            &rules,
+            Fetched::new("pop3:f", &raw).mail(),
+            &store_with_one_ticket(),
+        );
+        assert_eq!(summary(&decision), "follow-up of 10001");
+        let Decision::Article(article) = decision else {
+            unreachable!()
+        };
+        assert_eq!(
+            article.rule.as_deref(),
+            Some("rule 1 (X-Spam-Flag contains \"yes\")")
+        );
+    }
+
+    #[test]
+    fn old_mail_opens_tickets_with_the_old_mail_status_and_no_reply() {
+        let rules = shop_rules();
+        let known = store_with_one_ticket();
+        let old =
+            customer_mail("old@kunde.example", "").replace(DATE, "Tue, 03 Mar 2026 08:00:00 +0100");
+        assert_eq!(
+            route_one(&rules, &old, &known),
+            "new ticket 10002, no reply: old_mail"
+        );
+        let (ticket, _) = new_ticket(&route(&rules, Fetched::new("pop3:o", &old).mail(), &known));
+        assert_eq!(ticket.status, "closed");
+        // A spam rule's status wins over the old-mail status.
+        let old_spam = customer_mail("old-spam@kunde.example", "X-Spam-Flag: YES")
+            .replace(DATE, "Tue, 03 Mar 2026 08:00:00 +0100");
+        let (ticket, _) = new_ticket(&route(
+            &rules,
+            Fetched::new("pop3:os", &old_spam).mail(),
+            &known,
+        ));
+        assert_eq!(ticket.status, "spam");
+        // A mail of this morning is not old.
+        let recent = customer_mail("recent@kunde.example", "")
+            .replace(DATE, "Mon, 07 Dec 2026 08:00:00 +0000");
+        assert_eq!(
+            route_one(&rules, &recent, &known),
+            "new ticket 10002, reply to erika@kunde.example"
+        );
+    }
+
+    #[test]
+    fn an_absurd_date_is_judged_by_when_the_server_received_the_mail() {
+        let rules = shop_rules();
+        let known = store_with_one_ticket();
+        for date in [
+            "Thu, 01 Jan 1970 00:00:00 +0000",
+            "Fri, 01 Jan 2100 00:00:00 +0000",
+        ] {
+            let raw = customer_mail("odd@kunde.example", "").replace(DATE, date);
+            let mut received_long_ago = Fetched::new("pop3:x", &raw);
+            received_long_ago.incoming.received_at = now() - chrono::Duration::days(400);
+            let (ticket, _) = new_ticket(&route(&rules, received_long_ago.mail(), &known));
+            assert_eq!(ticket.status, "closed", "{date}, received 400 days ago");
+            let received_now = Fetched::new("pop3:y", &raw);
+            let (ticket, _) = new_ticket(&route(&rules, received_now.mail(), &known));
+            assert_eq!(ticket.status, "open", "{date}, received now");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! subject tag, who the customer is, automatic replies and test mails. [`super::route`] reads
 //! them; the store never decides anything from them itself.
 
+use super::mail_rules::{MailRule, OldMail};
 use super::parse::ParsedMail;
 use crate::config::CustomerSource;
 
@@ -19,6 +20,10 @@ pub struct TicketRules {
     /// Verifies the signed marker of `test-fetch` mails (see ingest::testmail): the account's
     /// address and password. `None`: no mail is ever treated as a test mail.
     pub test_mail_key: Option<(String, crate::secret::Secret)>,
+    /// `[[account.rule]]`, in the file's order.
+    pub mail_rules: Vec<MailRule>,
+    /// `old_mail_status` / `old_mail_age`.
+    pub old_mail: Option<OldMail>,
 }
 
 impl TicketRules {
@@ -34,6 +39,8 @@ impl TicketRules {
             customer: crate::config::CustomerSource::ReplyTo,
             reply: None,
             test_mail_key: None,
+            mail_rules: Vec::new(),
+            old_mail: None,
         }
     }
 

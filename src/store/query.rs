@@ -46,6 +46,8 @@ pub struct ArticleDetail {
     /// The accounts that received this message: the one that stored it first, then those whose
     /// copies were recorded against it (see docs/replies.md, "One message, several accounts").
     pub received_by: Vec<String>,
+    /// The `[[account.rule]]` that matched the mail; `None`: none did.
+    pub rule: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -181,7 +183,7 @@ impl Store {
         let s = summary(&row);
         let articles = sqlx::query(
             "SELECT a.id, a.message_id, a.from_email, a.from_name, a.subject, a.text_body, \
-             a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key, a.is_bounce, a.account \
+             a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key, a.is_bounce, a.account, a.rule \
              FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = $1 ORDER BY a.id",
         )
         .bind(number)
@@ -230,6 +232,7 @@ impl Store {
                 attachments,
                 bounce: a.get::<i64, _>(11) != 0,
                 received_by,
+                rule: Some(a.get::<String, _>(13)).filter(|r| !r.is_empty()),
             });
         }
         Ok(Some(TicketDetail {

@@ -1,0 +1,167 @@
+//! An account's `[[account.rule]]`s and its old-mail status: attributes a mail's new ticket gets
+//! from what the mail says, applied by [`super::route`]. They set the status, the type and
+//! whether the automatic reply goes out; they never decide whether a mail is kept.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mail_parser::MessageParser;
+
+use super::parse::ParsedMail;
+use crate::config::RuleConfig;
+
+/// Longest compiled form of a rule's regular expression. The `regex` crate matches in linear
+/// time whatever the pattern, so the only cost a pattern can run up is its size.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// One rule, checked: its test compiled.
+#[derive(Debug, Clone)]
+pub struct MailRule {
+    /// Its position among the account's rules, from 1, as the admin counts them in the file.
+    pub number: usize,
+    pub header: String,
+    pub test: Test,
+    pub status: Option<String>,
+    pub ticket_type: Option<String>,
+    pub auto_reply: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Test {
+    /// The value contains this text, ignoring case.
+    Contains(String),
+    Matches(regex::Regex),
+}
+
+/// Why a rule cannot be used; check-config names it with the rule's key and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("set `contains` or `matches`")]
+    NoTest,
+    #[error("set `contains` or `matches`, not both")]
+    TwoTests,
+    #[error("is not a regular expression the daemon can use: {0}")]
+    BadRegex(String),
+    #[error("sets nothing: give it `status`, `type` or `auto_reply`")]
+    SetsNothing,
+    #[error("`header` is empty: name a header such as \"X-Spam-Flag\", or from, to, subject")]
+    NoHeader,
+}
+
+impl MailRule {
+    /// The rule of `config`, the `number`th of its account.
+    pub fn new(number: usize, config: &RuleConfig) -> Result<MailRule, RuleError> {
+        if config.header.trim().is_empty() {
+            return Err(RuleError::NoHeader);
+        }
+        let test = match (&config.contains, &config.matches) {
+            (None, None) => return Err(RuleError::NoTest),
+            (Some(_), Some(_)) => return Err(RuleError::TwoTests),
+            (Some(text), None) => Test::Contains(text.clone()),
+            (None, Some(pattern)) => Test::Matches(
+                regex::RegexBuilder::new(pattern)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| RuleError::BadRegex(e.to_string()))?,
+            ),
+        };
+        if config.status.is_none() && config.ticket_type.is_none() && config.auto_reply.is_none() {
+            return Err(RuleError::SetsNothing);
+        }
+        Ok(MailRule {
+            number,
+            header: config.header.trim().to_string(),
+            test,
+            status: config.status.clone(),
+            ticket_type: config.ticket_type.clone(),
+            auto_reply: config.auto_reply,
+        })
+    }
+
+    /// Whether the mail's header (any of its occurrences) passes the test.
+    pub fn applies_to(&self, parsed: &ParsedMail, raw: &[u8]) -> bool {
+        header_values(&self.header, parsed, raw)
+            .iter()
+            .any(|value| match &self.test {
+                Test::Contains(text) => value.to_lowercase().contains(&text.to_lowercase()),
+                Test::Matches(re) => re.is_match(value),
+            })
+    }
+}
+
+/// `rule 2 (X-Spam-Flag contains "YES")`: how a rule is named where it is recorded.
+impl fmt::Display for MailRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (how, what) = match &self.test {
+            Test::Contains(text) => ("contains", text.as_str()),
+            Test::Matches(re) => ("matches", re.as_str()),
+        };
+        write!(f, "rule {} ({} {how} {what:?})", self.number, self.header)
+    }
+}
+
+/// Two rules are the same when they read the same (a regex compares by its pattern): a reload
+/// restarts an account only when its rules changed.
+impl PartialEq for MailRule {
+    fn eq(&self, other: &MailRule) -> bool {
+        self.to_string() == other.to_string()
+            && self.status == other.status
+            && self.ticket_type == other.ticket_type
+            && self.auto_reply == other.auto_reply
+    }
+}
+
+/// The values a rule's header name stands for. `from`, `to` and `subject` are the parsed values
+/// (decoded, as the ticket shows them; `from` is `Name <address>`); any other name is read from
+/// the raw header, every occurrence, unfolded and with encoded words decoded.
+fn header_values(name: &str, parsed: &ParsedMail, raw: &[u8]) -> Vec<String> {
+    match name.to_ascii_lowercase().as_str() {
+        "from" => vec![format!("{} <{}>", parsed.from_name, parsed.from_email)],
+        "to" => vec![parsed.to.clone()],
+        "subject" => vec![parsed.subject.clone()],
+        _ => MessageParser::new()
+            .parse_headers(raw)
+            .map(|message| {
+                message
+                    .header_values(name)
+                    .filter_map(|value| value.as_text().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// `old_mail_status` with `old_mail_age`: a new ticket from a mail older than `age` gets
+/// `status`, and no automatic reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldMail {
+    pub age: Duration,
+    pub status: String,
+}
+
+impl OldMail {
+    /// Whether the mail is older than `age` at `now`: by its Date, or by when the server
+    /// received it (`received_at`: IMAP's INTERNALDATE) when the Date is missing or absurd.
+    pub fn is_old(
+        &self,
+        parsed: &ParsedMail,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let written = parsed
+            .date
+            .filter(|date| plausible(*date, now))
+            .unwrap_or(received_at);
+        now.signed_duration_since(written)
+            .to_std()
+            .is_ok_and(|age| age > self.age)
+    }
+}
+
+/// A Date no mail program writes by mistake of the clock alone: not before 1990 (a Date of 1970
+/// is a zero timestamp) and not more than a day ahead.
+fn plausible(date: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let earliest = DateTime::from_timestamp(631_152_000, 0).unwrap_or_default(); // 1990-01-01
+    date >= earliest && date <= now + chrono::Duration::days(1)
+}
