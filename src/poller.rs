@@ -74,7 +74,7 @@ async fn imap_pass(
     cancel: Option<&CancellationToken>,
     wait: &mut FlaggedWait,
 ) -> Result<PassReport, SourceError> {
-    let source = ImapSource::new(conn, &rt.account, action, store, wait);
+    let source = ImapSource::new(conn, &rt.account, action, wait);
     run_pass(source, &context(rt, store, cancel)).await
 }
 
@@ -86,7 +86,7 @@ async fn pop3_pass(
 ) -> Result<PassReport, SourceError> {
     let client = crate::pop3::login::sign_in(rt).await?;
     let login_delay = client.login_delay();
-    let source = Pop3Source::new(client, &rt.account.name, action, store);
+    let source = Pop3Source::new(client, action);
     let report = run_pass(source, &context(rt, store, cancel)).await?;
     Ok(PassReport {
         login_delay,
