@@ -46,9 +46,10 @@ fn context<'a>(
     }
 }
 
-/// One complete pass: connect, fetch everything pending, store, dispose, log out. With `cancel`
-/// the pass stops after the batch in hand once it fires.
-pub async fn pass_once(
+/// One pass on a connection of its own (`run --once`, a POP3 poll): connect, fetch everything
+/// pending, store, dispose, log out. With `cancel` the pass stops after the batch in hand once
+/// it fires.
+pub async fn connect_and_pass(
     rt: &AccountRuntime,
     store: &Store,
     cancel: Option<&CancellationToken>,
@@ -219,7 +220,7 @@ async fn poll_session(
     let mut interval = PollInterval::default();
     loop {
         rt.health.set(State::Polling);
-        let wait = match pass_once(rt, store, Some(cancel)).await {
+        let wait = match connect_and_pass(rt, store, Some(cancel)).await {
             Ok(report) => {
                 *failures = 0;
                 after_pass(rt, &report);
