@@ -121,7 +121,7 @@ async fn run_once(
         let store = store.clone();
         let leases = leases.cloned();
         set.spawn(async move {
-            let result = crate::lease::pass_once(leases.as_ref(), &rt, &store).await;
+            let result = crate::lease::pass_holding_lease(leases.as_ref(), &rt, &store).await;
             (rt.account.name.clone(), result)
         });
     }

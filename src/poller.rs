@@ -46,9 +46,10 @@ fn context<'a>(
     }
 }
 
-/// One complete pass: connect, fetch everything pending, store, dispose, log out. With `cancel`
-/// the pass stops after the batch in hand once it fires.
-pub async fn pass_once(
+/// One pass on a connection of its own (`run --once`, a POP3 poll): connect, fetch everything
+/// pending, store, dispose, log out. With `cancel` the pass stops after the batch in hand once
+/// it fires.
+pub async fn connect_and_pass(
     rt: &AccountRuntime,
     store: &Store,
     cancel: Option<&CancellationToken>,
@@ -74,7 +75,7 @@ async fn imap_pass(
     cancel: Option<&CancellationToken>,
     wait: &mut FlaggedWait,
 ) -> Result<PassReport, SourceError> {
-    let source = ImapSource::new(conn, &rt.account, action, store, wait);
+    let source = ImapSource::new(conn, &rt.account, action, wait);
     run_pass(source, &context(rt, store, cancel)).await
 }
 
@@ -86,7 +87,7 @@ async fn pop3_pass(
 ) -> Result<PassReport, SourceError> {
     let client = crate::pop3::login::sign_in(rt).await?;
     let login_delay = client.login_delay();
-    let source = Pop3Source::new(client, &rt.account.name, action, store);
+    let source = Pop3Source::new(client, action);
     let report = run_pass(source, &context(rt, store, cancel)).await?;
     Ok(PassReport {
         login_delay,
@@ -219,7 +220,7 @@ async fn poll_session(
     let mut interval = PollInterval::default();
     loop {
         rt.health.set(State::Polling);
-        let wait = match pass_once(rt, store, Some(cancel)).await {
+        let wait = match connect_and_pass(rt, store, Some(cancel)).await {
             Ok(report) => {
                 *failures = 0;
                 after_pass(rt, &report);

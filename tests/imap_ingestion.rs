@@ -355,23 +355,43 @@ async fn different_mails_sharing_a_message_id_each_get_an_article() {
 /// wrote it, a label was renamed, the row is damaged) never moves or deletes the mail.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mail_recorded_with_an_unknown_outcome_stays_on_the_server() {
-    let lab = Lab::get();
-    let user = lab.fresh_user("imap-unknown-outcome");
-    let mail = mails::simple(
-        &user,
-        "Unknown outcome",
-        "unknown@customer.example.test",
-        "",
+    let err = a_pass_after_changing_the_processed_row(
+        "imap-unknown-outcome",
+        "UPDATE processed SET outcome = 'written-by-version-9'",
+    )
+    .await;
+    assert!(
+        err.contains("written-by-version-9"),
+        "the log names the label: {err}"
     );
+    assert!(err.contains("outcome this version does not know"), "{err}");
+}
+
+/// Fail closed: a processed row whose source key this version cannot read (a newer version
+/// wrote it, or it is damaged) could be any mail's, so no mail of the account moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_source_key_in_the_store_keeps_the_mails_on_the_server() {
+    let err = a_pass_after_changing_the_processed_row(
+        "imap-unreadable-key",
+        "UPDATE processed SET source_key = source_key || 'x'",
+    )
+    .await;
+    assert!(err.contains("which this version cannot read"), "{err}");
+}
+
+/// Stores one mail but leaves it in the folder, changes its `processed` row with `update`, and
+/// runs a pass, which must fail closed: it fails, and the mail stays in the folder without a
+/// second ticket. Returns the pass's log.
+async fn a_pass_after_changing_the_processed_row(name: &str, update: &str) -> String {
+    let lab = Lab::get();
+    let user = lab.fresh_user(name);
+    let mail = mails::simple(&user, name, "row@customer.example.test", "");
     lab.append(&user, "INBOX", &[mail]).await;
     let cfg = support_moving_to_archive(lab, &user);
     let text = store_but_leave_on_the_server(&cfg);
     assert_eq!(cfg.tickets().len(), 1);
     let store = cfg.open_store().await;
-    let changed = sqlx::query("UPDATE processed SET outcome = 'written-by-version-9'")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    let changed = sqlx::query(update).execute(store.pool()).await.unwrap();
     assert_eq!(changed.rows_affected(), 1);
     store.close().await;
     std::fs::write(&cfg.path, text).unwrap();
@@ -379,14 +399,10 @@ async fn a_mail_recorded_with_an_unknown_outcome_stays_on_the_server() {
     let out = cfg.run(&["run", "--once"]);
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("written-by-version-9"),
-        "the log names the label: {err}"
-    );
-    assert!(err.contains("outcome this version does not know"), "{err}");
     assert_eq!(lab.count(&user, "INBOX").await, 1, "the mail stays");
     assert_eq!(lab.count(&user, "Archive").await, 0);
     assert_eq!(cfg.tickets().len(), 1, "and is not stored again");
+    err
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -542,16 +558,27 @@ async fn a_uidvalidity_change_neither_loses_nor_doubles_mail() {
     assert_eq!(cfg.tickets().len(), 5);
     // The server renumbers the folder (new UIDVALIDITY): every mail looks new to a UID tracker.
     let store = cfg.open_store().await;
+    let on_server = store.uidvalidity("support", "INBOX").await.unwrap();
+    let on_server = on_server.expect("the first pass kept the folder's UIDVALIDITY");
     sqlx::query(
         "UPDATE processed SET source_key = replace(source_key, 'imap:INBOX:', 'imap:INBOX:9') ",
     )
     .execute(store.pool())
     .await
     .unwrap();
+    store
+        .set_uidvalidity("support", "INBOX", on_server.wrapping_add(1))
+        .await
+        .unwrap();
     store.close().await;
     std::fs::write(&cfg.path, text).unwrap();
     let out = cfg.run(&["run", "--once"]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("UIDVALIDITY changed"),
+        "the change is said: {err}"
+    );
     assert_eq!(
         cfg.tickets().len(),
         5,
@@ -559,6 +586,13 @@ async fn a_uidvalidity_change_neither_loses_nor_doubles_mail() {
     );
     assert_eq!(lab.count(&user, "INBOX").await, 0);
     assert_eq!(lab.count(&user, "Archive").await, 5);
+    let store = cfg.open_store().await;
+    assert_eq!(
+        store.uidvalidity("support", "INBOX").await.unwrap(),
+        Some(on_server),
+        "the store keeps the folder's new UIDVALIDITY"
+    );
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,6 +73,21 @@ async fn keep_mode_remembers_uidls_and_never_creates_a_second_ticket() {
     let again = cfg.run(&["run", "--once"]);
     assert!(again.status.success(), "{}", common::stderr(&again));
     assert_eq!(cfg.tickets().len(), 50, "a second pass creates nothing");
+
+    // Another client deletes a mail: the store forgets its UIDL, so the table does not grow for
+    // ever, and keeps the others'.
+    lab.expunge(&user, "INBOX", 1).await;
+    let after = cfg.run(&["run", "--once"]);
+    assert!(after.status.success(), "{}", common::stderr(&after));
+    let store = cfg.open_store().await;
+    let known = store.processed("returns", "pop3:").await.unwrap();
+    assert_eq!(
+        known.len(),
+        49,
+        "the UIDL that left the server is forgotten"
+    );
+    store.close().await;
+    assert_eq!(cfg.tickets().len(), 50, "its ticket stays");
 }
 
 #[tokio::test(flavor = "multi_thread")]

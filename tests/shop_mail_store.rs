@@ -11,6 +11,7 @@ use std::path::Path;
 use chrono::Utc;
 use mail2ticket::config::CustomerSource;
 use mail2ticket::ingest::parse::parse;
+use mail2ticket::source::SourceKey;
 use mail2ticket::store::{Incoming, Outcome, Recorded, Store, TicketRules};
 
 fn rules(account: &str) -> TicketRules {
@@ -90,7 +91,8 @@ async fn a_message_in_two_accounts_is_one_ticket_received_by_both() {
     assert_eq!(t.articles[0].received_by, vec!["support", "returns"]);
     // The copy's source key is processed: its mailbox disposes of it like any stored mail.
     let processed = store.processed("returns", "pop3:").await.unwrap();
-    assert_eq!(processed["pop3:u1"].outcome, Recorded::Stored);
+    let u1 = SourceKey::Pop3 { uidl: "u1".into() };
+    assert_eq!(processed[&u1].outcome, Recorded::Stored);
     // The same copy fetched again (a crash before disposal) is recognised as processed.
     let again = store
         .store_batch(

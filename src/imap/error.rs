@@ -31,8 +31,6 @@ pub enum ImapError {
     Protocol { operation: String, reply: String },
     #[error("folder {folder:?} cannot be opened: {reason}; check `folder`")]
     FolderMissing { folder: String, reason: String },
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
 }
 
 impl ImapError {
@@ -49,7 +47,6 @@ impl From<ImapError> for crate::source::SourceError {
     fn from(e: ImapError) -> Self {
         use crate::source::ErrorKind;
         let kind = match &e {
-            ImapError::Store(store) => ErrorKind::of_store(store),
             ImapError::Connect(_) => ErrorKind::Connect,
             ImapError::StartTlsNotOffered { .. } => ErrorKind::Tls,
             ImapError::AuthRejected { server, .. } => ErrorKind::LoginRejected {
@@ -120,33 +117,6 @@ pub fn is_trycreate(server: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::source::{ErrorKind, SourceError};
-    use crate::store::{StoreError, StoreErrorKind};
-
-    #[test]
-    fn a_store_failure_in_an_imap_pass_is_told_once_and_keeps_its_kind() {
-        let store = StoreError::Unavailable {
-            kind: StoreErrorKind::Unreachable,
-            path: "postgres://m2t:***@db/tickets".into(),
-            cause: sqlx::Error::PoolTimedOut,
-        };
-        let e = SourceError::from(super::ImapError::Store(store));
-        assert_eq!(e.kind(), &ErrorKind::Store);
-        let shown = e.to_string();
-        assert_eq!(
-            shown.matches("database server unreachable").count(),
-            1,
-            "{shown}"
-        );
-        assert_eq!(shown.matches("pool timed out").count(), 1, "{shown}");
-
-        let lost = StoreError::LeaseLost {
-            account: "support".into(),
-        };
-        let e = SourceError::from(super::ImapError::Store(lost));
-        assert_eq!(e.kind(), &ErrorKind::LeaseLost);
-    }
-
     #[test]
     fn server_words_strip_the_debug_rendering() {
         assert_eq!(

@@ -6,7 +6,8 @@
 //! UIDVALIDITY change: the keys of the old validity no longer match, so every mail in the folder
 //! looks new and is fetched again. The store recognises a mail whose exact bytes are already
 //! stored for the account as a duplicate and records the new key without a new ticket, so the
-//! mail is disposed of and nothing is lost or doubled.
+//! mail is disposed of and nothing is lost or doubled. The listing carries the UIDVALIDITY; the
+//! pass keeps it in the store and says when it changed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,8 +21,11 @@ use super::login::ImapConnection;
 use super::uid_set::uid_set;
 use super::utf7;
 use crate::config::{AccountConfig, ImapAction, Protocol};
-use crate::source::{Listed, Listing, PassReport, Source, SourceError, SourceKey};
-use crate::store::{ProcessedState, Store};
+use crate::source::{
+    Finished, FolderValidity, Listed, Listing, PassReport, Quarantine, Source, SourceError,
+    SourceKey,
+};
+use crate::store::ProcessedState;
 
 /// IMAP keyword set on a mail whose storage failed `QUARANTINE_AFTER` times: skipped afterwards.
 pub const QUARANTINE_KEYWORD: &str = "$mail2ticket-failed";
@@ -32,7 +36,6 @@ pub struct ImapSource<'a> {
     account: &'a AccountConfig,
     /// The account's `action` as IMAP knows it (there is no IMAP "keep").
     action: &'a ImapAction,
-    store: &'a Store,
     plan: Plan,
     uidvalidity: u32,
     /// Mails of the folder flagged \Deleted when it was listed.
@@ -49,7 +52,6 @@ impl<'a> ImapSource<'a> {
         conn: &'a mut ImapConnection,
         account: &'a AccountConfig,
         action: &'a ImapAction,
-        store: &'a Store,
         wait: &'a mut FlaggedWait,
     ) -> ImapSource<'a> {
         let plan = Plan::for_connection(action, conn);
@@ -57,7 +59,6 @@ impl<'a> ImapSource<'a> {
             conn,
             account,
             action,
-            store,
             plan,
             uidvalidity: 0,
             flagged: HashSet::new(),
@@ -95,21 +96,6 @@ impl<'a> ImapSource<'a> {
             }
         };
         Ok((mailbox.uid_validity.unwrap_or(0), mailbox.exists > 0))
-    }
-
-    /// Remembers the folder's UIDVALIDITY and says when it changed.
-    async fn note_uidvalidity(&self, uidvalidity: u32) -> Result<(), ImapError> {
-        let (name, folder) = (&self.account.name, self.account.folder.as_str());
-        if let Some(previous) = self.store.uidvalidity(name, folder).await? {
-            if previous != uidvalidity {
-                warn!(account = %name, folder, previous, uidvalidity,
-                    "UIDVALIDITY changed: every mail is checked again; already stored ones are recognised by their bytes");
-            }
-        }
-        self.store
-            .set_uidvalidity(name, folder, uidvalidity)
-            .await?;
-        Ok(())
     }
 
     fn report_disposal(
@@ -191,13 +177,17 @@ impl Source for ImapSource<'_> {
 
     async fn list(&mut self) -> Result<Listing<u32>, SourceError> {
         let (uidvalidity, any) = self.select().await?;
-        self.note_uidvalidity(uidvalidity).await?;
         self.uidvalidity = uidvalidity;
         // Store keys use the configured name, so they survive a change of the server's separator.
         let prefix = SourceKey::imap_prefix(&self.account.folder, uidvalidity);
+        let validity = Some(FolderValidity {
+            folder: self.account.folder.clone(),
+            uidvalidity,
+        });
         if !any {
             return Ok(Listing {
                 prefix,
+                validity,
                 mails: Vec::new(),
             });
         }
@@ -212,7 +202,11 @@ impl Source for ImapSource<'_> {
                 quarantined: m.quarantined,
             })
             .collect();
-        Ok(Listing { prefix, mails })
+        Ok(Listing {
+            prefix,
+            validity,
+            mails,
+        })
     }
 
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, SourceError> {
@@ -232,12 +226,7 @@ impl Source for ImapSource<'_> {
         Ok(self.report_disposal(uids, result, report))
     }
 
-    async fn quarantine(
-        &mut self,
-        uid: &u32,
-        _key: &SourceKey,
-        attempts: u32,
-    ) -> Result<bool, SourceError> {
+    async fn quarantine(&mut self, uid: &u32, attempts: u32) -> Result<Quarantine, SourceError> {
         let name = &self.account.name;
         // Checked by its tagged status: async-imap's uid_store takes a NO for success.
         let store = format!("UID STORE {uid} +FLAGS.SILENT ({QUARANTINE_KEYWORD})");
@@ -252,11 +241,11 @@ impl Source for ImapSource<'_> {
             Ok(_) => {
                 error!(account = %name, uid, keyword = QUARANTINE_KEYWORD,
                     "mail quarantined after {attempts} failed attempts: it stays on the server, marked, and is skipped");
-                Ok(true)
+                Ok(Quarantine::Marked)
             }
             Err(e) => {
                 error!(account = %name, uid, error = %e, "could not mark mail as quarantined");
-                Ok(false)
+                Ok(Quarantine::NotMarked)
             }
         }
     }
@@ -264,9 +253,9 @@ impl Source for ImapSource<'_> {
     /// The connection stays open for IDLE: nothing to end.
     async fn finish(
         self,
-        _processed: &HashMap<String, ProcessedState>,
-    ) -> Result<Vec<SourceKey>, SourceError> {
-        Ok(Vec::new())
+        _processed: &HashMap<SourceKey, ProcessedState>,
+    ) -> Result<Finished, SourceError> {
+        Ok(Finished::default())
     }
 
     fn key(&self, uid: &u32) -> SourceKey {

@@ -311,16 +311,16 @@ pub async fn check_alone(store: &Store) -> Result<(), String> {
     }
 }
 
-/// One pass (`run --once`): as it is with one instance; with several, only if the account's
-/// lease is free, and under it (another instance polling the account is no error: it is
-/// skipped).
-pub async fn pass_once(
+/// One pass (`run --once`) while holding the account's lease: with one instance there is no
+/// lease and the pass just runs; with several, only if the lease is free, and under it (another
+/// instance polling the account is no error: it is skipped).
+pub async fn pass_holding_lease(
     leases: Option<&Leases>,
     rt: &AccountRuntime,
     store: &Store,
 ) -> Result<PassReport, SourceError> {
     let Some(leases) = leases else {
-        return poller::pass_once(rt, store, None).await;
+        return poller::connect_and_pass(rt, store, None).await;
     };
     let name = rt.account.name.as_str();
     let Some((fence, deadline)) = leases.acquire(name).await else {
@@ -338,7 +338,7 @@ pub async fn pass_once(
                     lease: holding,
                     ..rt
                 };
-                poller::pass_once(&rt, &store, None).await
+                poller::connect_and_pass(&rt, &store, None).await
             })
         })
         .await;

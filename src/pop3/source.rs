@@ -7,9 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use super::client::{Pop3Client, Pop3Error};
 use crate::config::{Pop3Action, Protocol};
-use crate::ingest::outcome::Skipped;
-use crate::source::{ErrorKind, Listed, Listing, PassReport, Source, SourceError, SourceKey};
-use crate::store::{ProcessedState, Store};
+use crate::source::{
+    ErrorKind, Finished, Listed, Listing, PassReport, Quarantine, Source, SourceError, SourceKey,
+};
+use crate::store::ProcessedState;
 
 impl From<Pop3Error> for SourceError {
     fn from(e: Pop3Error) -> SourceError {
@@ -40,36 +41,27 @@ pub struct Pop3Mail {
 }
 
 /// One pass over the maildrop of a signed-in session.
-pub struct Pop3Source<'a> {
+pub struct Pop3Source {
     client: Pop3Client,
-    account: &'a str,
     action: Pop3Action,
-    store: &'a Store,
     /// The keys of every mail the listing showed.
-    on_server: HashSet<String>,
+    on_server: HashSet<SourceKey>,
     /// Marked with DELE: deleted when QUIT commits.
     marked: Vec<SourceKey>,
 }
 
-impl<'a> Pop3Source<'a> {
-    pub fn new(
-        client: Pop3Client,
-        account: &'a str,
-        action: Pop3Action,
-        store: &'a Store,
-    ) -> Pop3Source<'a> {
+impl Pop3Source {
+    pub fn new(client: Pop3Client, action: Pop3Action) -> Pop3Source {
         Pop3Source {
             client,
-            account,
             action,
-            store,
             on_server: HashSet::new(),
             marked: Vec::new(),
         }
     }
 }
 
-impl Source for Pop3Source<'_> {
+impl Source for Pop3Source {
     type Id = Pop3Mail;
 
     const PROTOCOL: Protocol = Protocol::Pop3;
@@ -90,9 +82,10 @@ impl Source for Pop3Source<'_> {
                 }
             })
             .collect();
-        self.on_server = mails.iter().map(|m| m.key.to_string()).collect();
+        self.on_server = mails.iter().map(|m| m.key.clone()).collect();
         Ok(Listing {
             prefix: SourceKey::POP3_PREFIX.to_string(),
+            validity: None,
             mails,
         })
     }
@@ -133,40 +126,34 @@ impl Source for Pop3Source<'_> {
         Ok(Vec::new())
     }
 
-    /// POP3 has no flags to mark the mail on the server, so the store remembers it.
+    /// POP3 has no flags to mark the mail on the server: the pass has the store remember it.
     async fn quarantine(
         &mut self,
         _mail: &Pop3Mail,
-        key: &SourceKey,
-        attempts: u32,
-    ) -> Result<bool, SourceError> {
-        let key = key.to_string();
-        self.store
-            .record_skipped(self.account, &key, Skipped::Quarantined)
-            .await?;
-        tracing::error!(account = self.account, source = %key,
-            "mail quarantined after {attempts} failed attempts: it stays on the server and is skipped");
-        Ok(true)
+        _attempts: u32,
+    ) -> Result<Quarantine, SourceError> {
+        Ok(Quarantine::Unmarkable)
     }
 
-    /// QUIT commits the DELEs (RFC 1939 UPDATE state). With `action = "keep"` the store forgets
-    /// the UIDLs that left the server, so its table does not grow for ever.
+    /// QUIT commits the DELEs (RFC 1939 UPDATE state). With `action = "keep"` the store is to
+    /// forget the UIDLs that left the server, so its table does not grow for ever.
     async fn finish(
         self,
-        processed: &HashMap<String, ProcessedState>,
-    ) -> Result<Vec<SourceKey>, SourceError> {
-        if self.action == Pop3Action::Keep {
-            let gone: Vec<String> = processed
+        processed: &HashMap<SourceKey, ProcessedState>,
+    ) -> Result<Finished, SourceError> {
+        let forget = match self.action {
+            Pop3Action::Keep => processed
                 .keys()
                 .filter(|k| !self.on_server.contains(*k))
                 .cloned()
-                .collect();
-            if !gone.is_empty() {
-                self.store.forget_processed(self.account, &gone).await?;
-            }
-        }
+                .collect(),
+            Pop3Action::Delete => Vec::new(),
+        };
         self.client.quit().await?;
-        Ok(self.marked)
+        Ok(Finished {
+            gone: self.marked,
+            forget,
+        })
     }
 
     fn key(&self, mail: &Pop3Mail) -> SourceKey {

@@ -135,3 +135,33 @@ impl<E: Into<SourceError>> From<crate::oauth::login::SignInError<E>> for SourceE
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreErrorKind;
+
+    #[test]
+    fn a_store_failure_in_a_pass_is_told_once_and_keeps_its_kind() {
+        let store = StoreError::Unavailable {
+            kind: StoreErrorKind::Unreachable,
+            path: "postgres://m2t:***@db/tickets".into(),
+            cause: sqlx::Error::PoolTimedOut,
+        };
+        let e = SourceError::from(store);
+        assert_eq!(e.kind(), &ErrorKind::Store);
+        let shown = e.to_string();
+        assert_eq!(
+            shown.matches("database server unreachable").count(),
+            1,
+            "{shown}"
+        );
+        assert_eq!(shown.matches("pool timed out").count(), 1, "{shown}");
+
+        let lost = StoreError::LeaseLost {
+            account: "support".into(),
+        };
+        let e = SourceError::from(lost);
+        assert_eq!(e.kind(), &ErrorKind::LeaseLost);
+    }
+}

@@ -36,13 +36,46 @@ pub struct Listed<Id> {
 pub struct Listing<Id> {
     /// What every source key of this listing starts with (the store lists processed keys by it).
     pub prefix: String,
+    /// IMAP: the folder's UIDVALIDITY, which the pass keeps in the store to say when it changed.
+    pub validity: Option<FolderValidity>,
     pub mails: Vec<Listed<Id>>,
+}
+
+/// A folder's UIDVALIDITY as the server gave it at SELECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderValidity {
+    /// The configured folder name (the one in the source keys).
+    pub folder: String,
+    pub uidvalidity: u32,
+}
+
+/// What marking a quarantined mail on the server did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quarantine {
+    /// Marked (an IMAP keyword): the listing shows it quarantined from now on.
+    Marked,
+    /// The server did not take the mark: the mail is tried again next pass.
+    NotMarked,
+    /// The protocol has nothing to mark a mail with (POP3): the store is to remember it.
+    Unmarkable,
+}
+
+/// What ending a pass left for the store's books.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Mails that left the server now (POP3: the DELEs that QUIT committed).
+    pub gone: Vec<SourceKey>,
+    /// Keys the store no longer needs (POP3 keep mode: UIDLs no longer on the server, so the
+    /// table does not grow for ever).
+    pub forget: Vec<SourceKey>,
 }
 
 /// Fetched mails: each with its raw bytes.
 pub type Fetched<Id> = Vec<(Id, Vec<u8>)>;
 
-/// What a protocol does for the pass: its own commands, nothing of the pipeline.
+/// What a protocol does for the pass: its own commands, nothing of the pipeline and nothing of
+/// the store. It returns facts (the listing, the mails gone, whether a mark took) and the pass
+/// keeps the books.
 pub trait Source {
     /// How the protocol names a mail within this session (an IMAP UID; a POP3 message number
     /// with its UIDL).
@@ -68,21 +101,20 @@ pub trait Source {
         report: &mut PassReport,
     ) -> impl Future<Output = Result<Vec<Self::Id>, SourceError>> + Send;
 
-    /// Marks a mail whose storage failed too often so that it is skipped from now on; true when
-    /// it is marked.
+    /// Marks a mail whose storage failed too often so that it is skipped from now on
+    /// (`attempts` is for the log).
     fn quarantine(
         &mut self,
         mail: &Self::Id,
-        key: &SourceKey,
         attempts: u32,
-    ) -> impl Future<Output = Result<bool, SourceError>> + Send;
+    ) -> impl Future<Output = Result<Quarantine, SourceError>> + Send;
 
     /// Ends the pass (POP3: QUIT commits the deletions). `processed` is what the store knew at
-    /// the start. Returns the keys of the mails that are gone now.
+    /// the start. Returns what the pass is to write in the store's books.
     fn finish(
         self,
-        processed: &HashMap<String, ProcessedState>,
-    ) -> impl Future<Output = Result<Vec<SourceKey>, SourceError>> + Send;
+        processed: &HashMap<SourceKey, ProcessedState>,
+    ) -> impl Future<Output = Result<Finished, SourceError>> + Send;
 
     /// The source key of a listed mail.
     fn key(&self, id: &Self::Id) -> SourceKey;

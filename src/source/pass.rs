@@ -12,13 +12,16 @@
 //!
 //! Shutdown, one rule: once `cancel` fires nothing more is fetched; the batch in hand is stored
 //! and disposed of, and the pass ends normally.
+//!
+//! The pass keeps the books: every store write of a pass is made here (the batch, what left the
+//! server, skipped and forgotten keys, UIDVALIDITY); a [`Source`] only reports facts.
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::report::log_as;
 use super::Holding;
-use super::{Listed, PassReport, Source, SourceError, SourceKey};
+use super::{FolderValidity, Listed, PassReport, Quarantine, Source, SourceError, SourceKey};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
@@ -52,14 +55,17 @@ pub async fn run_pass<S: Source>(
     let name = ctx.account;
     let mut report = PassReport::default();
     let listing = source.list().await?;
+    if let Some(validity) = &listing.validity {
+        note_validity::<S>(ctx, validity).await?;
+    }
     crate::metrics::backlog_seen(name, listing.mails.len());
     let processed = ctx.store.processed(name, &listing.prefix).await?;
 
     let mut committed = Vec::new();
     let mut new = Vec::new();
     for m in &listing.mails {
-        let key = m.key.to_string();
-        match processed.get(&key).map(|p| &p.outcome) {
+        let key = &m.key;
+        match processed.get(key).map(|p| &p.outcome) {
             Some(Recorded::Skipped(_)) => {}
             // Stored in an earlier pass (or before a crash), not disposed of yet.
             Some(Recorded::Stored) => committed.push(m.id.clone()),
@@ -77,7 +83,7 @@ pub async fn run_pass<S: Source>(
                 report.oversized += 1;
                 if ctx
                     .store
-                    .record_skipped(name, &key, Skipped::Oversized)
+                    .record_skipped(name, key, Skipped::Oversized)
                     .await?
                 {
                     log_as!(S::PROTOCOL, warn, account = name, source = %key, size = m.size,
@@ -90,10 +96,10 @@ pub async fn run_pass<S: Source>(
     }
     // Mails that left the server, not yet recorded as gone in the store: recorded in the next
     // batch's transaction (see `Store::store_prepared`), or on their own at the end.
-    let mut unrecorded: Vec<String> = Vec::new();
+    let mut unrecorded: Vec<SourceKey> = Vec::new();
     if !committed.is_empty() {
         let gone = dispose_committed(&mut source, ctx, &committed, &mut report).await?;
-        unrecorded = count_gone(&keys_of(&source, &gone), &mut report);
+        unrecorded = count_gone(keys_of(&source, &gone), &mut report);
     }
 
     let batches = batches(&new);
@@ -129,9 +135,11 @@ pub async fn run_pass<S: Source>(
             None => (None, None),
         };
         let recording = std::mem::take(&mut unrecorded);
+        // The store's batch write still takes the keys' text form.
+        let recording_text: Vec<String> = recording.iter().map(SourceKey::to_string).collect();
         let (first_try, (gone, next)) = tokio::join!(
             ctx.store
-                .store_prepared(ctx.rules, &batch.incoming, &batch.prepared, &recording),
+                .store_prepared(ctx.rules, &batch.incoming, &batch.prepared, &recording_text),
             async {
                 let gone = if durable.is_empty() {
                     Ok(Vec::new())
@@ -145,7 +153,7 @@ pub async fn run_pass<S: Source>(
                 (gone, next)
             }
         );
-        unrecorded = count_gone(&keys_of(&source, &gone?), &mut report);
+        unrecorded = count_gone(keys_of(&source, &gone?), &mut report);
         let Ready {
             ids: batch_ids,
             incoming,
@@ -191,7 +199,7 @@ pub async fn run_pass<S: Source>(
     }
     if !durable.is_empty() {
         let gone = dispose_committed(&mut source, ctx, &durable, &mut report).await?;
-        unrecorded.extend(count_gone(&keys_of(&source, &gone), &mut report));
+        unrecorded.extend(count_gone(keys_of(&source, &gone), &mut report));
     }
     record_gone::<S>(ctx, &unrecorded).await;
     // POP3's QUIT deletes what DELE marked: past the lease, drop the connection instead and
@@ -199,9 +207,30 @@ pub async fn run_pass<S: Source>(
     if !ctx.lease.may_dispose() {
         return Err(SourceError::lease_lost());
     }
-    let gone = source.finish(&processed).await?;
-    record_gone::<S>(ctx, &count_gone(&gone, &mut report)).await;
+    let finished = source.finish(&processed).await?;
+    record_gone::<S>(ctx, &count_gone(finished.gone, &mut report)).await;
+    if !finished.forget.is_empty() {
+        ctx.store.forget_processed(name, &finished.forget).await?;
+    }
     Ok(report)
+}
+
+/// Keeps the folder's UIDVALIDITY in the store and says when it changed: the keys of the old
+/// validity no longer match, so every mail of the folder looks new; the store recognises the
+/// ones already stored by their bytes (see `imap::source`).
+async fn note_validity<S: Source>(
+    ctx: &PassContext<'_>,
+    validity: &FolderValidity,
+) -> Result<(), SourceError> {
+    let (name, folder, uidvalidity) = (ctx.account, validity.folder.as_str(), validity.uidvalidity);
+    if let Some(previous) = ctx.store.uidvalidity(name, folder).await? {
+        if previous != uidvalidity {
+            log_as!(S::PROTOCOL, warn, account = %name, folder, previous, uidvalidity,
+                "UIDVALIDITY changed: every mail is checked again; already stored ones are recognised by their bytes");
+        }
+    }
+    ctx.store.set_uidvalidity(name, folder, uidvalidity).await?;
+    Ok(())
 }
 
 /// The one place where mails leave the server: only mails whose tickets are committed get here,
@@ -223,14 +252,14 @@ fn keys_of<S: Source>(source: &S, gone: &[S::Id]) -> Vec<SourceKey> {
 }
 
 /// Counts mails that left the server; returns their keys for the store's records.
-fn count_gone(gone: &[SourceKey], report: &mut PassReport) -> Vec<String> {
+fn count_gone(gone: Vec<SourceKey>, report: &mut PassReport) -> Vec<SourceKey> {
     report.disposed += gone.len();
-    gone.iter().map(SourceKey::to_string).collect()
+    gone
 }
 
 /// Records in the store, in a transaction of its own, that mails left the server (only
 /// bookkeeping: a mail whose record is missing is found gone next pass).
-async fn record_gone<S: Source>(ctx: &PassContext<'_>, keys: &[String]) {
+async fn record_gone<S: Source>(ctx: &PassContext<'_>, keys: &[SourceKey]) {
     if keys.is_empty() {
         return;
     }
@@ -342,9 +371,7 @@ async fn store_one_by_one<S: Source>(
             StoredAlone::Stored(outcome) => out.push(Some(outcome)),
             StoredAlone::Failed { attempts } => {
                 report.failed += 1;
-                if attempts >= QUARANTINE_AFTER
-                    && source.quarantine(id, &source.key(id), attempts).await?
-                {
+                if attempts >= QUARANTINE_AFTER && quarantine(source, ctx, id, attempts).await? {
                     report.quarantined += 1;
                 }
                 out.push(None);
@@ -352,4 +379,28 @@ async fn store_one_by_one<S: Source>(
         }
     }
     Ok(out)
+}
+
+/// Quarantines a mail whose storage failed too often: marked on the server, or, where the
+/// protocol has nothing to mark it with (POP3), recorded in the store as skipped. True when it
+/// is quarantined now.
+async fn quarantine<S: Source>(
+    source: &mut S,
+    ctx: &PassContext<'_>,
+    id: &S::Id,
+    attempts: u32,
+) -> Result<bool, SourceError> {
+    match source.quarantine(id, attempts).await? {
+        Quarantine::Marked => Ok(true),
+        Quarantine::NotMarked => Ok(false),
+        Quarantine::Unmarkable => {
+            let key = source.key(id);
+            ctx.store
+                .record_skipped(ctx.account, &key, Skipped::Quarantined)
+                .await?;
+            log_as!(S::PROTOCOL, error, account = ctx.account, source = %key,
+                "mail quarantined after {attempts} failed attempts: it stays on the server and is skipped");
+            Ok(true)
+        }
+    }
 }

@@ -302,7 +302,7 @@ mod tests {
             "not the mail's fault: never counted toward its quarantine"
         );
         assert!(old_holder
-            .mark_disposed("support", &["imap:INBOX:1:1".into()])
+            .mark_disposed("support", &["imap:INBOX:1:1".parse().unwrap()])
             .await
             .is_err());
         assert!(

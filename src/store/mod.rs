@@ -107,6 +107,10 @@ pub enum StoreError {
     /// gone): the transaction rolled back, the mails stay on the server for the new holder.
     #[error("ticket store: the lease of account {account:?} is no longer this instance's; nothing was written, the mails stay on the server for the instance holding it now")]
     LeaseLost { account: String },
+    /// A `processed` row whose source key this version cannot read: which mail it records is
+    /// unknown, so no mail of the account may move (fail closed).
+    #[error("ticket store: account {account:?} has a processed row with source key {key:?}, which this version cannot read (written by a newer mail2ticket, or damaged); no mail of the account is fetched or moved until it is fixed. Run the version that wrote it, or correct or delete the row (docs/operations.md, \"A source key this version cannot read\")")]
+    UnreadableSourceKey { account: String, key: String },
 }
 
 impl StoreError {
@@ -120,7 +124,8 @@ impl StoreError {
             StoreError::Migrate { .. }
             | StoreError::Panicked(_)
             | StoreError::Unsupported(_)
-            | StoreError::Copy(_) => StoreErrorKind::Other,
+            | StoreError::Copy(_)
+            | StoreError::UnreadableSourceKey { .. } => StoreErrorKind::Other,
         }
     }
 

@@ -1,6 +1,9 @@
 //! The bookkeeping of source keys: which mails of an account are handled (`processed`), which
 //! left the server, which are skipped on purpose, and each IMAP folder's UIDVALIDITY. The rows
 //! of a batch's mails are written with the batch (see `ingest`); everything else is here.
+//!
+//! Keys come and go as [`SourceKey`]s; the table holds their text form, so they are turned into
+//! text when bound and parsed when read, here and nowhere else.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,6 +12,7 @@ use sqlx::{Any, Transaction};
 use super::batch::{Recorded, Skipped};
 use super::sql::IN_CHUNK;
 use super::{now_rfc3339, Backend, SqlBuilder, Store, StoreError};
+use crate::source::SourceKey;
 
 /// A processed source key and whether its mail was already disposed on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,12 +22,16 @@ pub struct ProcessedState {
 }
 
 impl Store {
-    /// Source keys already handled for this account whose key starts with `prefix`.
+    /// Source keys already handled for this account whose text form starts with `prefix`.
+    ///
+    /// Fails closed: a stored key this version cannot read (written by a newer mail2ticket, or
+    /// damaged) is an error, so the pass ends before any mail of the account moves, rather than
+    /// taking that row's mail for one never seen.
     pub async fn processed(
         &self,
         account: &str,
         prefix: &str,
-    ) -> Result<HashMap<String, ProcessedState>, StoreError> {
+    ) -> Result<HashMap<SourceKey, ProcessedState>, StoreError> {
         let rows: Vec<(String, Option<String>, String)> = self
             .bounded(
                 sqlx::query_as(
@@ -34,25 +42,26 @@ impl Store {
                 .fetch_all(&self.pool),
             )
             .await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|(k, d, outcome)| {
-                (
-                    k,
-                    ProcessedState {
-                        disposed: d.is_some(),
-                        outcome: Recorded::from_label(&outcome),
-                    },
-                )
+                let key = k.parse().map_err(|_| StoreError::UnreadableSourceKey {
+                    account: account.to_string(),
+                    key: k.clone(),
+                })?;
+                let state = ProcessedState {
+                    disposed: d.is_some(),
+                    outcome: Recorded::from_label(&outcome),
+                };
+                Ok((key, state))
             })
-            .collect())
+            .collect()
     }
 
     /// Records a mail that is deliberately not fetched (too large), so it is counted once.
     pub async fn record_skipped(
         &self,
         account: &str,
-        source_key: &str,
+        source_key: &SourceKey,
         outcome: Skipped,
     ) -> Result<bool, StoreError> {
         let done = self
@@ -62,7 +71,7 @@ impl Store {
                      VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING",
                 )
                 .bind(account)
-                .bind(source_key)
+                .bind(source_key.to_string())
                 .bind(outcome.label())
                 .bind(now_rfc3339())
                 .execute(&self.pool),
@@ -71,28 +80,38 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn mark_disposed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+    /// Records, in a transaction of its own, that these mails left the server.
+    pub async fn mark_disposed(&self, account: &str, keys: &[SourceKey]) -> Result<(), StoreError> {
         self.bounded(self.mark_disposed_tx(account, keys)).await
     }
 
-    async fn mark_disposed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+    async fn mark_disposed_tx(&self, account: &str, keys: &[SourceKey]) -> Result<(), StoreError> {
+        let keys: Vec<String> = keys.iter().map(SourceKey::to_string).collect();
         let mut tx = self.write_tx().await?;
-        record_disposed(&mut tx, account, keys).await?;
+        record_disposed(&mut tx, account, &keys).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Forgets processed keys (POP3 keep mode prunes UIDLs that left the server).
-    pub async fn forget_processed(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+    pub async fn forget_processed(
+        &self,
+        account: &str,
+        keys: &[SourceKey],
+    ) -> Result<(), StoreError> {
         self.bounded(self.forget_processed_tx(account, keys)).await
     }
 
-    async fn forget_processed_tx(&self, account: &str, keys: &[String]) -> Result<(), StoreError> {
+    async fn forget_processed_tx(
+        &self,
+        account: &str,
+        keys: &[SourceKey],
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         for key in keys {
             sqlx::query("DELETE FROM processed WHERE account = $1 AND source_key = $2")
                 .bind(account)
-                .bind(key)
+                .bind(key.to_string())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -227,4 +246,71 @@ pub(super) async fn insert_processed(
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stored_key_this_version_cannot_read_is_an_error_not_a_missing_row() {
+        let store = Store::open_in_memory().await.unwrap();
+        let key = SourceKey::Pop3 { uidl: "u1".into() };
+        assert!(store
+            .record_skipped("shop", &key, Skipped::Oversized)
+            .await
+            .unwrap());
+        let read = store
+            .processed("shop", SourceKey::POP3_PREFIX)
+            .await
+            .unwrap();
+        assert_eq!(read[&key].outcome, Recorded::Skipped(Skipped::Oversized));
+
+        // A POP3 key without a UIDL: no version writes it, so the row is damaged.
+        sqlx::query(
+            "INSERT INTO processed (account, source_key, outcome, created_at) \
+             VALUES ('shop', 'pop3:', 'ticket', '2026-01-01T00:00:00Z')",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let err = store
+            .processed("shop", SourceKey::POP3_PREFIX)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::UnreadableSourceKey { account, key }
+                if account == "shop" && key == "pop3:"),
+            "{err}"
+        );
+        assert!(!err.is_environmental(), "the row's fault, not the disk's");
+        assert!(
+            store.processed("shop", "imap:").await.unwrap().is_empty(),
+            "keys of another prefix are not read"
+        );
+    }
+
+    #[tokio::test]
+    async fn forgotten_and_disposed_keys_are_found_by_their_text_form() {
+        let store = Store::open_in_memory().await.unwrap();
+        let keys: Vec<SourceKey> = ["a", "b", "c"]
+            .map(|uidl| SourceKey::Pop3 { uidl: uidl.into() })
+            .into();
+        for key in &keys {
+            store
+                .record_skipped("shop", key, Skipped::Quarantined)
+                .await
+                .unwrap();
+        }
+        store.mark_disposed("shop", &keys[..1]).await.unwrap();
+        store.forget_processed("shop", &keys[2..]).await.unwrap();
+        let read = store
+            .processed("shop", SourceKey::POP3_PREFIX)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 2);
+        assert!(read[&keys[0]].disposed);
+        assert!(!read[&keys[1]].disposed);
+        assert!(!read.contains_key(&keys[2]));
+    }
 }
