@@ -63,7 +63,7 @@ async fn main() {
         k.1 += raw.len();
         k.2 += took;
         k.4.push(Incoming {
-            source_key: format!("imap:INBOX:1:{}", i + 1),
+            source_key: format!("imap:INBOX:1:{}", i + 1).parse().unwrap(),
             raw,
             parsed,
             received_at: chrono::Utc::now(),

@@ -58,7 +58,7 @@ impl AccountRuntime {
                     .map(|t| t.subject_tag.clone())
                     .unwrap_or_else(crate::config::default_subject_tag),
                 customer: account.customer,
-                reply: crate::reply::ReplyPolicy::for_account(config, account)?,
+                reply: crate::ingest::reply::ReplyPolicy::for_account(config, account)?,
                 test_mail_key: Some((account.email.clone(), account.test_mail_key())),
                 mail_rules: mail_rules(account)?,
                 old_mail: match (&account.old_mail_status, account.old_mail_age) {

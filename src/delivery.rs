@@ -379,7 +379,7 @@ mod tests {
             "From: {from}\r\nTo: support@shop.test\r\nSubject: Frage {n}\r\nMessage-ID: <q{n}@c.test>\r\n\r\nHallo {n}\r\n"
         );
         Incoming {
-            source_key: format!("imap:INBOX:1:{n}"),
+            source_key: format!("imap:INBOX:1:{n}").parse().unwrap(),
             parsed: parse(raw.as_bytes()),
             raw: raw.into_bytes(),
             received_at: Utc::now(),
@@ -612,7 +612,7 @@ mod tests {
     async fn suppressed_mail_records_its_reason_and_followups_get_nothing() {
         let (_d, store) = store().await;
         let mut robot = incoming(1, "noreply@c.test");
-        robot.source_key = "imap:INBOX:1:100".into();
+        robot.source_key = "imap:INBOX:1:100".parse().unwrap();
         store.store_batch(&rules(), &[robot]).await.unwrap();
         let detail = store.show_ticket("10001").await.unwrap().unwrap();
         assert!(detail.articles[0].auto_reply.contains("robot"));
@@ -628,7 +628,7 @@ mod tests {
             "From: k@c.test\r\nSubject: Re: x\r\nIn-Reply-To: <{reply_id}>\r\nMessage-ID: <ans@c.test>\r\n\r\nthanks\r\n"
         );
         let answer = Incoming {
-            source_key: "imap:INBOX:1:3".into(),
+            source_key: "imap:INBOX:1:3".parse().unwrap(),
             parsed: parse(answer.as_bytes()),
             raw: answer.into_bytes(),
             received_at: Utc::now(),

@@ -24,7 +24,6 @@ pub mod password_hash;
 pub mod poller;
 pub mod pop3;
 pub mod reload;
-pub mod reply;
 pub mod secret;
 pub mod signals;
 pub mod smtp;

@@ -173,7 +173,7 @@ async fn every_article_of_those_stores_is_found_by_its_message_id() {
         )
         .into_bytes();
         let reply = Incoming {
-            source_key: "imap:INBOX:1:9001".into(),
+            source_key: "imap:INBOX:1:9001".parse().unwrap(),
             parsed: mail2ticket::ingest::parse::parse(&raw),
             raw,
             received_at: chrono::Utc::now(),

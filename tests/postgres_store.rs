@@ -319,7 +319,7 @@ impl WordStores {
                     "",
                 );
                 Incoming {
-                    source_key: format!("imap:INBOX:1:{}", i + 1),
+                    source_key: format!("imap:INBOX:1:{}", i + 1).parse().unwrap(),
                     parsed: mail2ticket::ingest::parse::parse(&raw),
                     raw,
                     received_at: words_base() + chrono::TimeDelta::hours(i as i64),
@@ -764,7 +764,7 @@ async fn a_sqlite_store_copied_to_postgres_reads_the_same() {
     // New mail with an attachment and a reply after the copy: ids continue past the copied.
     let mail = common::mails::varied(4, "shop@example.test", "after-copy");
     let incoming = Incoming {
-        source_key: "imap:INBOX:1:9001".into(),
+        source_key: "imap:INBOX:1:9001".parse().unwrap(),
         parsed: mail2ticket::ingest::parse::parse(&mail.raw),
         raw: mail.raw,
         received_at: words_base(),
@@ -794,7 +794,7 @@ async fn a_mail_with_nul_bytes_becomes_a_ticket_on_both_stores() {
 Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nA body with \0 a NUL.\r\n"
         .to_vec();
     let incoming = Incoming {
-        source_key: "imap:INBOX:1:1".into(),
+        source_key: "imap:INBOX:1:1".parse().unwrap(),
         parsed: mail2ticket::ingest::parse::parse(&raw),
         raw: raw.clone(),
         received_at: words_base(),

@@ -26,7 +26,7 @@ fn copy(to: &str, source_key: &str, from: &str, id: &str) -> Incoming {
     )
     .into_bytes();
     Incoming {
-        source_key: source_key.into(),
+        source_key: source_key.parse().unwrap(),
         parsed: parse(&raw),
         raw,
         received_at: Utc::now(),
@@ -196,7 +196,7 @@ async fn a_bounce_nobody_can_attribute_stays_a_ticket() {
     let store = open(dir.path()).await;
     let raw = include_bytes!("data/postfix_dsn_text_rfc822_headers.eml").to_vec();
     let dsn = Incoming {
-        source_key: "imap:INBOX:1:1".into(),
+        source_key: "imap:INBOX:1:1".parse().unwrap(),
         parsed: parse(&raw),
         raw,
         received_at: Utc::now(),
@@ -370,7 +370,7 @@ async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
         )
         .into_bytes();
         Incoming {
-            source_key: key.into(),
+            source_key: key.parse().unwrap(),
             parsed: parse(&raw),
             raw,
             received_at: Utc::now(),

@@ -9,7 +9,7 @@ use chrono::TimeZone;
 use libfuzzer_sys::fuzz_target;
 use mail2ticket::ingest::parse::parse_or_panic as parse;
 use mail2ticket::ingest::thread::ticket_number_in_subject;
-use mail2ticket::reply::{compose, rules, ReplyPolicy};
+use mail2ticket::ingest::reply::{compose, rules, ReplyPolicy};
 use mail2ticket::store::sha256_hex;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@
 //! `cargo +nightly fuzz run per_mail -- -max_total_time=120` from an empty corpus.
 #![no_main]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use mail2ticket::config::CustomerSource;
 use mail2ticket::ingest::parse::parse_or_panic;
-use mail2ticket::reply::ReplyPolicy;
+use mail2ticket::ingest::reply::ReplyPolicy;
 use mail2ticket::store::{Incoming, Outcome, Store, TicketRules};
 
 #[derive(Arbitrary, Debug)]
@@ -146,11 +146,11 @@ fuzz_target!(|input: Input| {
     if raws.is_empty() {
         return;
     }
-    static KEY: AtomicU64 = AtomicU64::new(0);
+    static KEY: AtomicU32 = AtomicU32::new(0);
     let incoming: Vec<Incoming> = raws
         .into_iter()
         .map(|raw| Incoming {
-            source_key: format!("imap:INBOX:1:{}", KEY.fetch_add(1, Ordering::Relaxed)),
+            source_key: mail2ticket::source::SourceKey::Imap { folder: "INBOX".into(), uidvalidity: 1, uid: KEY.fetch_add(1, Ordering::Relaxed) },
             parsed: parse_or_panic(&raw),
             raw,
             received_at: chrono::Utc::now(),

@@ -426,6 +426,56 @@ pub struct RuleConfig {
     pub auto_reply: Option<bool>,
 }
 
+/// Longest compiled form of a rule's regular expression. The `regex` crate matches in linear
+/// time whatever the pattern, so the only cost a pattern can run up is its size.
+const RULE_REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// The test of a rule, checked: what `contains` or `matches` says.
+#[derive(Debug, Clone)]
+pub enum RuleTest {
+    /// The value contains this text, ignoring case.
+    Contains(String),
+    Matches(regex::Regex),
+}
+
+/// Why a rule cannot be used; check-config names it with the rule's key and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("set `contains` or `matches`")]
+    NoTest,
+    #[error("set `contains` or `matches`, not both")]
+    TwoTests,
+    #[error("is not a regular expression the daemon can use: {0}")]
+    BadRegex(String),
+    #[error("sets nothing: give it `status`, `type` or `auto_reply`")]
+    SetsNothing,
+    #[error("`header` is empty: name a header such as \"X-Spam-Flag\", or from, to, subject")]
+    NoHeader,
+}
+
+impl RuleConfig {
+    /// The rule's test, once the rule is usable: a header, one test that compiles, something
+    /// to set.
+    pub fn test(&self) -> Result<RuleTest, RuleError> {
+        if self.header.trim().is_empty() {
+            return Err(RuleError::NoHeader);
+        }
+        if self.status.is_none() && self.ticket_type.is_none() && self.auto_reply.is_none() {
+            return Err(RuleError::SetsNothing);
+        }
+        match (&self.contains, &self.matches) {
+            (None, None) => Err(RuleError::NoTest),
+            (Some(_), Some(_)) => Err(RuleError::TwoTests),
+            (Some(text), None) => Ok(RuleTest::Contains(text.clone())),
+            (None, Some(pattern)) => regex::RegexBuilder::new(pattern)
+                .size_limit(RULE_REGEX_SIZE_LIMIT)
+                .build()
+                .map(RuleTest::Matches)
+                .map_err(|e| RuleError::BadRegex(e.to_string())),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }

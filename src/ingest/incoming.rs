@@ -4,12 +4,13 @@
 use chrono::{DateTime, Utc};
 
 use super::parse::ParsedMail;
+use super::source_key::SourceKey;
 
 /// A fetched mail on its way into the store.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    /// Unique per account: `imap:<folder>:<uidvalidity>:<uid>` or `pop3:<uidl>`.
-    pub source_key: String,
+    /// Which mail on which server it is; unique per account.
+    pub source_key: SourceKey,
     pub raw: Vec<u8>,
     pub parsed: ParsedMail,
     pub received_at: DateTime<Utc>,

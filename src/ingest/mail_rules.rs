@@ -9,11 +9,7 @@ use chrono::{DateTime, Utc};
 use mail_parser::MessageParser;
 
 use super::parse::ParsedMail;
-use crate::config::RuleConfig;
-
-/// Longest compiled form of a rule's regular expression. The `regex` crate matches in linear
-/// time whatever the pattern, so the only cost a pattern can run up is its size.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+use crate::config::{RuleConfig, RuleError, RuleTest as Test};
 
 /// One rule, checked: its test compiled.
 #[derive(Debug, Clone)]
@@ -27,52 +23,13 @@ pub struct MailRule {
     pub auto_reply: Option<bool>,
 }
 
-#[derive(Debug, Clone)]
-pub enum Test {
-    /// The value contains this text, ignoring case.
-    Contains(String),
-    Matches(regex::Regex),
-}
-
-/// Why a rule cannot be used; check-config names it with the rule's key and line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuleError {
-    #[error("set `contains` or `matches`")]
-    NoTest,
-    #[error("set `contains` or `matches`, not both")]
-    TwoTests,
-    #[error("is not a regular expression the daemon can use: {0}")]
-    BadRegex(String),
-    #[error("sets nothing: give it `status`, `type` or `auto_reply`")]
-    SetsNothing,
-    #[error("`header` is empty: name a header such as \"X-Spam-Flag\", or from, to, subject")]
-    NoHeader,
-}
-
 impl MailRule {
     /// The rule of `config`, the `number`th of its account.
     pub fn new(number: usize, config: &RuleConfig) -> Result<MailRule, RuleError> {
-        if config.header.trim().is_empty() {
-            return Err(RuleError::NoHeader);
-        }
-        let test = match (&config.contains, &config.matches) {
-            (None, None) => return Err(RuleError::NoTest),
-            (Some(_), Some(_)) => return Err(RuleError::TwoTests),
-            (Some(text), None) => Test::Contains(text.clone()),
-            (None, Some(pattern)) => Test::Matches(
-                regex::RegexBuilder::new(pattern)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                    .map_err(|e| RuleError::BadRegex(e.to_string()))?,
-            ),
-        };
-        if config.status.is_none() && config.ticket_type.is_none() && config.auto_reply.is_none() {
-            return Err(RuleError::SetsNothing);
-        }
         Ok(MailRule {
             number,
             header: config.header.trim().to_string(),
-            test,
+            test: config.test()?,
             status: config.status.clone(),
             ticket_type: config.ticket_type.clone(),
             auto_reply: config.auto_reply,

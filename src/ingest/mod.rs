@@ -8,12 +8,15 @@ pub mod order;
 pub mod outcome;
 pub mod panic_hook;
 pub mod parse;
+pub mod reply;
 pub mod route;
 pub mod same_message;
+pub mod source_key;
 pub mod testmail;
 pub mod thread;
 pub mod ticket_rules;
 
 pub use incoming::Incoming;
 pub use route::{route, Decision, Known};
+pub use source_key::SourceKey;
 pub use ticket_rules::TicketRules;

@@ -35,10 +35,11 @@ use super::incoming::Incoming;
 use super::outcome::Outcome;
 use super::parse::ParsedMail;
 use super::same_message::MessageKey;
+use super::source_key::SourceKey;
 use super::thread::ticket_number_in_subject;
 use super::ticket_rules::TicketRules;
-use crate::reply::rules::{self as reply_rules, Suppression};
-use crate::reply::{compose, ReplyPolicy};
+use crate::ingest::reply::rules::{self as reply_rules, Suppression};
+use crate::ingest::reply::{compose, ReplyPolicy};
 
 /// The number of the ticket with row id `ticket_id`: the id offset by 10000, so numbers look like
 /// ticket numbers rather than row counts. The only place this rule is written down.
@@ -93,7 +94,7 @@ pub struct Known {
     /// The batch's time: the rows' times, the age rule and rate limit of replies, a reply's Date.
     pub now: DateTime<Utc>,
     /// Source keys of the account that are handled already.
-    pub processed: HashSet<String>,
+    pub processed: HashSet<SourceKey>,
     /// SHA-256 → ticket number of the account's stored mails that have no message key.
     pub same_bytes: HashMap<String, String>,
     /// Message key → where that message is stored.
@@ -481,7 +482,7 @@ mod tests {
                 sha: crate::store::sha256_hex(&raw),
                 msg_key: message_key(&parsed, &raw),
                 incoming: Incoming {
-                    source_key: source_key.into(),
+                    source_key: source_key.parse().unwrap(),
                     parsed,
                     raw,
                     received_at: now(),
@@ -723,7 +724,7 @@ mod tests {
             "From: a@b.example\nSubject: x\n\nno Message-ID\n",
         );
         let mut known = store_with_one_ticket();
-        known.processed.insert("imap:INBOX:1:6".into());
+        known.processed.insert("imap:INBOX:1:6".parse().unwrap());
         known.messages.insert(
             copy.msg_key.as_ref().unwrap().key.clone(),
             StoredMessage {

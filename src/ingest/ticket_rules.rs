@@ -16,7 +16,7 @@ pub struct TicketRules {
     /// Who the customer is when a mail has a Reply-To.
     pub customer: CustomerSource,
     /// Automatic replies to new tickets; `None` when the account does not auto-reply.
-    pub reply: Option<crate::reply::ReplyPolicy>,
+    pub reply: Option<crate::ingest::reply::ReplyPolicy>,
     /// Verifies the signed marker of `test-fetch` mails (see ingest::testmail): the account's
     /// address and password. `None`: no mail is ever treated as a test mail.
     pub test_mail_key: Option<(String, crate::secret::Secret)>,
@@ -61,12 +61,12 @@ impl TicketRules {
     /// configures them: at most 2 per recipient and hour, none to mails older than a day.
     pub(crate) fn with_test_replies(account: &str) -> TicketRules {
         TicketRules {
-            reply: Some(crate::reply::ReplyPolicy {
+            reply: Some(crate::ingest::reply::ReplyPolicy {
                 account_email: format!("{account}@shop.test"),
                 sender_name: Some("Shop".into()),
                 reply_to: None,
-                subject_template: crate::reply::compose::DEFAULT_SUBJECT.into(),
-                body_template: crate::reply::compose::DEFAULT_BODY.into(),
+                subject_template: crate::ingest::reply::compose::DEFAULT_SUBJECT.into(),
+                body_template: crate::ingest::reply::compose::DEFAULT_BODY.into(),
                 subject_tag: "Ticket#".into(),
                 ticket_type: "question".into(),
                 ticket_status: "open".into(),

@@ -6,16 +6,15 @@
 
 pub mod error;
 pub mod holding;
-pub mod key;
 pub mod pass;
 pub mod report;
 
 use std::collections::HashMap;
 use std::future::Future;
 
+pub use crate::ingest::SourceKey;
 pub use error::{ErrorKind, SourceError};
 pub use holding::Holding;
-pub use key::SourceKey;
 pub use pass::{run_pass, PassContext};
 pub use report::PassReport;
 

@@ -135,11 +135,9 @@ pub async fn run_pass<S: Source>(
             None => (None, None),
         };
         let recording = std::mem::take(&mut unrecorded);
-        // The store's batch write still takes the keys' text form.
-        let recording_text: Vec<String> = recording.iter().map(SourceKey::to_string).collect();
         let (first_try, (gone, next)) = tokio::join!(
             ctx.store
-                .store_prepared(ctx.rules, &batch.incoming, &batch.prepared, &recording_text),
+                .store_prepared(ctx.rules, &batch.incoming, &batch.prepared, &recording),
             async {
                 let gone = if durable.is_empty() {
                     Ok(Vec::new())
@@ -329,7 +327,7 @@ async fn fetch_and_parse<S: Source>(
             .into_iter()
             .map(|(id, key, raw)| {
                 let mail = Incoming {
-                    source_key: key.to_string(),
+                    source_key: key,
                     parsed: parse(&raw),
                     raw,
                     received_at: Utc::now(),

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::config::Protocol;
 use crate::ingest::outcome::Outcome;
+use crate::ingest::SourceKey;
 
 /// Logs under the protocol's target (`mail2ticket::imap` or `mail2ticket::pop3`), so a log
 /// filter for one protocol sees its mails, whichever module of the shared pass speaks.
@@ -45,7 +46,15 @@ pub struct PassReport {
 impl PassReport {
     /// Counts one stored mail, logs its line (the source key carries the UID or UIDL) and feeds
     /// the metrics.
-    pub fn record(&mut self, protocol: Protocol, account: &str, source: &str, outcome: &Outcome) {
+    pub fn record(
+        &mut self,
+        protocol: Protocol,
+        account: &str,
+        source: &SourceKey,
+        outcome: &Outcome,
+    ) {
+        let source = source.to_string();
+        let source = source.as_str();
         crate::metrics::mail_stored(account, outcome);
         match outcome {
             Outcome::NewTicket { number } => {

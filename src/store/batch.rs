@@ -62,7 +62,7 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
         prepared: &Prepared,
-        disposed: &[String],
+        disposed: &[crate::ingest::SourceKey],
     ) -> Result<Vec<Outcome>, StoreError> {
         let work =
             std::panic::AssertUnwindSafe(self.store_batch_tx(rules, mails, prepared, disposed));
@@ -91,7 +91,7 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
         prepared: &Prepared,
-        disposed: &[String],
+        disposed: &[crate::ingest::SourceKey],
     ) -> Result<Vec<Outcome>, StoreError> {
         assert_eq!(prepared.len(), mails.len(), "prepared for another batch");
         let views: Vec<Mail> = mails

@@ -68,7 +68,7 @@ impl Spec {
         raw.push_str(&format!("\r\nText {}\r\n", self.body));
         let raw = raw.into_bytes();
         Incoming {
-            source_key: format!("pop3:{}", self.source),
+            source_key: format!("pop3:{}", self.source).parse().unwrap(),
             parsed: parse(&raw),
             raw,
             received_at: chrono::Utc::now(),
@@ -98,7 +98,7 @@ async fn dump(store: &Store) -> Vec<String> {
 fn blank_reply_ids(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
-    while let Some(at) = rest.find(crate::reply::compose::ID_PREFIX) {
+    while let Some(at) = rest.find(crate::ingest::reply::compose::ID_PREFIX) {
         let (before, id) = rest.split_at(at);
         out.push_str(before);
         let end = id.find('@').unwrap_or(id.len());

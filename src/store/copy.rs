@@ -346,7 +346,7 @@ mod tests {
                     "From: k{n}@c.test\r\nSubject: Lieferung {n}\r\nMessage-ID: <m{n}@c.test>\r\n\r\nWo bleibt mein Paket?\r\n"
                 );
                 Incoming {
-                    source_key: format!("imap:INBOX:1:{n}"),
+                    source_key: format!("imap:INBOX:1:{n}").parse().unwrap(),
                     parsed: crate::ingest::parse::parse(raw.as_bytes()),
                     raw: raw.into_bytes(),
                     received_at: chrono::Utc::now(),

@@ -210,7 +210,7 @@ mod tests {
             "From: k{n}@c.test\r\nTo: support@shop.test\r\nSubject: Frage {n}\r\nMessage-ID: <l{n}@c.test>\r\n\r\nHallo\r\n"
         );
         Incoming {
-            source_key: format!("imap:INBOX:1:{n}"),
+            source_key: format!("imap:INBOX:1:{n}").parse().unwrap(),
             parsed: crate::ingest::parse::parse(raw.as_bytes()),
             raw: raw.into_bytes(),
             received_at: chrono::Utc::now(),

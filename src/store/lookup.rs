@@ -17,7 +17,8 @@ use super::{Backend, SqlBuilder, StoreError, TicketRules};
 use crate::ingest::route::{referenced_ids, Known, Mail, SentReply, StoredMessage, TicketRef};
 use crate::ingest::same_message::{content_fingerprint, MessageKey};
 use crate::ingest::thread::ticket_number_in_subject;
-use crate::reply::RATE_WINDOW;
+use crate::ingest::SourceKey;
+use crate::ingest::reply::RATE_WINDOW;
 
 /// What the store knows about these mails, at `now`.
 pub(super) async fn known(
@@ -27,10 +28,7 @@ pub(super) async fn known(
     now: DateTime<Utc>,
 ) -> Result<Known, StoreError> {
     let account = rules.account.as_str();
-    let keys: Vec<&str> = mails
-        .iter()
-        .map(|m| m.incoming.source_key.as_str())
-        .collect();
+    let keys: Vec<&SourceKey> = mails.iter().map(|m| &m.incoming.source_key).collect();
     // Mails with a message key are found again by it; only the others by their bytes (see
     // migration 0011).
     let keyless: Vec<&str> = mails
@@ -77,7 +75,7 @@ pub(super) async fn known(
     if rules.reply.is_some() {
         let recipients: HashSet<String> = mails
             .iter()
-            .map(|m| crate::reply::rules::recipient(&m.incoming.parsed).to_lowercase())
+            .map(|m| crate::ingest::reply::rules::recipient(&m.incoming.parsed).to_lowercase())
             .filter(|r| !r.is_empty())
             .collect();
         known.recent_replies = recent_replies(tx, &recipients, now).await?;

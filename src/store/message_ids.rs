@@ -163,7 +163,7 @@ mod tests {
             "From: {from}\r\nSubject: Frage {n}\r\nMessage-ID: <{message_id}>\r\n{reply}\r\nText {n}\r\n"
         );
         Incoming {
-            source_key: format!("imap:INBOX:1:{n}"),
+            source_key: format!("imap:INBOX:1:{n}").parse().unwrap(),
             parsed: crate::ingest::parse::parse(raw.as_bytes()),
             raw: raw.into_bytes(),
             received_at: chrono::Utc::now(),

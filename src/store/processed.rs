@@ -9,10 +9,10 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Any, Transaction};
 
-use super::batch::{Recorded, Skipped};
 use super::sql::IN_CHUNK;
 use super::{now_rfc3339, Backend, SqlBuilder, Store, StoreError};
-use crate::source::SourceKey;
+use crate::ingest::outcome::{Recorded, Skipped};
+use crate::ingest::SourceKey;
 
 /// A processed source key and whether its mail was already disposed on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +86,8 @@ impl Store {
     }
 
     async fn mark_disposed_tx(&self, account: &str, keys: &[SourceKey]) -> Result<(), StoreError> {
-        let keys: Vec<String> = keys.iter().map(SourceKey::to_string).collect();
         let mut tx = self.write_tx().await?;
-        record_disposed(&mut tx, account, &keys).await?;
+        record_disposed(&mut tx, account, keys).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -162,7 +161,7 @@ impl Store {
     pub async fn record_failure(
         &self,
         account: &str,
-        source_key: &str,
+        source_key: &SourceKey,
         error: &str,
     ) -> Result<u32, StoreError> {
         let attempts: i64 = self
@@ -173,7 +172,7 @@ impl Store {
                      last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
                 )
                 .bind(account)
-                .bind(source_key)
+                .bind(source_key.to_string())
                 .bind(error)
                 .bind(now_rfc3339())
                 .fetch_one(&self.pool),
@@ -187,10 +186,13 @@ impl Store {
 pub(super) async fn processed_among(
     tx: &mut Transaction<'_, Any>,
     account: &str,
-    keys: &[&str],
-) -> Result<HashSet<String>, StoreError> {
+    keys: &[&SourceKey],
+) -> Result<HashSet<SourceKey>, StoreError> {
+    // The batch's own keys by their text: a row found is one of them, nothing to parse back.
+    let by_text: HashMap<String, &SourceKey> = keys.iter().map(|k| (k.to_string(), *k)).collect();
+    let texts: Vec<&str> = by_text.keys().map(String::as_str).collect();
     let mut out = HashSet::new();
-    for chunk in keys.chunks(IN_CHUNK) {
+    for chunk in texts.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(
             Backend::of(tx),
             "SELECT source_key FROM processed WHERE account = ",
@@ -199,7 +201,10 @@ pub(super) async fn processed_among(
         q.push_list(chunk.iter().copied());
         q.push(")");
         let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
-        out.extend(rows.into_iter().map(|(k,)| k));
+        out.extend(
+            rows.iter()
+                .filter_map(|(k,)| by_text.get(k).map(|&key| key.clone())),
+        );
     }
     Ok(out)
 }
@@ -209,9 +214,10 @@ pub(super) async fn processed_among(
 pub(super) async fn record_disposed(
     tx: &mut Transaction<'_, Any>,
     account: &str,
-    keys: &[String],
+    keys: &[SourceKey],
 ) -> Result<(), StoreError> {
     let now = now_rfc3339();
+    let keys: Vec<String> = keys.iter().map(SourceKey::to_string).collect();
     for chunk in keys.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(Backend::of(tx), "UPDATE processed SET disposed_at = ");
         q.push_bind(&now)

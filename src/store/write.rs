@@ -54,7 +54,7 @@ pub(super) async fn carry_out(
     rules: &TicketRules,
     planned: &[Planned<'_>],
     now: &str,
-    disposed: &[String],
+    disposed: &[crate::ingest::SourceKey],
 ) -> Result<(), StoreError> {
     let articles: Vec<(&Planned, &Article)> = planned
         .iter()
@@ -73,12 +73,16 @@ pub(super) async fn carry_out(
     insert_copies(tx, rules, planned, now).await?;
     insert_replies(tx, rules, &articles, now).await?;
     mark_bounced(tx, &articles, now).await?;
-    let rows: Vec<(&str, &str, Option<i64>, String)> = planned
+    let recorded: Vec<(&Planned, String)> = planned
         .iter()
         .filter(|p| *p.decision != Decision::AlreadyProcessed)
-        .map(|p| {
+        .map(|p| (p, p.mail.incoming.source_key.to_string()))
+        .collect();
+    let rows: Vec<(&str, &str, Option<i64>, String)> = recorded
+        .iter()
+        .map(|(p, key)| {
             (
-                p.mail.incoming.source_key.as_str(),
+                key.as_str(),
                 p.decision.outcome().label(),
                 p.article().map(|a| a.id),
                 now.to_string(),
@@ -144,7 +148,7 @@ async fn insert_articles(
         b.push_bind(a.id)
             .push_bind(a.ticket.id)
             .push_bind(rules.account.as_str())
-            .push_bind(mail.source_key.as_str())
+            .push_bind(mail.source_key.to_string())
             .push_bind(parsed.message_id.as_str())
             .push_bind(parsed.in_reply_to.join(" "))
             .push_bind(parsed.references.join(" "))
@@ -258,7 +262,7 @@ async fn insert_copies(
             let mail = p.mail.incoming;
             b.push_bind(*article_id)
                 .push_bind(rules.account.as_str())
-                .push_bind(mail.source_key.as_str())
+                .push_bind(mail.source_key.to_string())
                 .push_bind(
                     mail.received_at
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -279,7 +283,7 @@ async fn insert_replies(
     articles: &[(&Planned<'_>, &Article)],
     now: &str,
 ) -> Result<(), StoreError> {
-    let queued: Vec<(&Article, &crate::reply::compose::Reply)> = articles
+    let queued: Vec<(&Article, &crate::ingest::reply::compose::Reply)> = articles
         .iter()
         .filter_map(|(_, a)| match &a.reply {
             Some(ReplyPlan::Queue(reply)) => Some((*a, reply)),
@@ -325,7 +329,7 @@ async fn mark_bounced(
             .bind(&bounce.message_id)
             .execute(&mut **tx)
             .await?;
-        let note = bounce.note_on_answered(now, &p.mail.incoming.source_key);
+        let note = bounce.note_on_answered(now, &p.mail.incoming.source_key.to_string());
         sqlx::query("UPDATE articles SET reply_note = $1 WHERE id = $2")
             .bind(&note)
             .bind(bounce.reply.article_id)

@@ -136,7 +136,7 @@ pub async fn ingest_known(db: &Store) -> Vec<(TestMail, String)> {
         .iter()
         .enumerate()
         .map(|(i, m)| Incoming {
-            source_key: format!("imap:INBOX:1:{}", i + 1),
+            source_key: format!("imap:INBOX:1:{}", i + 1).parse().unwrap(),
             raw: m.raw.clone(),
             parsed: mail2ticket::ingest::parse::parse(&m.raw),
             received_at: "2026-11-28T10:00:00Z".parse().unwrap(),

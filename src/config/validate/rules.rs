@@ -3,13 +3,12 @@
 //! compiles, something to set), and `old_mail_status` only with `old_mail_age`.
 
 use super::{Checker, Key};
-use crate::config::{AccountConfig, TicketsConfig};
-use crate::ingest::mail_rules::{MailRule, RuleError};
+use crate::config::{AccountConfig, RuleError, TicketsConfig};
 
 pub fn check(c: &mut Checker, at: &Key, account: &AccountConfig, tickets: Option<&TicketsConfig>) {
     for (i, rule) in account.rules.iter().enumerate() {
         let key = |field: &'static str| at.clone().item("rule", i).field(field);
-        if let Err(e) = MailRule::new(i + 1, rule) {
+        if let Err(e) = rule.test() {
             let field = match e {
                 RuleError::NoTest | RuleError::TwoTests => "contains",
                 RuleError::BadRegex(_) => "matches",
