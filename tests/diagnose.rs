@@ -522,7 +522,6 @@ async fn test_send_delivers_with_display_name_and_reply_to() {
             "connect",
             "greeting",
             "TLS",
-            "EHLO",
             "AUTH",
             "MAIL FROM",
             "RCPT TO",
@@ -531,8 +530,9 @@ async fn test_send_delivers_with_display_name_and_reply_to() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("220 2.0.0 Ready to start TLS"),
-        "STARTTLS reply shown: {stdout}"
+        stdout.contains("STARTTLS accepted, TLS, certificate ")
+            && stdout.contains("issued by CN=mail2ticket lab CA"),
+        "the certificate lettre accepted after STARTTLS is shown: {stdout}"
     );
     assert!(stdout.contains("235 2.7.0"), "AUTH reply shown: {stdout}");
     assert!(
