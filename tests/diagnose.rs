@@ -645,3 +645,40 @@ async fn test_send_relay_denied_shows_the_servers_text() {
     assert!(c.contains("Relay access denied"), "the server's text: {c}");
     assert!(c.contains("set [smtp] user and password"), "{c}");
 }
+
+/// The certificate lettre refuses after STARTTLS, and the one refused on the SMTPS port, are
+/// named by their issuer, with the `ca_file` that did not sign them.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_send_with_a_ca_file_of_another_ca_names_the_issuer() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-send-otherca");
+    let other = lab.var("MAIL_LAB_OTHER_CA");
+    for kind in [LabSmtp::Submission, LabSmtp::Smtps] {
+        let smtp = smtp_section(lab, kind, &user, lab.password()).replace(lab.ca(), other);
+        let cfg = TestConfig::new(
+            &[imap_account(
+                lab,
+                "acct",
+                &user,
+                "ssl",
+                "action = \"delete\"\n",
+            )],
+            &smtp,
+        );
+        let (out, report) = run_json(&cfg, &["test-send", "acct"]);
+        assert_eq!(out.status.code(), Some(1), "{kind:?}: {report:#}");
+        assert_no_secret(&out, lab.password());
+        let failed = failed_step(&report);
+        assert_eq!(failed["step"], "TLS", "{kind:?}: {report:#}");
+        let c = cause(failed);
+        assert!(
+            c.contains("certificate not trusted: issuer CN=mail2ticket lab CA"),
+            "{kind:?}: {c}"
+        );
+        assert!(
+            c.contains("set [smtp] `ca_file`")
+                && c.contains(&format!("the current one, {other}, did not sign it")),
+            "{kind:?}: {c}"
+        );
+    }
+}

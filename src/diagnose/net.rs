@@ -265,7 +265,13 @@ impl Handshake<'_> {
     /// protocol around it), with the certificates `verifier` saw.
     pub fn failed(&self, err: &ConnectError, verifier: &RecordingVerifier) -> Option<Fail> {
         match err {
-            ConnectError::Tls { error, .. } => Some(self.explain(error, &seen(verifier))),
+            ConnectError::Tls { error, .. } => {
+                // The verifier's own verdict, when it refused the certificate; else whatever
+                // broke the handshake (plain text on a TLS port, a reset ...).
+                let presented = verifier.presented();
+                let verdict = presented.as_ref().and_then(|p| p.verdict.as_ref().err());
+                Some(self.explain(error, verdict, &seen(verifier)))
+            }
             ConnectError::TlsTimeout { secs, .. } => Some(Fail::hint(
                 format!(
                     "the TLS handshake with {} timed out after {secs}s: the server did not speak \
@@ -282,12 +288,19 @@ impl Handshake<'_> {
         }
     }
 
-    /// Why the handshake failed, naming the certificates the server presented (`seen`).
-    pub fn explain(&self, err: &io::Error, seen: &[CertInfo]) -> Fail {
+    /// Why the handshake failed (`err`, or the certificate verifier's `verdict`), naming the
+    /// certificates the server presented (`seen`).
+    pub fn explain(
+        &self,
+        err: &io::Error,
+        verdict: Option<&rustls::Error>,
+        seen: &[CertInfo],
+    ) -> Fail {
         let (service, host, encryption) = (self.service, self.host, self.encryption);
-        let inner = err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        let inner = verdict.or_else(|| {
+            err.get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+        });
         let leaf = seen.first();
         let issuer = leaf
             .map(|c| c.issuer.clone())

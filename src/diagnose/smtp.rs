@@ -193,7 +193,7 @@ async fn starttls(
         Ok(Err(e)) => match handshake_error(&e) {
             Some(io) => {
                 let seen = presented_after_starttls(smtp, hello).await;
-                Err(handshake(smtp).explain(io, &dnet::described(&seen)))
+                Err(handshake(smtp).explain(io, None, &dnet::described(&seen)))
             }
             None => Err(Fail::new(format!(
                 "the server refused STARTTLS: {}",
