@@ -34,8 +34,16 @@ pub enum ConnectError {
     },
     #[error("connecting to {host}:{port} timed out after {secs}s; check `host`, `port` and the firewall")]
     Timeout { host: String, port: u16, secs: u64 },
-    #[error("{0}")]
-    Tls(String),
+    /// The handshake failed; the message explains the rustls error in `error`, which is kept
+    /// (not as `source`: the message already says it) so that `test-fetch` can tell a refused
+    /// certificate from plain text on a TLS port.
+    #[error("{}", tls::explain_handshake_error(error, host))]
+    Tls { host: String, error: io::Error },
+    #[error(
+        "TLS handshake with {host} timed out: the server may not speak TLS on this port; did you \
+         mean encryption = \"starttls\"?"
+    )]
+    TlsTimeout { host: String, secs: u64 },
     #[error(transparent)]
     Setup(#[from] tls::TlsSetupError),
 }
@@ -46,7 +54,18 @@ pub async fn connect_tcp(
     port: u16,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {
-    let addrs: Vec<_> = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+    let addrs = resolve(host, port, timeout).await?;
+    connect_addrs(host, port, &addrs, timeout).await
+}
+
+/// The addresses of `host` (the first stage of [`connect_tcp`]); a lookup that outlasts the
+/// deadline is [`ConnectError::Timeout`].
+pub async fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, ConnectError> {
+    let addrs = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
         .await
         .map_err(|_| ConnectError::Timeout {
             host: host.into(),
@@ -58,7 +77,7 @@ pub async fn connect_tcp(
             source,
         })?
         .collect();
-    connect_addrs(host, port, &addrs, timeout).await
+    Ok(addrs)
 }
 
 /// Connects to the first of `addrs` (already resolved for `host`) that answers. For callers that
@@ -111,17 +130,28 @@ pub async fn start_tls(
     let connector = TlsConnector::from(config);
     match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Ok(MailStream::Tls(Box::new(stream))),
-        Ok(Err(e)) => Err(ConnectError::Tls(tls::explain_handshake_error(&e, host))),
-        Err(_) => Err(ConnectError::Tls(format!(
-            "TLS handshake with {host} timed out: the server may not speak TLS on this port; \
-             did you mean encryption = \"starttls\"?"
-        ))),
+        Ok(Err(error)) => Err(ConnectError::Tls {
+            host: host.into(),
+            error,
+        }),
+        Err(_) => Err(ConnectError::TlsTimeout {
+            host: host.into(),
+            secs: timeout.as_secs(),
+        }),
     }
 }
 
 impl MailStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, MailStream::Tls(_))
+    }
+
+    /// The TLS version the handshake agreed on; `None` on a plain connection.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        match self {
+            MailStream::Tls(tls) => tls.get_ref().1.protocol_version(),
+            MailStream::Plain(_) => None,
+        }
     }
 }
 

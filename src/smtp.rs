@@ -126,11 +126,7 @@ impl SmtpTransport {
     /// Must be called inside a Tokio runtime: the connection pool starts a task to close idle
     /// connections.
     pub fn new(config: &SmtpConfig) -> Result<SmtpTransport, SmtpSetupError> {
-        let password = config
-            .resolved_password
-            .as_ref()
-            .map(|p| (p.clone(), Mechanism::Plain));
-        let (inner, server) = build(config, password)?;
+        let (inner, server) = build(config, login(config, None))?;
         Ok(SmtpTransport {
             inner,
             server,
@@ -176,46 +172,81 @@ impl SmtpTransport {
                 return Ok(transport.clone());
             }
         }
-        let (transport, _) = build(&oauth.config, Some((token.clone(), Mechanism::Xoauth2)))
-            .map_err(|e| SendError::Transient {
-                server: self.server.clone(),
-                detail: e.to_string(),
+        let (transport, _) =
+            build(&oauth.config, login(&oauth.config, Some(token))).map_err(|e| {
+                SendError::Transient {
+                    server: self.server.clone(),
+                    detail: e.to_string(),
+                }
             })?;
         *current = Some((token.clone(), transport.clone()));
         Ok(transport)
     }
 }
 
-/// Builds the pooled lettre transport, signing in as `[smtp] user` with `secret` by `mechanism`.
+/// How `[smtp]` is encrypted, as lettre takes it: implicit TLS, STARTTLS that must succeed, or
+/// none.
+pub fn tls(config: &SmtpConfig) -> Result<Tls, SmtpSetupError> {
+    Ok(match config.encryption {
+        Encryption::Ssl => Tls::Wrapper(tls_parameters(config)?),
+        Encryption::Starttls => Tls::Required(tls_parameters(config)?),
+        Encryption::None => Tls::None,
+    })
+}
+
+/// The login the daemon offers the SMTP server: `[smtp] user` with the mechanisms tried in
+/// order. The credentials' `Debug` shows no secret.
+#[derive(Debug, Clone)]
+pub struct SmtpLogin {
+    pub user: String,
+    pub credentials: Credentials,
+    pub mechanisms: Vec<Mechanism>,
+}
+
+/// The login for `[smtp]`: XOAUTH2 with `token`, else the password by PLAIN or LOGIN (lettre's
+/// default order); none without a user or without a secret.
+pub fn login(config: &SmtpConfig, token: Option<&Secret>) -> Option<SmtpLogin> {
+    let user = config.user.clone()?;
+    let (secret, mechanisms) = match token {
+        Some(token) => (token, vec![Mechanism::Xoauth2]),
+        None => (
+            config.resolved_password.as_ref()?,
+            vec![Mechanism::Plain, Mechanism::Login],
+        ),
+    };
+    Some(SmtpLogin {
+        credentials: Credentials::new(user.clone(), secret.expose().to_string()),
+        user,
+        mechanisms,
+    })
+}
+
+/// Builds the pooled lettre transport, signing in with `login`.
 fn build(
     config: &SmtpConfig,
-    secret: Option<(Secret, Mechanism)>,
+    login: Option<SmtpLogin>,
 ) -> Result<(AsyncSmtpTransport<Tokio1Executor>, String), SmtpSetupError> {
-    {
-        let port = config.port();
-        let (tls, mode) = match config.encryption {
-            Encryption::Ssl => (Tls::Wrapper(tls_parameters(config)?), "ssl"),
-            Encryption::Starttls => (Tls::Required(tls_parameters(config)?), "starttls"),
-            Encryption::None => (Tls::None, "none"),
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(port)
-            .tls(tls)
-            .timeout(Some(config.timeout))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(4)
-                    .idle_timeout(Duration::from_secs(60)),
-            );
-        if let (Some(user), Some((secret, mechanism))) = (&config.user, secret) {
-            builder =
-                builder.credentials(Credentials::new(user.clone(), secret.expose().to_string()));
-            if mechanism == Mechanism::Xoauth2 {
-                builder = builder.authentication(vec![Mechanism::Xoauth2]);
-            }
-        }
-        Ok((builder.build(), format!("{}:{port} ({mode})", config.host)))
+    let port = config.port();
+    let mode = match config.encryption {
+        Encryption::Ssl => "ssl",
+        Encryption::Starttls => "starttls",
+        Encryption::None => "none",
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+        .port(port)
+        .tls(tls(config)?)
+        .timeout(Some(config.timeout))
+        .pool_config(
+            PoolConfig::new()
+                .max_size(4)
+                .idle_timeout(Duration::from_secs(60)),
+        );
+    if let Some(login) = login {
+        builder = builder
+            .credentials(login.credentials)
+            .authentication(login.mechanisms);
     }
+    Ok((builder.build(), format!("{}:{port} ({mode})", config.host)))
 }
 
 /// SMTP reply codes that mean "the login or the session is wrong", not "this message is wrong":

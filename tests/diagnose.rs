@@ -522,7 +522,6 @@ async fn test_send_delivers_with_display_name_and_reply_to() {
             "connect",
             "greeting",
             "TLS",
-            "EHLO",
             "AUTH",
             "MAIL FROM",
             "RCPT TO",
@@ -531,8 +530,9 @@ async fn test_send_delivers_with_display_name_and_reply_to() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("220 2.0.0 Ready to start TLS"),
-        "STARTTLS reply shown: {stdout}"
+        stdout.contains("STARTTLS accepted, TLS, certificate ")
+            && stdout.contains("issued by CN=mail2ticket lab CA"),
+        "the certificate lettre accepted after STARTTLS is shown: {stdout}"
     );
     assert!(stdout.contains("235 2.7.0"), "AUTH reply shown: {stdout}");
     assert!(
@@ -644,4 +644,41 @@ async fn test_send_relay_denied_shows_the_servers_text() {
     );
     assert!(c.contains("Relay access denied"), "the server's text: {c}");
     assert!(c.contains("set [smtp] user and password"), "{c}");
+}
+
+/// The certificate lettre refuses after STARTTLS, and the one refused on the SMTPS port, are
+/// named by their issuer, with the `ca_file` that did not sign them.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_send_with_a_ca_file_of_another_ca_names_the_issuer() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-send-otherca");
+    let other = lab.var("MAIL_LAB_OTHER_CA");
+    for kind in [LabSmtp::Submission, LabSmtp::Smtps] {
+        let smtp = smtp_section(lab, kind, &user, lab.password()).replace(lab.ca(), other);
+        let cfg = TestConfig::new(
+            &[imap_account(
+                lab,
+                "acct",
+                &user,
+                "ssl",
+                "action = \"delete\"\n",
+            )],
+            &smtp,
+        );
+        let (out, report) = run_json(&cfg, &["test-send", "acct"]);
+        assert_eq!(out.status.code(), Some(1), "{kind:?}: {report:#}");
+        assert_no_secret(&out, lab.password());
+        let failed = failed_step(&report);
+        assert_eq!(failed["step"], "TLS", "{kind:?}: {report:#}");
+        let c = cause(failed);
+        assert!(
+            c.contains("certificate not trusted: issuer CN=mail2ticket lab CA"),
+            "{kind:?}: {c}"
+        );
+        assert!(
+            c.contains("set [smtp] `ca_file`")
+                && c.contains(&format!("the current one, {other}, did not sign it")),
+            "{kind:?}: {c}"
+        );
+    }
 }

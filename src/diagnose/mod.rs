@@ -10,8 +10,11 @@
 
 mod cert;
 mod fetch;
+mod imap;
 mod net;
+mod pop3;
 mod send;
+mod smtp;
 mod token;
 
 use std::future::Future;

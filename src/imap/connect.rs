@@ -20,8 +20,22 @@ pub async fn open(
     tls: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<MailStream, ImapError> {
+    let tcp = net::connect_tcp(&account.host, account.port(), timeout).await?;
+    secure(tcp, account, tls, timeout, timeout).await
+}
+
+/// The stage of [`open`] after the TCP connect: TLS from the first byte or by STARTTLS, and the
+/// greeting. `plain_greeting` bounds the wait for the greeting on a plain socket (and the
+/// STARTTLS dialogue): `test-fetch` waits less there, because a server on an implicit-TLS port
+/// waits for our TLS hello and never greets.
+pub async fn secure(
+    tcp: TcpStream,
+    account: &AccountConfig,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+    plain_greeting: Duration,
+) -> Result<MailStream, ImapError> {
     let host = account.host.as_str();
-    let tcp = net::connect_tcp(host, account.port(), timeout).await?;
     Ok(match account.encryption {
         Encryption::Ssl => {
             let mut tls_stream = net::start_tls(tcp, host, tls, timeout).await?;
@@ -29,12 +43,12 @@ pub async fn open(
             tls_stream
         }
         Encryption::Starttls => {
-            let tcp = negotiate_starttls(tcp, host, timeout).await?;
+            let tcp = negotiate_starttls(tcp, host, plain_greeting).await?;
             net::start_tls(tcp, host, tls, timeout).await?
         }
         Encryption::None => {
             let mut plain = MailStream::Plain(tcp);
-            read_greeting(&mut plain, timeout).await?;
+            read_greeting(&mut plain, plain_greeting).await?;
             plain
         }
     })

@@ -75,8 +75,7 @@ pub async fn connect_with(
 ) -> Result<ImapConnection, ImapError> {
     let stream = super::connect::open(account, tls, timeout).await?;
     let (mut session, _) = log_in(stream, account, timeout, token).await?;
-    let caps = timed(timeout, "CAPABILITY", session.capabilities()).await?;
-    let capabilities = capability_names(&caps);
+    let capabilities = capabilities(&mut session, timeout).await?;
     let hierarchy = super::names::discover(&mut session, timeout).await?;
     Ok(ImapConnection {
         session,
@@ -141,6 +140,16 @@ async fn password_login(
             secs: timeout.as_secs(),
         }),
     }
+}
+
+/// CAPABILITY after the login: servers such as Dovecot announce MOVE and UIDPLUS only to
+/// authenticated clients (RFC 3501 allows the list to change at login).
+pub async fn capabilities(
+    session: &mut ImapSession,
+    timeout: Duration,
+) -> Result<Vec<String>, ImapError> {
+    let caps = timed(timeout, "CAPABILITY", session.capabilities()).await?;
+    Ok(capability_names(&caps))
 }
 
 /// The server's capabilities as it wrote them ("IMAP4rev1", "AUTH=PLAIN", "MOVE").

@@ -89,26 +89,7 @@ impl Pop3Client {
         timeouts: Pop3Timeouts,
     ) -> Result<Self, Pop3Error> {
         let tcp = net::connect_tcp(host, port, timeouts.connect).await?;
-        let greeted = |stream| async move {
-            let mut client = Self::from_stream(stream, timeouts);
-            client.read_greeting(timeouts.command).await?;
-            Ok::<_, Pop3Error>(client)
-        };
-        let mut client = match security {
-            Pop3Security::Implicit => {
-                greeted(net::start_tls(tcp, host, tls, timeouts.connect).await?).await?
-            }
-            Pop3Security::Plain => greeted(MailStream::Plain(tcp)).await?,
-            Pop3Security::StartTls => {
-                let mut plain = greeted(MailStream::Plain(tcp)).await?;
-                plain.refresh_capabilities().await?;
-                let tcp = plain.stls().await?;
-                // A new session over TLS: capabilities seen before TLS are not trustworthy
-                // (RFC 2595 section 4), so they are asked again below.
-                let stream = net::start_tls(tcp, host, tls, timeouts.connect).await?;
-                Self::from_stream(stream, timeouts)
-            }
-        };
+        let mut client = Self::secure(tcp, host, security, tls, timeouts, timeouts.command).await?;
         client.refresh_capabilities().await?;
         tracing::debug!(
             host,
@@ -118,6 +99,42 @@ impl Pop3Client {
             "POP3 connected"
         );
         Ok(client)
+    }
+
+    /// The stage of [`Pop3Client::connect`] after the TCP connect: TLS from the first byte, or
+    /// the greeting, CAPA and STLS on the plain socket and then TLS; or the greeting alone
+    /// without encryption. The capabilities are not asked for yet. `plain_greeting` bounds the
+    /// wait for the greeting on a plain socket: `test-fetch` waits less there, because a server
+    /// on an implicit-TLS port waits for our TLS hello and never greets.
+    pub async fn secure(
+        tcp: TcpStream,
+        host: &str,
+        security: Pop3Security,
+        tls: Arc<rustls::ClientConfig>,
+        timeouts: Pop3Timeouts,
+        plain_greeting: Duration,
+    ) -> Result<Self, Pop3Error> {
+        let greeted = |stream, within| async move {
+            let mut client = Self::from_stream(stream, timeouts);
+            client.read_greeting(within).await?;
+            Ok::<_, Pop3Error>(client)
+        };
+        Ok(match security {
+            Pop3Security::Implicit => {
+                let stream = net::start_tls(tcp, host, tls, timeouts.connect).await?;
+                greeted(stream, timeouts.command).await?
+            }
+            Pop3Security::Plain => greeted(MailStream::Plain(tcp), plain_greeting).await?,
+            Pop3Security::StartTls => {
+                let mut plain = greeted(MailStream::Plain(tcp), plain_greeting).await?;
+                plain.refresh_capabilities().await?;
+                let tcp = plain.stls().await?;
+                // A new session over TLS: capabilities seen before TLS are not trustworthy
+                // (RFC 2595 section 4), so the caller asks again.
+                let stream = net::start_tls(tcp, host, tls, timeouts.connect).await?;
+                Self::from_stream(stream, timeouts)
+            }
+        })
     }
 
     /// STLS (RFC 2595) after the greeting and CAPA: refused unless CAPA lists STLS. Returns the
@@ -169,6 +186,11 @@ impl Pop3Client {
     /// Whether the session runs over TLS.
     pub fn is_tls(&self) -> bool {
         self.wire.is_tls()
+    }
+
+    /// The TLS version of the session; `None` without encryption.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.wire.tls_version()
     }
 
     /// USER/PASS login. The password is never logged nor put in an error.
@@ -420,7 +442,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, Pop3Error::Connect(ConnectError::Tls(_))),
+            matches!(err, Pop3Error::Connect(ConnectError::Tls { .. })),
             "{err:?}"
         );
         assert_eq!(server.await.unwrap(), ["CAPA\r\n", "STLS\r\n"]);

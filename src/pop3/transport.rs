@@ -58,6 +58,10 @@ impl Transport {
         self.reader.get_ref().is_tls()
     }
 
+    pub(super) fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.reader.get_ref().tls_version()
+    }
+
     /// Sends a command and expects +OK; -ERR becomes [`Pop3Error::Protocol`].
     pub(super) async fn simple(&mut self, name: &str, line: &[u8]) -> Result<String, Pop3Error> {
         match self.command(name, line).await? {
