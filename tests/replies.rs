@@ -1241,3 +1241,99 @@ async fn one_mail_to_two_accounts_is_one_ticket_with_one_reply_and_both_mailboxe
     assert_eq!(lab.count(&customer, "INBOX").await, 1, "one reply only");
     drop(daemon);
 }
+
+/// A customer mail with its own Date and extra header lines (ending in CRLF).
+fn dated_mail(from: &str, to: &str, subject: &str, id: &str, date: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "From: Kunde <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: {date}\r\n\
+         MIME-Version: 1.0\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n\r\nBitte um Rückruf.\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_mailbox_with_rules_gets_old_mail_closed_and_rules_applied_without_stray_replies() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("oldbox-support");
+    let customer = lab.fresh_user("oldbox-customer");
+    let account = format!(
+        "{ACCOUNT_EXTRA}auto_reply_limit = 1000\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n\
+         [[account.rule]]\nheader = \"X-Spam-Flag\"\ncontains = \"yes\"\nstatus = \"spam\"\nauto_reply = false\n\
+         [[account.rule]]\nheader = \"from\"\nmatches = \"<service@paypal\\\\.example>$\"\ntype = \"payment\"\nauto_reply = false\n"
+    );
+    let cfg = TestConfig::new(
+        &[imap_account(lab, "support", &support, "ssl", &account)],
+        &format!(
+            "\n[tickets]\nstatuses = [\"open\", \"closed\", \"spam\"]\ntypes = [\"question\", \"payment\"]\n\n{}",
+            smtp_section(lab, "ssl", &support, None)
+        ),
+    );
+    // 300 mails: 200 from last year (one flagged as spam), 100 of today (one spam, one from
+    // PayPal), every one from the customer's mailbox, so the replies arrive there.
+    let old_date = "Tue, 02 Dec 2025 09:00:00 +0100";
+    let mails: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            let id = format!("oldbox{i}.{}@customer.example.test", std::process::id());
+            let date = if i < 200 {
+                old_date.to_string()
+            } else {
+                rfc2822_now()
+            };
+            let (from, extra) = match i {
+                0 | 250 => (customer.clone(), "X-Spam-Flag: YES\r\n"),
+                260 => ("service@paypal.example".to_string(), ""),
+                _ => (customer.clone(), ""),
+            };
+            dated_mail(&from, &support, &format!("Anfrage {i}"), &id, &date, extra)
+        })
+        .collect();
+    lab.append(&support, "INBOX", &mails).await;
+    run_once(&cfg);
+
+    let tickets = cfg.tickets();
+    assert_eq!(tickets.len(), 300);
+    let count = |key: &str, value: &str| tickets.iter().filter(|t| t[key] == value).count();
+    assert_eq!(count("status", "closed"), 199, "old mail, but the spam one");
+    assert_eq!(
+        count("status", "spam"),
+        2,
+        "the spam rule wins over the old-mail status"
+    );
+    assert_eq!(count("status", "open"), 99);
+    assert_eq!(count("type", "payment"), 1);
+    let subject = |n: u32| format!("Anfrage {n}");
+    let ticket_of = |n: u32| {
+        let t = tickets.iter().find(|t| t["subject"] == subject(n)).unwrap();
+        cfg.show(t["number"].as_str().unwrap())
+    };
+    let spam = ticket_of(250);
+    assert_eq!(
+        spam["articles"][0]["rule"],
+        "rule 1 (X-Spam-Flag contains \"yes\")"
+    );
+    assert!(spam["articles"][0]["auto_reply"]
+        .as_str()
+        .unwrap()
+        .contains("sets auto_reply = false"));
+    let old = ticket_of(17);
+    assert!(
+        old["articles"][0]["auto_reply"]
+            .as_str()
+            .unwrap()
+            .contains("old_mail_age"),
+        "{old}"
+    );
+    assert_eq!(old["articles"][0]["rule"], serde_json::Value::Null);
+    // One reply per new mail of today that no rule stopped: 100 - spam - PayPal.
+    let rows = outbox(&cfg).await;
+    assert_eq!(rows.len(), 98, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.recipient == customer.to_lowercase()),
+        "{rows:?}"
+    );
+    assert_eq!(
+        lab.count(&support, "INBOX").await,
+        0,
+        "every mail moved to Archive"
+    );
+}

@@ -14,11 +14,11 @@ use super::message_ids::message_id_hash;
 use super::processed::processed_among;
 use super::sql::IN_CHUNK;
 use super::{Backend, SqlBuilder, StoreError, TicketRules};
+use crate::ingest::reply::RATE_WINDOW;
 use crate::ingest::route::{referenced_ids, Known, Mail, SentReply, StoredMessage, TicketRef};
 use crate::ingest::same_message::{content_fingerprint, MessageKey};
 use crate::ingest::thread::ticket_number_in_subject;
 use crate::ingest::SourceKey;
-use crate::ingest::reply::RATE_WINDOW;
 
 /// What the store knows about these mails, at `now`.
 pub(super) async fn known(
