@@ -67,6 +67,7 @@ async fn main() {
             raw,
             parsed,
             received_at: chrono::Utc::now(),
+            arrived: None,
         });
     }
     let store = match arg(&args, "--postgres") {

@@ -383,6 +383,7 @@ mod tests {
             parsed: parse(raw.as_bytes()),
             raw: raw.into_bytes(),
             received_at: Utc::now(),
+            arrived: None,
         }
     }
 
@@ -632,6 +633,7 @@ mod tests {
             parsed: parse(answer.as_bytes()),
             raw: answer.into_bytes(),
             received_at: Utc::now(),
+            arrived: None,
         };
         let out = store.store_batch(&rules(), &[answer]).await.unwrap();
         assert_eq!(

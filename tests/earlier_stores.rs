@@ -177,6 +177,7 @@ async fn every_article_of_those_stores_is_found_by_its_message_id() {
             parsed: mail2ticket::ingest::parse::parse(&raw),
             raw,
             received_at: chrono::Utc::now(),
+            arrived: None,
         };
         let outcome = store
             .store_batch(&TicketRules::without_replies("fixture-imap"), &[reply])

@@ -323,6 +323,7 @@ impl WordStores {
                     parsed: mail2ticket::ingest::parse::parse(&raw),
                     raw,
                     received_at: words_base() + chrono::TimeDelta::hours(i as i64),
+                    arrived: None,
                 }
             })
             .collect();
@@ -768,6 +769,7 @@ async fn a_sqlite_store_copied_to_postgres_reads_the_same() {
         parsed: mail2ticket::ingest::parse::parse(&mail.raw),
         raw: mail.raw,
         received_at: words_base(),
+        arrived: None,
     };
     let outcome = postgres
         .store_batch(&TicketRules::without_replies("shop"), &[incoming])
@@ -798,6 +800,7 @@ Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r
         parsed: mail2ticket::ingest::parse::parse(&raw),
         raw: raw.clone(),
         received_at: words_base(),
+        arrived: None,
     };
     let pg = shop_config(lab, TestStore::Postgres);
     let dir = tempfile::tempdir().unwrap();

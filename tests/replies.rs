@@ -1288,12 +1288,29 @@ async fn an_old_mailbox_with_rules_gets_old_mail_closed_and_rules_applied_withou
         })
         .collect();
     lab.append(&support, "INBOX", &mails).await;
+    // A mail dated 1970 by a broken clock, on the server since last year: judged by the
+    // server's INTERNALDATE.
+    let broken_clock = dated_mail(
+        &customer,
+        &support,
+        "Anfrage 300",
+        &format!("oldbox300.{}@customer.example.test", std::process::id()),
+        "Thu, 01 Jan 1970 00:00:00 +0000",
+        "",
+    );
+    lab.append_arrived(
+        &support,
+        "INBOX",
+        &broken_clock,
+        "02-Dec-2025 09:00:00 +0100",
+    )
+    .await;
     run_once(&cfg);
 
     let tickets = cfg.tickets();
-    assert_eq!(tickets.len(), 300);
+    assert_eq!(tickets.len(), 301);
     let count = |key: &str, value: &str| tickets.iter().filter(|t| t[key] == value).count();
-    assert_eq!(count("status", "closed"), 199, "old mail, but the spam one");
+    assert_eq!(count("status", "closed"), 200, "old mail, but the spam one");
     assert_eq!(
         count("status", "spam"),
         2,

@@ -18,6 +18,12 @@ fn rules(account: &str) -> TicketRules {
     TicketRules::without_replies(account)
 }
 
+/// A source key in its text form, or a bare name as a POP3 UIDL.
+fn key(text: &str) -> SourceKey {
+    text.parse()
+        .unwrap_or(SourceKey::Pop3 { uidl: text.into() })
+}
+
 /// A copy of a mail as the mailbox `to` holds it: the delivery header differs per mailbox.
 fn copy(to: &str, source_key: &str, from: &str, id: &str) -> Incoming {
     let raw = format!(
@@ -26,10 +32,11 @@ fn copy(to: &str, source_key: &str, from: &str, id: &str) -> Incoming {
     )
     .into_bytes();
     Incoming {
-        source_key: source_key.parse().unwrap(),
+        source_key: key(source_key),
         parsed: parse(&raw),
         raw,
         received_at: Utc::now(),
+        arrived: None,
     }
 }
 
@@ -200,6 +207,7 @@ async fn a_bounce_nobody_can_attribute_stays_a_ticket() {
         parsed: parse(&raw),
         raw,
         received_at: Utc::now(),
+        arrived: None,
     };
     // The returned Message-ID was never sent from this store.
     let out = store.store_batch(&rules("support"), &[dsn]).await.unwrap();
@@ -370,10 +378,11 @@ async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
         )
         .into_bytes();
         Incoming {
-            source_key: key.parse().unwrap(),
+            source_key: self::key(key),
             parsed: parse(&raw),
             raw,
             received_at: Utc::now(),
+            arrived: None,
         }
     };
     // The default, once through the bulk path and once through the one-by-one path (a mail

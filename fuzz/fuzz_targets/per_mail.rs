@@ -154,6 +154,7 @@ fuzz_target!(|input: Input| {
             parsed: parse_or_panic(&raw),
             raw,
             received_at: chrono::Utc::now(),
+            arrived: None,
         })
         .collect();
     let w = world();

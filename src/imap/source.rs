@@ -22,8 +22,8 @@ use super::uid_set::uid_set;
 use super::utf7;
 use crate::config::{AccountConfig, ImapAction, Protocol};
 use crate::source::{
-    Finished, FolderValidity, Listed, Listing, PassReport, Quarantine, Source, SourceError,
-    SourceKey,
+    Fetched, FetchedMail, Finished, FolderValidity, Listed, Listing, PassReport, Quarantine,
+    Source, SourceError, SourceKey,
 };
 use crate::store::ProcessedState;
 
@@ -209,7 +209,7 @@ impl Source for ImapSource<'_> {
         })
     }
 
-    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, SourceError> {
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Fetched<u32>, SourceError> {
         Ok(fetch_bodies(self.conn, uids).await?)
     }
 
@@ -305,29 +305,33 @@ async fn list_folder(conn: &mut ImapConnection) -> Result<Vec<ListedUid>, ImapEr
     Ok(listed)
 }
 
-async fn fetch_bodies(
-    conn: &mut ImapConnection,
-    uids: &[u32],
-) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+async fn fetch_bodies(conn: &mut ImapConnection, uids: &[u32]) -> Result<Fetched<u32>, ImapError> {
     let set = uid_set(uids);
     // Large batches take longer; allow the per-operation timeout per 8 MB fetched.
     let t = conn.timeout;
     let wanted: HashSet<u32> = uids.iter().copied().collect();
     // Each response is copied out and dropped as it arrives: a batch is held once, not twice.
     let fut = async {
-        let mut stream = conn.session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
-        let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(uids.len());
+        let mut stream = conn
+            .session
+            .uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])")
+            .await?;
+        let mut out: Fetched<u32> = Vec::with_capacity(uids.len());
         while let Some(f) = stream.try_next().await? {
             // A mail expunged by another client between listing and fetching simply is absent.
             if let Some(uid) = f.uid.filter(|u| wanted.contains(u)) {
-                out.push((uid, f.body().unwrap_or_default().to_vec()));
+                out.push(FetchedMail {
+                    id: uid,
+                    raw: f.body().unwrap_or_default().to_vec(),
+                    arrived: f.internal_date().map(|d| d.with_timezone(&chrono::Utc)),
+                });
             }
         }
         Ok::<_, async_imap::error::Error>(out)
     };
     let mut out = timed(t * 4, "UID FETCH BODY.PEEK[]", fut).await?;
-    out.sort_by_key(|(uid, _)| *uid);
-    out.dedup_by_key(|(uid, _)| *uid);
+    out.sort_by_key(|m| m.id);
+    out.dedup_by_key(|m| m.id);
     Ok(out)
 }
 

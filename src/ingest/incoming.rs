@@ -13,5 +13,8 @@ pub struct Incoming {
     pub source_key: SourceKey,
     pub raw: Vec<u8>,
     pub parsed: ParsedMail,
+    /// When mail2ticket fetched it.
     pub received_at: DateTime<Utc>,
+    /// When the server received it, where the protocol says (IMAP's INTERNALDATE).
+    pub arrived: Option<DateTime<Utc>>,
 }

@@ -99,17 +99,19 @@ pub struct OldMail {
 
 impl OldMail {
     /// Whether the mail is older than `age` at `now`: by its Date, or by when the server
-    /// received it (`received_at`: IMAP's INTERNALDATE) when the Date is missing or absurd.
+    /// received it (`arrived`: IMAP's INTERNALDATE) when the Date is missing or absurd. With
+    /// neither (POP3 and no usable Date) it counts as new: its ticket keeps the usual status,
+    /// where the staff see it.
     pub fn is_old(
         &self,
         parsed: &ParsedMail,
-        received_at: DateTime<Utc>,
+        arrived: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> bool {
-        let written = parsed
-            .date
-            .filter(|date| plausible(*date, now))
-            .unwrap_or(received_at);
+        let usable_date = parsed.date.filter(|date| plausible(*date, now));
+        let Some(written) = usable_date.or(arrived) else {
+            return false;
+        };
         now.signed_duration_since(written)
             .to_std()
             .is_ok_and(|age| age > self.age)

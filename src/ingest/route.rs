@@ -232,7 +232,7 @@ pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
             let old = rules
                 .old_mail
                 .as_ref()
-                .filter(|old| old.is_old(parsed, mail.incoming.received_at, known.now));
+                .filter(|old| old.is_old(parsed, mail.incoming.arrived, known.now));
             let reply = rules.reply.as_ref().map(|policy| match (rule, old) {
                 (Some(rule), _) if rule.auto_reply == Some(false) => ReplyPlan::Suppressed {
                     reason: "rule",
@@ -486,6 +486,7 @@ mod tests {
                     parsed,
                     raw,
                     received_at: now(),
+                    arrived: None,
                 },
             }
         }
@@ -969,13 +970,23 @@ mod tests {
             "Fri, 01 Jan 2100 00:00:00 +0000",
         ] {
             let raw = customer_mail("odd@kunde.example", "").replace(DATE, date);
-            let mut received_long_ago = Fetched::new("pop3:x", &raw);
-            received_long_ago.incoming.received_at = now() - chrono::Duration::days(400);
-            let (ticket, _) = new_ticket(&route(&rules, received_long_ago.mail(), &known));
-            assert_eq!(ticket.status, "closed", "{date}, received 400 days ago");
-            let received_now = Fetched::new("pop3:y", &raw);
-            let (ticket, _) = new_ticket(&route(&rules, received_now.mail(), &known));
-            assert_eq!(ticket.status, "open", "{date}, received now");
+            let status = |arrived: Option<DateTime<Utc>>| {
+                let mut mail = Fetched::new("imap:INBOX:1:9", &raw);
+                mail.incoming.arrived = arrived;
+                new_ticket(&route(&rules, mail.mail(), &known)).0.status
+            };
+            let long_ago = Some(now() - chrono::Duration::days(400));
+            assert_eq!(
+                status(long_ago),
+                "closed",
+                "{date}, on the server for 400 days"
+            );
+            assert_eq!(status(Some(now())), "open", "{date}, arrived now");
+            assert_eq!(
+                status(None),
+                "open",
+                "{date}, and the protocol does not say (POP3)"
+            );
         }
     }
 }

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use super::client::{Pop3Client, Pop3Error};
 use crate::config::{Pop3Action, Protocol};
 use crate::source::{
-    ErrorKind, Finished, Listed, Listing, PassReport, Quarantine, Source, SourceError, SourceKey,
+    ErrorKind, Fetched, FetchedMail, Finished, Listed, Listing, PassReport, Quarantine, Source,
+    SourceError, SourceKey,
 };
 use crate::store::ProcessedState;
 
@@ -92,13 +93,18 @@ impl Source for Pop3Source {
 
     /// RETR for the batch, pipelined where the server offers it. Any failure fails the batch:
     /// none of it is stored, so all of it stays on the server for the next pass.
-    async fn fetch(&mut self, mails: &[Pop3Mail]) -> Result<Vec<(Pop3Mail, Vec<u8>)>, SourceError> {
+    async fn fetch(&mut self, mails: &[Pop3Mail]) -> Result<Fetched<Pop3Mail>, SourceError> {
         let bodies = self.client.retr_all(&numbers(mails)).await.all()?;
         // `all` answers every message, in order.
         Ok(mails
             .iter()
             .cloned()
-            .zip(bodies.into_iter().map(|(_, body)| body))
+            .zip(bodies)
+            .map(|(id, (_, raw))| FetchedMail {
+                id,
+                raw,
+                arrived: None,
+            })
             .collect())
     }
 

@@ -69,8 +69,18 @@ pub struct Finished {
     pub forget: Vec<SourceKey>,
 }
 
-/// Fetched mails: each with its raw bytes.
-pub type Fetched<Id> = Vec<(Id, Vec<u8>)>;
+/// One fetched mail.
+#[derive(Debug)]
+pub struct FetchedMail<Id> {
+    pub id: Id,
+    pub raw: Vec<u8>,
+    /// When the server received it, where the protocol says (IMAP's INTERNALDATE; POP3 has
+    /// nothing of the kind). What the old-mail rule goes by when the mail's Date is absurd.
+    pub arrived: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Fetched mails.
+pub type Fetched<Id> = Vec<FetchedMail<Id>>;
 
 /// What a protocol does for the pass: its own commands, nothing of the pipeline and nothing of
 /// the store. It returns facts (the listing, the mails gone, whether a mark took) and the pass

@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::log_as;
 use super::Holding;
-use super::{FolderValidity, Listed, PassReport, Quarantine, Source, SourceError, SourceKey};
+use super::{
+    FetchedMail, FolderValidity, Listed, PassReport, Quarantine, Source, SourceError, SourceKey,
+};
 use crate::budget::{MemoryBudget, Reservation};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
@@ -313,24 +315,22 @@ async fn fetch_and_parse<S: Source>(
     ids: &[S::Id],
     room: Reservation,
 ) -> Result<Ready<S::Id>, SourceError> {
-    let keyed: Vec<(S::Id, SourceKey, Vec<u8>)> = source
+    let keyed: Vec<(SourceKey, FetchedMail<S::Id>)> = source
         .fetch(ids)
         .await?
         .into_iter()
-        .map(|(id, raw)| {
-            let key = source.key(&id);
-            (id, key, raw)
-        })
+        .map(|mail| (source.key(&mail.id), mail))
         .collect();
     tokio::task::spawn_blocking(move || {
         let incoming = keyed
             .into_iter()
-            .map(|(id, key, raw)| {
+            .map(|(key, FetchedMail { id, raw, arrived })| {
                 let mail = Incoming {
                     source_key: key,
                     parsed: parse(&raw),
                     raw,
                     received_at: Utc::now(),
+                    arrived,
                 };
                 (id, mail)
             })

@@ -72,6 +72,7 @@ impl Spec {
             parsed: parse(&raw),
             raw,
             received_at: chrono::Utc::now(),
+            arrived: None,
         }
     }
 }

@@ -416,6 +416,7 @@ mod tests {
             received_at: base
                 + TimeDelta::hours(n)
                 + TimeDelta::minutes(if jitter { (n % 5 - 2) * 60 } else { 0 }),
+            arrived: None,
         }
     }
 

@@ -167,6 +167,7 @@ mod tests {
             parsed: crate::ingest::parse::parse(raw.as_bytes()),
             raw: raw.into_bytes(),
             received_at: chrono::Utc::now(),
+            arrived: None,
         }
     }
 

@@ -137,6 +137,17 @@ impl Lab {
         s.logout().await.ok();
     }
 
+    /// Appends one mail with the INTERNALDATE the server is to give it, e.g.
+    /// `"02-Dec-2025 09:00:00 +0100"` (RFC 3501 date-time).
+    pub async fn append_arrived(&self, user: &str, folder: &str, mail: &[u8], arrived: &str) {
+        let mut s = self.imap(user).await;
+        let name = mail2ticket::imap::utf7::encode(folder);
+        s.append(&name, None, Some(arrived), mail)
+            .await
+            .expect("APPEND with INTERNALDATE");
+        s.logout().await.ok();
+    }
+
     /// Removes the mail with sequence number `seq` from a folder, as another client would
     /// (flag \\Deleted, EXPUNGE).
     pub async fn expunge(&self, user: &str, folder: &str, seq: u32) {
