@@ -142,7 +142,8 @@ impl Lab {
     pub async fn append_arrived(&self, user: &str, folder: &str, mail: &[u8], arrived: &str) {
         let mut s = self.imap(user).await;
         let name = mail2ticket::imap::utf7::encode(folder);
-        s.append(&name, None, Some(arrived), mail)
+        // async-imap puts the date into the command as given: the quotes are ours to write.
+        s.append(&name, None, Some(&format!("\"{arrived}\"")), mail)
             .await
             .expect("APPEND with INTERNALDATE");
         s.logout().await.ok();
