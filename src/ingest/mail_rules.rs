@@ -5,11 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use mail_parser::MessageParser;
-
-use super::parse::ParsedMail;
+use super::parse::{header_texts, ParsedMail};
 use crate::config::{RuleConfig, RuleError, RuleTest as Test};
+use chrono::{DateTime, Utc};
 
 /// One rule, checked: its test compiled.
 #[derive(Debug, Clone)]
@@ -71,21 +69,13 @@ impl PartialEq for MailRule {
 
 /// The values a rule's header name stands for. `from`, `to` and `subject` are the parsed values
 /// (decoded, as the ticket shows them; `from` is `Name <address>`); any other name is read from
-/// the raw header, every occurrence, unfolded and with encoded words decoded.
+/// the raw header, every occurrence (see [`header_texts`]).
 fn header_values(name: &str, parsed: &ParsedMail, raw: &[u8]) -> Vec<String> {
     match name.to_ascii_lowercase().as_str() {
         "from" => vec![format!("{} <{}>", parsed.from_name, parsed.from_email)],
         "to" => vec![parsed.to.clone()],
         "subject" => vec![parsed.subject.clone()],
-        _ => MessageParser::new()
-            .parse_headers(raw)
-            .map(|message| {
-                message
-                    .header_values(name)
-                    .filter_map(|value| value.as_text().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        _ => header_texts(raw, name),
     }
 }
 
@@ -123,4 +113,48 @@ impl OldMail {
 fn plausible(date: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     let earliest = DateTime::from_timestamp(631_152_000, 0).unwrap_or_default(); // 1990-01-01
     date >= earliest && date <= now + chrono::Duration::days(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::parse::parse;
+
+    fn rule(header: &str, contains: &str) -> MailRule {
+        let config = RuleConfig {
+            header: header.into(),
+            contains: Some(contains.into()),
+            matches: None,
+            status: Some("spam".into()),
+            ticket_type: None,
+            auto_reply: None,
+        };
+        MailRule::new(1, &config).unwrap()
+    }
+
+    const MAIL: &[u8] = b"From: Kunde <k@kunde.example>\r\nTo: support@shop.test\r\n\
+        Cc: Einkauf <einkauf@shop.test>,\r\n returns@shop.test\r\nReply-To: <form@kunde.example>\r\n\
+        X-Spam-Flag: YES\r\nX-Category: =?UTF-8?Q?R=C3=BCcksendung?=\r\nSubject: Frage\r\n\r\nText\r\n";
+
+    #[test]
+    fn any_header_is_tested_whatever_its_case_and_kind() {
+        let parsed = parse(MAIL);
+        for (header, text) in [
+            ("x-spam-flag", "yes"),
+            ("X-SPAM-FLAG", "YES"),
+            // Address headers, by their text as written (folding undone).
+            ("Cc", "<einkauf@shop.test>, returns@shop.test"),
+            ("reply-to", "form@kunde.example"),
+            // Encoded words decoded.
+            ("X-Category", "Rücksendung"),
+            ("from", "Kunde <k@kunde.example>"),
+        ] {
+            assert!(
+                rule(header, text).applies_to(&parsed, MAIL),
+                "{header} contains {text}"
+            );
+        }
+        assert!(!rule("X-Missing", "").applies_to(&parsed, MAIL));
+        assert!(!rule("X-Spam-Flag", "no").applies_to(&parsed, MAIL));
+    }
 }

@@ -75,6 +75,45 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
     parsed
 }
 
+/// Every occurrence of header `name` (compared without regard to case), in order, as text:
+/// decoded where the header is unstructured text (encoded words, folding), else as written and
+/// unfolded (addresses, dates, Message-IDs), so a rule can test any header. As in [`parse`], a
+/// panic of the parser stays with this mail: it then has no such header.
+pub fn header_texts(raw: &[u8], name: &str) -> Vec<String> {
+    let read = || {
+        // mail-parser keeps headers it does not know raw, and applies `default_header_text`
+        // only once its table of headers is set (`with_minimal_headers`): then they are text,
+        // with encoded words decoded.
+        let parser = MessageParser::new()
+            .with_minimal_headers()
+            .default_header_text();
+        let Some(msg) = parser.parse_headers(raw) else {
+            return Vec::new();
+        };
+        msg.headers()
+            .iter()
+            .filter(|h| h.name().eq_ignore_ascii_case(name))
+            .map(|h| match h.value().as_text() {
+                Some(text) => text.trim().to_string(),
+                None => {
+                    let span = h.offset_start() as usize..h.offset_end() as usize;
+                    String::from_utf8_lossy(raw.get(span).unwrap_or_default())
+                        .replace(['\r', '\n'], "")
+                        .trim()
+                        .to_string()
+                }
+            })
+            .collect()
+    };
+    std::panic::catch_unwind(read).unwrap_or_else(|_| {
+        tracing::error!(
+            size = raw.len(),
+            "the mail parser panicked reading a header; the mail has none for the rules"
+        );
+        Vec::new()
+    })
+}
+
 /// A NUL character is legal in a mail (an 8-bit body, `=00`, base64) but PostgreSQL's text
 /// cannot hold one, and no reader wants one: each becomes U+FFFD in every text the mail is
 /// parsed into, so such a mail is a ticket on either store. The raw mail keeps the byte.
