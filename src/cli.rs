@@ -78,6 +78,11 @@ pub enum Command {
         #[command(subcommand)]
         command: Oauth2Command,
     },
+    /// Alerts to the shop owner ([alerts])
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// The accounts page ([web])
     Web {
         #[command(subcommand)]
@@ -96,6 +101,13 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         ca_file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send one test alert by each configured route (each `to` address, the webhook) now, and
+    /// say what became of each: exit 0 when all arrived at their server, else 1
+    Test,
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +285,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 command: Oauth2Command::Authorize { name },
             } => crate::oauth::device::authorize(&loaded.config, &name).await,
             Command::Healthcheck { timeout } => healthcheck(&loaded, timeout).await,
+            Command::Alerts {
+                command: AlertsCommand::Test,
+            } => crate::alerts::send_test(&loaded.config).await,
             Command::TestFetch { name, json, wait } => {
                 crate::diagnose::test_fetch(&loaded.config, &name, json, wait).await
             }

@@ -272,6 +272,20 @@ async fn run_forever(
     } else {
         drop(reloader);
     }
+    // The alert task and the webhook read the config as it is now (a reload applies at once).
+    let (config_now, config_seen) =
+        tokio::sync::watch::channel(std::sync::Arc::new(config.clone()));
+    tokio::spawn(
+        crate::alerts::Alerting::new(store.clone(), health.clone(), config_seen.clone())
+            .run(background.clone()),
+    );
+    match crate::alerts::webhook::WebhookDeliver::new(config_seen) {
+        Ok(webhook) => {
+            let sender = OutboxSender::new(store.clone(), webhook, SenderSettings::for_webhook());
+            tokio::spawn(sender.run(background.clone()));
+        }
+        Err(e) => error!("alerts: {e}"),
+    }
     let mut supervisor = Supervisor::new(store.clone(), leases, health, SHUTDOWN_GRACE);
     supervisor.apply(plan).await;
     tokio::spawn(signals::watchdog(background.clone()));
@@ -286,10 +300,12 @@ async fn run_forever(
                 Event::Shutdown(name) => break name,
                 Event::Reload => {
                     reload(&path, &mut current, &mut supervisor).await;
+                    config_now.send_replace(std::sync::Arc::new(current.clone()));
                 }
             },
             Some(request) = reload_requests.recv() => {
                 let outcome = reload(&path, &mut current, &mut supervisor).await;
+                config_now.send_replace(std::sync::Arc::new(current.clone()));
                 let _ = request.reply.send(outcome);
             }
         }

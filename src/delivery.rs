@@ -1,4 +1,5 @@
-//! The task that delivers the outbox through the shared SMTP transport.
+//! The task that delivers the outbox: replies and mailed alerts through the shared SMTP
+//! transport, webhook alerts by HTTP (one sender per channel, the same state machine).
 //!
 //! # Exactly once
 //!
@@ -34,10 +35,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::SmtpConfig;
 use crate::smtp::{Deliver, SendError};
-use crate::store::{OutboxEntry, OutboxSummary, Store, StoreError};
+use crate::store::{Channel, OutboxEntry, OutboxSummary, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SenderSettings {
+    /// Which rows this sender delivers.
+    pub channel: Channel,
     /// How often the outbox is checked for new or due replies.
     pub poll: Duration,
     /// Upper bound of one delivery (connect, TLS, AUTH, MAIL, RCPT, DATA).
@@ -54,6 +57,20 @@ impl SenderSettings {
     pub fn for_smtp(smtp: &SmtpConfig) -> SenderSettings {
         let send_deadline = smtp.timeout.saturating_mul(3);
         SenderSettings {
+            channel: Channel::Mail,
+            poll: Duration::from_millis(500),
+            send_deadline,
+            lease: send_deadline + Duration::from_secs(30),
+            give_up_after: Duration::from_secs(2 * 24 * 3600),
+            batch: 20,
+        }
+    }
+
+    /// The alert webhook: a POST answered within 30 s, or tried again.
+    pub fn for_webhook() -> SenderSettings {
+        let send_deadline = Duration::from_secs(30);
+        SenderSettings {
+            channel: Channel::Webhook,
             poll: Duration::from_millis(500),
             send_deadline,
             lease: send_deadline + Duration::from_secs(30),
@@ -124,7 +141,13 @@ impl<D: Deliver> OutboxSender<D> {
         let lease_until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let entries = self
             .store
-            .claim_due_replies(now, lease_until, self.settings.batch, fresh_start)
+            .claim_due_replies(
+                self.settings.channel,
+                now,
+                lease_until,
+                self.settings.batch,
+                fresh_start,
+            )
             .await?;
         let mut round = Round {
             claimed: entries.len(),
@@ -156,9 +179,19 @@ impl<D: Deliver> OutboxSender<D> {
     }
 
     async fn attempt(&self, entry: &OutboxEntry) -> Result<Verdict, StoreError> {
-        let result = match envelope_from(&entry.message) {
+        let from = match self.settings.channel {
+            Channel::Mail => envelope_from(&entry.message),
+            // An HTTP POST has no envelope.
+            Channel::Webhook => Some(String::new()),
+        };
+        let what = if entry.article_id.is_some() {
+            "auto-reply"
+        } else {
+            "alert"
+        };
+        let result = match from {
             None => Err(SendError::Unusable(
-                "the stored reply has no From address".into(),
+                "the stored message has no From address".into(),
             )),
             Some(from) => {
                 let send = self
@@ -183,9 +216,11 @@ impl<D: Deliver> OutboxSender<D> {
             Ok(()) => {
                 self.login_accepted();
                 self.store.mark_reply_sent(entry).await?;
-                crate::metrics::reply_sent(&entry.account);
+                if entry.article_id.is_some() {
+                    crate::metrics::reply_sent(&entry.account);
+                }
                 info!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
-                    attempts = entry.attempts, queued_ms, "auto-reply sent");
+                    attempts = entry.attempts, queued_ms, "{what} sent");
                 Ok(Verdict::Sent)
             }
             Err(e @ SendError::LoginRejected { .. }) => {
@@ -205,7 +240,7 @@ impl<D: Deliver> OutboxSender<D> {
                 self.store.mark_reply_failed(entry, &text).await?;
                 crate::metrics::reply_failed(&entry.account);
                 error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
-                    attempts = entry.attempts, error = %text, "auto-reply failed");
+                    attempts = entry.attempts, error = %text, "{what} failed");
                 Ok(Verdict::Failed)
             }
             Err(e) => {
@@ -219,7 +254,7 @@ impl<D: Deliver> OutboxSender<D> {
                     self.store.mark_reply_failed(entry, &text).await?;
                     crate::metrics::reply_failed(&entry.account);
                     error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
-                        error = %text, "auto-reply failed");
+                        error = %text, "{what} failed");
                     return Ok(Verdict::Failed);
                 }
                 let delay = crate::backoff::backoff_delay(entry.attempts.saturating_sub(1));
@@ -230,7 +265,7 @@ impl<D: Deliver> OutboxSender<D> {
                 warn!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
                     attempts = entry.attempts, error = %text,
                     next_attempt = %next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    "auto-reply not sent yet; will retry");
+                    "{what} not sent yet; will retry");
                 Ok(Verdict::Retry)
             }
         }
@@ -362,6 +397,7 @@ mod tests {
 
     fn settings() -> SenderSettings {
         SenderSettings {
+            channel: Channel::Mail,
             poll: Duration::from_millis(20),
             send_deadline: Duration::from_secs(5),
             lease: Duration::from_secs(60),
@@ -513,12 +549,24 @@ mod tests {
             .unwrap();
         let now = Utc::now();
         let running = store
-            .claim_due_replies(now, now + chrono::Duration::hours(1), 1, true)
+            .claim_due_replies(
+                Channel::Mail,
+                now,
+                now + chrono::Duration::hours(1),
+                1,
+                true,
+            )
             .await
             .unwrap();
         let then = now - chrono::Duration::minutes(2);
         let ended = store
-            .claim_due_replies(then, then + chrono::Duration::minutes(1), 1, true)
+            .claim_due_replies(
+                Channel::Mail,
+                then,
+                then + chrono::Duration::minutes(1),
+                1,
+                true,
+            )
             .await
             .unwrap();
         assert_eq!(running[0].recipient, "running@c.test");

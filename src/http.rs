@@ -102,6 +102,7 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
     match req.uri().path() {
         "/healthz" => {
             let (ok, body) = state.health.report(&state.store.health());
+            let body = with_alerts(body, &state.store).await;
             let status = if ok {
                 StatusCode::OK
             } else {
@@ -134,6 +135,22 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             "not found: try /healthz or /metrics\n".into(),
         ),
     }
+}
+
+/// Adds the open alerts (`[alerts]`) to the /healthz body: the states the owner was told of.
+/// A slow store leaves them out rather than hang the check.
+async fn with_alerts(body: String, store: &Store) -> String {
+    let shown = tokio::time::timeout(
+        Duration::from_secs(2),
+        crate::alerts::shown(store, crate::config::AlertLanguage::En),
+    )
+    .await;
+    let (Ok(shown), Ok(mut value)) = (shown, serde_json::from_str::<serde_json::Value>(&body))
+    else {
+        return body;
+    };
+    value["alerts"] = serde_json::json!(shown);
+    value.to_string()
 }
 
 /// `GET /healthz` on our own server: `(status code, body)`. An unspecified listen address

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod alerts;
 pub mod backoff;
 pub mod budget;
 pub mod cli;

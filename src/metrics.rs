@@ -240,7 +240,7 @@ pub fn mail_stored(account_name: &str, outcome: &Outcome) {
         Outcome::NewTicket { .. } => &m.tickets,
         Outcome::FollowUp { .. } => &m.followups,
         Outcome::Duplicate { .. } => &m.duplicates,
-        Outcome::TestMail | Outcome::AlreadyProcessed => return,
+        Outcome::TestMail | Outcome::OwnAlert | Outcome::AlreadyProcessed => return,
     };
     family.get_or_create(&account(account_name)).inc();
 }

@@ -288,6 +288,7 @@ fn deserialize_sections(
     let mut tickets = None;
     let mut smtp = None;
     let mut web = None;
+    let mut alerts = None;
     let mut accounts = Vec::new();
     let mut account_count = 0;
     for (key, value) in table.iter() {
@@ -324,6 +325,10 @@ fn deserialize_sections(
                 web = section::<WebConfig>(doc, "web", value, issues);
                 ok &= web.is_some();
             }
+            "alerts" => {
+                alerts = section::<AlertsConfig>(doc, "alerts", value, issues);
+                ok &= alerts.is_some();
+            }
             "account" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -352,7 +357,7 @@ fn deserialize_sections(
                     other,
                     Some(key.span().start),
                     &format!(
-                        "unknown section `{other}`; expected one of store, daemon, tickets, smtp, web, account"
+                        "unknown section `{other}`; expected one of store, daemon, tickets, smtp, web, alerts, account"
                     ),
                 ));
             }
@@ -376,6 +381,7 @@ fn deserialize_sections(
             smtp,
             accounts,
             web,
+            alerts,
         },
         file_indices,
         accounts_in_file: account_count,

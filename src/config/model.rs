@@ -25,6 +25,40 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// The accounts page; off unless the section is there (see docs/web.md).
     pub web: Option<WebConfig>,
+    /// Alerts to the shop owner; off unless the section is there (see docs/operations.md).
+    pub alerts: Option<AlertsConfig>,
+}
+
+/// `[alerts]`: who hears of trouble that lasts (an account failing, the store, quarantined or
+/// too large mails, an expiring client secret), by mail through `[smtp]` and/or a webhook.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alert mails go to these addresses, and only to these.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// A failing state is reported once it has lasted this long.
+    #[serde(default = "default_alert_after", with = "humantime_serde")]
+    pub after: Duration,
+    /// A JSON POST per alert, for when mail itself is broken. A secret: such URLs often carry
+    /// the token of a push service (ntfy, a chat's incoming webhook).
+    pub webhook: Option<Secret>,
+    #[serde(default)]
+    pub language: AlertLanguage,
+    /// The alert mails' From; default the first active account's address.
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertLanguage {
+    #[default]
+    En,
+    De,
+}
+
+fn default_alert_after() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 /// `[web]`: the accounts page, served on a listener of its own.

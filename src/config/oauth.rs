@@ -69,9 +69,36 @@ pub struct OAuth2Config {
     pub scope: Option<String>,
     /// Where the refresh token lives; default `<store dir>/oauth2/<account>.token`.
     pub token_file: Option<PathBuf>,
+    /// When the client secret expires (a TOML date, `2027-03-01`): alerts warn 14 and 3 days
+    /// ahead. Entra shows it beside the secret.
+    #[serde(default, deserialize_with = "toml_date")]
+    pub client_secret_expires: Option<chrono::NaiveDate>,
     /// Filled in by validation from whichever client secret source is set.
     #[serde(skip)]
     pub resolved_client_secret: Option<Secret>,
+}
+
+/// A TOML local date (`2027-03-01`, unquoted) or the same text quoted.
+fn toml_date<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<chrono::NaiveDate>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Date(toml::value::Datetime),
+        Text(String),
+    }
+    let text = match Written::deserialize(d)? {
+        Written::Date(date) => date.to_string(),
+        Written::Text(text) => text,
+    };
+    chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a date: write the day the secret expires, e.g. 2027-03-01"
+            ))
+        })
 }
 
 const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";

@@ -12,6 +12,7 @@ use super::model::*;
 use super::oauth::AuthMethod;
 use super::Severity;
 
+mod alerts;
 mod oauth;
 mod rules;
 mod web;
@@ -362,6 +363,9 @@ pub fn inline_secrets(config: &Config, file_indices: &[usize]) -> Vec<Key> {
     if url_has_password {
         keys.push(Key::section("store").field("url"));
     }
+    if config.alerts.as_ref().is_some_and(|a| a.webhook.is_some()) {
+        keys.push(Key::section("alerts").field("webhook"));
+    }
     keys
 }
 
@@ -408,6 +412,9 @@ pub fn check(
 
     if let Some(page) = &mut config.web {
         web::check(&mut c, page, config.daemon.http_listen);
+    }
+    if let Some(owner) = &config.alerts {
+        alerts::check(&mut c, config, owner);
     }
 
     if let Some(smtp) = &mut config.smtp {

@@ -18,6 +18,8 @@ pub enum Outcome {
     },
     /// A test-fetch mail: disposed without a ticket.
     TestMail,
+    /// One of our own alerts: disposed without a ticket.
+    OwnAlert,
     /// This source key was handled in an earlier pass.
     AlreadyProcessed,
 }
@@ -30,6 +32,7 @@ impl Outcome {
             Outcome::FollowUp { .. } => "followup",
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::TestMail => "test",
+            Outcome::OwnAlert => "alert",
             Outcome::AlreadyProcessed => "processed",
         }
     }
@@ -72,7 +75,7 @@ impl Recorded {
     /// [`Recorded::Unknown`].
     pub fn from_label(label: &str) -> Recorded {
         match label {
-            "ticket" | "followup" | "duplicate" | "test" => Recorded::Stored,
+            "ticket" | "followup" | "duplicate" | "test" | "alert" => Recorded::Stored,
             "oversized" => Recorded::Skipped(Skipped::Oversized),
             "quarantined" => Recorded::Skipped(Skipped::Quarantined),
             other => Recorded::Unknown(other.to_string()),
@@ -98,6 +101,7 @@ mod tests {
             Outcome::FollowUp { number: number() },
             Outcome::Duplicate { number: number() },
             Outcome::TestMail,
+            Outcome::OwnAlert,
         ] {
             assert_eq!(Recorded::from_label(stored.label()), Recorded::Stored);
         }

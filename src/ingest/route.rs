@@ -101,6 +101,8 @@ pub struct Known {
     pub messages: HashMap<String, StoredMessage>,
     /// Message-ID → our reply with that Message-ID.
     pub replies: HashMap<String, SentReply>,
+    /// The Message-IDs among the batch's mails that are our own alerts.
+    pub own_alerts: HashSet<String>,
     /// Message-ID → the ticket of the oldest stored article with that Message-ID.
     pub articles: HashMap<String, TicketRef>,
     /// Ticket number → ticket row id, for the numbers tagged in the batch's subjects.
@@ -121,6 +123,9 @@ pub enum Decision {
     AlreadyProcessed,
     /// A genuine test-fetch mail of this account: disposed of without a ticket.
     TestMail,
+    /// One of our own alerts (`[alerts] to` is this account's address): disposed of like a
+    /// test mail, never a ticket.
+    OwnAlert,
     /// The same bytes are stored for this account already (e.g. the folder's UIDVALIDITY
     /// changed): nothing new is written.
     SameBytes { number: String },
@@ -185,6 +190,9 @@ pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
     super::panic_hook::check(&parsed.subject);
     if rules.is_test_mail(parsed) {
         return Decision::TestMail;
+    }
+    if !parsed.message_id.is_empty() && known.own_alerts.contains(&parsed.message_id) {
+        return Decision::OwnAlert;
     }
     if let Some(number) = known.same_bytes.get(mail.sha) {
         return Decision::SameBytes {
@@ -405,6 +413,7 @@ impl Decision {
         match self {
             Decision::AlreadyProcessed => Outcome::AlreadyProcessed,
             Decision::TestMail => Outcome::TestMail,
+            Decision::OwnAlert => Outcome::OwnAlert,
             Decision::SameBytes { number } => Outcome::Duplicate {
                 number: number.clone(),
             },
@@ -550,6 +559,7 @@ mod tests {
         match decision {
             Decision::AlreadyProcessed => "already processed".into(),
             Decision::TestMail => "test mail".into(),
+            Decision::OwnAlert => "own alert".into(),
             Decision::SameBytes { number } => format!("same bytes as {number}"),
             Decision::Copy { of } => format!("copy of article {} in {}", of.article_id, of.number),
             Decision::Article(a) => {

@@ -69,6 +69,17 @@ impl PassReport {
                 self.duplicates += 1;
                 log_as!(protocol, info, account, source, ticket = %number, kind = "duplicate", "mail already stored");
             }
+            Outcome::OwnAlert => {
+                self.test_mails += 1;
+                log_as!(
+                    protocol,
+                    info,
+                    account,
+                    source,
+                    kind = "alert",
+                    "one of our own alerts recognised, no ticket"
+                );
+            }
             Outcome::TestMail => {
                 self.test_mails += 1;
                 log_as!(

@@ -31,6 +31,7 @@ const TABLES: &[(&str, bool)] = &[
     ("processed", false),
     ("mailbox_state", false),
     ("failures", false),
+    ("alerts", true),
     ("outbox", true),
     ("messages", false),
     ("message_copies", true),

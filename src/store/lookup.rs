@@ -66,6 +66,7 @@ pub(super) async fn known(
         same_bytes: same_bytes(tx, account, &keyless).await?,
         messages: stored_messages(tx, account, mails.iter().filter_map(|m| m.msg_key)).await?,
         replies: sent_replies(tx, &reply_ids).await?,
+        own_alerts: own_alerts(tx, mails).await?,
         articles: article_threads(tx, &referenced).await?,
         numbers: tickets_by_number(tx, &numbers).await?,
         recent_replies: HashMap::new(),
@@ -227,6 +228,30 @@ async fn sent_replies(
     Ok(out)
 }
 
+/// The mails' own Message-IDs that are alerts we queued (see `crate::alerts`).
+async fn own_alerts(
+    tx: &mut Transaction<'_, Any>,
+    mails: &[Mail<'_>],
+) -> Result<HashSet<String>, StoreError> {
+    let ids: Vec<&str> = mails
+        .iter()
+        .map(|m| m.incoming.parsed.message_id.as_str())
+        .filter(|id| id.starts_with(super::alerts::ALERT_ID_PREFIX))
+        .collect();
+    let mut out = HashSet::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "SELECT message_id FROM outbox WHERE alert_id IS NOT NULL AND message_id IN (",
+        );
+        q.push_list(chunk.iter().copied());
+        q.push(")");
+        let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        out.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(out)
+}
+
 /// The ticket of the oldest stored article with each of these Message-IDs.
 async fn article_threads(
     tx: &mut Transaction<'_, Any>,
@@ -288,7 +313,7 @@ async fn recent_replies(
     for chunk in recipients.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(
             Backend::of(tx),
-            "SELECT recipient, COUNT(*) FROM outbox WHERE created_at >= ",
+            "SELECT recipient, COUNT(*) FROM outbox WHERE article_id IS NOT NULL AND created_at >= ",
         );
         q.push_bind(since.as_str()).push(" AND recipient IN (");
         q.push_list(chunk.iter().copied());

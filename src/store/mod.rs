@@ -12,6 +12,7 @@
 //! ([`Store::write_tx`]), error classification (`failure`) and full-text search (`find`).
 
 mod activity;
+mod alerts;
 mod batch;
 #[cfg(test)]
 mod batch_equivalence;
@@ -48,6 +49,7 @@ use crate::secret::{masked_url, Secret};
 pub(crate) use sql::SqlBuilder;
 
 pub use activity::AccountActivity;
+pub use alerts::{AlertFacts, AlertMessage, AlertRecord, WaitingReplies, ALERT_ID_PREFIX};
 pub use batch::*;
 pub use bound::STORE_ANSWER_WITHIN;
 pub use compact::{CompactCursor, CompactStep};
@@ -55,7 +57,7 @@ pub use copy::CopiedTable;
 pub use failure::{StoreErrorKind, StoreHealth, StoreState};
 pub use find::{ArticleHit, FindQuery, Sender};
 pub use lease::{Fence, LeaseHolder};
-pub use outbox::{OutboxEntry, OutboxRow, OutboxSummary};
+pub use outbox::{Channel, OutboxEntry, OutboxRow, OutboxSummary};
 pub use prepared::Prepared;
 pub use processed::ProcessedState;
 pub use query::*;

@@ -1,5 +1,6 @@
-//! The outbox of automatic replies: queued inside the ingestion transaction, delivered by
-//! `delivery`.
+//! The outbox: automatic replies, queued inside the ingestion transaction, and alerts to the
+//! shop owner (`alerts`), queued with their episode; both delivered by `delivery`, each channel
+//! by a sender of its own (a broken SMTP server must not hold up the webhook).
 //!
 //! Life of a row: `pending` → (claimed) `sending` → `sent` | `pending` again (temporary failure,
 //! with `next_attempt_at` pushed back) | `failed` (permanent failure, or temporary ones for
@@ -19,11 +20,29 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// One reply claimed for sending.
+/// How an outbox row leaves: by SMTP, or as an HTTP POST to the alert webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Mail,
+    Webhook,
+}
+
+impl Channel {
+    /// The text of `outbox.channel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Mail => "mail",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+/// One reply or alert claimed for sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub id: i64,
-    pub article_id: i64,
+    /// The article a reply answers; `None` for an alert.
+    pub article_id: Option<i64>,
     pub account: String,
     pub recipient: String,
     pub message_id: String,
@@ -33,7 +52,16 @@ pub struct OutboxEntry {
     pub created_at: String,
 }
 
-type ClaimRow = (i64, i64, String, String, String, Vec<u8>, i64, String);
+type ClaimRow = (
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    i64,
+    String,
+);
 
 /// One outbox row as the CLI and tests see it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -67,11 +95,15 @@ impl OutboxSummary {
     }
 }
 
+/// Notes what became of a reply on the article it answers (an alert has none).
 async fn set_note<'e, E: sqlx::Executor<'e, Database = Any>>(
     db: E,
-    article_id: i64,
+    article_id: Option<i64>,
     note: &str,
 ) -> Result<(), StoreError> {
+    let Some(article_id) = article_id else {
+        return Ok(());
+    };
     sqlx::query("UPDATE articles SET reply_note = $1 WHERE id = $2")
         .bind(note)
         .bind(article_id)
@@ -81,7 +113,7 @@ async fn set_note<'e, E: sqlx::Executor<'e, Database = Any>>(
 }
 
 impl Store {
-    /// Claims up to `limit` replies that are due at `now`; each claim is committed on its own
+    /// Claims up to `limit` rows of `channel` that are due at `now`; each claim is committed on its own
     /// before it is returned, with a lease until `lease_until`. A row another process claimed in
     /// between is skipped. `skip_backoff` also claims pending rows whose retry time has not come
     /// (a fresh start tries everything once); a leased `sending` row is never taken early.
@@ -91,17 +123,19 @@ impl Store {
     /// like a crashed sender's.
     pub async fn claim_due_replies(
         &self,
+        channel: Channel,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
         skip_backoff: bool,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.bounded(self.claim_due(now, lease_until, limit, skip_backoff))
+        self.bounded(self.claim_due(channel, now, lease_until, limit, skip_backoff))
             .await
     }
 
     async fn claim_due(
         &self,
+        channel: Channel,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
@@ -109,12 +143,14 @@ impl Store {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let now = rfc3339(now);
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM outbox WHERE (status = 'pending' AND (next_attempt_at <= $1 OR $2)) \
-             OR (status = 'sending' AND next_attempt_at <= $1) ORDER BY next_attempt_at, id LIMIT $3",
+            "SELECT id FROM outbox WHERE channel = $4 AND ((status = 'pending' \
+             AND (next_attempt_at <= $1 OR $2)) OR (status = 'sending' AND next_attempt_at <= $1)) \
+             ORDER BY next_attempt_at, id LIMIT $3",
         )
         .bind(&now)
         .bind(skip_backoff)
         .bind(limit)
+        .bind(channel.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut claimed = Vec::with_capacity(ids.len());
@@ -254,15 +290,17 @@ impl Store {
         Ok(())
     }
 
+    /// The mail channel's rows (replies and mailed alerts): what `run --once` waits for.
     pub async fn outbox_summary(&self) -> Result<OutboxSummary, StoreError> {
         self.bounded(self.summary()).await
     }
 
     async fn summary(&self) -> Result<OutboxSummary, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM outbox WHERE channel = 'mail' GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut s = OutboxSummary::default();
         for (status, n) in rows {
             match status.as_str() {
@@ -277,7 +315,8 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         s.next_due = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE status IN ('pending', 'sending')",
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE channel = 'mail' \
+             AND status IN ('pending', 'sending')",
         )
         .fetch_one(&self.pool)
         .await?;

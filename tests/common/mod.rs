@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod page;
 pub mod proxy;
 pub mod smtp;
+pub mod webhook;
 
 pub use daemon::Daemon;
 
