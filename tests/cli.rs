@@ -320,3 +320,46 @@ fn the_customer_choice_is_reply_to_or_from_and_a_typo_names_key_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_names_each_bad_alert_setting_with_its_key_and_line() {
+    let account = "name = \"x\"\nemail = \"x@example.test\"\nprotocol = \"imap\"\nhost = \"h\"\nuser = \"u\"\n\
+        password = \"p\"\nticket_type = \"question\"\nticket_status = \"open\"\naction = \"delete\"\n\
+        auth = \"password\"\n";
+    let cfg = TestConfig::new(
+        &[account.into()],
+        "\n[alerts]\nto = [\"owner-at-shop.example\"]\nafter = \"15m\"\n\
+         webhook = \"http://ntfy.example/secret-topic\"\nlanguage = \"de\"\n",
+    );
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    let line_of = |needle: &str| 1 + text.lines().position(|l| l.contains(needle)).unwrap();
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for (key, words, line) in [
+        (
+            "alerts.to",
+            "is not a valid e-mail address",
+            line_of("owner-at-shop"),
+        ),
+        (
+            "alerts.to",
+            "sent through [smtp], which is not configured",
+            line_of("owner-at-shop"),
+        ),
+        ("alerts.webhook", "plain HTTP", line_of("webhook =")),
+    ] {
+        let found = err
+            .lines()
+            .find(|l| l.contains(key) && l.contains(words))
+            .unwrap_or_else(|| panic!("no error naming {key} ({words}) in:\n{err}"));
+        assert!(
+            found.contains(&format!(":{line}:")),
+            "{key} is on line {line}: {found}"
+        );
+    }
+    assert!(
+        !err.contains("secret-topic"),
+        "the webhook URL is a secret: {err}"
+    );
+}

@@ -179,3 +179,35 @@ fn smtp_over_starttls_never_logs_the_password_at_trace() {
 fn smtp_without_encryption_never_logs_the_password_at_trace() {
     send_side(LabSmtp::Plain);
 }
+
+/// The alert webhook's URL often is the secret (an ntfy topic, a chat's incoming webhook): it
+/// stays out of the trace output of a send, as passwords do.
+#[test]
+fn the_alert_webhook_url_never_reaches_the_trace_log() {
+    let lab = Lab::get();
+    let owner = lab.fresh_user("traced-owner");
+    let user = lab.fresh_user("traced-alerts");
+    let webhook = common::webhook::WebhookReceiver::start();
+    let token = "tk_9f3c2e7a51b84d06";
+    let url = format!("{}/{token}", webhook.url());
+    let extra = format!(
+        "{}\n[alerts]\nto = [\"{owner}\"]\nwebhook = \"{url}\"\n",
+        smtp_section(lab, LabSmtp::Plain, "", "")
+    );
+    let cfg = TestConfig::new(
+        &[imap_account(lab, "support", &user, "none", DELETE)],
+        &extra,
+    );
+    let out = traced(&cfg, &["alerts", "test"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert_eq!(webhook.events(), ["alert"], "the test alert arrived");
+    assert!(
+        !all.contains(token),
+        "the webhook URL in the trace output:\n{all}"
+    );
+}

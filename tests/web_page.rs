@@ -485,3 +485,33 @@ async fn the_overview_names_a_rejected_login_in_the_servers_words() {
         "{state}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overview_shows_open_alerts_with_mail_text_as_text() {
+    let lab = Lab::get();
+    let (page, _) = support_page("web-alert", lab.password());
+    // An open alert as the alert task records it; its detail holds a sender's subject.
+    let store = page.cfg.open_store().await;
+    let now = chrono::Utc::now();
+    let detail = "kunde@example.test | <script>document.title='pwned'</script> | 2 KB | error";
+    let facts = mail2ticket::store::AlertFacts {
+        condition_key: "quarantine:support",
+        kind: "quarantined",
+        account: Some("support"),
+        stage: 1,
+        since: now,
+        detail,
+    };
+    assert!(store.open_alert(&facts, &[], now).await.unwrap());
+    let browser = logged_in(&page, "de").await;
+    browser.goto(&page.url("/")).await;
+    let shown = browser
+        .wait_text("section.alerts", "Konto support: 1 Mail(s) in Quarantäne")
+        .await;
+    assert!(
+        shown.contains("<script>"),
+        "the subject shows as text: {shown}"
+    );
+    let title = browser.eval("return document.title").await;
+    assert_ne!(title, "pwned");
+}

@@ -487,3 +487,42 @@ pub async fn shown(store: &Store, language: AlertLanguage) -> Vec<Shown> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_secret_expiry_dates_are_read_from_accounts_and_smtp() {
+        let text = "[store]\npath = \"/tmp/t.db\"\n\
+            [smtp]\nhost = \"smtp.example\"\nuser = \"a@shop.example\"\nauth = \"oauth2\"\n\
+            [smtp.oauth2]\nprovider = \"microsoft\"\ntenant = \"shop.example\"\n\
+            grant = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = \"x\"\n\
+            client_secret_expires = \"2027-04-01\"\n\
+            [[account]]\nname = \"support\"\nemail = \"a@shop.example\"\nprotocol = \"imap\"\n\
+            host = \"imap.example\"\nuser = \"a@shop.example\"\nauth = \"oauth2\"\n\
+            ticket_type = \"t\"\nticket_status = \"s\"\naction = \"delete\"\n\
+            [account.oauth2]\nprovider = \"microsoft\"\ntenant = \"shop.example\"\n\
+            grant = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = \"x\"\n\
+            client_secret_expires = 2027-03-01\n";
+        let loaded = crate::config::parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let found: Vec<(String, String)> = secrets(&loaded.config)
+            .into_iter()
+            .map(|s| (s.owner, s.expires.to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("account support".to_string(), "2027-03-01".to_string()),
+                ("[smtp]".to_string(), "2027-04-01".to_string())
+            ]
+        );
+        let bad = crate::config::parse(&text.replace("2027-03-01", "\"next March\"")).unwrap_err();
+        assert!(
+            bad.iter()
+                .any(|i| i.to_string().contains("client_secret_expires")
+                    || i.to_string().contains("is not a date")),
+            "{bad:?}"
+        );
+    }
+}

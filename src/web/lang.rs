@@ -130,6 +130,9 @@ pub struct Texts {
     pub st_inactive: &'static str,
     pub st_not_running: &'static str,
     pub st_store_failing: &'static str,
+    /// The heading of the open alerts ([alerts]).
+    pub alerts_open: &'static str,
+    pub alerts_since: &'static str,
 }
 
 pub static DE: Texts = Texts {
@@ -205,6 +208,8 @@ pub static DE: Texts = Texts {
     st_inactive: "inaktiv",
     st_not_running: "läuft nicht (Datei noch nicht übernommen)",
     st_store_failing: "Ticketspeicher gestört",
+    alerts_open: "Offene Meldungen",
+    alerts_since: "seit",
 };
 
 pub static EN: Texts = Texts {
@@ -280,6 +285,8 @@ pub static EN: Texts = Texts {
     st_inactive: "inactive",
     st_not_running: "not running (file not applied yet)",
     st_store_failing: "ticket store failing",
+    alerts_open: "Open alerts",
+    alerts_since: "since",
 };
 
 #[cfg(test)]

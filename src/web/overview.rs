@@ -9,7 +9,7 @@ use super::lang::{Lang, Texts};
 use super::layout::page;
 use super::session::Session;
 use super::{file, Web};
-use crate::config::{Protocol, MAX_ACCOUNTS};
+use crate::config::{AlertLanguage, Protocol, MAX_ACCOUNTS};
 use crate::health::{AccountState, State as Polling};
 use crate::store::AccountActivity;
 
@@ -28,6 +28,11 @@ pub async fn page_handler(
         .unwrap_or_else(Utc::now);
     let activity = web.store.account_activity(midnight).await;
     let store = web.store.health();
+    let alert_language = match lang {
+        Lang::De => AlertLanguage::De,
+        Lang::En => AlertLanguage::En,
+    };
+    let alerts = crate::alerts::shown(&web.store, alert_language).await;
     let content = html! {
         h1 { (t.title) }
         @if !store.healthy {
@@ -37,6 +42,20 @@ pub async fn page_handler(
         }
         @if let Err(e) = &activity {
             p.problem role="alert" { (t.st_store_failing) ": " (e.to_string()) }
+        }
+        @if !alerts.is_empty() {
+            section.alerts role="alert" {
+                h2 { (t.alerts_open) }
+                ul {
+                    @for alert in &alerts {
+                        li data-alert=(alert.kind) {
+                            strong { (alert.title) }
+                            " (" (t.alerts_since) " " (short_time(&alert.since)) "): "
+                            (alert.detail)
+                        }
+                    }
+                }
+            }
         }
         @match &file.config {
             Err(issues) => {
