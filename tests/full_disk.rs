@@ -1,7 +1,8 @@
 //! A full disk under the ticket store, for real: a 3 MB tmpfs (needs root, as CI runs). The pass
 //! stops with one clear error, `run --once` exits non-zero, no mail is blamed (quarantined) or
-//! lost, /healthz and /metrics name the state; once the file system grows, every mail arrives
-//! exactly once.
+//! lost, /healthz and /metrics name the state, the owner's webhook hears of it (sent straight
+//! away: the store cannot queue it); once the file system grows, every mail arrives exactly once
+//! and the webhook hears "resolved".
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::http::{free_port, get, healthz, wait_for};
+use common::webhook::WebhookReceiver;
 use common::{imap_account, mail2ticket_cmd, ticket_count, Daemon, Lab};
 
 const MAILS: usize = 600;
@@ -100,13 +102,16 @@ async fn a_full_disk_stops_the_pass_blames_no_mail_and_every_mail_arrives_once_a
     let disk = Tmpfs::mount(&work.path().join("store"), "3m");
     let store = disk.0.join("tickets.db");
     let port = free_port();
+    let webhook = WebhookReceiver::start();
     let config = work.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
             "[store]\npath = \"{}\"\n\n[daemon]\npoll_interval = \"1s\"\nnetwork_timeout = \"20s\"\n\
-             http_listen = \"127.0.0.1:{port}\"\n\n[[account]]\n{}",
+             http_listen = \"127.0.0.1:{port}\"\n\n[alerts]\nwebhook = \"{}\"\nafter = \"2s\"\n\n\
+             [[account]]\n{}",
             store.display(),
+            webhook.url(),
             imap_account(lab, "acct", &user, "none", "action = \"delete\"\n")
         ),
     )
@@ -172,6 +177,19 @@ async fn a_full_disk_stops_the_pass_blames_no_mail_and_every_mail_arrives_once_a
         "store errors are counted by kind:\n{metrics}"
     );
 
+    let alert = wait_for(
+        "the webhook to hear of the full disk",
+        Duration::from_secs(60),
+        || webhook.received().into_iter().next(),
+    );
+    assert_eq!(alert["kind"], "store_failing", "{alert}");
+    assert!(
+        alert["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("disk full")),
+        "{alert}"
+    );
+
     // Space again: every mail arrives, once.
     disk.grow("200m");
     wait_for(
@@ -191,6 +209,12 @@ async fn a_full_disk_stops_the_pass_blames_no_mail_and_every_mail_arrives_once_a
         let n = futures::executor::block_on(lab.count(&user, "INBOX"));
         (n == 0).then_some(())
     });
+    wait_for(
+        "the webhook to hear it resolved",
+        Duration::from_secs(30),
+        || (webhook.events().len() >= 2).then_some(()),
+    );
+    assert_eq!(webhook.events(), ["alert", "resolved"]);
     drop(daemon);
     let out = mail2ticket_cmd(&config)
         .args(["tickets", "list", "--json", "--limit", "1000000"])
