@@ -100,7 +100,7 @@ async fn every_mail_is_processed(fixture: &str) {
 }
 
 #[tokio::test]
-async fn the_quarantined_mail_of_those_stores_is_not_processed() {
+async fn the_quarantined_mail_of_those_stores_is_not_processed_and_is_listed_in_quarantine() {
     for (fixture, uidvalidity) in FIXTURES {
         let (_dir, path) = earlier_store(fixture);
         let store = Store::open(&path).await.unwrap();
@@ -120,6 +120,23 @@ async fn the_quarantined_mail_of_those_stores_is_not_processed() {
         // and it stays there for the admin.
         assert_eq!(processed.len(), 44, "{fixture}");
         assert!(!processed.contains_key(&quarantined));
+
+        // Recorded before the store kept what a failing mail looked like: no sender, subject
+        // or size, and its last failure stands in for the first.
+        let listed = store.quarantined(None).await.unwrap();
+        assert_eq!(listed.len(), 1, "{fixture}");
+        let mail = &listed[0];
+        assert_eq!(
+            (mail.account.as_str(), &mail.key),
+            ("fixture-imap", &quarantined)
+        );
+        assert_eq!(
+            (mail.sender.as_str(), mail.subject.as_str(), mail.size),
+            ("", "", 0)
+        );
+        assert_eq!(mail.attempts, 3);
+        assert!(!mail.error.is_empty(), "{fixture}");
+        assert!(mail.since.timestamp() > 0, "{fixture}: {}", mail.since);
     }
 }
 

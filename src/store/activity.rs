@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::Row;
 
-use super::{Store, StoreError, QUARANTINE_AFTER};
+use super::{Store, StoreError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountActivity {
     /// Articles stored (new tickets and follow-ups).
     pub mails: i64,
     pub new_tickets: i64,
-    /// Mails that failed to store `QUARANTINE_AFTER` times and stay on the server.
+    /// Mails in quarantine: they failed to store `QUARANTINE_AFTER` times and stay on the
+    /// server (the mails `Store::quarantined` lists).
     pub quarantined: i64,
 }
 
@@ -36,10 +37,7 @@ impl Store {
         for (account, n) in self.count_by_account(tickets, since).await? {
             out.entry(account).or_default().new_tickets = n;
         }
-        let quarantined =
-            "SELECT account, COUNT(*) FROM failures WHERE attempts >= $1 GROUP BY account";
-        let limit = i64::from(QUARANTINE_AFTER);
-        for (account, n) in self.count_by_account(quarantined, limit).await? {
+        for (account, n) in self.quarantined_counts().await? {
             out.entry(account).or_default().quarantined = n;
         }
         Ok(out)

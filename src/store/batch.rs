@@ -150,7 +150,7 @@ impl Store {
             Err(e) if e.is_environmental() => Err(e),
             Err(e) => {
                 let attempts = self
-                    .record_failure(&rules.account, &mail.source_key, &e.to_string())
+                    .record_failure(&rules.account, mail, &e.to_string())
                     .await?;
                 tracing::error!(account = %rules.account, source = %mail.source_key, attempts, error = %e, "storing a mail failed");
                 Ok(StoredAlone::Failed { attempts })

@@ -27,6 +27,7 @@ mod message_ids;
 mod outbox;
 mod prepared;
 mod processed;
+mod quarantine;
 mod query;
 mod raw;
 mod raw_codec;
@@ -60,6 +61,7 @@ pub use lease::{Fence, LeaseHolder};
 pub use outbox::{Channel, OutboxEntry, OutboxRow, OutboxSummary};
 pub use prepared::Prepared;
 pub use processed::ProcessedState;
+pub use quarantine::QuarantinedMail;
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
 
@@ -113,6 +115,10 @@ pub enum StoreError {
     /// unknown, so no mail of the account may move (fail closed).
     #[error("ticket store: account {account:?} has a processed row with source key {key:?}, which this version cannot read (written by a newer mail2ticket, or damaged); no mail of the account is fetched or moved until it is fixed. Run the version that wrote it, or correct or delete the row (docs/operations.md, \"A source key this version cannot read\")")]
     UnreadableSourceKey { account: String, key: String },
+    /// A `failures` row whose source key this version cannot read: which mail failed is
+    /// unknown, so it cannot be listed, exported or released.
+    #[error("ticket store: account {account:?} has a failures row with source key {key:?}, which this version cannot read (written by a newer mail2ticket, or damaged). Run the version that wrote it, or delete the row (DELETE FROM failures WHERE account = '...' AND source_key = '...'): its mail, if it is still on the server, is then tried again")]
+    UnreadableFailureKey { account: String, key: String },
 }
 
 impl StoreError {
@@ -127,7 +133,8 @@ impl StoreError {
             | StoreError::Panicked(_)
             | StoreError::Unsupported(_)
             | StoreError::Copy(_)
-            | StoreError::UnreadableSourceKey { .. } => StoreErrorKind::Other,
+            | StoreError::UnreadableSourceKey { .. }
+            | StoreError::UnreadableFailureKey { .. } => StoreErrorKind::Other,
         }
     }
 

@@ -156,30 +156,6 @@ impl Store {
         .await?;
         Ok(())
     }
-
-    /// Counts one more storage failure of a mail; returns the number of failures so far.
-    pub async fn record_failure(
-        &self,
-        account: &str,
-        source_key: &SourceKey,
-        error: &str,
-    ) -> Result<u32, StoreError> {
-        let attempts: i64 = self
-            .bounded(
-                sqlx::query_scalar(
-                    "INSERT INTO failures (account, source_key, attempts, last_error, updated_at) VALUES ($1, $2, 1, $3, $4) \
-                     ON CONFLICT (account, source_key) DO UPDATE SET attempts = failures.attempts + 1, \
-                     last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
-                )
-                .bind(account)
-                .bind(source_key.to_string())
-                .bind(error)
-                .bind(now_rfc3339())
-                .fetch_one(&self.pool),
-            )
-            .await?;
-        Ok(attempts as u32)
-    }
 }
 
 /// Which of `keys` are already in `processed` for the account.
