@@ -1,5 +1,5 @@
 //! IMAP: connecting (TLS, STARTTLS without silent downgrade), signing in, the folder's part of
-//! the ingestion pass, disposal, and waiting in IDLE.
+//! the ingestion pass, disposal, the quarantine mark, and waiting in IDLE.
 
 pub mod connect;
 pub mod dispose;
@@ -9,6 +9,7 @@ pub mod idle;
 pub mod login;
 pub mod names;
 pub mod oauth;
+pub mod quarantine;
 pub mod source;
 pub mod uid_set;
 pub mod utf7;

@@ -1,6 +1,6 @@
 //! IMAP's part of the ingestion pass ([`crate::source::pass`]): SELECT and list the folder,
 //! fetch with BODY.PEEK[], dispose of committed mails (see [`dispose`](super::dispose)), and
-//! quarantine with a keyword.
+//! quarantine with a keyword (see [`quarantine`](super::quarantine)).
 //!
 //! Mails are told apart by UIDVALIDITY + UID, never by sequence numbers or \Seen.
 //! UIDVALIDITY change: the keys of the old validity no longer match, so every mail in the folder
@@ -18,6 +18,7 @@ use super::dispose::{self, DisposeError, Disposed, Plan};
 use super::error::{server_words, timed, ImapError};
 use super::flagged_wait::{FlaggedWait, WaitChange};
 use super::login::ImapConnection;
+use super::quarantine::{self, QUARANTINE_KEYWORD};
 use super::uid_set::uid_set;
 use super::utf7;
 use crate::config::{AccountConfig, ImapAction, Protocol};
@@ -26,9 +27,6 @@ use crate::source::{
     Source, SourceError, SourceKey,
 };
 use crate::store::ProcessedState;
-
-/// IMAP keyword set on a mail whose storage failed `QUARANTINE_AFTER` times: skipped afterwards.
-pub const QUARANTINE_KEYWORD: &str = "$mail2ticket-failed";
 
 /// One pass over the account's folder on an open connection.
 pub struct ImapSource<'a> {
@@ -65,37 +63,6 @@ impl<'a> ImapSource<'a> {
             ours: HashSet::new(),
             wait,
         }
-    }
-
-    /// SELECTs the folder and returns its UIDVALIDITY and whether it holds any mail.
-    async fn select(&mut self) -> Result<(u32, bool), ImapError> {
-        let folder = self.account.folder.as_str();
-        let on_server = self.conn.hierarchy.server_name(folder);
-        let t = self.conn.timeout;
-        let selected =
-            tokio::time::timeout(t, self.conn.session.select(utf7::encode(&on_server))).await;
-        let mailbox = match selected {
-            Ok(Ok(m)) => m,
-            Ok(Err(async_imap::error::Error::No(reason))) => {
-                return Err(ImapError::FolderMissing {
-                    folder: on_server,
-                    reason: server_words(&reason),
-                })
-            }
-            Ok(Err(source)) => {
-                return Err(ImapError::Imap {
-                    operation: format!("SELECT {folder}"),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(ImapError::Timeout {
-                    operation: format!("SELECT {folder}"),
-                    secs: t.as_secs(),
-                })
-            }
-        };
-        Ok((mailbox.uid_validity.unwrap_or(0), mailbox.exists > 0))
     }
 
     fn report_disposal(
@@ -176,7 +143,7 @@ impl Source for ImapSource<'_> {
     const PROTOCOL: Protocol = Protocol::Imap;
 
     async fn list(&mut self) -> Result<Listing<u32>, SourceError> {
-        let (uidvalidity, any) = self.select().await?;
+        let Selected { uidvalidity, any } = select(self.conn, &self.account.folder).await?;
         self.uidvalidity = uidvalidity;
         // Store keys use the configured name, so they survive a change of the server's separator.
         let prefix = SourceKey::imap_prefix(&self.account.folder, uidvalidity);
@@ -228,17 +195,8 @@ impl Source for ImapSource<'_> {
 
     async fn quarantine(&mut self, uid: &u32, attempts: u32) -> Result<Quarantine, SourceError> {
         let name = &self.account.name;
-        // Checked by its tagged status: async-imap's uid_store takes a NO for success.
-        let store = format!("UID STORE {uid} +FLAGS.SILENT ({QUARANTINE_KEYWORD})");
-        let conn = &mut *self.conn;
-        let res = timed(
-            conn.timeout,
-            "UID STORE (quarantine)",
-            conn.session.run_command_and_check_ok(store),
-        )
-        .await;
-        match res {
-            Ok(_) => {
+        match quarantine::mark(self.conn, *uid).await {
+            Ok(()) => {
                 error!(account = %name, uid, keyword = QUARANTINE_KEYWORD,
                     "mail quarantined after {attempts} failed attempts: it stays on the server, marked, and is skipped");
                 Ok(Quarantine::Marked)
@@ -267,6 +225,46 @@ impl Source for ImapSource<'_> {
     }
 }
 
+/// A folder as SELECT opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected {
+    pub uidvalidity: u32,
+    /// Whether it holds any mail.
+    pub any: bool,
+}
+
+/// SELECTs a folder by its configured name (mapped to the server's).
+pub async fn select(conn: &mut ImapConnection, folder: &str) -> Result<Selected, ImapError> {
+    let on_server = conn.hierarchy.server_name(folder);
+    let t = conn.timeout;
+    let selected = tokio::time::timeout(t, conn.session.select(utf7::encode(&on_server))).await;
+    let mailbox = match selected {
+        Ok(Ok(m)) => m,
+        Ok(Err(async_imap::error::Error::No(reason))) => {
+            return Err(ImapError::FolderMissing {
+                folder: on_server,
+                reason: server_words(&reason),
+            })
+        }
+        Ok(Err(source)) => {
+            return Err(ImapError::Imap {
+                operation: format!("SELECT {folder}"),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ImapError::Timeout {
+                operation: format!("SELECT {folder}"),
+                secs: t.as_secs(),
+            })
+        }
+    };
+    Ok(Selected {
+        uidvalidity: mailbox.uid_validity.unwrap_or(0),
+        any: mailbox.exists > 0,
+    })
+}
+
 struct ListedUid {
     uid: u32,
     size: u64,
@@ -291,9 +289,7 @@ async fn list_folder(conn: &mut ImapConnection) -> Result<Vec<ListedUid>, ImapEr
             Some(ListedUid {
                 uid: f.uid?,
                 size: f.size.unwrap_or(0) as u64,
-                quarantined: f.flags().any(|fl| {
-                    matches!(fl, async_imap::types::Flag::Custom(ref c) if c.eq_ignore_ascii_case(QUARANTINE_KEYWORD))
-                }),
+                quarantined: f.flags().any(|fl| quarantine::is_marked(&fl)),
                 deleted: f
                     .flags()
                     .any(|fl| matches!(fl, async_imap::types::Flag::Deleted)),
@@ -305,7 +301,12 @@ async fn list_folder(conn: &mut ImapConnection) -> Result<Vec<ListedUid>, ImapEr
     Ok(listed)
 }
 
-async fn fetch_bodies(conn: &mut ImapConnection, uids: &[u32]) -> Result<Fetched<u32>, ImapError> {
+/// The raw bytes of `uids` (BODY.PEEK[]: \Seen stays as it is), with INTERNALDATE; a mail
+/// that is gone is absent.
+pub async fn fetch_bodies(
+    conn: &mut ImapConnection,
+    uids: &[u32],
+) -> Result<Fetched<u32>, ImapError> {
     let set = uid_set(uids);
     // Large batches take longer; allow the per-operation timeout per 8 MB fetched.
     let t = conn.timeout;
