@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded, Severity, EXIT_CONFIG};
+use crate::display::{fail, print_json, write_stdout};
 use crate::logging::Audience;
 use crate::store::{CompactCursor, ExportError, FindQuery, Sender, Store, TicketFilter};
 use crate::when::When;
@@ -593,32 +594,4 @@ async fn tickets_command(store: &Store, command: TicketsCommand) -> ExitCode {
             Err(e) => fail(e),
         },
     }
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
-/// Bytes for `> file`: exactly these, nothing before or after (no newline, no message).
-fn write_stdout(bytes: &[u8]) -> ExitCode {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: writing to standard output failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
 }

@@ -1,6 +1,8 @@
-//! Human-readable output of `tickets list` and `tickets show`.
+//! What commands print: the human-readable tables of `tickets`, and the ways out (JSON, raw
+//! bytes, an error line) with their exit codes.
 
 use std::fmt::Write;
+use std::process::ExitCode;
 
 use crate::store::{ArticleHit, TicketDetail, TicketSummary};
 
@@ -126,4 +128,33 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         }
     }
     out
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Bytes for `> file`: exactly these, nothing before or after (no newline, no message).
+pub fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing to standard output failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: ...` on stderr, exit 1.
+pub fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
