@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Loaded, Severity, EXIT_CONFIG};
 use crate::display::{fail, print_json, write_stdout};
 use crate::logging::Audience;
+use crate::quarantine::Which;
+use crate::source::SourceKey;
 use crate::store::{CompactCursor, ExportError, FindQuery, Sender, Store, TicketFilter};
 use crate::when::When;
 
@@ -69,6 +71,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TicketsCommand,
     },
+    /// Mails whose storage failed too often and that every pass skips: list them, have the
+    /// next pass try them again, or fetch one from the server
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Work on the ticket store as a whole
     Store {
         #[command(subcommand)]
@@ -115,6 +123,43 @@ pub enum AlertsCommand {
 pub enum WebCommand {
     /// Read the admin password on stdin and print its hash for [web] admin_password_hash
     HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Every quarantined mail: account, source key, size, tries, since when, sender, subject
+    /// and the last error
+    List {
+        /// Only this account's mails (its `name`)
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take mails out of quarantine (IMAP: the keyword off on the server; both: the failure
+    /// count cleared), so that the next pass tries them again
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["key", "account", "all"])))]
+    Retry {
+        /// The mail's source key as `quarantine list` shows it
+        #[arg(value_name = "KEY")]
+        key: Option<SourceKey>,
+        /// Every quarantined mail of this account (or, with KEY, the account of the key)
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Every quarantined mail
+        #[arg(long, conflicts_with_all = ["key", "account"])]
+        all: bool,
+    },
+    /// Write a quarantined mail exactly as the server has it to stdout: `> mail.eml`
+    Export {
+        /// The mail's source key as `quarantine list` shows it
+        #[arg(value_name = "KEY")]
+        key: SourceKey,
+        /// The account, where two accounts have a quarantined mail with this key
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +327,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Store {
                 command: StoreCommand::Copy { from },
             } => copy_store(&loaded, &from).await,
+            Command::Quarantine { command } => quarantine(&loaded.config, command).await,
             Command::Oauth2 {
                 command: Oauth2Command::Authorize { name },
             } => crate::oauth::device::authorize(&loaded.config, &name).await,
@@ -342,6 +388,26 @@ async fn detect(address: &str, json: bool, ca_file: Option<PathBuf>) -> ExitCode
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+async fn quarantine(config: &config::Config, command: QuarantineCommand) -> ExitCode {
+    match command {
+        QuarantineCommand::List { account, json } => {
+            crate::quarantine::list_command(config, account.as_deref(), json).await
+        }
+        QuarantineCommand::Retry { key, account, .. } => {
+            let which = match (key, account) {
+                (Some(key), account) => Which::Key { key, account },
+                (None, Some(account)) => Which::Account(account),
+                // clap requires one of KEY, --account, --all.
+                (None, None) => Which::All,
+            };
+            crate::quarantine::retry_command(config, which).await
+        }
+        QuarantineCommand::Export { key, account } => {
+            crate::quarantine::export_command(config, key, account).await
+        }
     }
 }
 

@@ -1,10 +1,10 @@
-//! What commands print: the human-readable tables of `tickets`, and the ways out (JSON, raw
-//! bytes, an error line) with their exit codes.
+//! What commands print: the human-readable tables of `tickets` and `quarantine`, and the
+//! ways out (JSON, raw bytes, an error line) with their exit codes.
 
 use std::fmt::Write;
 use std::process::ExitCode;
 
-use crate::store::{ArticleHit, TicketDetail, TicketSummary};
+use crate::store::{ArticleHit, QuarantinedMail, TicketDetail, TicketSummary};
 
 fn clip(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -128,6 +128,65 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         }
     }
     out
+}
+
+/// `quarantine list`: one line per mail, its last error on the line below.
+pub fn quarantine_table(mails: &[QuarantinedMail]) -> String {
+    if mails.is_empty() {
+        return "no mail is in quarantine\n".into();
+    }
+    let unknown = |text: &str| if text.is_empty() { "?" } else { text }.to_string();
+    let keys: Vec<String> = mails.iter().map(|m| m.key.to_string()).collect();
+    let senders: Vec<String> = mails.iter().map(|m| unknown(&m.sender)).collect();
+    let account_width = width(mails.iter().map(|m| m.account.as_str()), "ACCOUNT", 20);
+    let key_width = width(keys.iter().map(String::as_str), "KEY", 40);
+    let sender_width = width(senders.iter().map(String::as_str), "FROM", 40);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<account_width$}  {:<key_width$}  {:>9}  {:>5}  {:<16}  {:<sender_width$}  SUBJECT",
+        "ACCOUNT", "KEY", "BYTES", "TRIES", "FAILING SINCE", "FROM"
+    );
+    for ((m, key), sender) in mails.iter().zip(&keys).zip(&senders) {
+        // 0: recorded before the store kept the size.
+        let size = match m.size {
+            0 => "?".to_string(),
+            n => n.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<account_width$}  {:<key_width$}  {:>9}  {:>5}  {:<16}  {:<sender_width$}  {}",
+            clip(&m.account, account_width),
+            clip(key, key_width),
+            size,
+            m.attempts,
+            m.since.format("%Y-%m-%d %H:%M"),
+            clip(sender, sender_width),
+            clip(&unknown(&m.subject), 60)
+        );
+        let _ = writeln!(
+            out,
+            "{:account_width$}  last error: {}",
+            "",
+            clip(&one_line(&m.error), 160)
+        );
+    }
+    out
+}
+
+/// A column's width: its widest value or its heading, at most `cap` characters.
+fn width<'a>(values: impl Iterator<Item = &'a str>, heading: &str, cap: usize) -> usize {
+    values
+        .map(|v| v.chars().count())
+        .chain([heading.len()])
+        .max()
+        .unwrap_or(0)
+        .min(cap)
+}
+
+/// An error text on one line (a store error may span several).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {

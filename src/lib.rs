@@ -24,6 +24,7 @@ pub mod oauth;
 pub mod password_hash;
 pub mod poller;
 pub mod pop3;
+pub mod quarantine;
 pub mod reload;
 pub mod secret;
 pub mod signals;

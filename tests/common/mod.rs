@@ -413,6 +413,21 @@ impl TestConfig {
         store.close().await;
     }
 
+    /// Undoes [`TestConfig::refuse_articles_with_subject`]: the cause of the failures is fixed.
+    pub async fn accept_articles_again(&self) {
+        let store = self.open_store().await;
+        let statements: &[&str] = match &self.location {
+            StoreLocation::Sqlite(_) => &["DROP TRIGGER refuse"],
+            StoreLocation::Postgres(_) => {
+                &["DROP TRIGGER refuse ON articles", "DROP FUNCTION refuse()"]
+            }
+        };
+        for statement in statements {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        store.close().await;
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         mail2ticket_cmd(&self.path).args(args).output().unwrap()
     }
