@@ -271,12 +271,17 @@ async fn a_subject_with_html_shows_as_text() {
     let lab = Lab::get();
     let (page, user) = support_page("web-xss", lab.password());
     let subject = "Rechnung <img src=x onerror=\"document.title='pwned'\"> zweimal";
-    lab.smtp_send(
-        "kunde@example.test",
-        &user,
-        format!("Subject: {subject}\r\nFrom: \"<b>Kunde</b>\" <kunde@example.test>\r\nMessage-ID: <web-xss-1@example.test>\r\n\r\nHallo <script>document.title='pwned'</script>\r\n").as_bytes(),
-    )
-    .await;
+    // A second one the store refuses, so that it is quarantined and shown on that page too.
+    let refused = "Mahnung <img src=x onerror=document.title=1>";
+    page.cfg.refuse_articles_with_subject(refused).await;
+    for (subject, id) in [(subject, "web-xss-1"), (refused, "web-xss-2")] {
+        lab.smtp_send(
+            "kunde@example.test",
+            &user,
+            format!("Subject: {subject}\r\nFrom: \"<b>Kunde</b>\" <kunde@example.test>\r\nMessage-ID: <{id}@example.test>\r\n\r\nHallo <script>document.title='pwned'</script>\r\n").as_bytes(),
+        )
+        .await;
+    }
     common::http::wait_for(
         "the mail to become a ticket",
         Duration::from_secs(60),
@@ -295,6 +300,41 @@ async fn a_subject_with_html_shows_as_text() {
     assert_eq!(images, 0);
     let title = browser.eval("return document.title").await;
     assert_ne!(title, "pwned");
+
+    // The overview counts the quarantined mail and leads to it; Retry has it stored.
+    common::http::wait_for(
+        "the refused mail in quarantine",
+        Duration::from_secs(60),
+        || {
+            let out = page.cfg.run(&["quarantine", "list", "--json"]);
+            let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+            (listed.len() == 1).then_some(())
+        },
+    );
+    browser.goto(&page.url("/")).await;
+    assert_eq!(
+        browser
+            .text("tr[data-account=support] td.quarantined")
+            .await,
+        "1"
+    );
+    browser
+        .click("tr[data-account=support] td.quarantined a")
+        .await;
+    let shown = browser
+        .wait_text("table.quarantine td.subject", "Mahnung")
+        .await;
+    assert!(shown.contains("<img src=x"), "as text: {shown}");
+    assert_eq!(browser.eval("return document.images.length").await, 0);
+    browser.screenshot(&screenshot_path("quarantine.png")).await;
+    page.cfg.accept_articles_again().await;
+    browser.click("table.quarantine button[type=submit]").await;
+    browser.wait_text("ul.retried li.done", "released").await;
+    common::http::wait_for(
+        "the released mail to become a ticket",
+        Duration::from_secs(60),
+        || (page.cfg.tickets().len() == 2).then_some(()),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -34,7 +34,13 @@ fn page_started(prefix: &str, how: Start) -> (Page, String) {
 async fn pages_without_login_lead_to_the_login_and_writes_are_refused() {
     let (page, _) = page_with_one_account("web-nologin");
     let client = Client::new(&page);
-    for path in ["/", "/accounts/support", "/accounts/new", "/tickets?q=x"] {
+    for path in [
+        "/",
+        "/accounts/support",
+        "/accounts/new",
+        "/accounts/support/quarantine",
+        "/tickets?q=x",
+    ] {
         let r = client.get(path).await;
         assert_eq!(r.status(), 303, "{path}");
         assert_eq!(r.headers()["location"], "/login", "{path}");
@@ -42,6 +48,7 @@ async fn pages_without_login_lead_to_the_login_and_writes_are_refused() {
     for path in [
         "/accounts/new",
         "/accounts/support",
+        "/accounts/support/quarantine",
         "/api/test-fetch",
         "/api/folders",
     ] {

@@ -21,6 +21,7 @@ mod lang;
 mod layout;
 mod login;
 mod overview;
+mod quarantine;
 mod save;
 mod session;
 mod tickets;
@@ -107,6 +108,10 @@ fn router(web: Web) -> Router {
         .route(
             "/accounts/{name}",
             get(account_form::existing).post(save::submit),
+        )
+        .route(
+            "/accounts/{name}/quarantine",
+            get(quarantine::list).post(quarantine::retry),
         )
         .route("/api/test-fetch", post(checks::test_fetch))
         .route("/api/test-send", post(checks::test_send))

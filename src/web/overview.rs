@@ -112,7 +112,13 @@ fn row(
             td { (state.and_then(|s| s.last_success.as_deref()).map(short_time).unwrap_or_else(|| t.never.to_string())) }
             td.count { (today.mails) }
             td.count { (today.new_tickets) }
-            td.count { (today.quarantined) }
+            td.count.quarantined {
+                @if today.quarantined > 0 {
+                    a href=(format!("{link}/quarantine")) { (today.quarantined) }
+                } @else {
+                    (today.quarantined)
+                }
+            }
         }
     }
 }
