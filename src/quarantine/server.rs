@@ -25,10 +25,13 @@ pub enum Trouble {
     OtherProtocol { account: String, now: Protocol },
     /// Signing in failed (the server is unreachable, the login refused, ...).
     SignIn { account: String, error: String },
-    /// The folder's UIDVALIDITY is not the key's: its UID names another mail, or none.
+    /// The folder's UIDVALIDITY is not the key's (`was`): its UID names another mail, or none.
     Renumbered {
         account: String,
-        key: SourceKey,
+        key: String,
+        folder: String,
+        uid: u32,
+        was: u32,
         now: u32,
     },
     /// No mail with this key on the server any more.
@@ -45,36 +48,38 @@ impl fmt::Display for Trouble {
                 "account {account:?} is not in the config file, so its server is not known: \
                  nothing was changed (add the account back to reach its mails)"
             ),
-            Trouble::OtherProtocol { account, now } => write!(
-                f,
-                "account {account:?} uses {now:?} now, which this mail was not fetched with: \
-                 nothing was changed"
-            ),
+            Trouble::OtherProtocol { account, now } => {
+                let now = match now {
+                    Protocol::Imap => "IMAP",
+                    Protocol::Pop3 => "POP3",
+                };
+                write!(
+                    f,
+                    "account {account:?} uses {now} now, which this mail was not fetched with: \
+                     nothing was changed"
+                )
+            }
             Trouble::SignIn { account, error } => write!(
                 f,
                 "cannot reach the server: {error}. Nothing was changed and the mail stays \
                  quarantined: check the account with `mail2ticket test-fetch {account}`, \
                  then run this again"
             ),
-            Trouble::Renumbered { account, key, now } => {
-                let SourceKey::Imap {
-                    folder,
-                    uidvalidity,
-                    uid,
-                } = key
-                else {
-                    return write!(f, "the maildrop changed");
-                };
-                write!(
-                    f,
-                    "the server renumbered the folder {folder:?} (UIDVALIDITY {now}, the key has \
-                     {uidvalidity}), so UID {uid} no longer names this mail; nothing was \
-                     changed. If the mail is still there it carries the keyword \
-                     {QUARANTINE_KEYWORD}: remove it in a mail program to have the mail fetched \
-                     again, and delete this record (DELETE FROM failures WHERE account = \
-                     '{account}' AND source_key = '{key}')"
-                )
-            }
+            Trouble::Renumbered {
+                account,
+                key,
+                folder,
+                uid,
+                was,
+                now,
+            } => write!(
+                f,
+                "the server renumbered the folder {folder:?} (UIDVALIDITY {now}, the key has \
+                 {was}), so UID {uid} no longer names this mail; nothing was changed. If the \
+                 mail is still there it carries the keyword {QUARANTINE_KEYWORD}: remove it in \
+                 a mail program to have the mail fetched again, and delete this record \
+                 (DELETE FROM failures WHERE account = '{account}' AND source_key = '{key}')"
+            ),
             Trouble::Gone => write!(
                 f,
                 "the mail is no longer on the server (deleted or moved by someone else)"
@@ -208,7 +213,10 @@ impl ImapFolder {
         if now != *uidvalidity {
             return Err(Trouble::Renumbered {
                 account: mail.account.clone(),
-                key: mail.key.clone(),
+                key: mail.key.to_string(),
+                folder: folder.clone(),
+                uid: *uid,
+                was: *uidvalidity,
                 now,
             });
         }
