@@ -47,6 +47,24 @@ fn quarantined_by_three_passes(cfg: &TestConfig) -> Value {
     listed(cfg).remove(0)
 }
 
+/// A mailbox holding a fine mail and the poison, an account on it (`account` makes its section
+/// from the lab user), and the poison quarantined by three passes: the user, the poison's
+/// bytes, the config and the poison as `quarantine list --json` shows it.
+async fn a_poison_quarantined(
+    prefix: &str,
+    account: impl FnOnce(&Lab, &str) -> String,
+) -> (String, Vec<u8>, TestConfig, Value) {
+    let lab = Lab::get();
+    let user = lab.fresh_user(prefix);
+    let raw = poison(&user);
+    let fine = mails::simple(&user, "fine", "fine@customer.example.test", "");
+    lab.append(&user, "INBOX", &[fine, raw.clone()]).await;
+    let cfg = TestConfig::new(&[account(lab, &user)], "");
+    cfg.refuse_articles_with_subject("poison").await;
+    let mail = quarantined_by_three_passes(&cfg);
+    (user, raw, cfg, mail)
+}
+
 async fn failure_rows(cfg: &TestConfig) -> i64 {
     let store = cfg.open_store().await;
     let n = sqlx::query_scalar("SELECT COUNT(*) FROM failures")
@@ -86,22 +104,16 @@ fn assert_lists_the_poison(mail: &Value, account: &str, key_prefix: &str, raw: &
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quarantined_imap_mail_is_listed_exported_byte_exact_and_retried_until_stored() {
     let lab = Lab::get();
-    let user = lab.fresh_user("quarantine-imap");
-    let raw = poison(&user);
-    let fine = mails::simple(&user, "fine", "fine@customer.example.test", "");
-    lab.append(&user, "INBOX", &[fine, raw.clone()]).await;
-    let cfg = TestConfig::new(
-        &[imap_account(
+    let (user, raw, cfg, mail) = a_poison_quarantined("quarantine-imap", |lab, user| {
+        imap_account(
             lab,
             "support",
-            &user,
+            user,
             "starttls",
             "action = \"move\"\nmove_to = \"Archive\"\n",
-        )],
-        "",
-    );
-    cfg.refuse_articles_with_subject("poison").await;
-    let mail = quarantined_by_three_passes(&cfg);
+        )
+    })
+    .await;
     assert_lists_the_poison(&mail, "support", "imap:INBOX:", &raw);
     let key = mail["key"].as_str().unwrap().to_string();
     assert_eq!(marked(lab, &user).await, 1, "marked on the server");
@@ -156,22 +168,10 @@ async fn a_quarantined_imap_mail_is_listed_exported_byte_exact_and_retried_until
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quarantined_pop3_mail_is_listed_exported_and_retried_until_stored() {
     let lab = Lab::get();
-    let user = lab.fresh_user("quarantine-pop3");
-    let raw = poison(&user);
-    let fine = mails::simple(&user, "fine", "fine@customer.example.test", "");
-    lab.append(&user, "INBOX", &[fine, raw.clone()]).await;
-    let cfg = TestConfig::new(
-        &[pop3_account(
-            lab,
-            "returns",
-            &user,
-            "ssl",
-            "action = \"delete\"\n",
-        )],
-        "",
-    );
-    cfg.refuse_articles_with_subject("poison").await;
-    let mail = quarantined_by_three_passes(&cfg);
+    let (user, raw, cfg, mail) = a_poison_quarantined("quarantine-pop3", |lab, user| {
+        pop3_account(lab, "returns", user, "ssl", "action = \"delete\"\n")
+    })
+    .await;
     assert_lists_the_poison(&mail, "returns", "pop3:", &raw);
     let key = mail["key"].as_str().unwrap().to_string();
 
@@ -197,20 +197,10 @@ async fn a_quarantined_pop3_mail_is_listed_exported_and_retried_until_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retrying_while_the_imap_server_is_unreachable_changes_nothing_and_says_what_to_do() {
     let lab = Lab::get();
-    let user = lab.fresh_user("quarantine-down");
-    lab.append(&user, "INBOX", &[poison(&user)]).await;
-    let cfg = TestConfig::new(
-        &[imap_account(
-            lab,
-            "support",
-            &user,
-            "none",
-            "action = \"delete\"\n",
-        )],
-        "",
-    );
-    cfg.refuse_articles_with_subject("poison").await;
-    quarantined_by_three_passes(&cfg);
+    let (user, _, cfg, _) = a_poison_quarantined("quarantine-down", |lab, user| {
+        imap_account(lab, "support", user, "none", "action = \"delete\"\n")
+    })
+    .await;
     cfg.accept_articles_again().await;
 
     let text = std::fs::read_to_string(&cfg.path).unwrap();
