@@ -184,9 +184,13 @@ fn width<'a>(values: impl Iterator<Item = &'a str>, heading: &str, cap: usize) -
         .min(cap)
 }
 
-/// An error text on one line (a store error may span several).
+/// An error text on one line without control characters (a store error may span several
+/// lines, and a panic's message may quote the mail).
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    text.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> ExitCode {
@@ -216,4 +220,34 @@ pub fn write_stdout(bytes: &[u8]) -> ExitCode {
 pub fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::SourceKey;
+
+    #[test]
+    fn a_quarantined_mail_takes_two_lines_whatever_its_error_holds() {
+        let mail = QuarantinedMail {
+            account: "support".into(),
+            key: SourceKey::Pop3 { uidl: "u1".into() },
+            sender: String::new(),
+            subject: "Rechnung".into(),
+            size: 0,
+            error: "handling the mail panicked: \u{1b}[2J\nline two".into(),
+            attempts: 3,
+            since: chrono::DateTime::UNIX_EPOCH,
+        };
+        let table = quarantine_table(&[mail]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[1].starts_with("support  pop3:u1"), "{table}");
+        assert!(lines[1].contains("  ?  "), "no sender known: {table}");
+        assert!(
+            lines[2].ends_with("last error: handling the mail panicked: [2J line two"),
+            "{table}"
+        );
+        assert!(!table.contains('\u{1b}'));
+    }
 }
