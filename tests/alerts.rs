@@ -216,3 +216,60 @@ async fn alerts_test_reaches_every_configured_route() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0]["kind"], "test");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quarantined_mail_alerts_at_once_and_resolves_once_retried_and_stored() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("alert-poison");
+    let poison = common::mails::simple(&user, "poison", "alert-poison@customer.example.test", "");
+    lab.append(&user, "INBOX", &[poison]).await;
+    let webhook = WebhookReceiver::start();
+    let extra = format!(
+        "[alerts]\nwebhook = \"{}\"\nafter = \"1h\"\n",
+        webhook.url()
+    );
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &user,
+            "none",
+            "action = \"delete\"\n",
+        )],
+        &extra,
+    );
+    cfg.refuse_articles_with_subject("poison").await;
+    let daemon = Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+
+    // Not delayed by `after`: a quarantined mail is an event, not a state that may pass.
+    let alert = wait_for("the quarantine alert", Duration::from_secs(90), || {
+        webhook.received().into_iter().next()
+    });
+    assert_eq!(alert["kind"], "quarantined", "{alert}");
+    let message = alert["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("poison") && message.contains("quarantine retry"),
+        "names the mail and what to do: {message}"
+    );
+
+    // The cause fixed, the mail released: it is stored and the alert resolved.
+    let store = cfg.open_store().await;
+    let drop = match cfg.location {
+        mail2ticket::store::StoreLocation::Sqlite(_) => "DROP TRIGGER refuse",
+        mail2ticket::store::StoreLocation::Postgres(_) => "DROP TRIGGER refuse ON articles",
+    };
+    sqlx::query(drop).execute(store.pool()).await.unwrap();
+    store.close().await;
+    let out = cfg.run(&["quarantine", "retry", "--all"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    wait_for("resolved at the webhook", Duration::from_secs(60), || {
+        (webhook.events().len() >= 2).then_some(())
+    });
+    assert_eq!(
+        webhook.events(),
+        ["alert", "resolved"],
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(cfg.ticket_count().await, 1);
+}

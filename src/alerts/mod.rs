@@ -111,11 +111,6 @@ impl Alerting {
 
     async fn round(&mut self, config: &Config, settings: &Settings) {
         let now = Utc::now();
-        let seen = self.observe(config, now).await;
-        let (store_conditions, kept): (Vec<Condition>, Vec<Condition>) =
-            condition::conditions(&seen, now)
-                .into_iter()
-                .partition(|c| c.kind == Kind::StoreFailing);
         let accounts = self.health.snapshots();
         let polled: HashSet<String> = accounts
             .iter()
@@ -127,6 +122,13 @@ impl Alerting {
             polled: &polled,
             configured: &configured,
         };
+        // The store's own alert first: its state is in memory, and the reads below may be
+        // what fails.
+        let store = Observed {
+            store: Some(self.store.health()),
+            ..Observed::default()
+        };
+        let store_conditions = condition::conditions(&store, now);
         let steps = judge(
             &self.store_alert,
             &store_conditions,
@@ -136,28 +138,36 @@ impl Alerting {
         );
         self.tell_directly(config, settings, steps, now).await;
 
-        let records = match self.store.open_alerts().await {
-            Ok(records) => records,
+        // What could not be read must not look like trouble that ended: no step this round.
+        let (seen, records) = match self.observe(config, accounts, now).await {
+            Ok(seen) => seen,
             Err(e) => {
-                debug!(error = %e, "alerts: cannot read the open alerts");
+                debug!(error = %e, "alerts: cannot read the store; judging next round");
                 return;
             }
         };
         let open: Vec<OpenAlert> = records.iter().filter_map(open_alert).collect();
         let by_id: HashMap<i64, &AlertRecord> = records.iter().map(|r| (r.id, r)).collect();
-        for step in judge(&open, &kept, &sight, settings.after, now) {
+        let conditions = condition::conditions(&seen, now);
+        for step in judge(&open, &conditions, &sight, settings.after, now) {
             if let Err(e) = self.queue(settings, &by_id, &step, now).await {
                 warn!(error = %e, "alerts: could not queue an alert; trying again next round");
             }
         }
     }
 
-    async fn observe(&self, config: &Config, now: DateTime<Utc>) -> Observed {
+    /// What is wrong now besides the store itself, and the open alerts.
+    async fn observe(
+        &self,
+        config: &Config,
+        accounts: std::collections::BTreeMap<String, crate::health::AccountState>,
+        now: DateTime<Utc>,
+    ) -> Result<(Observed, Vec<AlertRecord>), crate::store::StoreError> {
         let after =
             chrono::Duration::from_std(Settings::of(config).map_or(Duration::ZERO, |s| s.after))
                 .unwrap_or_default();
-        let stuck_replies = match self.store.waiting_replies().await {
-            Ok(Some(w)) => parse_time(&w.oldest)
+        let stuck_replies = self.store.waiting_replies().await?.and_then(|w| {
+            parse_time(&w.oldest)
                 .filter(|oldest| now - *oldest >= after)
                 .map(|oldest| StuckReplies {
                     unsent: w.unsent,
@@ -166,25 +176,31 @@ impl Alerting {
                         "{} replies waiting; the last error: {}",
                         w.unsent, w.last_error
                     ),
-                }),
-            _ => None,
-        };
-        Observed {
-            accounts: self.health.snapshots(),
-            store: Some(self.store.health()),
+                })
+        });
+        let quarantined = self
+            .store
+            .quarantined(None)
+            .await?
+            .into_iter()
+            .map(|m| HeldMail {
+                account: m.account,
+                sender: m.sender,
+                subject: m.subject,
+                size: m.size,
+                note: m.error,
+                since: m.since,
+            })
+            .collect();
+        let seen = Observed {
+            accounts,
+            store: None,
             stuck_replies,
-            quarantined: self.quarantined().await,
-            too_large: self.too_large().await,
+            quarantined,
+            too_large: Vec::new(),
             secrets: secrets(config),
-        }
-    }
-
-    async fn quarantined(&self) -> Vec<HeldMail> {
-        Vec::new()
-    }
-
-    async fn too_large(&self) -> Vec<HeldMail> {
-        Vec::new()
+        };
+        Ok((seen, self.store.open_alerts().await?))
     }
 
     async fn queue(
