@@ -68,6 +68,7 @@ async fn main() {
             parsed,
             received_at: chrono::Utc::now(),
             arrived: None,
+            extent: mail2ticket::ingest::Extent::Whole,
         });
     }
     let store = match arg(&args, "--postgres") {

@@ -131,7 +131,7 @@ async fn run_once(
             Ok((name, Ok(report))) => {
                 info!(account = %name, fetched = report.fetched, new = report.new_tickets,
                     followups = report.followups, duplicates = report.duplicates,
-                    disposed = report.disposed, oversized = report.oversized,
+                    disposed = report.disposed, oversized = report.oversized, completed = report.completed,
                     failed = report.failed, quarantined = report.quarantined, "pass finished");
                 if report.failed > 0 {
                     ok = false;

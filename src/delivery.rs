@@ -420,6 +420,7 @@ mod tests {
             raw: raw.into_bytes(),
             received_at: Utc::now(),
             arrived: None,
+            extent: crate::ingest::Extent::Whole,
         }
     }
 
@@ -682,6 +683,7 @@ mod tests {
             raw: answer.into_bytes(),
             received_at: Utc::now(),
             arrived: None,
+            extent: crate::ingest::Extent::Whole,
         };
         let out = store.store_batch(&rules(), &[answer]).await.unwrap();
         assert_eq!(

@@ -4,7 +4,9 @@
 use std::fmt::Write;
 use std::process::ExitCode;
 
-use crate::store::{ArticleHit, QuarantinedMail, TicketDetail, TicketSummary};
+use crate::store::{
+    ArticleHit, QuarantinedMail, TicketDetail, TicketSummary, TooLarge, TooLargeState,
+};
 
 fn clip(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -75,6 +77,35 @@ pub fn hit_table(hits: &[ArticleHit]) -> String {
     out
 }
 
+/// What `tickets show` says of an article that holds only the header of a mail too large to
+/// fetch: how large, and where the mail is or what became of it.
+fn too_large_note(t: &TooLarge) -> String {
+    let size = format!(
+        "{} bytes, more than max_message_size: only the header is stored",
+        t.size
+    );
+    let place = match &t.folder {
+        Some(folder) => format!("account {}, folder {folder}", t.account),
+        None => format!("account {}", t.account),
+    };
+    match (t.state, t.whole_article) {
+        (TooLargeState::OnServer, _) => format!(
+            "{size}; the mail stays on the server ({place}) until max_message_size allows it"
+        ),
+        (TooLargeState::FetchedWhole, Some(n)) => {
+            format!("{size} here; the whole mail is article {n}")
+        }
+        (TooLargeState::FetchedWhole, None) => format!(
+            "{size} here; the whole mail was stored later as a copy of a message stored whole \
+             (see the ticket that holds it)"
+        ),
+        (TooLargeState::Gone, _) => format!(
+            "{size}; the mail left the server ({place}) without being fetched whole (another \
+             client moved or deleted it)"
+        ),
+    }
+}
+
 pub fn ticket_detail(t: &TicketDetail) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Ticket {}: {}", t.number, t.subject);
@@ -84,12 +115,12 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         t.account, t.ticket_type, t.status, t.customer_name, t.customer, t.created_at
     );
     for (i, a) in t.articles.iter().enumerate() {
-        let kind = if a.bounce {
-            "bounce of our automatic reply"
-        } else if a.followup {
-            "follow-up"
-        } else {
-            "first mail"
+        let kind = match a.completes {
+            _ if a.bounce => "bounce of our automatic reply".to_string(),
+            // Fetched once max_message_size allowed it.
+            Some(header) => format!("the whole mail of article {header}"),
+            None if a.followup => "follow-up".to_string(),
+            None => "first mail".to_string(),
         };
         let _ = writeln!(
             out,
@@ -109,6 +140,10 @@ pub fn ticket_detail(t: &TicketDetail) -> String {
         if let Some(rule) = &a.rule {
             let _ = writeln!(out, "    Rule:       {rule}");
         }
+        if let Some(too_large) = &a.too_large {
+            let _ = writeln!(out, "    Too large:  {}", too_large_note(too_large));
+        }
+
         if !a.auto_reply.is_empty() {
             let _ = writeln!(out, "    Auto-reply: {}", a.auto_reply);
         }

@@ -237,10 +237,15 @@ pub fn mails_fetched(account_name: &str, n: usize) {
 pub fn mail_stored(account_name: &str, outcome: &Outcome) {
     let m = metrics();
     let family = match outcome {
-        Outcome::NewTicket { .. } => &m.tickets,
+        Outcome::NewTicket { .. } | Outcome::HeaderOnly { opened: true, .. } => &m.tickets,
         Outcome::FollowUp { .. } => &m.followups,
         Outcome::Duplicate { .. } => &m.duplicates,
-        Outcome::TestMail | Outcome::OwnAlert | Outcome::AlreadyProcessed => return,
+        // The whole mail of a ticket counted when its header opened it.
+        Outcome::TestMail
+        | Outcome::OwnAlert
+        | Outcome::AlreadyProcessed
+        | Outcome::HeaderOnly { opened: false, .. }
+        | Outcome::Completed { .. } => return,
     };
     family.get_or_create(&account(account_name)).inc();
 }

@@ -111,6 +111,7 @@ fn after_pass(rt: &AccountRuntime, report: &PassReport) {
 
 fn log_report(account: &str, report: &PassReport) {
     if report.fetched > 0
+        || report.oversized > 0
         || report.disposed > 0
         || !report.dispose_errors.is_empty()
         || report.unknown_outcomes > 0
@@ -124,6 +125,7 @@ fn log_report(account: &str, report: &PassReport) {
             test_mails = report.test_mails,
             disposed = report.disposed,
             oversized = report.oversized,
+            completed = report.completed,
             failed = report.failed,
             quarantined = report.quarantined,
             unknown_outcomes = report.unknown_outcomes,

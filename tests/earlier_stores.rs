@@ -195,6 +195,7 @@ async fn every_article_of_those_stores_is_found_by_its_message_id() {
             raw,
             received_at: chrono::Utc::now(),
             arrived: None,
+            extent: mail2ticket::ingest::Extent::Whole,
         };
         let outcome = store
             .store_batch(&TicketRules::without_replies("fixture-imap"), &[reply])

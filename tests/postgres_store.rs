@@ -324,6 +324,7 @@ impl WordStores {
                     raw,
                     received_at: words_base() + chrono::TimeDelta::hours(i as i64),
                     arrived: None,
+                    extent: mail2ticket::ingest::Extent::Whole,
                 }
             })
             .collect();
@@ -770,6 +771,7 @@ async fn a_sqlite_store_copied_to_postgres_reads_the_same() {
         raw: mail.raw,
         received_at: words_base(),
         arrived: None,
+        extent: mail2ticket::ingest::Extent::Whole,
     };
     let outcome = postgres
         .store_batch(&TicketRules::without_replies("shop"), &[incoming])
@@ -801,6 +803,7 @@ Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r
         raw: raw.clone(),
         received_at: words_base(),
         arrived: None,
+        extent: mail2ticket::ingest::Extent::Whole,
     };
     let pg = shop_config(lab, TestStore::Postgres);
     let dir = tempfile::tempdir().unwrap();

@@ -37,6 +37,7 @@ fn copy(to: &str, source_key: &str, from: &str, id: &str) -> Incoming {
         raw,
         received_at: Utc::now(),
         arrived: None,
+        extent: mail2ticket::ingest::Extent::Whole,
     }
 }
 
@@ -208,6 +209,7 @@ async fn a_bounce_nobody_can_attribute_stays_a_ticket() {
         raw,
         received_at: Utc::now(),
         arrived: None,
+        extent: mail2ticket::ingest::Extent::Whole,
     };
     // The returned Message-ID was never sent from this store.
     let out = store.store_batch(&rules("support"), &[dsn]).await.unwrap();
@@ -383,6 +385,7 @@ async fn the_customer_is_the_reply_to_person_unless_the_account_chooses_from() {
             raw,
             received_at: Utc::now(),
             arrived: None,
+            extent: mail2ticket::ingest::Extent::Whole,
         }
     };
     // The default, once through the bulk path and once through the one-by-one path (a mail

@@ -155,6 +155,7 @@ fuzz_target!(|input: Input| {
             raw,
             received_at: chrono::Utc::now(),
             arrived: None,
+            extent: mail2ticket::ingest::Extent::Whole,
         })
         .collect();
     let w = world();

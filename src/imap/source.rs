@@ -1,5 +1,6 @@
 //! IMAP's part of the ingestion pass ([`crate::source::pass`]): SELECT and list the folder,
-//! fetch with BODY.PEEK[], dispose of committed mails (see [`dispose`](super::dispose)), and
+//! fetch with BODY.PEEK[] (the header alone of a mail too large to fetch with
+//! BODY.PEEK[HEADER]), dispose of committed mails (see [`dispose`](super::dispose)), and
 //! quarantine with a keyword (see [`quarantine`](super::quarantine)).
 //!
 //! Mails are told apart by UIDVALIDITY + UID, never by sequence numbers or \Seen.
@@ -24,7 +25,7 @@ use super::utf7;
 use crate::config::{AccountConfig, ImapAction, Protocol};
 use crate::source::{
     Fetched, FetchedMail, Finished, FolderValidity, Listed, Listing, PassReport, Quarantine,
-    Source, SourceError, SourceKey,
+    Source, SourceError, SourceKey, HEADER_LIMIT,
 };
 use crate::store::ProcessedState;
 
@@ -180,6 +181,15 @@ impl Source for ImapSource<'_> {
         Ok(fetch_bodies(self.conn, uids).await?)
     }
 
+    async fn fetch_headers(&mut self, uids: &[u32]) -> Result<Fetched<u32>, SourceError> {
+        Ok(fetch_part(self.conn, uids, Part::Header).await?)
+    }
+
+    /// Every IMAP server gives BODY[HEADER] (RFC 3501).
+    fn fetches_headers(&self) -> bool {
+        true
+    }
+
     /// Moves or deletes as the [`Plan`] says. A failure is logged loudly and reported; the next
     /// pass tries again with whatever is still in the folder. A failed move never falls back to
     /// deleting.
@@ -307,30 +317,69 @@ pub async fn fetch_bodies(
     conn: &mut ImapConnection,
     uids: &[u32],
 ) -> Result<Fetched<u32>, ImapError> {
+    fetch_part(conn, uids, Part::Whole).await
+}
+
+/// What of a mail a fetch asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The whole mail: BODY.PEEK[].
+    Whole,
+    /// The header alone, at most [`HEADER_LIMIT`] bytes of it (a partial fetch, RFC 3501
+    /// 6.4.5): BODY.PEEK[HEADER]<0.N>, for a mail too large to fetch.
+    Header,
+}
+
+impl Part {
+    fn items(self) -> String {
+        match self {
+            Part::Whole => "(UID INTERNALDATE BODY.PEEK[])".into(),
+            Part::Header => format!("(UID INTERNALDATE BODY.PEEK[HEADER]<0.{HEADER_LIMIT}>)"),
+        }
+    }
+
+    fn operation(self) -> &'static str {
+        match self {
+            Part::Whole => "UID FETCH BODY.PEEK[]",
+            Part::Header => "UID FETCH BODY.PEEK[HEADER]",
+        }
+    }
+
+    fn bytes(self, f: &async_imap::types::Fetch) -> Option<&[u8]> {
+        match self {
+            Part::Whole => f.body(),
+            Part::Header => f.header(),
+        }
+    }
+}
+
+/// The part of `uids` that `part` names, with INTERNALDATE; a mail that is gone is absent.
+async fn fetch_part(
+    conn: &mut ImapConnection,
+    uids: &[u32],
+    part: Part,
+) -> Result<Fetched<u32>, ImapError> {
     let set = uid_set(uids);
     // Large batches take longer; allow the per-operation timeout per 8 MB fetched.
     let t = conn.timeout;
     let wanted: HashSet<u32> = uids.iter().copied().collect();
     // Each response is copied out and dropped as it arrives: a batch is held once, not twice.
     let fut = async {
-        let mut stream = conn
-            .session
-            .uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])")
-            .await?;
+        let mut stream = conn.session.uid_fetch(&set, part.items()).await?;
         let mut out: Fetched<u32> = Vec::with_capacity(uids.len());
         while let Some(f) = stream.try_next().await? {
             // A mail expunged by another client between listing and fetching simply is absent.
             if let Some(uid) = f.uid.filter(|u| wanted.contains(u)) {
                 out.push(FetchedMail {
                     id: uid,
-                    raw: f.body().unwrap_or_default().to_vec(),
+                    raw: part.bytes(&f).unwrap_or_default().to_vec(),
                     arrived: f.internal_date().map(|d| d.with_timezone(&chrono::Utc)),
                 });
             }
         }
         Ok::<_, async_imap::error::Error>(out)
     };
-    let mut out = timed(t * 4, "UID FETCH BODY.PEEK[]", fut).await?;
+    let mut out = timed(t * 4, part.operation(), fut).await?;
     out.sort_by_key(|m| m.id);
     out.dedup_by_key(|m| m.id);
     Ok(out)

@@ -16,7 +16,7 @@ pub mod testmail;
 pub mod thread;
 pub mod ticket_rules;
 
-pub use incoming::Incoming;
+pub use incoming::{Extent, Incoming};
 pub use route::{route, Decision, Known};
 pub use source_key::SourceKey;
 pub use ticket_rules::TicketRules;

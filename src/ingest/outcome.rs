@@ -1,6 +1,14 @@
 //! What became of a mail, typed: the outcome of storing it, and why a mail is left on the server
 //! unfetched. The store keeps both as the text of `processed.outcome` and reads it back as a
 //! [`Recorded`].
+//!
+//! A mail too large to fetch is stored by its header ([`Outcome::HeaderOnly`]) and stays on the
+//! server, recorded so that it is not fetched again ([`Recorded::HeaderOnly`]) until
+//! `max_message_size` allows it; then its whole mail joins the same ticket
+//! ([`Outcome::Completed`]) and it may leave the server like any stored mail.
+
+/// The label of [`Outcome::HeaderOnly`], read back as [`Recorded::HeaderOnly`].
+pub const HEADER_ONLY: &str = "header-only";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -22,6 +30,19 @@ pub enum Outcome {
     OwnAlert,
     /// This source key was handled in an earlier pass.
     AlreadyProcessed,
+    /// Larger than `max_message_size`: its header is stored in ticket `number` (which it opened
+    /// when `opened`; else it joined it, as a follow-up or as another copy of a stored message)
+    /// and the mail stays on the server, never moved or deleted while it is too large.
+    HeaderOnly {
+        number: String,
+        opened: bool,
+    },
+    /// The whole mail of one stored before by its header alone, fetched once
+    /// `max_message_size` allowed it: an article of the same ticket `number`, without a second
+    /// reply. Now it may leave the server.
+    Completed {
+        number: String,
+    },
 }
 
 impl Outcome {
@@ -34,6 +55,8 @@ impl Outcome {
             Outcome::TestMail => "test",
             Outcome::OwnAlert => "alert",
             Outcome::AlreadyProcessed => "processed",
+            Outcome::HeaderOnly { .. } => HEADER_ONLY,
+            Outcome::Completed { .. } => "completed",
         }
     }
 }
@@ -41,7 +64,10 @@ impl Outcome {
 /// Why a mail is deliberately left on the server and not fetched again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skipped {
-    /// Larger than `max_message_size`.
+    /// Larger than `max_message_size`, with no ticket: what earlier versions recorded for every
+    /// such mail, and this one only where the server cannot give a header alone (a POP3 server
+    /// without TOP). A pass takes such a mail up again as a new one (its header opens a ticket,
+    /// or, once it fits, the whole mail), and the record gives way to the new one.
     Oversized,
     /// Its storage failed `QUARANTINE_AFTER` times (POP3 has no flag to mark it on the server).
     Quarantined,
@@ -58,11 +84,15 @@ impl Skipped {
 }
 
 /// A source key's row in the store, read back: stored (its mail may leave the server), skipped,
-/// or a label this version does not know.
+/// stored by its header alone, or a label this version does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     Stored,
     Skipped(Skipped),
+    /// Too large to fetch: its header is in a ticket ([`Outcome::HeaderOnly`]). The mail stays
+    /// on the server and is not fetched again until it fits `max_message_size`; then the whole
+    /// mail is fetched into the same ticket and the record becomes that of a stored mail.
+    HeaderOnly,
     /// Written by a newer version, by a version whose labels were renamed, or damaged. Nothing
     /// says the mail has a ticket, so it stays on the server (fail closed) and is not fetched
     /// again either (its key is taken).
@@ -70,12 +100,20 @@ pub enum Recorded {
 }
 
 impl Recorded {
+    /// The labels of the records a later record of the same key replaces: too large without a
+    /// ticket ([`Skipped::Oversized`]) and held by a header ([`Recorded::HeaderOnly`]). Every
+    /// other record of a key is final.
+    pub const GIVE_WAY: [&'static str; 2] = ["oversized", HEADER_ONLY];
+
     /// From the store's text: the labels of [`Outcome::label`] but `processed` (which is never
-    /// written) are stored mails, those of [`Skipped::label`] skipped ones; every other text is
-    /// [`Recorded::Unknown`].
+    /// written) and `header-only` are stored mails, those of [`Skipped::label`] skipped ones;
+    /// every other text is [`Recorded::Unknown`].
     pub fn from_label(label: &str) -> Recorded {
         match label {
-            "ticket" | "followup" | "duplicate" | "test" | "alert" => Recorded::Stored,
+            "ticket" | "followup" | "duplicate" | "test" | "alert" | "completed" => {
+                Recorded::Stored
+            }
+            HEADER_ONLY => Recorded::HeaderOnly,
             "oversized" => Recorded::Skipped(Skipped::Oversized),
             "quarantined" => Recorded::Skipped(Skipped::Quarantined),
             other => Recorded::Unknown(other.to_string()),
@@ -102,8 +140,32 @@ mod tests {
             Outcome::Duplicate { number: number() },
             Outcome::TestMail,
             Outcome::OwnAlert,
+            Outcome::Completed { number: number() },
         ] {
             assert_eq!(Recorded::from_label(stored.label()), Recorded::Stored);
+        }
+    }
+
+    #[test]
+    fn only_records_of_mails_too_large_give_way_to_a_later_record() {
+        let records: Vec<Recorded> = Recorded::GIVE_WAY
+            .iter()
+            .map(|l| Recorded::from_label(l))
+            .collect();
+        assert_eq!(
+            records,
+            [Recorded::Skipped(Skipped::Oversized), Recorded::HeaderOnly]
+        );
+    }
+
+    #[test]
+    fn a_mail_stored_by_its_header_alone_is_not_a_stored_mail() {
+        for opened in [true, false] {
+            let header = Outcome::HeaderOnly {
+                number: "10001".into(),
+                opened,
+            };
+            assert_eq!(Recorded::from_label(header.label()), Recorded::HeaderOnly);
         }
     }
 

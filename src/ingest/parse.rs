@@ -4,6 +4,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 
+use super::incoming::Extent;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     pub filename: String,
@@ -56,6 +58,19 @@ pub struct ParsedMail {
 pub const LOOP_HEADER: &str = "X-Mail2ticket-Loop";
 pub const TEST_HEADER: &str = "X-Mail2ticket-Test";
 pub const UNPARSEABLE_SUBJECT: &str = "(unparseable message)";
+
+/// Parses a mail fetched as `extent` says. Of a header alone (a mail too large to fetch) only
+/// what a header says is kept: the parser would make the missing body of a multipart mail an
+/// empty attachment.
+pub fn parse_fetched(raw: &[u8], extent: Extent) -> ParsedMail {
+    let mut parsed = parse(raw);
+    if extent.is_header_only() {
+        parsed.text.clear();
+        parsed.html.clear();
+        parsed.attachments.clear();
+    }
+    parsed
+}
 
 /// Parses a fetched mail. No input can take the batch down: should the parser panic, the mail
 /// becomes an unparseable one (its raw bytes kept, flagged with the problem) like any other
@@ -417,6 +432,18 @@ Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe\r\n";
         let m = parse(raw);
         assert_eq!(m.in_reply_to, vec!["one@x"]);
         assert_eq!(m.references, vec!["zero@x", "one@x"]);
+    }
+
+    #[test]
+    fn a_header_alone_has_no_body_and_no_attachment() {
+        let header = b"From: Kunde <k@customer.test>\r\nSubject: Foto\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n";
+        let m = parse_fetched(header, Extent::HeaderOnly { size: 80_000_000 });
+        assert_eq!(
+            (m.subject.as_str(), m.from_email.as_str()),
+            ("Foto", "k@customer.test")
+        );
+        assert!(m.attachments.is_empty() && m.text.is_empty() && m.html.is_empty());
     }
 
     #[test]

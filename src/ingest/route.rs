@@ -15,7 +15,10 @@
 //!
 //! The order of the questions is the order of the rules in docs/replies.md:
 //! 1. a source key handled before → nothing (it is disposed of again, if it is still there);
-//! 2. a genuine test-fetch mail → no ticket;
+//!    a source key whose mail is stored by its header alone ([`Known::held`]) and that now
+//!    comes whole → an article of the same ticket that completes the header's article, with no
+//!    reply (or, if another account stored the whole message meanwhile, a copy of that);
+//! 2. a genuine test-fetch mail → no ticket (a mail too large to fetch is never one);
 //! 3. the same bytes stored before for this account (a mail without a message key, see
 //!    `same_message`) → nothing new;
 //! 4. another copy of a stored message (same sender, Message-ID and content) → a copy record;
@@ -26,12 +29,17 @@
 //!    `[[account.rule]]` that matches sets its status, type or `auto_reply`; a mail older than
 //!    `old_mail_age` gets `old_mail_status` (unless a rule set one) and no reply. Rules never
 //!    change whether a mail is kept.
+//!
+//! A mail too large to fetch ([`Extent::HeaderOnly`]) comes with its header alone and takes the
+//! same questions: it opens a ticket with the usual reply, joins the ticket it answers, or is
+//! another copy of a stored header. Which of these it was, its source key is recorded as held by
+//! its header (see `Decision::outcome`), so its mail stays on the server until it is fetched whole.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::incoming::Incoming;
+use super::incoming::{Extent, Incoming};
 use super::outcome::Outcome;
 use super::parse::ParsedMail;
 use super::same_message::MessageKey;
@@ -71,6 +79,16 @@ pub struct TicketRef {
 pub struct StoredMessage {
     pub article_id: i64,
     pub number: String,
+    /// The article holds only the header of a mail too large to fetch.
+    pub header_only: bool,
+}
+
+/// A mail stored by its header alone, by its source key: the ticket and the article that hold
+/// its header (its own, or the one whose copy it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub ticket: TicketRef,
+    pub article_id: i64,
 }
 
 /// One of our automatic replies, found by its Message-ID.
@@ -95,8 +113,11 @@ pub struct Known {
     pub now: DateTime<Utc>,
     /// Source keys of the account that are handled already.
     pub processed: HashSet<SourceKey>,
-    /// SHA-256 → ticket number of the account's stored mails that have no message key.
-    pub same_bytes: HashMap<String, String>,
+    /// Source keys of the account whose mails are stored by their header alone (too large to
+    /// fetch), with where the header is. Not in `processed`: the whole mail is still to come.
+    pub held: HashMap<SourceKey, Held>,
+    /// SHA-256 → where the account's stored mails that have no message key are.
+    pub same_bytes: HashMap<String, StoredMessage>,
     /// Message key → where that message is stored.
     pub messages: HashMap<String, StoredMessage>,
     /// Message-ID → our reply with that Message-ID.
@@ -128,7 +149,7 @@ pub enum Decision {
     OwnAlert,
     /// The same bytes are stored for this account already (e.g. the folder's UIDVALIDITY
     /// changed): nothing new is written.
-    SameBytes { number: String },
+    SameBytes { of: StoredMessage },
     /// Another copy of a stored message (another account got it too, or it came twice): recorded
     /// against that message's article, with no article, ticket or reply of its own.
     Copy { of: StoredMessage },
@@ -150,6 +171,11 @@ pub struct Article {
     pub reply: Option<ReplyPlan>,
     /// The `[[account.rule]]` that matched the mail, as `rule 2 (X-Spam-Flag contains "yes")`.
     pub rule: Option<String>,
+    /// `Some(size)`: the mail is too large to fetch (`size` bytes): the article holds its header
+    /// alone and the mail stays on the server.
+    pub too_large: Option<u64>,
+    /// `Some(id)`: the whole mail of the one whose header article `id` holds.
+    pub completes: Option<i64>,
 }
 
 /// The attributes of a new ticket.
@@ -184,20 +210,27 @@ pub enum ReplyPlan {
 /// order of the rules.
 pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
     let parsed = &mail.incoming.parsed;
+    let extent = mail.incoming.extent;
     if known.processed.contains(&mail.incoming.source_key) {
         return Decision::AlreadyProcessed;
     }
     super::panic_hook::check(&parsed.subject);
-    if rules.is_test_mail(parsed) {
+    if let Some(held) = known.held.get(&mail.incoming.source_key) {
+        return match extent {
+            // Its header is stored already (the pass does not fetch it so twice).
+            Extent::HeaderOnly { .. } => Decision::AlreadyProcessed,
+            Extent::Whole => complete(rules, mail, held, known),
+        };
+    }
+    // A test-fetch mail is small; a large mail's header alone cannot make it disappear.
+    if extent == Extent::Whole && rules.is_test_mail(parsed) {
         return Decision::TestMail;
     }
     if !parsed.message_id.is_empty() && known.own_alerts.contains(&parsed.message_id) {
         return Decision::OwnAlert;
     }
-    if let Some(number) = known.same_bytes.get(mail.sha) {
-        return Decision::SameBytes {
-            number: number.clone(),
-        };
+    if let Some(of) = known.same_bytes.get(mail.sha) {
+        return Decision::SameBytes { of: of.clone() };
     }
     if let Some(of) = mail.msg_key.and_then(|k| known.messages.get(&k.key)) {
         return Decision::Copy { of: of.clone() };
@@ -223,6 +256,10 @@ pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
         .mail_rules
         .iter()
         .find(|r| r.applies_to(parsed, &mail.incoming.raw));
+    let too_large = match extent {
+        Extent::Whole => None,
+        Extent::HeaderOnly { size } => Some(size),
+    };
     Decision::Article(Box::new(match existing {
         Some(ticket) => Article {
             id,
@@ -231,6 +268,8 @@ pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
             bounce,
             reply: None,
             rule: rule.map(ToString::to_string),
+            too_large,
+            completes: None,
         },
         None => {
             let ticket = TicketRef {
@@ -272,8 +311,38 @@ pub fn route(rules: &TicketRules, mail: Mail<'_>, known: &Known) -> Decision {
                 bounce: None,
                 reply,
                 rule: rule.map(ToString::to_string),
+                too_large,
+                completes: None,
             }
         }
+    }))
+}
+
+/// The whole mail of one held by its header: an article of the header's ticket that completes
+/// the header's article, with no reply (the header had the ticket's). Only if another account
+/// stored the whole message meanwhile is it a copy, of that one; never a copy of a header,
+/// which holds less than this mail (and may hold the same header bytes).
+fn complete(rules: &TicketRules, mail: Mail<'_>, held: &Held, known: &Known) -> Decision {
+    let whole_elsewhere = mail
+        .msg_key
+        .and_then(|k| known.messages.get(&k.key))
+        .filter(|of| !of.header_only);
+    if let Some(of) = whole_elsewhere {
+        return Decision::Copy { of: of.clone() };
+    }
+    let rule = rules
+        .mail_rules
+        .iter()
+        .find(|r| r.applies_to(&mail.incoming.parsed, &mail.incoming.raw));
+    Decision::Article(Box::new(Article {
+        id: known.next_article_id,
+        ticket: held.ticket.clone(),
+        opens: None,
+        bounce: None,
+        reply: None,
+        rule: rule.map(ToString::to_string),
+        too_large: None,
+        completes: Some(held.article_id),
     }))
 }
 
@@ -355,20 +424,24 @@ impl Known {
             self.next_ticket_id = self.next_ticket_id.max(ticket.id + 1);
             self.numbers.insert(ticket.number.clone(), ticket.id);
         }
+        let stored = StoredMessage {
+            article_id: article.id,
+            number: ticket.number.clone(),
+            header_only: article.too_large.is_some(),
+        };
         match mail.msg_key {
+            // As the store keeps it: the whole mail of a header never takes the header's key
+            // (which it has only when its body is empty).
+            Some(key) if article.completes.is_some() => {
+                self.messages.entry(key.key.clone()).or_insert(stored);
+            }
             Some(key) => {
-                self.messages.insert(
-                    key.key.clone(),
-                    StoredMessage {
-                        article_id: article.id,
-                        number: ticket.number.clone(),
-                    },
-                );
+                self.messages.insert(key.key.clone(), stored);
             }
             None => {
                 self.same_bytes
                     .entry(mail.sha.to_string())
-                    .or_insert_with(|| ticket.number.clone());
+                    .or_insert(stored);
             }
         }
         let message_id = &mail.incoming.parsed.message_id;
@@ -408,25 +481,47 @@ impl Known {
 }
 
 impl Decision {
-    /// What the pass and the store's `processed.outcome` make of the decision.
-    pub fn outcome(&self) -> Outcome {
+    /// What the pass and the store's `processed.outcome` make of the decision about a mail of
+    /// this `extent`. Whatever became of a mail's header (a new ticket, a follow-up, a copy), the
+    /// mail is held by it: [`Outcome::HeaderOnly`] keeps it on the server.
+    pub fn outcome(&self, extent: Extent) -> Outcome {
+        let header_only = extent.is_header_only();
+        let held = |number: &str, opened: bool| Outcome::HeaderOnly {
+            number: number.to_string(),
+            opened,
+        };
         match self {
             Decision::AlreadyProcessed => Outcome::AlreadyProcessed,
             Decision::TestMail => Outcome::TestMail,
             Decision::OwnAlert => Outcome::OwnAlert,
-            Decision::SameBytes { number } => Outcome::Duplicate {
-                number: number.clone(),
-            },
-            Decision::Copy { of } => Outcome::Duplicate {
+            Decision::SameBytes { of } | Decision::Copy { of } if header_only => {
+                held(&of.number, false)
+            }
+            Decision::SameBytes { of } | Decision::Copy { of } => Outcome::Duplicate {
                 number: of.number.clone(),
             },
             Decision::Article(article) => {
                 let number = article.ticket.number.clone();
-                match article.opens {
-                    Some(_) => Outcome::NewTicket { number },
-                    None => Outcome::FollowUp { number },
+                match (&article.opens, article.completes) {
+                    _ if header_only => held(&number, article.opens.is_some()),
+                    (_, Some(_)) => Outcome::Completed { number },
+                    (Some(_), None) => Outcome::NewTicket { number },
+                    (None, None) => Outcome::FollowUp { number },
                 }
             }
+        }
+    }
+
+    /// The article the mail's `processed` row names: the one it was stored as; for the header of
+    /// a mail too large to fetch that is a copy (of a header stored before), the one that holds
+    /// that header, which its whole mail completes later.
+    pub fn recorded_article(&self, extent: Extent) -> Option<i64> {
+        match self {
+            Decision::Article(article) => Some(article.id),
+            Decision::SameBytes { of } | Decision::Copy { of } if extent.is_header_only() => {
+                Some(of.article_id)
+            }
+            _ => None,
         }
     }
 }
@@ -496,8 +591,18 @@ mod tests {
                     raw,
                     received_at: now(),
                     arrived: None,
+                    extent: Extent::Whole,
                 },
             }
+        }
+
+        /// The header alone of `raw` (up to and with the empty line), as the pass fetches it
+        /// from a mail of `size` bytes, too large to fetch whole.
+        fn header_of(source_key: &str, raw: &str, size: u64) -> Fetched {
+            let header = &raw[..raw.find("\n\n").map_or(raw.len(), |end| end + 2)];
+            let mut mail = Fetched::new(source_key, header);
+            mail.incoming.extent = Extent::HeaderOnly { size };
+            mail
         }
 
         fn mail(&self) -> Mail<'_> {
@@ -560,15 +665,22 @@ mod tests {
             Decision::AlreadyProcessed => "already processed".into(),
             Decision::TestMail => "test mail".into(),
             Decision::OwnAlert => "own alert".into(),
-            Decision::SameBytes { number } => format!("same bytes as {number}"),
+            Decision::SameBytes { of } => format!("same bytes as {}", of.number),
             Decision::Copy { of } => format!("copy of article {} in {}", of.article_id, of.number),
             Decision::Article(a) => {
-                let what = match (&a.opens, &a.bounce) {
-                    (Some(_), _) => format!("new ticket {}", a.ticket.number),
-                    (None, Some(b)) => {
+                let what = match (&a.opens, &a.bounce, a.completes) {
+                    (_, _, Some(header)) => {
+                        format!("whole mail of article {header} in {}", a.ticket.number)
+                    }
+                    (Some(_), _, None) => format!("new ticket {}", a.ticket.number),
+                    (None, Some(b), None) => {
                         format!("bounce in {} (first: {})", a.ticket.number, b.first)
                     }
-                    (None, None) => format!("follow-up of {}", a.ticket.number),
+                    (None, None, None) => format!("follow-up of {}", a.ticket.number),
+                };
+                let what = match a.too_large {
+                    Some(size) => format!("header only ({size} bytes): {what}"),
+                    None => what,
                 };
                 match &a.reply {
                     Some(ReplyPlan::Queue(r)) => format!("{what}, reply to {}", r.recipient),
@@ -741,9 +853,17 @@ mod tests {
             StoredMessage {
                 article_id: 1,
                 number: "10001".into(),
+                header_only: false,
             },
         );
-        known.same_bytes.insert(keyless.sha.clone(), "10001".into());
+        known.same_bytes.insert(
+            keyless.sha.clone(),
+            StoredMessage {
+                article_id: 1,
+                number: "10001".into(),
+                header_only: false,
+            },
+        );
         let processed = Fetched::new("imap:INBOX:1:6", &customer_mail("x@kunde.example", ""));
         assert_eq!(
             summary(&route(&rules, processed.mail(), &known)),
@@ -998,5 +1118,184 @@ mod tests {
                 "{date}, and the protocol does not say (POP3)"
             );
         }
+    }
+
+    /// The customer's big mail: a photo of the damaged parcel, 80 MB.
+    const BIG: u64 = 80_000_000;
+
+    /// Route, outcome and the article the mail's record names, in a few words.
+    fn route_held(rules: &TicketRules, mail: &Fetched, known: &Known) -> (String, Outcome) {
+        let decision = route(rules, mail.mail(), known);
+        (summary(&decision), decision.outcome(mail.incoming.extent))
+    }
+
+    #[test]
+    fn a_mail_too_large_to_fetch_is_decided_by_its_header_as_any_new_mail() {
+        let rules = TicketRules::with_test_replies("support");
+        let known = store_with_one_ticket();
+        let held = |opened| Outcome::HeaderOnly {
+            number: if opened { "10002" } else { "10001" }.into(),
+            opened,
+        };
+        let cases: Vec<(&str, String, &str, Outcome)> = vec![
+            (
+                "its header opens a ticket with the usual reply",
+                customer_mail("big@kunde.example", ""),
+                "header only (80000000 bytes): new ticket 10002, reply to erika@kunde.example",
+                held(true),
+            ),
+            (
+                "the reply rules apply as to any new ticket",
+                customer_mail("big-robot@kunde.example", "Auto-Submitted: auto-generated"),
+                "header only (80000000 bytes): new ticket 10002, no reply: auto_submitted",
+                held(true),
+            ),
+            (
+                "its header joins the ticket it answers, without a reply",
+                customer_mail(
+                    "big-answer@kunde.example",
+                    "In-Reply-To: <first@kunde.example>",
+                ),
+                "header only (80000000 bytes): follow-up of 10001",
+                held(false),
+            ),
+        ];
+        for (rule, raw, expected, outcome) in cases {
+            let mail = Fetched::header_of("imap:INBOX:1:60", &raw, BIG);
+            assert_eq!(
+                route_held(&rules, &mail, &known),
+                (expected.to_string(), outcome),
+                "{rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_copy_of_a_stored_header_is_held_by_that_header_without_a_ticket() {
+        let rules = TicketRules::with_test_replies("support");
+        let raw = customer_mail("big@kunde.example", "");
+        let first = Fetched::header_of("imap:INBOX:1:60", &raw, BIG);
+        let mut known = store_with_one_ticket();
+        let decision = route(&rules, first.mail(), &known);
+        known.remember(&rules, first.mail(), &decision);
+        // The same mail in another folder's listing (say, after a UIDVALIDITY change).
+        let again = Fetched::header_of("imap:INBOX:2:60", &raw, BIG);
+        let copy = route(&rules, again.mail(), &known);
+        assert_eq!(summary(&copy), "copy of article 2 in 10002");
+        assert_eq!(
+            copy.outcome(again.incoming.extent),
+            Outcome::HeaderOnly {
+                number: "10002".into(),
+                opened: false
+            },
+            "held, so it stays on the server"
+        );
+        assert_eq!(copy.recorded_article(again.incoming.extent), Some(2));
+        // A mail without a Message-ID is found again by its bytes, and held the same way.
+        let keyless = "From: a@kunde.example\nSubject: Video\n\nsee attachment\n";
+        let first = Fetched::header_of("pop3:k1", keyless, BIG);
+        let decision = route(&rules, first.mail(), &known);
+        known.remember(&rules, first.mail(), &decision);
+        let again = Fetched::header_of("pop3:k2", keyless, BIG);
+        let same = route(&rules, again.mail(), &known);
+        assert_eq!(summary(&same), "same bytes as 10003");
+        assert_eq!(
+            (
+                same.outcome(again.incoming.extent),
+                same.recorded_article(again.incoming.extent)
+            ),
+            (
+                Outcome::HeaderOnly {
+                    number: "10003".into(),
+                    opened: false
+                },
+                Some(3)
+            )
+        );
+    }
+
+    #[test]
+    fn the_whole_mail_of_a_held_key_completes_its_header_in_the_same_ticket_without_a_reply() {
+        let rules = TicketRules::with_test_replies("support");
+        let raw = customer_mail("big@kunde.example", "");
+        let header = Fetched::header_of("imap:INBOX:1:60", &raw, BIG);
+        let mut known = store_with_one_ticket();
+        let decision = route(&rules, header.mail(), &known);
+        known.remember(&rules, header.mail(), &decision);
+        // A later batch, after max_message_size was raised: the store holds the key by its
+        // header (article 2 of ticket 10002) and no longer counts it as processed.
+        known.processed.clear();
+        known.held.insert(
+            "imap:INBOX:1:60".parse().unwrap(),
+            Held {
+                ticket: TicketRef {
+                    id: 2,
+                    number: "10002".into(),
+                },
+                article_id: 2,
+            },
+        );
+        let whole = Fetched::new("imap:INBOX:1:60", &raw);
+        assert_eq!(
+            route_held(&rules, &whole, &known),
+            (
+                "whole mail of article 2 in 10002".to_string(),
+                Outcome::Completed {
+                    number: "10002".into()
+                }
+            )
+        );
+        assert_eq!(
+            route_held(&rules, &header, &known).0,
+            "already processed",
+            "its header again writes nothing"
+        );
+    }
+
+    #[test]
+    fn the_whole_mail_is_never_taken_for_a_copy_of_its_own_header() {
+        let rules = TicketRules::with_test_replies("support");
+        // A mail whose body is empty: its header alone has the very bytes of the whole mail,
+        // so both have one message key.
+        let raw = "From: Erika Muster <erika@kunde.example>\nSubject: Anhang\n\
+                   Message-ID: <empty@kunde.example>\nDate: Mon, 07 Dec 2026 09:30:00 +0000\n\n";
+        let header = Fetched::header_of("imap:INBOX:1:61", raw, BIG);
+        let whole = Fetched::new("imap:INBOX:1:61", raw);
+        assert_eq!(header.msg_key, whole.msg_key);
+        let mut known = store_with_one_ticket();
+        let decision = route(&rules, header.mail(), &known);
+        known.remember(&rules, header.mail(), &decision);
+        known.processed.clear();
+        let held = Held {
+            ticket: TicketRef {
+                id: 2,
+                number: "10002".into(),
+            },
+            article_id: 2,
+        };
+        known.held.insert(whole.incoming.source_key.clone(), held);
+        assert_eq!(
+            route_held(&rules, &whole, &known).0,
+            "whole mail of article 2 in 10002"
+        );
+        // Another account stored the whole message meanwhile: then it is a copy of that.
+        let key = whole.msg_key.as_ref().unwrap().key.clone();
+        known.messages.insert(
+            key,
+            StoredMessage {
+                article_id: 7,
+                number: "10005".into(),
+                header_only: false,
+            },
+        );
+        assert_eq!(
+            route_held(&rules, &whole, &known),
+            (
+                "copy of article 7 in 10005".to_string(),
+                Outcome::Duplicate {
+                    number: "10005".into()
+                }
+            )
+        );
     }
 }

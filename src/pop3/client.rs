@@ -256,6 +256,21 @@ impl Pop3Client {
         pipeline::per_message(&mut self.wire, pipelining, PerMessage::Retr, msgs).await
     }
 
+    /// `TOP n 0` for each of `msgs` (pipelined where offered): each message's header and the
+    /// empty line after it, as [`Pop3Client::retr`] returns a body, cut after `limit` bytes.
+    /// TOP is optional (RFC 1939): see [`Pop3Client::offers_top`].
+    pub async fn headers_all(&mut self, msgs: &[u32], limit: usize) -> Replies<Vec<u8>> {
+        let pipelining = self.has_capability("PIPELINING");
+        let kind = PerMessage::Header { limit };
+        pipeline::per_message(&mut self.wire, pipelining, kind, msgs).await
+    }
+
+    /// Whether TOP may be tried: the server lists it in CAPA, or has no CAPA at all (an RFC
+    /// 1939-only server, which may well have TOP).
+    pub fn offers_top(&self) -> bool {
+        self.capabilities.is_empty() || self.has_capability("TOP")
+    }
+
     /// DELE for each of `msgs` (pipelined where offered): marks them for deletion at QUIT.
     /// `accepted` lists exactly the messages the server answered +OK for.
     pub async fn dele_all(&mut self, msgs: &[u32]) -> Replies<()> {

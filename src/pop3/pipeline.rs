@@ -1,4 +1,4 @@
-//! RETR and DELE for many messages in a row, pipelined where the server's CAPA lists PIPELINING
+//! RETR, TOP and DELE for many messages in a row, pipelined where the server's CAPA lists PIPELINING
 //! (RFC 2449 section 6.6): up to [`PIPELINE_WINDOW`] commands are in flight, written in small
 //! chunks between reading the replies, which are matched to their commands strictly in order.
 //! Without PIPELINING the same loop sends one command and waits for its reply before the next,
@@ -17,6 +17,10 @@ pub(super) const PIPELINE_WINDOW: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PerMessage {
     Retr,
+    /// `TOP n 0`: the header alone, at most `limit` bytes of it.
+    Header {
+        limit: usize,
+    },
     Dele,
 }
 
@@ -24,7 +28,17 @@ impl PerMessage {
     fn command(self, msg: u32) -> String {
         match self {
             PerMessage::Retr => format!("RETR {msg}"),
+            PerMessage::Header { .. } => format!("TOP {msg} 0"),
             PerMessage::Dele => format!("DELE {msg}"),
+        }
+    }
+
+    /// How much of a multi-line answer is kept; `None`: the answer is a single line.
+    fn body_limit(self) -> Option<usize> {
+        match self {
+            PerMessage::Retr => Some(usize::MAX),
+            PerMessage::Header { limit } => Some(limit),
+            PerMessage::Dele => None,
         }
     }
 }
@@ -78,10 +92,10 @@ pub(super) async fn per_message(
         }
         let command = kind.command(msg);
         let answer = match wire.read_reply(&command).await {
-            Ok(Reply::Ok(text)) if kind == PerMessage::Retr => {
-                wire.read_body(&command, &text).await
-            }
-            Ok(Reply::Ok(_)) => Ok(Vec::new()),
+            Ok(Reply::Ok(text)) => match kind.body_limit() {
+                Some(limit) => wire.read_body(&command, &text, limit).await,
+                None => Ok(Vec::new()),
+            },
             Ok(Reply::Err(text)) => {
                 // The server refused this one command and goes on with the next.
                 failure.get_or_insert(Pop3Error::Protocol {

@@ -1,6 +1,6 @@
 //! POP3's part of the ingestion pass ([`crate::source::pass`]): UIDL tells mails apart (a server
-//! without UIDL is refused), RETR fetches, DELE marks a committed mail, and QUIT at the end
-//! commits the deletions. If the connection drops before QUIT the server keeps the mails; the
+//! without UIDL is refused), RETR fetches (`TOP n 0` the header alone of a mail too large to
+//! fetch), DELE marks a committed mail, and QUIT at the end commits the deletions. If the connection drops before QUIT the server keeps the mails; the
 //! next pass finds their UIDLs in the store and deletes them without new tickets.
 
 use std::collections::{HashMap, HashSet};
@@ -9,7 +9,7 @@ use super::client::{Pop3Client, Pop3Error};
 use crate::config::{Pop3Action, Protocol};
 use crate::source::{
     ErrorKind, Fetched, FetchedMail, Finished, Listed, Listing, PassReport, Quarantine, Source,
-    SourceError, SourceKey,
+    SourceError, SourceKey, HEADER_LIMIT,
 };
 use crate::store::ProcessedState;
 
@@ -106,6 +106,34 @@ impl Source for Pop3Source {
                 arrived: None,
             })
             .collect())
+    }
+
+    /// `TOP n 0` for the batch, pipelined where the server offers it; as [`Source::fetch`], any
+    /// failure fails the batch.
+    async fn fetch_headers(
+        &mut self,
+        mails: &[Pop3Mail],
+    ) -> Result<Fetched<Pop3Mail>, SourceError> {
+        let limit = usize::try_from(HEADER_LIMIT).unwrap_or(usize::MAX);
+        let headers = self
+            .client
+            .headers_all(&numbers(mails), limit)
+            .await
+            .all()?;
+        Ok(mails
+            .iter()
+            .cloned()
+            .zip(headers)
+            .map(|(id, (_, raw))| FetchedMail {
+                id,
+                raw,
+                arrived: None,
+            })
+            .collect())
+    }
+
+    fn fetches_headers(&self) -> bool {
+        self.client.offers_top()
     }
 
     /// DELE (with `action = "delete"`), pipelined where the server offers it: the mails go when

@@ -181,13 +181,16 @@ impl Transport {
         }
     }
 
-    /// The body of a multi-line reply whose status line said `status`, dot-stuffing undone.
+    /// The body of a multi-line reply whose status line said `status`, dot-stuffing undone, at
+    /// most its first `limit` bytes: the rest is read (the session stays in step) and dropped.
     pub(super) async fn read_body(
         &mut self,
         command: &str,
         status: &str,
+        limit: usize,
     ) -> Result<Vec<u8>, Pop3Error> {
-        let mut body = Vec::with_capacity(announced_size(status.as_bytes()).min(MAX_PREALLOC));
+        let announced = announced_size(status.as_bytes()).min(MAX_PREALLOC);
+        let mut body = Vec::with_capacity(announced.min(limit));
         let mut unstuffer = Unstuffer::default();
         loop {
             let read = tokio::time::timeout(self.timeout, self.reader.fill_buf()).await;
@@ -209,6 +212,7 @@ impl Transport {
                 Some(used) => (used, true),
                 None => (chunk.len(), false),
             };
+            body.truncate(limit);
             self.reader.consume(used);
             if done {
                 return Ok(body);

@@ -82,6 +82,11 @@ pub struct FetchedMail<Id> {
 /// Fetched mails.
 pub type Fetched<Id> = Vec<FetchedMail<Id>>;
 
+/// The most of a mail's header [`Source::fetch_headers`] fetches. A header is rarely more than
+/// a few dozen kilobytes; one that is longer is cut here, so that a hostile mail cannot make a
+/// header as costly as the mail that was too large to fetch.
+pub const HEADER_LIMIT: u64 = 128 * 1024;
+
 /// What a protocol does for the pass: its own commands, nothing of the pipeline and nothing of
 /// the store. It returns facts (the listing, the mails gone, whether a mark took) and the pass
 /// keeps the books.
@@ -100,6 +105,17 @@ pub trait Source {
         &mut self,
         ids: &[Self::Id],
     ) -> impl Future<Output = Result<Fetched<Self::Id>, SourceError>> + Send;
+
+    /// The header alone of each of `ids`, at most [`HEADER_LIMIT`] bytes of it, with the empty
+    /// line that ends it: for mails too large to fetch whole. A mail that vanished meanwhile is
+    /// simply absent.
+    fn fetch_headers(
+        &mut self,
+        ids: &[Self::Id],
+    ) -> impl Future<Output = Result<Fetched<Self::Id>, SourceError>> + Send;
+
+    /// Whether the server gives a mail's header alone (a POP3 server without TOP does not).
+    fn fetches_headers(&self) -> bool;
 
     /// Moves or deletes mails whose tickets are committed. Only [`pass::dispose_committed`]
     /// calls it. Returns the mails that are gone now (POP3's go at [`Source::finish`]); trouble

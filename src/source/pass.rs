@@ -15,6 +15,14 @@
 //!
 //! The pass keeps the books: every store write of a pass is made here (the batch, what left the
 //! server, skipped and forgotten keys, UIDVALIDITY); a [`Source`] only reports facts.
+//!
+//! A mail larger than `max_message_size` is not fetched: its header alone is, and becomes a
+//! ticket like any new mail (the same decision, `ingest::route`, and the same write). The mail
+//! stays on the server, recorded as held by its header ([`Recorded::HeaderOnly`]), so it is not
+//! fetched again; once `max_message_size` allows it (a reload), the whole mail is fetched with
+//! the new mails, joins its header's ticket, and only then may it leave the server.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -22,17 +30,26 @@ use tokio_util::sync::CancellationToken;
 use super::report::log_as;
 use super::Holding;
 use super::{
-    FetchedMail, FolderValidity, Listed, PassReport, Quarantine, Source, SourceError, SourceKey,
+    Fetched, FetchedMail, FolderValidity, Listed, Listing, PassReport, Quarantine, Source,
+    SourceError, SourceKey, HEADER_LIMIT,
 };
 use crate::budget::{MemoryBudget, Reservation};
 use crate::health::AccountHealth;
 use crate::ingest::outcome::{Outcome, Recorded, Skipped};
-use crate::ingest::parse::parse;
-use crate::store::{Incoming, Prepared, Store, StoredAlone, TicketRules, QUARANTINE_AFTER};
+use crate::ingest::parse::parse_fetched;
+use crate::ingest::Extent;
+use crate::store::{
+    Incoming, Prepared, ProcessedState, Store, StoreError, StoredAlone, TicketRules,
+    QUARANTINE_AFTER,
+};
 
 /// Batch limits: many small mails per durable transaction, but bounded memory.
 const BATCH_MAILS: usize = 500;
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Headers of mails too large to fetch per transaction: at most [`HEADER_LIMIT`] each, so a
+/// batch holds at most 12.5 MiB of them.
+const HEADER_BATCH: usize = 100;
 
 /// Everything a pass needs besides the source.
 pub struct PassContext<'a> {
@@ -65,10 +82,13 @@ pub async fn run_pass<S: Source>(
 
     let mut committed = Vec::new();
     let mut new = Vec::new();
+    // New mails larger than max_message_size: their headers alone make their tickets.
+    let mut too_large = Vec::new();
     for m in &listing.mails {
         let key = &m.key;
+        let fits = m.size <= ctx.max_message_size;
         match processed.get(key).map(|p| &p.outcome) {
-            Some(Recorded::Skipped(_)) => {}
+            Some(Recorded::Skipped(Skipped::Quarantined)) => {}
             // Stored in an earlier pass (or before a crash), not disposed of yet.
             Some(Recorded::Stored) => committed.push(m.id.clone()),
             // Fail closed: nothing says this mail has a ticket, so it stays where it is.
@@ -80,22 +100,17 @@ pub async fn run_pass<S: Source>(
                      Run the version that wrote it, or check the row in the store's processed \
                      table (docs/operations.md)");
             }
-            None if m.quarantined => {}
-            None if m.size > ctx.max_message_size => {
-                report.oversized += 1;
-                if ctx
-                    .store
-                    .record_skipped(name, key, Skipped::Oversized)
-                    .await?
-                {
-                    log_as!(S::PROTOCOL, warn, account = name, source = %key, size = m.size,
-                        limit = ctx.max_message_size,
-                        "mail larger than max_message_size left on the server (not fetched)");
-                }
-            }
-            None => new.push(m),
+            _ if m.quarantined => {}
+            // Its header is in a ticket: fetched whole once it fits, else left as it is.
+            Some(Recorded::HeaderOnly) if fits => new.push(m),
+            Some(Recorded::HeaderOnly) => {}
+            // New, or recorded too large without a ticket (by an earlier version, or where the
+            // server could not give its header alone): taken up as a new mail.
+            None | Some(Recorded::Skipped(Skipped::Oversized)) if fits => new.push(m),
+            None | Some(Recorded::Skipped(Skipped::Oversized)) => too_large.push(m),
         }
     }
+    note_gone_unfetched::<S>(ctx, &listing, &processed).await?;
     // Mails that left the server, not yet recorded as gone in the store: recorded in the next
     // batch's transaction (see `Store::store_prepared`), or on their own at the end.
     let mut unrecorded: Vec<SourceKey> = Vec::new();
@@ -103,6 +118,7 @@ pub async fn run_pass<S: Source>(
         let gone = dispose_committed(&mut source, ctx, &committed, &mut report).await?;
         unrecorded = count_gone(keys_of(&source, &gone), &mut report);
     }
+    store_headers(&mut source, ctx, &too_large, &mut report).await?;
 
     let batches = batches(&new);
     let mut ready = match batches.first() {
@@ -162,22 +178,16 @@ pub async fn run_pass<S: Source>(
         } = batch;
         // The compressed copies are written: only the mails are still needed.
         drop(prepared);
-        let outcomes = match first_try {
-            Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
-            // A full disk and the like: no mail is to blame, none is tried alone. The pass
-            // ends; this batch stays on the server, the batches before it are durable.
-            Err(e) if e.is_environmental() => return Err(e.into()),
-            Err(e) => {
-                log_as!(S::PROTOCOL, warn, account = name, error = %e,
-                    "storing a batch failed; storing its mails one by one");
-                // The records of mails gone rolled back with the batch.
-                record_gone::<S>(ctx, &recording).await;
-                store_one_by_one(&mut source, ctx, &batch_ids, &incoming, &mut report).await?
-            }
-        };
-        if let Some(health) = ctx.health {
-            health.success();
-        }
+        let outcomes = after_first_try(
+            first_try,
+            &mut source,
+            ctx,
+            &batch_ids,
+            &incoming,
+            &recording,
+            &mut report,
+        )
+        .await?;
         // The batch is durable now: only its stored mails may leave (with the next fetch).
         durable = Vec::new();
         for ((id, mail), outcome) in batch_ids.into_iter().zip(&incoming).zip(outcomes) {
@@ -217,7 +227,9 @@ pub async fn run_pass<S: Source>(
 
 /// Keeps the folder's UIDVALIDITY in the store and says when it changed: the keys of the old
 /// validity no longer match, so every mail of the folder looks new; the store recognises the
-/// ones already stored by their bytes (see `imap::source`).
+/// ones already stored by their bytes (see `imap::source`). A mail held by its header under an
+/// old key is held again under its new one (its header is a copy of the stored one): the old
+/// key is recorded as gone, so it is not counted as waiting twice.
 async fn note_validity<S: Source>(
     ctx: &PassContext<'_>,
     validity: &FolderValidity,
@@ -227,9 +239,123 @@ async fn note_validity<S: Source>(
         if previous != uidvalidity {
             log_as!(S::PROTOCOL, warn, account = %name, folder, previous, uidvalidity,
                 "UIDVALIDITY changed: every mail is checked again; already stored ones are recognised by their bytes");
+            let old = SourceKey::imap_prefix(folder, previous);
+            let held: Vec<SourceKey> = ctx
+                .store
+                .processed(name, &old)
+                .await?
+                .into_iter()
+                .filter(|(_, p)| p.outcome == Recorded::HeaderOnly && !p.disposed)
+                .map(|(key, _)| key)
+                .collect();
+            if !held.is_empty() {
+                ctx.store.mark_disposed(name, &held).await?;
+            }
         }
     }
     ctx.store.set_uidvalidity(name, folder, uidvalidity).await?;
+    Ok(())
+}
+
+/// Mails held by their header that are no longer on the server (another client moved or
+/// deleted them): recorded as gone, so they are no longer counted as waiting on the server
+/// (`Store::oversized`). Their tickets keep the header.
+async fn note_gone_unfetched<S: Source>(
+    ctx: &PassContext<'_>,
+    listing: &Listing<S::Id>,
+    processed: &HashMap<SourceKey, ProcessedState>,
+) -> Result<(), SourceError> {
+    let listed: HashSet<&SourceKey> = listing.mails.iter().map(|m| &m.key).collect();
+    let gone: Vec<SourceKey> = processed
+        .iter()
+        .filter(|(key, p)| {
+            p.outcome == Recorded::HeaderOnly && !p.disposed && !listed.contains(key)
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in &gone {
+        log_as!(S::PROTOCOL, warn, account = ctx.account, source = %key,
+            "a mail too large to fetch has left the server by other means (another client moved \
+             or deleted it): its ticket keeps only its header");
+    }
+    if !gone.is_empty() {
+        ctx.store.mark_disposed(ctx.account, &gone).await?;
+    }
+    Ok(())
+}
+
+/// Mails larger than max_message_size, seen for the first time: their headers alone become
+/// tickets as any new mail does, through the same decision (`ingest::route`) and the same
+/// write, in batches of [`HEADER_BATCH`]. The mails stay on the server, recorded as held by
+/// their header, and nothing here disposes of them: a mail leaves the server only once it is
+/// stored whole. Where the server cannot give a header alone (POP3 without TOP), they are
+/// recorded as skipped, without a ticket.
+async fn store_headers<S: Source>(
+    source: &mut S,
+    ctx: &PassContext<'_>,
+    mails: &[&Listed<S::Id>],
+    report: &mut PassReport,
+) -> Result<(), SourceError> {
+    let name = ctx.account;
+    if !mails.is_empty() && !source.fetches_headers() {
+        for m in mails {
+            report.oversized += 1;
+            if ctx
+                .store
+                .record_skipped(name, &m.key, Skipped::Oversized)
+                .await?
+            {
+                log_as!(S::PROTOCOL, warn, account = name, source = %m.key, size = m.size,
+                    limit = ctx.max_message_size,
+                    "mail larger than max_message_size left on the server WITHOUT a ticket: the \
+                     server cannot give its header alone (no TOP); raise max_message_size or \
+                     handle the mail by hand");
+            }
+        }
+        return Ok(());
+    }
+    let sizes: HashMap<&SourceKey, u64> = mails.iter().map(|m| (&m.key, m.size)).collect();
+    for chunk in mails.chunks(HEADER_BATCH) {
+        // The shutdown rule: nothing more is fetched.
+        if ctx.cancel.is_some_and(|c| c.is_cancelled()) {
+            break;
+        }
+        let room = ctx
+            .budget
+            .reserve(chunk.iter().map(|m| m.size.min(HEADER_LIMIT)).sum())
+            .await;
+        let fetched = source.fetch_headers(&ids(chunk)).await?;
+        let header_of = |key: &SourceKey| Extent::HeaderOnly {
+            size: sizes.get(key).copied().unwrap_or(0),
+        };
+        let batch = prepare(source, fetched, header_of, room).await?;
+        let first_try = ctx
+            .store
+            .store_prepared(ctx.rules, &batch.incoming, &batch.prepared, &[])
+            .await;
+        let outcomes = after_first_try(
+            first_try,
+            source,
+            ctx,
+            &batch.ids,
+            &batch.incoming,
+            &[],
+            report,
+        )
+        .await?;
+        for (mail, outcome) in batch.incoming.iter().zip(outcomes) {
+            let Some(outcome) = outcome else { continue };
+            if let (Outcome::HeaderOnly { number, .. }, Extent::HeaderOnly { size }) =
+                (&outcome, mail.extent)
+            {
+                log_as!(S::PROTOCOL, warn, account = name, source = %mail.source_key, size,
+                    limit = ctx.max_message_size, ticket = %number,
+                    "mail larger than max_message_size: its header is stored in the ticket, the \
+                     mail stays on the server until max_message_size allows it");
+            }
+            report.record(S::PROTOCOL, name, &mail.source_key, &outcome);
+        }
+    }
     Ok(())
 }
 
@@ -315,22 +441,37 @@ async fn fetch_and_parse<S: Source>(
     ids: &[S::Id],
     room: Reservation,
 ) -> Result<Ready<S::Id>, SourceError> {
-    let keyed: Vec<(SourceKey, FetchedMail<S::Id>)> = source
-        .fetch(ids)
-        .await?
+    let fetched = source.fetch(ids).await?;
+    prepare(source, fetched, |_| Extent::Whole, room).await
+}
+
+/// Parses fetched mails (whole, or as `extent` says of each) and prepares them for storing, off
+/// the async threads, in the order they are to be stored.
+async fn prepare<S: Source>(
+    source: &S,
+    fetched: Fetched<S::Id>,
+    extent: impl Fn(&SourceKey) -> Extent,
+    room: Reservation,
+) -> Result<Ready<S::Id>, SourceError> {
+    let keyed: Vec<(SourceKey, Extent, FetchedMail<S::Id>)> = fetched
         .into_iter()
-        .map(|mail| (source.key(&mail.id), mail))
+        .map(|mail| {
+            let key = source.key(&mail.id);
+            let extent = extent(&key);
+            (key, extent, mail)
+        })
         .collect();
     tokio::task::spawn_blocking(move || {
         let incoming = keyed
             .into_iter()
-            .map(|(key, FetchedMail { id, raw, arrived })| {
+            .map(|(key, extent, FetchedMail { id, raw, arrived })| {
                 let mail = Incoming {
                     source_key: key,
-                    parsed: parse(&raw),
+                    parsed: parse_fetched(&raw, extent),
                     raw,
                     received_at: Utc::now(),
                     arrived,
+                    extent,
                 };
                 (id, mail)
             })
@@ -352,6 +493,36 @@ async fn fetch_and_parse<S: Source>(
         let e = anyhow::anyhow!("parsing a batch failed: {e}");
         SourceError::new(super::ErrorKind::Other, e)
     })
+}
+
+/// The outcomes of a batch after its first try to store it in one transaction: that try's, or,
+/// when it failed for a reason of its mails, those of storing them one by one. `recording`: the
+/// records of mails gone that rolled back with the batch, recorded on their own then.
+async fn after_first_try<S: Source>(
+    first_try: Result<Vec<Outcome>, StoreError>,
+    source: &mut S,
+    ctx: &PassContext<'_>,
+    ids: &[S::Id],
+    incoming: &[Incoming],
+    recording: &[SourceKey],
+    report: &mut PassReport,
+) -> Result<Vec<Option<Outcome>>, SourceError> {
+    let outcomes = match first_try {
+        Ok(outcomes) => outcomes.into_iter().map(Some).collect(),
+        // A full disk and the like: no mail is to blame, none is tried alone. The pass ends;
+        // this batch stays on the server, the batches before it are durable.
+        Err(e) if e.is_environmental() => return Err(e.into()),
+        Err(e) => {
+            log_as!(S::PROTOCOL, warn, account = ctx.account, error = %e,
+                "storing a batch failed; storing its mails one by one");
+            record_gone::<S>(ctx, recording).await;
+            store_one_by_one(source, ctx, ids, incoming, report).await?
+        }
+    };
+    if let Some(health) = ctx.health {
+        health.success();
+    }
+    Ok(outcomes)
 }
 
 /// After a batch transaction failed: stores its mails one by one so one bad mail cannot block

@@ -26,7 +26,11 @@ pub struct PassReport {
     pub duplicates: usize,
     pub test_mails: usize,
     pub disposed: usize,
+    /// Mails larger than `max_message_size` seen for the first time: stored by their header
+    /// (counted in `new_tickets` too when they opened one), left on the server.
     pub oversized: usize,
+    /// Mails stored by their header before, fetched whole now that they fit.
+    pub completed: usize,
     /// Mails whose storage failed this pass (they stay on the server); `quarantined` of them
     /// for good.
     pub failed: usize,
@@ -90,6 +94,16 @@ impl PassReport {
                     kind = "test",
                     "test-fetch mail recognised, no ticket"
                 );
+            }
+            // Logged by the pass, with the mail's size.
+            Outcome::HeaderOnly { opened, .. } => {
+                self.oversized += 1;
+                self.new_tickets += usize::from(*opened);
+            }
+            Outcome::Completed { number } => {
+                self.completed += 1;
+                log_as!(protocol, info, account, source, ticket = %number, kind = "whole",
+                    "mail stored whole now that max_message_size allows it, in the ticket of its header (no second reply)");
             }
             Outcome::AlreadyProcessed => {}
         }

@@ -131,7 +131,11 @@ impl Store {
         for (mail, decision) in mails.iter().zip(&decisions) {
             report(rules, mail, decision);
         }
-        Ok(decisions.iter().map(Decision::outcome).collect())
+        Ok(mails
+            .iter()
+            .zip(&decisions)
+            .map(|(mail, decision)| decision.outcome(mail.extent))
+            .collect())
     }
 
     /// Stores one mail on its own (after its batch failed), so one bad mail cannot block the

@@ -73,6 +73,7 @@ impl Spec {
             raw,
             received_at: chrono::Utc::now(),
             arrived: None,
+            extent: crate::ingest::Extent::Whole,
         }
     }
 }

@@ -417,6 +417,7 @@ mod tests {
                 + TimeDelta::hours(n)
                 + TimeDelta::minutes(if jitter { (n % 5 - 2) * 60 } else { 0 }),
             arrived: None,
+            extent: crate::ingest::Extent::Whole,
         }
     }
 

@@ -215,6 +215,7 @@ mod tests {
             raw: raw.into_bytes(),
             received_at: chrono::Utc::now(),
             arrived: None,
+            extent: crate::ingest::Extent::Whole,
         }
     }
 

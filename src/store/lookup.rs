@@ -60,9 +60,11 @@ pub(super) async fn known(
         .filter_map(|m| ticket_number_in_subject(&m.incoming.parsed.subject, &rules.subject_tag))
         .collect();
     let (next_ticket_id, next_article_id) = next_ids(tx).await?;
+    let recorded = processed_among(tx, account, &keys).await?;
     let mut known = Known {
         now,
-        processed: processed_among(tx, account, &keys).await?,
+        processed: recorded.processed,
+        held: recorded.held,
         same_bytes: same_bytes(tx, account, &keyless).await?,
         messages: stored_messages(tx, account, mails.iter().filter_map(|m| m.msg_key)).await?,
         replies: sent_replies(tx, &reply_ids).await?,
@@ -97,19 +99,23 @@ async fn next_ids(tx: &mut Transaction<'_, Any>) -> Result<(i64, i64), StoreErro
     Ok((t + 1, a + 1))
 }
 
-/// SHA-256 → ticket number of the account's stored mails without a message key that have these
-/// exact bytes (the oldest article wins, as the index order of a single lookup would give).
+/// SHA-256 → where the account's stored mails without a message key that have these exact
+/// bytes are (the oldest article wins, as the index order of a single lookup would give).
 async fn same_bytes(
     tx: &mut Transaction<'_, Any>,
     account: &str,
     shas: &[&str],
-) -> Result<HashMap<String, String>, StoreError> {
+) -> Result<HashMap<String, StoredMessage>, StoreError> {
     let mut out = HashMap::new();
     for chunk in shas.chunks(IN_CHUNK) {
         let mut q = same_bytes_query(Backend::of(tx), account, chunk);
-        let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-        for (sha, number) in rows {
-            out.entry(sha).or_insert(number);
+        let rows: Vec<(String, i64, String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (sha, article_id, number, too_large) in rows {
+            out.entry(sha).or_insert(StoredMessage {
+                article_id,
+                number,
+                header_only: too_large > 0,
+            });
         }
     }
     Ok(out)
@@ -118,8 +124,8 @@ async fn same_bytes(
 fn same_bytes_query<'a>(backend: Backend, account: &'a str, shas: &'a [&'a str]) -> SqlBuilder<'a> {
     let mut q = SqlBuilder::new(
         backend,
-        "SELECT a.raw_sha256, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id \
-         WHERE a.account = ",
+        "SELECT a.raw_sha256, a.id, t.number, a.too_large FROM articles a \
+         JOIN tickets t ON t.id = a.ticket_id WHERE a.account = ",
     );
     // The predicate of `articles_account_sha_keyless` (migration 0011), spelt as there.
     q.push_bind(account).push(
@@ -185,14 +191,22 @@ async fn messages_by_key<'k>(
     for chunk in keys.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(
             Backend::of(tx),
-            "SELECT m.message_key, m.article_id, t.number FROM messages m \
-             JOIN tickets t ON t.id = m.ticket_id WHERE m.message_key IN (",
+            "SELECT m.message_key, m.article_id, t.number, a.too_large FROM messages m \
+             JOIN tickets t ON t.id = m.ticket_id JOIN articles a ON a.id = m.article_id \
+             WHERE m.message_key IN (",
         );
         q.push_list(chunk.iter().copied());
         q.push(")");
-        let rows: Vec<(String, i64, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-        for (key, article_id, number) in rows {
-            out.insert(key, StoredMessage { article_id, number });
+        let rows: Vec<(String, i64, String, i64)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (key, article_id, number, too_large) in rows {
+            out.insert(
+                key,
+                StoredMessage {
+                    article_id,
+                    number,
+                    header_only: too_large > 0,
+                },
+            );
         }
     }
     Ok(out)

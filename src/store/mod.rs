@@ -32,6 +32,7 @@ mod query;
 mod raw;
 mod raw_codec;
 mod sql;
+mod too_large;
 mod write;
 // Benchmarks and tests only (see the `synthetic` feature in Cargo.toml): no generator in the
 // daemon.
@@ -64,6 +65,7 @@ pub use processed::ProcessedState;
 pub use quarantine::QuarantinedMail;
 pub use query::*;
 pub use raw::{AttachmentData, ExportError};
+pub use too_large::OversizedMail;
 
 pub use crate::config::StoreLocation;
 

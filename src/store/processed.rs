@@ -12,6 +12,7 @@ use sqlx::{Any, Transaction};
 use super::sql::IN_CHUNK;
 use super::{now_rfc3339, Backend, SqlBuilder, Store, StoreError};
 use crate::ingest::outcome::{Recorded, Skipped};
+use crate::ingest::route::{Held, TicketRef};
 use crate::ingest::SourceKey;
 
 /// A processed source key and whether its mail was already disposed on the server.
@@ -158,31 +159,83 @@ impl Store {
     }
 }
 
-/// Which of `keys` are already in `processed` for the account.
+/// What `processed` says about some of the account's keys (see [`processed_among`]).
+#[derive(Debug, Default)]
+pub(super) struct RecordedKeys {
+    /// Handled already: nothing more is written for them.
+    pub processed: HashSet<SourceKey>,
+    /// Held by their header alone, with where the header is: their whole mail is still to come.
+    pub held: HashMap<SourceKey, Held>,
+}
+
+/// What `processed` records for these of the account's keys. A key recorded as too large
+/// without a ticket (by an earlier version, or a POP3 server without TOP), or held by a header
+/// whose article is not there, is in neither set: its mail is taken up as a new one, and its
+/// record gives way to the new one (see [`give_way`]).
 pub(super) async fn processed_among(
     tx: &mut Transaction<'_, Any>,
     account: &str,
     keys: &[&SourceKey],
-) -> Result<HashSet<SourceKey>, StoreError> {
+) -> Result<RecordedKeys, StoreError> {
     // The batch's own keys by their text: a row found is one of them, nothing to parse back.
     let by_text: HashMap<String, &SourceKey> = keys.iter().map(|k| (k.to_string(), *k)).collect();
     let texts: Vec<&str> = by_text.keys().map(String::as_str).collect();
-    let mut out = HashSet::new();
+    let mut out = RecordedKeys::default();
     for chunk in texts.chunks(IN_CHUNK) {
         let mut q = SqlBuilder::new(
             Backend::of(tx),
-            "SELECT source_key FROM processed WHERE account = ",
+            "SELECT p.source_key, p.outcome, a.id, t.id, t.number FROM processed p \
+             LEFT JOIN articles a ON a.id = p.article_id \
+             LEFT JOIN tickets t ON t.id = a.ticket_id WHERE p.account = ",
         );
-        q.push_bind(account).push(" AND source_key IN (");
+        q.push_bind(account).push(" AND p.source_key IN (");
         q.push_list(chunk.iter().copied());
         q.push(")");
-        let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut **tx).await?;
-        out.extend(
-            rows.iter()
-                .filter_map(|(k,)| by_text.get(k).map(|&key| key.clone())),
-        );
+        type Row = (String, String, Option<i64>, Option<i64>, Option<String>);
+        let rows: Vec<Row> = q.build_query_as().fetch_all(&mut **tx).await?;
+        for (text, outcome, article_id, ticket_id, number) in rows {
+            let Some(&key) = by_text.get(&text) else {
+                continue;
+            };
+            match (
+                Recorded::from_label(&outcome),
+                article_id,
+                ticket_id,
+                number,
+            ) {
+                (Recorded::HeaderOnly, Some(article_id), Some(id), Some(number)) => {
+                    let ticket = TicketRef { id, number };
+                    out.held.insert(key.clone(), Held { ticket, article_id });
+                }
+                (Recorded::HeaderOnly | Recorded::Skipped(Skipped::Oversized), ..) => {}
+                _ => {
+                    out.processed.insert(key.clone());
+                }
+            }
+        }
     }
     Ok(out)
+}
+
+/// Removes the records of these keys that a new record replaces: a mail recorded as too large
+/// without a ticket, or held by its header, whose header or whole mail the batch stores now.
+/// Any other record of a key stays, and the batch's INSERT of the key fails on it: a batch that
+/// would record a handled mail twice is a bug, and rolls back.
+pub(super) async fn give_way(
+    tx: &mut Transaction<'_, Any>,
+    account: &str,
+    keys: &[&str],
+) -> Result<(), StoreError> {
+    for chunk in keys.chunks(IN_CHUNK) {
+        let mut q = SqlBuilder::new(Backend::of(tx), "DELETE FROM processed WHERE account = ");
+        q.push_bind(account).push(" AND outcome IN (");
+        q.push_list(Recorded::GIVE_WAY.iter().copied());
+        q.push(") AND source_key IN (");
+        q.push_list(chunk.iter().copied());
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Records that these mails left the server: bookkeeping only (a mail whose record is missing

@@ -227,6 +227,7 @@ mod tests {
             parsed: parse(raw),
             received_at: Utc::now(),
             arrived: None,
+            extent: crate::ingest::Extent::Whole,
         }
     }
 

@@ -6,6 +6,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{SqlBuilder, Store, StoreError};
+use crate::ingest::outcome::{Recorded, HEADER_ONLY};
+use crate::ingest::SourceKey;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TicketSummary {
@@ -48,6 +50,36 @@ pub struct ArticleDetail {
     pub received_by: Vec<String>,
     /// The `[[account.rule]]` that matched the mail; `None`: none did.
     pub rule: Option<String>,
+    /// The mail was larger than `max_message_size`: the article holds its header alone.
+    pub too_large: Option<TooLarge>,
+    /// The number (within the ticket) of the article that holds only the header of the mail
+    /// this article holds whole: fetched once `max_message_size` allowed it.
+    pub completes: Option<usize>,
+}
+
+/// A mail too large to fetch, of which an article holds the header alone.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TooLarge {
+    /// The whole mail's size in bytes, as the server listed it.
+    pub size: i64,
+    /// Where the mail was found: the account, and (IMAP) the folder.
+    pub account: String,
+    pub folder: Option<String>,
+    pub state: TooLargeState,
+    /// The number (within the ticket) of the article that holds the whole mail, once fetched.
+    pub whole_article: Option<usize>,
+}
+
+/// What became of a mail too large to fetch.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TooLargeState {
+    /// Still on the server, waiting for a `max_message_size` that allows it.
+    OnServer,
+    /// Fetched whole since (into this ticket, or as a copy of a message stored whole).
+    FetchedWhole,
+    /// Gone from the server without being fetched whole (another client moved or deleted it).
+    Gone,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -116,6 +148,63 @@ fn summary(row: &AnyRow) -> TicketSummary {
 }
 
 impl Store {
+    /// What became of the mail of article row `a` (of `show_ticket`'s query), if it holds only
+    /// the header of a mail too large to fetch: fetched whole since, or still on the server
+    /// (where: its own source key, or the key it has now after a UIDVALIDITY change), or gone.
+    async fn too_large(
+        &self,
+        a: &AnyRow,
+        articles: &[AnyRow],
+        number_of: impl Fn(i64) -> Option<usize>,
+    ) -> Result<Option<TooLarge>, StoreError> {
+        let size: i64 = a.get(14);
+        if size == 0 {
+            return Ok(None);
+        }
+        let id: i64 = a.get(0);
+        let (source, account): (String, String) = (a.get(10), a.get(12));
+        let whole_article = articles
+            .iter()
+            .find(|w| w.get::<Option<i64>, _>(15) == Some(id))
+            .and_then(|w| number_of(w.get(0)));
+        // The keys held by this header that are still on the server, its own first. The
+        // literal label lets SQLite read the partial index `processed_header_only`.
+        let mut held: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT account, source_key FROM processed WHERE article_id = $1 \
+             AND outcome = '{HEADER_ONLY}' AND disposed_at IS NULL ORDER BY created_at"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        held.sort_by_key(|(acc, key)| (acc, key) != (&account, &source));
+        let own: Option<String> = sqlx::query_scalar(
+            "SELECT outcome FROM processed WHERE account = $1 AND source_key = $2",
+        )
+        .bind(&account)
+        .bind(&source)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (state, (account, source)) = match (whole_article, held.into_iter().next()) {
+            (Some(_), _) => (TooLargeState::FetchedWhole, (account, source)),
+            (None, Some(place)) => (TooLargeState::OnServer, place),
+            (None, None) if own.is_some_and(|o| Recorded::from_label(&o) == Recorded::Stored) => {
+                (TooLargeState::FetchedWhole, (account, source))
+            }
+            (None, None) => (TooLargeState::Gone, (account, source)),
+        };
+        let folder = match source.parse::<SourceKey>() {
+            Ok(SourceKey::Imap { folder, .. }) => Some(folder),
+            _ => None,
+        };
+        Ok(Some(TooLarge {
+            size,
+            account,
+            folder,
+            state,
+            whole_article,
+        }))
+    }
+
     /// Copies recorded before migration 0014, whose content nobody compared with the mail they
     /// were taken for: some may have been mails of their own (docs/operations.md, "Mails taken
     /// for copies before migration 0014").
@@ -183,14 +272,18 @@ impl Store {
         let s = summary(&row);
         let articles = sqlx::query(
             "SELECT a.id, a.message_id, a.from_email, a.from_name, a.subject, a.text_body, \
-             a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key, a.is_bounce, a.account, a.rule \
+             a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key, a.is_bounce, a.account, a.rule, \
+             a.too_large, a.completes \
              FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = $1 ORDER BY a.id",
         )
         .bind(number)
         .fetch_all(&self.pool)
         .await?;
+        // Articles are numbered from 1 within the ticket, as `--raw` takes them.
+        let ids: Vec<i64> = articles.iter().map(|a| a.get(0)).collect();
+        let number_of = |id: i64| ids.iter().position(|&i| i == id).map(|i| i + 1);
         let mut details = Vec::with_capacity(articles.len());
-        for a in articles {
+        for a in &articles {
             let id: i64 = a.get(0);
             let attachments = sqlx::query(
                 "SELECT filename, content_type, size FROM attachments WHERE article_id = $1 ORDER BY id",
@@ -233,6 +326,8 @@ impl Store {
                 bounce: a.get::<i64, _>(11) != 0,
                 received_by,
                 rule: Some(a.get::<String, _>(13)).filter(|r| !r.is_empty()),
+                too_large: self.too_large(a, &articles, &number_of).await?,
+                completes: a.get::<Option<i64>, _>(15).and_then(number_of),
             });
         }
         Ok(Some(TicketDetail {

@@ -10,15 +10,15 @@
 use sqlx::{Any, Transaction};
 
 use super::message_ids::insert_message_id_hashes;
-use super::processed::{insert_processed, record_disposed};
+use super::processed::{give_way, insert_processed, record_disposed};
 use super::raw_codec::RawCodec;
 use super::sql::IN_CHUNK;
 use super::{sha256_hex, Backend, SqlBuilder, StoreError, TicketRules};
 use crate::ingest::customer::customer;
 use crate::ingest::route::{Article, Decision, Mail, ReplyPlan};
 
-/// Articles per multi-row INSERT: a whole batch (`BATCH_MAILS` in source::pass) at 24 bound
-/// values a row, 12,000 values, under PostgreSQL's 65,535 and SQLite's 32,766. One statement per
+/// Articles per multi-row INSERT: a whole batch (`BATCH_MAILS` in source::pass) at 26 bound
+/// values a row, 13,000 values, under PostgreSQL's 65,535 and SQLite's 32,766. One statement per
 /// batch also means one new segment of SQLite's full-text index per batch (FTS5 writes one at
 /// every statement that opens a savepoint), so less of the index's merging: with 100 rows a
 /// statement the 10,000-mail backlog took 3.6-3.9 s, with 500 3.3-3.5 s, and into a store of
@@ -65,11 +65,19 @@ pub(super) async fn carry_out(
         insert_articles(tx, rules, chunk, now).await?;
     }
     touch_tickets(tx, &articles, now).await?;
-    let messages: Vec<(&str, i64, i64)> = articles
-        .iter()
-        .filter_map(|(p, a)| Some((p.mail.msg_key?.key.as_str(), a.ticket.id, a.id)))
-        .collect();
+    // The whole mail of a header normally has a key of its own (its content differs); only a
+    // mail with an empty body has its header's, and then the header's row stays (see `Owner`).
+    let (mut messages, mut whole) = (Vec::new(), Vec::new());
+    for (p, a) in &articles {
+        let Some(key) = p.mail.msg_key else { continue };
+        let row = (key.key.as_str(), a.ticket.id, a.id);
+        match a.completes {
+            Some(_) => whole.push(row),
+            None => messages.push(row),
+        }
+    }
     insert_messages(tx, &rules.account, &messages, now).await?;
+    insert_message_rows(tx, &rules.account, &whole, now, Owner::KeepsKey).await?;
     insert_copies(tx, rules, planned, now).await?;
     insert_replies(tx, rules, &articles, now).await?;
     mark_bounced(tx, &articles, now).await?;
@@ -81,14 +89,17 @@ pub(super) async fn carry_out(
     let rows: Vec<(&str, &str, Option<i64>, String)> = recorded
         .iter()
         .map(|(p, key)| {
+            let extent = p.mail.incoming.extent;
             (
                 key.as_str(),
-                p.decision.outcome().label(),
-                p.article().map(|a| a.id),
+                p.decision.outcome(extent).label(),
+                p.decision.recorded_article(extent),
                 now.to_string(),
             )
         })
         .collect();
+    let keys: Vec<&str> = recorded.iter().map(|(_, key)| key.as_str()).collect();
+    give_way(tx, &rules.account, &keys).await?;
     insert_processed(tx, &rules.account, &rows).await?;
     record_disposed(tx, &rules.account, disposed).await
 }
@@ -140,7 +151,8 @@ async fn insert_articles(
         Backend::of(tx),
         "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, \
          from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, \
-         size, parse_problem, is_followup, is_bounce, reply_note, rule, received_at, created_at) ",
+         size, parse_problem, is_followup, is_bounce, reply_note, rule, too_large, completes, \
+         received_at, created_at) ",
     );
     q.push_values(articles, |b, (p, a)| {
         let mail = p.mail.incoming;
@@ -168,6 +180,11 @@ async fn insert_articles(
             .push_bind(i64::from(a.bounce.is_some()))
             .push_bind(a.note())
             .push_bind(a.rule.as_deref().unwrap_or(""))
+            .push_bind(
+                a.too_large
+                    .map_or(0, |size| i64::try_from(size).unwrap_or(i64::MAX)),
+            )
+            .push_bind(a.completes)
             .push_bind(
                 mail.received_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -221,6 +238,27 @@ pub(super) async fn insert_messages(
     rows: &[(&str, i64, i64)],
     now: &str,
 ) -> Result<(), StoreError> {
+    insert_message_rows(tx, account, rows, now, Owner::Refused).await
+}
+
+/// What becomes of a row for a message key already taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The INSERT fails: a second owner is a bug.
+    Refused,
+    /// The row that has it stays. For the whole mails of headers stored before: only the header
+    /// of the same mail can own its key (a mail with an empty body, whose header is all of it),
+    /// since `ingest::route` makes the whole mail a copy when a mail stored whole has it.
+    KeepsKey,
+}
+
+async fn insert_message_rows(
+    tx: &mut Transaction<'_, Any>,
+    account: &str,
+    rows: &[(&str, i64, i64)],
+    now: &str,
+    owner: Owner,
+) -> Result<(), StoreError> {
     for chunk in rows.chunks(IN_CHUNK / 5) {
         let mut q = SqlBuilder::new(
             Backend::of(tx),
@@ -233,6 +271,9 @@ pub(super) async fn insert_messages(
                 .push_bind(account)
                 .push_bind(now);
         });
+        if owner == Owner::KeepsKey {
+            q.push(" ON CONFLICT (message_key) DO NOTHING");
+        }
         q.build().execute(&mut **tx).await?;
     }
     Ok(())

@@ -141,6 +141,7 @@ pub async fn ingest_known(db: &Store) -> Vec<(TestMail, String)> {
             parsed: mail2ticket::ingest::parse::parse(&m.raw),
             received_at: "2026-11-28T10:00:00Z".parse().unwrap(),
             arrived: None,
+            extent: mail2ticket::ingest::Extent::Whole,
         })
         .collect();
     let outcomes = db.store_batch(&rules, &incoming).await.unwrap();
