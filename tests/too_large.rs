@@ -391,3 +391,60 @@ async fn after_a_uidvalidity_change_a_mail_too_large_is_held_again_without_a_sec
     assert_completed(&cfg, "support", &number, &whole).await;
     assert_eq!(lab.count(&customer, "INBOX").await, 1, "one reply in all");
 }
+
+/// A POP3 server without TOP (here Dovecot behind a proxy that takes TOP out of CAPA) cannot give
+/// a header alone: the mail stays without a ticket, as before, and is said once; once it fits, it
+/// is stored whole as a new mail and leaves the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_without_top_a_mail_too_large_waits_without_a_ticket_until_it_fits() {
+    use common::proxy::{line_proxy, ClientLine};
+    let lab = Lab::get();
+    let support = lab.fresh_user("large-notop");
+    let port = line_proxy(lab.port("MAIL_LAB_POP3_PORT"), || {
+        (
+            Box::new(|line: Vec<u8>| {
+                if line.eq_ignore_ascii_case(b"TOP\r\n") {
+                    vec![]
+                } else {
+                    vec![line]
+                }
+            }),
+            Box::new(|line| Box::pin(async move { ClientLine::Forward(line) })),
+        )
+    })
+    .await;
+    let cfg = TestConfig::new(
+        &[common::pop3_via(
+            lab,
+            "support",
+            &support,
+            port,
+            &format!("action = \"delete\"\nmax_message_size = \"{LIMIT}\"\n"),
+        )],
+        "",
+    );
+    let whole = mails::with_photo(
+        "customer@example.test",
+        &support,
+        "Paket beschädigt",
+        "photo-notop@customer.example.test",
+        PHOTO,
+    );
+    lab.append(&support, "INBOX", std::slice::from_ref(&whole))
+        .await;
+    let first = run_once(&cfg);
+    assert!(first.contains("WITHOUT a ticket"), "{first}");
+    assert!(cfg.tickets().is_empty());
+    let second = run_once(&cfg);
+    assert!(!second.contains("WITHOUT a ticket"), "said once: {second}");
+    assert_eq!(lab.count(&support, "INBOX").await, 1);
+
+    raise_limit(&cfg, "1MB");
+    run_once(&cfg);
+    let ticket = the_ticket(&cfg);
+    let articles = ticket["articles"].as_array().unwrap();
+    assert_eq!(articles.len(), 1, "{ticket:#}");
+    assert_eq!(articles[0]["too_large"], serde_json::Value::Null);
+    assert_eq!(articles[0]["attachments"][0]["filename"], "paket.jpg");
+    assert_eq!(lab.count(&support, "INBOX").await, 0);
+}

@@ -172,6 +172,30 @@ mod tests {
         server.await.unwrap();
     }
 
+    /// TOP n 0 gives the header alone; one longer than the limit is cut there, and the rest of
+    /// it is still read, so the next reply is matched to its own command.
+    #[tokio::test]
+    async fn a_header_is_cut_at_its_limit_and_the_session_stays_in_step() {
+        let long = format!("X-Long: {}\r\n", "y".repeat(100));
+        let headers = [
+            "From: a@b.test\r\nSubject: eins\r\n\r\n".to_string(),
+            format!("From: c@d.test\r\n{long}\r\n"),
+        ];
+        let mut script = vec![("CAPA", CAPA_PIPELINING.to_vec())];
+        for (i, header) in headers.iter().enumerate() {
+            let reply = format!("+OK\r\n{header}.\r\n").into_bytes();
+            script.push((leak(format!("TOP {} 0", i + 1)), reply));
+        }
+        script.push(("NOOP", b"+OK\r\n".to_vec()));
+        let (mut client, server) = session(script).await;
+        let got = client.headers_all(&[1, 2], 40).await.all().unwrap();
+        assert_eq!(got[0], (1, headers[0].clone().into_bytes()));
+        assert_eq!(got[1], (2, headers[1].as_bytes()[..40].to_vec()));
+        client.noop().await.unwrap();
+        drop(client);
+        server.await.unwrap();
+    }
+
     /// A refused DELE in the middle of a window: the error names it, nothing more is sent, the
     /// replies in flight are read (the session goes on), and only what the server accepted
     /// counts as marked.
