@@ -130,6 +130,8 @@ async fn imap_a_mail_too_large_opens_a_ticket_by_its_header_and_joins_it_whole_a
     let lab = Lab::get();
     let support = lab.fresh_user("large-imap");
     let customer = lab.fresh_user("large-imap-customer");
+    // The owner hears of it by the webhook, and of its end.
+    let webhook = common::webhook::WebhookReceiver::start();
     let cfg = TestConfig::new(
         &[imap_account(
             lab,
@@ -141,7 +143,11 @@ async fn imap_a_mail_too_large_opens_a_ticket_by_its_header_and_joins_it_whole_a
                  max_message_size = \"{LIMIT}\"\n"
             ),
         )],
-        &smtp_section(lab, LabSmtp::Plain, "", ""),
+        &format!(
+            "{}\n[alerts]\nwebhook = \"{}\"\n",
+            smtp_section(lab, LabSmtp::Plain, "", ""),
+            webhook.url()
+        ),
     );
     // /healthz and /metrics, which the waits below ask.
     let http = common::http::free_port();
@@ -191,6 +197,16 @@ async fn imap_a_mail_too_large_opens_a_ticket_by_its_header_and_joins_it_whole_a
     assert_eq!(the_ticket(&cfg)["articles"].as_array().unwrap().len(), 1);
     assert_eq!(lab.count(&support, "INBOX").await, 1);
     assert_eq!(lab.count(&support, "Archive").await, 0);
+    let alert = common::http::wait_for("the owner's alert", Duration::from_secs(30), || {
+        webhook.received().into_iter().next()
+    });
+    assert_eq!(alert["kind"], "too_large", "{alert}");
+    assert!(
+        alert["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Paket beschädigt") && m.contains("max_message_size")),
+        "{alert}"
+    );
 
     raise_limit(&cfg, "1MB");
     daemon.signal("HUP");
@@ -209,6 +225,10 @@ async fn imap_a_mail_too_large_opens_a_ticket_by_its_header_and_joins_it_whole_a
     // ticket, holds the one (checked above), and a pass after the move sends nothing new.
     daemon.one_more_pass(&["support"]).await;
     assert_eq!(lab.count(&customer, "INBOX").await, 1, "one reply in all");
+    common::http::wait_for("the alert resolved", Duration::from_secs(30), || {
+        (webhook.events().len() >= 2).then_some(())
+    });
+    assert_eq!(webhook.events(), ["alert", "resolved"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

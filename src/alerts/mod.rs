@@ -192,12 +192,26 @@ impl Alerting {
                 since: m.since,
             })
             .collect();
+        let too_large = self
+            .store
+            .oversized(None)
+            .await?
+            .into_iter()
+            .map(|m| HeldMail {
+                note: format!("ticket {}, still on the server ({})", m.ticket, m.key),
+                account: m.account,
+                sender: m.sender,
+                subject: m.subject,
+                size: m.size,
+                since: m.since,
+            })
+            .collect();
         let seen = Observed {
             accounts,
             store: None,
             stuck_replies,
             quarantined,
-            too_large: Vec::new(),
+            too_large,
             secrets: secrets(config),
         };
         Ok((seen, self.store.open_alerts().await?))

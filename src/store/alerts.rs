@@ -282,13 +282,12 @@ mod tests {
             .await
             .unwrap());
         assert!(store.open_alerts().await.unwrap().is_empty());
-        let ids: Vec<String> = store
-            .outbox_rows()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.message_id)
-            .collect();
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT message_id FROM outbox WHERE alert_id IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
         assert_eq!(ids, ["a1", "a3", "a5"]);
         assert!(
             store

@@ -323,11 +323,11 @@ impl Store {
         Ok(s)
     }
 
-    /// Every outbox row, oldest first.
+    /// Every automatic reply of the outbox, oldest first (alerts are not replies).
     pub async fn outbox_rows(&self) -> Result<Vec<OutboxRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT recipient, message_id, status, attempts, last_error, created_at, sent_at, bounced_at \
-             FROM outbox ORDER BY id",
+             FROM outbox WHERE article_id IS NOT NULL ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?)
