@@ -61,13 +61,7 @@ impl AccountRuntime {
                 reply: crate::ingest::reply::ReplyPolicy::for_account(config, account)?,
                 test_mail_key: Some((account.email.clone(), account.test_mail_key())),
                 mail_rules: mail_rules(account)?,
-                old_mail: match (&account.old_mail_status, account.old_mail_age) {
-                    (Some(status), Some(age)) => Some(OldMail {
-                        age,
-                        status: status.clone(),
-                    }),
-                    _ => None,
-                },
+                old_mail: OldMail::for_account(account),
             },
             tls,
             max_message_size: account

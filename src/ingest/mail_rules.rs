@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::parse::{header_texts, ParsedMail};
-use crate::config::{RuleConfig, RuleError, RuleTest as Test};
+use crate::config::{AccountConfig, RuleConfig, RuleError, RuleTest as Test};
 use chrono::{DateTime, Utc};
 
 /// One rule, checked: its test compiled.
@@ -88,6 +88,18 @@ pub struct OldMail {
 }
 
 impl OldMail {
+    /// The account's `old_mail_status` with its `old_mail_age`; `None` unless both are set
+    /// (check-config refuses one without the other).
+    pub fn for_account(account: &AccountConfig) -> Option<OldMail> {
+        match (&account.old_mail_status, account.old_mail_age) {
+            (Some(status), Some(age)) => Some(OldMail {
+                age,
+                status: status.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether the mail is older than `age` at `now`: by its Date, or by when the server
     /// received it (`arrived`: IMAP's INTERNALDATE) when the Date is missing or absurd. With
     /// neither (POP3 and no usable Date) it counts as new: its ticket keeps the usual status,

@@ -185,17 +185,22 @@ pub fn check(
         )));
     }
 
-    // A missing Date counts as new; a future one too.
-    if let Some(date) = mail.date {
-        let age = now.signed_duration_since(date);
-        if age.to_std().is_ok_and(|age| age > policy.max_age) {
-            return Err(Suppression::TooOld {
-                date,
-                max_age: policy.max_age,
-            });
-        }
+    match too_old(mail.date, policy.max_age, now) {
+        Some(too_old) => Err(too_old),
+        None => Ok(to),
     }
-    Ok(to)
+}
+
+/// The age rule of replies: a mail whose Date is older than `max_age` at `now` gets none. A
+/// missing Date counts as new; a future one too. (`test-fetch` counts a folder's mails by it.)
+pub fn too_old(
+    date: Option<DateTime<Utc>>,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Option<Suppression> {
+    let date = date?;
+    let age = now.signed_duration_since(date).to_std().ok()?;
+    (age > max_age).then_some(Suppression::TooOld { date, max_age })
 }
 
 /// MAILER-DAEMON, postmaster and every spelling of no-reply / do-not-reply.
