@@ -10,7 +10,7 @@ use common::diag::{
     assert_no_secret, cause, failed_step, run_json, smtp_section, step_names, wait_for_mail,
     LabSmtp,
 };
-use common::{imap_account, pop3_account, Lab, TestConfig};
+use common::{imap_account, mails, pop3_account, Lab, TestConfig};
 use mail2ticket::ingest::parse::{parse, TEST_HEADER};
 
 const WRONG_PASSWORD: &str = "Wrong-Secret-4711";
@@ -59,6 +59,7 @@ async fn imap_success(encryption: &str, smtp: LabSmtp) {
         "folder",
         "move_to folder",
         "disposal",
+        "forecast",
         "send test mail",
         "test mail arrives",
     ];
@@ -158,6 +159,7 @@ async fn pop3_success(encryption: &str, smtp: LabSmtp) {
             "capabilities",
             "login",
             "mailbox",
+            "forecast",
             "send test mail",
             "test mail arrives"
         ]
@@ -215,6 +217,285 @@ async fn inactive_accounts_can_be_tested_too() {
     let (out, report) = run_json(&cfg, &["test-fetch", "acct", "--wait", "30"]);
     assert!(out.status.success(), "{report:#}");
     assert!(!step_names(&report).contains(&"move_to folder".to_string()));
+}
+
+// ------------------------------------------------------------------------------ forecast
+
+/// The forecast line of a passing test-fetch of account "acct", as the text report prints it.
+fn forecast(cfg: &TestConfig) -> String {
+    let out = cfg.run(&["test-fetch", "acct", "--wait", "30"]);
+    let stdout = text(&out);
+    assert!(out.status.success(), "test-fetch failed:\n{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("✓ forecast  "))
+        .unwrap_or_else(|| panic!("a forecast line:\n{stdout}"));
+    let (_, detail) = line.split_once(" ms  ").expect("the step's time");
+    detail.to_string()
+}
+
+/// Into `user`'s INBOX: mails of 400 and 30 days ago, one without a Date that the server
+/// received a year ago (its INTERNALDATE), and mails of 3 days ago and of today.
+async fn old_and_new_mail(lab: &Lab, user: &str, customer: &str) {
+    let mail = |subject: &str, days_ago| mails::dated(customer, user, subject, days_ago);
+    lab.append(
+        user,
+        "INBOX",
+        &[
+            mail("last year", Some(400)),
+            mail("last month", Some(30)),
+            mail("three days ago", Some(3)),
+            mail("today", Some(0)),
+        ],
+    )
+    .await;
+    let last_year =
+        (chrono::Utc::now() - chrono::Duration::days(365)).format("%d-%b-%Y %H:%M:%S +0000");
+    lab.append_arrived(
+        user,
+        "INBOX",
+        &mail("undated", None),
+        &last_year.to_string(),
+    )
+    .await;
+}
+
+/// The status of each ticket by its subject, and the subjects whose ticket got a reply.
+fn outcome(cfg: &TestConfig) -> (Vec<(String, String)>, Vec<String>) {
+    let mut statuses = Vec::new();
+    let mut answered = Vec::new();
+    for t in cfg.tickets() {
+        let subject = t["subject"].as_str().unwrap().to_string();
+        statuses.push((subject.clone(), t["status"].as_str().unwrap().to_string()));
+        let note = cfg.show(t["number"].as_str().unwrap())["articles"][0]["auto_reply"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if note.starts_with("auto-reply sent to") {
+            answered.push(subject);
+        }
+    }
+    statuses.sort();
+    (statuses, answered)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forecast_tells_which_mails_get_the_old_mail_status_and_the_pass_agrees() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-forecast-old");
+    let customer = lab.fresh_user("diag-forecast-customer");
+    old_and_new_mail(lab, &user, &customer).await;
+    let cfg = config_with(
+        lab,
+        imap_account(
+            lab,
+            "acct",
+            &user,
+            "ssl",
+            &format!(
+                "{MOVE_TO_ARCHIVE}auto_reply = true\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n"
+            ),
+        ),
+        Some(LabSmtp::Submission),
+        &user,
+    );
+    assert_eq!(
+        forecast(&cfg),
+        "\"INBOX\" holds 5 mails, 3 of them older than 14 days: they will become tickets with \
+         status closed and get no automatic reply; the other 2 will become tickets with status \
+         open; 1 of those not older than auto_reply_max_age (1 day) may get an automatic reply"
+    );
+    let run = cfg.run(&["run", "--once"]);
+    assert!(run.status.success(), "run --once: {}", common::stderr(&run));
+    let (statuses, answered) = outcome(&cfg);
+    let expected = [
+        ("last month", "closed"),
+        ("last year", "closed"),
+        ("three days ago", "open"),
+        ("today", "open"),
+        ("undated", "closed"),
+    ];
+    assert_eq!(
+        statuses,
+        expected.map(|(s, t)| (s.to_string(), t.to_string())),
+        "what the forecast said"
+    );
+    assert_eq!(answered, ["today"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_old_mail_keys_the_forecast_says_old_mail_opens_tickets_and_names_the_keys() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-forecast-plain");
+    let customer = lab.fresh_user("diag-forecast-customer");
+    old_and_new_mail(lab, &user, &customer).await;
+    let cfg = config_with(
+        lab,
+        imap_account(
+            lab,
+            "acct",
+            &user,
+            "ssl",
+            &format!("{MOVE_TO_ARCHIVE}auto_reply = true\n"),
+        ),
+        Some(LabSmtp::Submission),
+        &user,
+    );
+    // Without old_mail_*, old is what the reply rule calls old: by the Date only, and a mail
+    // without one counts as new.
+    assert_eq!(
+        forecast(&cfg),
+        "\"INBOX\" holds 5 mails, 3 of them older than 1 day: they will become tickets with \
+         status open like new mail; 2 of them not older than auto_reply_max_age (1 day) may get \
+         an automatic reply; to give old mail another status and no automatic reply, set \
+         old_mail_status and old_mail_age (e.g. \"closed\" and \"14d\")"
+    );
+    let run = cfg.run(&["run", "--once"]);
+    assert!(run.status.success(), "run --once: {}", common::stderr(&run));
+    let (statuses, mut answered) = outcome(&cfg);
+    assert!(statuses.iter().all(|(_, s)| s == "open"), "{statuses:?}");
+    assert_eq!(statuses.len(), 5);
+    answered.sort();
+    assert_eq!(answered, ["today", "undated"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_folder_and_a_young_one_are_forecast_too() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-forecast-young");
+    let customer = lab.fresh_user("diag-forecast-customer");
+    let cfg = config_with(
+        lab,
+        imap_account(
+            lab,
+            "acct",
+            &user,
+            "none",
+            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
+        ),
+        Some(LabSmtp::Submission),
+        &user,
+    );
+    assert_eq!(forecast(&cfg), "\"INBOX\" holds no mail yet");
+    // No daemon ran: the test mail is still there. Take it away, and add a mail of today.
+    lab.expunge(&user, "INBOX", 1).await;
+    lab.append(
+        &user,
+        "INBOX",
+        &[mails::dated(&customer, &user, "today", Some(0))],
+    )
+    .await;
+    assert_eq!(
+        forecast(&cfg),
+        "\"INBOX\" holds 1 mail, not older than 14 days: it will become a ticket with status open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pop3_forecast_reads_the_dates_from_the_headers() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-forecast-pop3");
+    let customer = lab.fresh_user("diag-forecast-customer");
+    old_and_new_mail(lab, &user, &customer).await;
+    let cfg = config_with(
+        lab,
+        pop3_account(
+            lab,
+            "acct",
+            &user,
+            "starttls",
+            "action = \"keep\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
+        ),
+        Some(LabSmtp::Submission),
+        &user,
+    );
+    // POP3 has no INTERNALDATE: the mail without a Date counts as new, as in the pass.
+    assert_eq!(
+        forecast(&cfg),
+        "the maildrop holds 5 mails, 2 of them older than 14 days: they will become tickets \
+         with status closed and get no automatic reply; the other 3 will become tickets with \
+         status open; mails fetched before stay as they are (action = \"keep\"): they make no \
+         new ticket"
+    );
+    let run = cfg.run(&["run", "--once"]);
+    assert!(run.status.success(), "run --once: {}", common::stderr(&run));
+    let (statuses, answered) = outcome(&cfg);
+    let closed: Vec<&str> = statuses
+        .iter()
+        .filter(|(_, s)| s == "closed")
+        .map(|(subject, _)| subject.as_str())
+        .collect();
+    assert_eq!(closed, ["last month", "last year"]);
+    assert_eq!(statuses.len(), 5);
+    assert!(answered.is_empty(), "no auto_reply: {answered:?}");
+}
+
+/// `old` mails of last month, then `new` of today, seeded straight into `user`'s INBOX in
+/// that order (fast: no IMAP for each).
+fn seed_backlog(lab: &Lab, user: &str, old: usize, new: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<std::path::PathBuf> = (0..old + new)
+        .map(|i| {
+            let days_ago = if i < old { 30 } else { 0 };
+            let path = dir.path().join(format!("{i:05}.eml"));
+            let from = format!("kunde{i}@customer.example.test");
+            let mail = mails::dated(&from, user, &format!("Anfrage {i}"), Some(days_ago));
+            std::fs::write(&path, mail).unwrap();
+            path
+        })
+        .collect();
+    lab.seed(user, "INBOX", &files);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_mails_are_counted_one_by_one_over_imap() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-forecast-10k");
+    seed_backlog(lab, &user, 6_000, 4_000);
+    let cfg = config_with(
+        lab,
+        imap_account(
+            lab,
+            "acct",
+            &user,
+            "ssl",
+            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
+        ),
+        Some(LabSmtp::Submission),
+        &user,
+    );
+    assert_eq!(
+        forecast(&cfg),
+        "\"INBOX\" holds 10,000 mails, 6,000 of them older than 14 days: they will become \
+         tickets with status closed and get no automatic reply; the other 4,000 will become \
+         tickets with status open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pop3_reads_the_headers_of_the_newest_2000_mails_only() {
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-forecast-pop3-many");
+    // The 5 oldest by number are of last month; the newest 2,000 of today.
+    seed_backlog(lab, &user, 5, 2_000);
+    let cfg = config_with(
+        lab,
+        pop3_account(
+            lab,
+            "acct",
+            &user,
+            "ssl",
+            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
+        ),
+        Some(LabSmtp::Submission),
+        &user,
+    );
+    assert_eq!(
+        forecast(&cfg),
+        "the maildrop holds 2,005 mails (the headers of the newest 2,000 were read: POP3 tells \
+         a mail's date only by its header), none older than 14 days: they will become tickets \
+         with status open"
+    );
 }
 
 // ------------------------------------------------------------------------------ failures

@@ -10,6 +10,7 @@
 
 mod cert;
 mod fetch;
+mod forecast;
 mod imap;
 mod net;
 mod pop3;

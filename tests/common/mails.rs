@@ -117,6 +117,23 @@ pub fn with_photo(from: &str, to: &str, subject: &str, id: &str, photo_bytes: us
     .into_bytes()
 }
 
+/// A mail from `from` written `days_ago` days before now (its Date header), or without a Date.
+pub fn dated(from: &str, to: &str, subject: &str, days_ago: Option<i64>) -> Vec<u8> {
+    let date = days_ago
+        .map(|d| {
+            let written = chrono::Utc::now() - chrono::Duration::days(d);
+            format!("Date: {}\r\n", written.to_rfc2822())
+        })
+        .unwrap_or_default();
+    let id = subject.replace(' ', ".");
+    format!(
+        "From: Kunde <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\n\
+         Message-ID: <{id}@customer.example.test>\r\n{date}Content-Type: text/plain; \
+         charset=utf-8\r\n\r\nBody of {subject}\r\n"
+    )
+    .into_bytes()
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
