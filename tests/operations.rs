@@ -664,16 +664,154 @@ fn dockerfile_references_what_the_build_has() {
         }
     }
     assert!(text.contains("FROM rust:1.95-bookworm AS build"));
-    assert!(text.contains("FROM debian:bookworm-slim"));
-    assert!(text.contains("cargo build --release --locked"));
-    assert!(text.contains("/app/target/release/mail2ticket"));
+    // The dist profile (release with whole-program optimisation) must exist in Cargo.toml.
+    assert!(text.contains("cargo build --profile dist --locked"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("[profile.dist]\ninherits = \"release\""));
+    assert!(text.contains("/app/target/dist/mail2ticket"));
     assert!(text.contains("HEALTHCHECK"));
     assert!(text.contains("mail2ticket\", \"healthcheck\""));
     assert!(text.contains("USER mail2ticket"));
+    // The image is the last stage (what `docker build .` builds): Debian slim with the
+    // stripped binary; the debug info is a stage of its own and stays out of the image.
+    let stages: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(
+        stages,
+        [
+            "FROM rust:1.95-bookworm AS build",
+            "FROM scratch AS symbols",
+            "FROM debian:bookworm-slim"
+        ]
+    );
+    let image = &text[text.rfind("\nFROM ").unwrap()..];
+    assert!(
+        image.contains("COPY --from=build /app/target/dist/mail2ticket /usr/local/bin/mail2ticket")
+    );
+    assert!(!image.contains(".debug"), "no debug info in the image");
+    assert!(text.contains("COPY --from=build /app/target/dist/mail2ticket.debug /"));
+    let build = run_instructions(&text);
+    let cargo = build.iter().position(|r| r.starts_with("cargo build"));
+    let strip = build.iter().position(|r| r.contains("objcopy"));
+    assert!(
+        cargo.is_some() && strip > cargo,
+        "the binary is stripped after it is built: {build:?}"
+    );
     let help = common::mail2ticket_cmd(Path::new("/nonexistent"))
         .args(["healthcheck", "--help"])
         .stdout(Stdio::piped())
         .output()
         .unwrap();
     assert!(help.status.success(), "the healthcheck subcommand exists");
+}
+
+/// The Dockerfile's RUN instructions, each with its continuation lines joined.
+fn run_instructions(dockerfile: &str) -> Vec<String> {
+    let mut runs = Vec::new();
+    let mut current: Option<String> = None;
+    for line in dockerfile.lines() {
+        let line = line.trim();
+        let part = match current.as_mut() {
+            Some(run) => {
+                run.push(' ');
+                run
+            }
+            None => match line.strip_prefix("RUN ") {
+                Some(_) => current.insert(String::new()),
+                None => continue,
+            },
+        };
+        let text = line.strip_prefix("RUN ").unwrap_or(line);
+        match text.strip_suffix('\\') {
+            Some(more) => part.push_str(more.trim()),
+            None => {
+                part.push_str(text);
+                runs.extend(current.take());
+            }
+        }
+    }
+    runs
+}
+
+/// The section names of an ELF file, by `readelf`.
+fn sections(file: &Path) -> Vec<String> {
+    let out = Command::new("readelf")
+        .args(["--sections", "--wide"])
+        .arg(file)
+        .output()
+        .expect("readelf (binutils) is needed: apt-get install binutils");
+    assert!(out.status.success(), "readelf {}", file.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// No Docker engine here either: the Dockerfile's own stripping step, run on this build's
+/// binary in a copy of the build stage's folder, leaves a binary without debug info that still
+/// runs and names its debug file, and a debug file that holds the line tables.
+#[test]
+fn the_dockerfiles_strip_step_splits_the_debug_info_off_a_binary_that_still_runs() {
+    let text = std::fs::read_to_string(common::repo_root().join("Dockerfile")).unwrap();
+    let step = run_instructions(&text)
+        .into_iter()
+        .find(|r| r.contains("objcopy"))
+        .expect("a RUN step with objcopy");
+    for part in [
+        "objcopy --only-keep-debug target/dist/mail2ticket target/dist/mail2ticket.debug",
+        "objcopy --strip-debug target/dist/mail2ticket",
+        "objcopy --add-gnu-debuglink=target/dist/mail2ticket.debug target/dist/mail2ticket",
+    ] {
+        assert!(step.contains(part), "{part:?} in {step:?}");
+    }
+    let app = tempfile::tempdir().unwrap();
+    let dist = app.path().join("target/dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    let binary = dist.join("mail2ticket");
+    std::fs::copy(env!("CARGO_BIN_EXE_mail2ticket"), &binary).unwrap();
+    let before = std::fs::metadata(&binary).unwrap().len();
+    let out = Command::new("sh")
+        .args(["-e", "-c", &step])
+        .current_dir(app.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{step}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stripped = sections(&binary);
+    // .debug_gdb_scripts is no debug info: a few bytes that tell gdb to load Rust's
+    // pretty-printers, loaded with the program.
+    let dwarf = |s: &&String| s.starts_with(".debug_") && *s != ".debug_gdb_scripts";
+    assert!(
+        !stripped.iter().any(|s| dwarf(&s)),
+        "no debug info left: {stripped:?}"
+    );
+    for kept in [".gnu_debuglink", ".symtab", ".text"] {
+        assert!(stripped.iter().any(|s| s == kept), "{kept} in {stripped:?}");
+    }
+    let debug = sections(&dist.join("mail2ticket.debug"));
+    for needed in [".debug_line", ".debug_info", ".symtab"] {
+        assert!(debug.iter().any(|s| s == needed), "{needed} in {debug:?}");
+    }
+    let link = Command::new("readelf")
+        .args(["--string-dump=.gnu_debuglink"])
+        .arg(&binary)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("mail2ticket.debug"),
+        "the binary names its debug file"
+    );
+    let after = std::fs::metadata(&binary).unwrap().len();
+    assert!(
+        after * 2 < before,
+        "the debug info was most of it: {before} bytes before, {after} after"
+    );
+    let help = Command::new(&binary).arg("--help").output().unwrap();
+    assert!(help.status.success(), "the stripped binary runs");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("test-fetch"));
 }
