@@ -430,6 +430,48 @@ async fn pop3_forecast_reads_the_dates_from_the_headers() {
     assert!(answered.is_empty(), "no auto_reply: {answered:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn pop3_without_top_the_forecast_gives_the_rule_without_numbers() {
+    use common::proxy::{line_proxy, ClientLine};
+    let lab = Lab::get();
+    let user = lab.fresh_user("diag-forecast-notop");
+    let customer = lab.fresh_user("diag-forecast-customer");
+    old_and_new_mail(lab, &user, &customer).await;
+    // Dovecot behind a proxy that takes TOP out of CAPA.
+    let port = line_proxy(lab.port("MAIL_LAB_POP3_PORT"), || {
+        (
+            Box::new(|line: Vec<u8>| {
+                if line.eq_ignore_ascii_case(b"TOP\r\n") {
+                    vec![]
+                } else {
+                    vec![line]
+                }
+            }),
+            Box::new(|line| Box::pin(async move { ClientLine::Forward(line) })),
+        )
+    })
+    .await;
+    let cfg = config_with(
+        lab,
+        common::pop3_via(
+            lab,
+            "acct",
+            &user,
+            port,
+            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
+        ),
+        Some(LabSmtp::Submission),
+        &user,
+    );
+    assert_eq!(
+        forecast(&cfg),
+        "the maildrop holds 5 mails; the server offers no TOP to read a mail's header, so their \
+         age is known only once they are fetched: a mail older than 14 days by its Date will \
+         become a ticket with status closed and get no automatic reply, any other a ticket with \
+         status open"
+    );
+}
+
 /// `old` mails of last month, then `new` of today, seeded straight into `user`'s INBOX in
 /// that order (fast: no IMAP for each).
 fn seed_backlog(lab: &Lab, user: &str, old: usize, new: usize) {

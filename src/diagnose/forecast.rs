@@ -62,8 +62,8 @@ impl Outlook {
     pub(super) fn unread(&self, place: &str, total: u64, why: &str) -> String {
         let rule = match &self.old_mail {
             Some(old) => format!(
-                "one older than {} by its Date will become a ticket with status {} and get no \
-                 automatic reply, any other one a ticket with status {}",
+                "a mail older than {} by its Date will become a ticket with status {} and get \
+                 no automatic reply, any other a ticket with status {}",
                 age_words(old.age),
                 old.status,
                 self.status
