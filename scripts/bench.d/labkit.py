@@ -332,5 +332,63 @@ def pop3_retr_all(lab, user):
     return time.perf_counter() - t0, n, total
 
 
+def pop3_retr_dele_all(lab, user, window=50):
+    """The minimal POP3 client that does what `run --once` does with action = "delete": RETR
+    and DELE every mail, QUIT to commit the deletions. Pipelined (RFC 2449 PIPELINING: up to
+    `window` RETR+DELE pairs in flight) when the server offers it, else one command at a time."""
+    import socket
+    t0 = time.perf_counter()
+    sock = socket.create_connection(("127.0.0.1", lab.port("POP3")))
+    f = sock.makefile("rb")
+
+    def line():
+        out = f.readline()
+        if not out.startswith(b"+OK"):
+            raise RuntimeError(f"POP3: {out!r}")
+        return out
+
+    def multiline():
+        size = 0
+        while True:
+            data = f.readline()
+            if data in (b".\r\n", b".\n"):
+                return size
+            size += len(data)
+
+    def send(text):
+        sock.sendall(text.encode())
+
+    line()
+    send("CAPA\r\n")
+    line()
+    capa = []
+    while True:
+        data = f.readline()
+        if data in (b".\r\n", b".\n"):
+            break
+        capa.append(data.strip().upper())
+    pipelining = b"PIPELINING" in capa
+    send(f"USER {user}\r\n")
+    line()
+    send(f"PASS {lab.password}\r\n")
+    line()
+    send("STAT\r\n")
+    n = int(line().split()[1])
+    total, sent, done = 0, 0, 0
+    step = window if pipelining else 1
+    while done < n:
+        while sent < n and sent - done < step:
+            sent += 1
+            send(f"RETR {sent}\r\nDELE {sent}\r\n")
+        line()
+        total += multiline()
+        line()
+        done += 1
+    send("QUIT\r\n")
+    line()
+    sock.close()
+    return time.perf_counter() - t0, n, total
+
+
 def tmpdir(prefix):
     return tempfile.mkdtemp(prefix=prefix)
