@@ -273,3 +273,66 @@ async fn a_quarantined_mail_alerts_at_once_and_resolves_once_retried_and_stored(
     );
     assert_eq!(cfg.ticket_count().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_stuck_behind_a_failing_smtp_reach_the_owner_by_webhook_only() {
+    let lab = Lab::get();
+    let support = lab.fresh_user("alert-smtp");
+    let customer = lab.fresh_user("alert-smtp-customer");
+    let owner = lab.fresh_user("alert-smtp-owner");
+    // SMTP unreachable at first: the reply waits in the outbox.
+    let proxy = common::smtp::SwitchProxy::start(lab.port("MAIL_LAB_SMTP_PORT"), false).await;
+    let webhook = WebhookReceiver::start();
+    let smtp = smtp_section(lab, LabSmtp::Plain, "", "").replace(
+        &format!("port = {}", lab.port("MAIL_LAB_SMTP_PORT")),
+        &format!("port = {}", proxy.port),
+    );
+    let cfg = TestConfig::new(
+        &[imap_account(
+            lab,
+            "support",
+            &support,
+            "none",
+            "action = \"delete\"\nauto_reply = true\n",
+        )],
+        &format!("{smtp}\n{}", alerts_section(&owner, &webhook)),
+    );
+    let mail = common::mails::with_photo(
+        &customer,
+        &support,
+        "Wo bleibt mein Paket?",
+        "stuck-reply@customer.example.test",
+        100,
+    );
+    lab.append(&support, "INBOX", &[mail]).await;
+    let daemon = Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
+
+    let alert = wait_for(
+        "the webhook alert of stuck replies",
+        Duration::from_secs(60),
+        || webhook.received().into_iter().next(),
+    );
+    assert_eq!(alert["kind"], "replies_not_draining", "{alert}");
+    assert_eq!(alert["by_mail"], false, "{alert}");
+    assert!(
+        alert["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only by webhook")),
+        "it says why it comes by webhook alone: {alert}"
+    );
+
+    // SMTP back: the reply goes out and the alert ends; the owner got no mail of it at all.
+    proxy.set_up(true);
+    assert_eq!(
+        lab.wait_for_count(&customer, "INBOX", 1, Duration::from_secs(60))
+            .await,
+        1,
+        "the reply; log:\n{}",
+        daemon.log_text()
+    );
+    wait_for("resolved at the webhook", Duration::from_secs(60), || {
+        (webhook.events().len() >= 2).then_some(())
+    });
+    assert_eq!(webhook.events(), ["alert", "resolved"]);
+    assert_eq!(lab.count(&owner, "INBOX").await, 0, "never by mail");
+}
