@@ -236,6 +236,7 @@ async fn run_forever(
     mut signals: Signals,
 ) -> ExitCode {
     let health = Health::default();
+    let board = crate::alerts::Board::default();
     let background = CancellationToken::new();
     if let Some(addr) = config.daemon.http_listen {
         let listener = match crate::http::bind(addr).await {
@@ -248,6 +249,7 @@ async fn run_forever(
         let state = HttpState {
             health: health.clone(),
             store: store.clone(),
+            alerts: board.clone(),
         };
         tokio::spawn(crate::http::serve(listener, state, background.clone()));
     }
@@ -276,7 +278,7 @@ async fn run_forever(
     let (config_now, config_seen) =
         tokio::sync::watch::channel(std::sync::Arc::new(config.clone()));
     tokio::spawn(
-        crate::alerts::Alerting::new(store.clone(), health.clone(), config_seen.clone())
+        crate::alerts::Alerting::new(store.clone(), health.clone(), board, config_seen.clone())
             .run(background.clone()),
     );
     match crate::alerts::webhook::WebhookDeliver::new(config_seen) {

@@ -70,20 +70,42 @@ impl Settings {
     }
 }
 
+/// The open alerts as the alert task last read them, for /healthz: that answer must come from
+/// memory, never wait for a store that may be what is failing.
+#[derive(Debug, Clone, Default)]
+pub struct Board(Arc<std::sync::Mutex<Vec<Shown>>>);
+
+impl Board {
+    fn set(&self, shown: Vec<Shown>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = shown;
+    }
+
+    pub fn open(&self) -> Vec<Shown> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// The daemon's alert task.
 pub struct Alerting {
     store: Store,
     health: Health,
+    board: Board,
     config: watch::Receiver<Arc<Config>>,
     /// The store's own alert, which the store cannot keep (see the module head).
     store_alert: Vec<OpenAlert>,
 }
 
 impl Alerting {
-    pub fn new(store: Store, health: Health, config: watch::Receiver<Arc<Config>>) -> Alerting {
+    pub fn new(
+        store: Store,
+        health: Health,
+        board: Board,
+        config: watch::Receiver<Arc<Config>>,
+    ) -> Alerting {
         Alerting {
             store,
             health,
+            board,
             config,
             store_alert: Vec::new(),
         }
@@ -143,10 +165,23 @@ impl Alerting {
             Ok(seen) => seen,
             Err(e) => {
                 debug!(error = %e, "alerts: cannot read the store; judging next round");
+                // What is known for sure now: the store's own alert.
+                self.board.set(
+                    self.store_alert
+                        .iter()
+                        .map(|a| shown_alert(a, AlertLanguage::En))
+                        .collect(),
+                );
                 return;
             }
         };
         let open: Vec<OpenAlert> = records.iter().filter_map(open_alert).collect();
+        self.board.set(
+            open.iter()
+                .chain(&self.store_alert)
+                .map(|a| shown_alert(a, AlertLanguage::En))
+                .collect(),
+        );
         let by_id: HashMap<i64, &AlertRecord> = records.iter().map(|r| (r.id, r)).collect();
         let conditions = condition::conditions(&seen, now);
         for step in judge(&open, &conditions, &sight, settings.after, now) {
@@ -508,14 +543,18 @@ pub async fn shown(store: &Store, language: AlertLanguage) -> Vec<Shown> {
     records
         .iter()
         .filter_map(open_alert)
-        .map(|a| Shown {
-            kind: a.kind.label(),
-            account: a.account.clone(),
-            since: a.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            title: text::words(language, Moment::Started, &about_open(&a)).title,
-            detail: a.detail.clone(),
-        })
+        .map(|a| shown_alert(&a, language))
         .collect()
+}
+
+fn shown_alert(a: &OpenAlert, language: AlertLanguage) -> Shown {
+    Shown {
+        kind: a.kind.label(),
+        account: a.account.clone(),
+        since: a.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        title: text::words(language, Moment::Started, &about_open(a)).title,
+        detail: a.detail.clone(),
+    }
 }
 
 #[cfg(test)]
