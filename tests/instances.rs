@@ -17,7 +17,9 @@ use common::smtp::SwitchProxy;
 use common::{imap_account, Daemon, Lab};
 use mail2ticket::store::{Fence, StoreLocation};
 
-const MAILS_PER_ACCOUNT: usize = 3000;
+// Enough that three kills, each followed by a failover of about 15 s in which the new holder
+// then works at full speed, still find mail left on a fast machine (3,000 ran out after two).
+const MAILS_PER_ACCOUNT: usize = 5000;
 const CUSTOMERS: usize = 10;
 const REPLIES_PER_CUSTOMER: usize = 3;
 /// The promise: a dead holder's account is polled again within this.
