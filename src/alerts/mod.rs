@@ -161,7 +161,7 @@ impl Alerting {
         self.tell_directly(config, settings, steps, now).await;
 
         // What could not be read must not look like trouble that ended: no step this round.
-        let (seen, records) = match self.observe(config, accounts, now).await {
+        let (seen, records) = match self.observe(config, accounts).await {
             Ok(seen) => seen,
             Err(e) => {
                 debug!(error = %e, "alerts: cannot read the store; judging next round");
@@ -196,22 +196,17 @@ impl Alerting {
         &self,
         config: &Config,
         accounts: std::collections::BTreeMap<String, crate::health::AccountState>,
-        now: DateTime<Utc>,
     ) -> Result<(Observed, Vec<AlertRecord>), crate::store::StoreError> {
-        let after =
-            chrono::Duration::from_std(Settings::of(config).map_or(Duration::ZERO, |s| s.after))
-                .unwrap_or_default();
+        // How long they must have waited is the judge's rule (`Kind::waits`), not this one's.
         let stuck_replies = self.store.waiting_replies().await?.and_then(|w| {
-            parse_time(&w.oldest)
-                .filter(|oldest| now - *oldest >= after)
-                .map(|oldest| StuckReplies {
-                    unsent: w.unsent,
-                    oldest,
-                    last_error: format!(
-                        "{} replies waiting; the last error: {}",
-                        w.unsent, w.last_error
-                    ),
-                })
+            parse_time(&w.oldest).map(|oldest| StuckReplies {
+                unsent: w.unsent,
+                oldest,
+                last_error: format!(
+                    "{} replies waiting; the last error: {}",
+                    w.unsent, w.last_error
+                ),
+            })
         });
         let quarantined = self
             .store
