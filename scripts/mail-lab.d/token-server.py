@@ -12,19 +12,42 @@ client_id/client_secret in the form):
                      used one stays valid for REUSE_GRACE seconds, see below) |
                      urn:ietf:params:oauth:grant-type:device_code (RFC 8628)
   POST /devicecode   device authorization request (RFC 8628 section 3.1)
-  POST /introspect   RFC 7662; {"active": true, "username": ...} for a live access token
+  POST /introspect   RFC 7662; {"active": true, "username": ...} for a live access token, and for
+                     an app token (below) also "client_id", "aud" and "roles"
 Errors are RFC 6749 JSON: invalid_client (401), invalid_grant, unsupported_grant_type,
 authorization_pending, slow_down, access_denied, expired_token (400); 503 while "down".
 
 Control endpoints for the tests (JSON in, JSON out):
-  POST /admin/client    {"client_id", "client_secret", "username", "ttl"?}: register or replace
-                        a client; its tokens open the mailbox `username`; ttl in seconds
+  POST /admin/client    {"client_id", "client_secret", "username", "ttl"?, "roles"?, "tenant"?}:
+                        register or replace a client; its tokens open the mailbox `username`;
+                        ttl in seconds. With "roles" (application permissions such as
+                        ["Mail.ReadWrite", "Mail.Send"]) the client is an app registered for
+                        Microsoft Graph: see "App tokens" below. "tenant" defaults to
+                        contoso.onmicrosoft.com.
   POST /admin/refresh   {"client_id", "username"}: issue a refresh token as if the user had
                         approved (what a device flow leaves behind)
   POST /admin/approve   {"user_code", "username"} or {"user_code", "deny": true}
   POST /admin/revoke    {"client_id"}: every refresh and access token of that client dies
   POST /admin/settings  {"down": bool}: the token endpoint answers 503 while down
   GET  /admin/stats     grants per client and grant type, introspections, live tokens
+
+App tokens. A client registered with "roles" gets, from client_credentials, an access token
+shaped like the ones Microsoft Entra ID issues to daemon apps
+(https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference): a JWT
+base64url(header).base64url(payload).base64url(signature) with the header
+{"typ": "JWT", "alg": "RS256", "kid": "lab"} and the claims aud, iss
+(https://sts.windows.net/<tid>/), tid, appid (= client_id), roles, iat, nbf, exp and a random uti.
+The signature is random bytes: nobody verifies it, the stand-in Graph endpoint
+(mail-lab.d/graph-server.py) asks /introspect like Dovecot does, so the token is still entered in
+this server's table, lives until exp or /admin/revoke, and introspects with its claims.
+  aud  https://graph.microsoft.com when the requested scope names
+       https://graph.microsoft.com/.default (the client credentials flow asks for
+       "{resource}/.default"); for another "{resource}/.default" scope that resource, e.g.
+       https://outlook.office365.com; without a scope no aud, as for every other token.
+  tid  the tenant's GUID: the tenant value itself if it is one, else a UUID (version 5) derived
+       from the tenant name, so a name always maps to the same GUID. (guess: Entra puts the
+       directory's GUID here; the lab has no directory, so it makes one up.)
+Clients without "roles" get the same opaque "at-..." tokens as before, whatever the scope.
 
 Every token is random; nothing is written to disk and nothing secret is logged.
 
@@ -39,6 +62,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -49,13 +73,39 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 # saving the new token: a client killed in it holds only the old one.
 REUSE_GRACE = 30
 
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+DEFAULT_TENANT = "contoso.onmicrosoft.com"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def tenant_id(tenant):
+    """The tenant's GUID: itself if it is one, else one derived from its name."""
+    try:
+        return str(uuid.UUID(tenant))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, tenant.lower()))
+
+
+def audience(scope):
+    """The aud claim for a client credentials request's scope ("{resource}/.default")."""
+    for item in scope.split():
+        if item.rstrip("/") == GRAPH_RESOURCE + "/.default":
+            return GRAPH_RESOURCE
+    for item in scope.split():
+        if item.endswith("/.default") and "://" in item:
+            return item[: -len("/.default")]
+    return None
+
 
 class Provider:
     def __init__(self, ttl):
         self.lock = threading.Lock()
         self.default_ttl = ttl
-        self.clients = {}  # client_id -> {"secret", "username", "ttl"}
-        self.access = {}  # token -> {"client_id", "username", "expires"}
+        self.clients = {}  # client_id -> {"secret", "username", "ttl", "roles", "tenant"}
+        self.access = {}  # token -> {"client_id", "username", "expires"[, "roles", "aud"]}
         self.refresh = {}  # token -> {"client_id", "username"}
         self.rotated = {}  # used refresh token -> ({"client_id", "username"}, valid until)
         self.devices = {}  # device_code -> {"client_id", "user_code", "status", "username", ...}
@@ -80,6 +130,26 @@ class Provider:
             body["refresh_token"] = rt
         return body
 
+    def _issue_app_token(self, client_id, scope):
+        """An Entra-shaped JWT for a client registered with roles (see the module docstring)."""
+        client = self.clients[client_id]
+        ttl = client["ttl"]
+        now = int(time.time())
+        tid = tenant_id(client["tenant"])
+        aud = audience(scope)
+        claims = {"iss": f"https://sts.windows.net/{tid}/", "iat": now, "nbf": now,
+                  "exp": now + ttl, "tid": tid, "appid": client_id,
+                  "roles": list(client["roles"]), "uti": b64url(secrets.token_bytes(16)),
+                  "ver": "1.0"}
+        if aud is not None:
+            claims["aud"] = aud
+        header = {"typ": "JWT", "alg": "RS256", "kid": "lab"}
+        token = ".".join((b64url(json.dumps(header).encode()), b64url(json.dumps(claims).encode()),
+                          b64url(secrets.token_bytes(256))))
+        self.access[token] = {"client_id": client_id, "username": client["username"],
+                              "expires": now + ttl, "roles": list(client["roles"]), "aud": aud}
+        return {"access_token": token, "token_type": "Bearer", "expires_in": ttl}
+
     # -- provider endpoints: each returns (status, json body)
     def token(self, form, client_id, client_secret):
         with self.lock:
@@ -94,6 +164,8 @@ class Provider:
                              "error_description": "unknown client or wrong client secret"}
             if grant == "client_credentials":
                 self._count(client_id, grant)
+                if client["roles"] is not None:
+                    return 200, self._issue_app_token(client_id, form.get("scope", ""))
                 return 200, self._issue(client_id, client["username"], with_refresh=False)
             if grant == "refresh_token":
                 used = form.get("refresh_token", "")
@@ -145,16 +217,26 @@ class Provider:
             entry = self.access.get(form.get("token", ""))
             if entry is None or entry["expires"] < time.time():
                 return 200, {"active": False}
-            return 200, {"active": True, "username": entry["username"],
-                         "client_id": entry["client_id"], "exp": int(entry["expires"])}
+            answer = {"active": True, "username": entry["username"],
+                      "client_id": entry["client_id"], "exp": int(entry["expires"])}
+            if "roles" in entry:
+                answer["roles"] = entry["roles"]
+                answer["aud"] = entry["aud"]
+            return 200, answer
 
     # -- control endpoints
     def admin(self, path, body):
         with self.lock:
             if path == "/admin/client":
+                roles = body.get("roles")
+                if roles is not None and not (isinstance(roles, list)
+                                              and all(isinstance(r, str) for r in roles)):
+                    return 400, {"error": "roles must be a list of strings"}
                 self.clients[body["client_id"]] = {"secret": body.get("client_secret"),
                                                    "username": body.get("username"),
-                                                   "ttl": int(body.get("ttl", self.default_ttl))}
+                                                   "ttl": int(body.get("ttl", self.default_ttl)),
+                                                   "roles": roles,
+                                                   "tenant": body.get("tenant") or DEFAULT_TENANT}
                 return 200, {"ok": True}
             if path == "/admin/refresh":
                 if body["client_id"] not in self.clients:
