@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The mail lab's stand-in for Microsoft Graph's mail API (v1.0), for mail2ticket's "graph" protocol.
+"""The mail lab's stand-in for Microsoft Graph's mail API (v1.0), for the "graph" protocol.
 
 No real Microsoft 365 can run on a loopback-only machine, so the lab has this one, written from
 Microsoft's published v1.0 reference. It serves HTTPS with the lab's server certificate under
@@ -13,9 +13,9 @@ Authentication (every /v1.0 request)
   "Authorization: Bearer <token>", checked by POSTing token=... to the lab token provider's
   /introspect (RFC 7662, mail-lab.d/token-server.py). A positive answer is cached until the
   token's exp, a negative one never (so a token revoked at the provider stays good here until
-  its exp, as a self-contained Entra token does at Graph). Missing, unknown or expired: 401 InvalidAuthenticationToken
-  with a WWW-Authenticate: Bearer header; an aud other than https://graph.microsoft.com: 401
-  InvalidAuthenticationToken "Invalid audience."
+  its exp, as a self-contained Entra token does at Graph). Missing, unknown or expired: 401
+  InvalidAuthenticationToken with a WWW-Authenticate: Bearer header; an aud other than
+  https://graph.microsoft.com: 401 InvalidAuthenticationToken "Invalid audience."
     https://learn.microsoft.com/en-us/graph/auth-v2-service (app-only tokens, roles claim)
     https://learn.microsoft.com/en-us/graph/resolve-auth-errors
   Application permissions, from the token's roles claim
@@ -112,7 +112,8 @@ Delta (https://learn.microsoft.com/en-us/graph/delta-query-messages, .../graph/a
   "deleted" for a deleted message and no other reason for messages; a move out is reported the
   same way (guess). Tokens are opaque and live in memory, in the nextLink or deltaLink that
   carries the query; they stay valid with or without the IdType header (as the immutable-id page
-  says), and a nextLink may be fetched again (a retry after a lost answer gets the same page). An unknown or forgotten token (see /admin/expire-delta, or a mailbox reset): 410
+  says), and a nextLink may be fetched again (a retry after a lost answer gets the same page).
+  An unknown or forgotten token (see /admin/expire-delta, or a mailbox reset): 410
   syncStateNotFound "The sync state generation is not found..." (errors page: code
   syncStateNotFound, status 410 Gone).
 
