@@ -18,15 +18,15 @@ use crate::http::HttpState;
 use crate::lease::Leases;
 use crate::reload::{ReloadOutcome, Reloader};
 use crate::signals::{self, Event, Signals};
-use crate::smtp::SmtpTransport;
 use crate::store::Store;
 use crate::supervisor::{self, Plan, Supervisor};
+use crate::transport::Transport;
 
 /// `run --once` waits at most this long for queued replies before it exits; what is left (the
 /// SMTP server is down, say) stays in the outbox for the next run.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-type Sender = OutboxSender<SmtpTransport>;
+type Sender = OutboxSender<Transport>;
 
 /// How long stopping tasks may take to finish their mail in flight before they are aborted.
 /// With the store close after it, the daemon exits well within 10 s of SIGTERM even when a

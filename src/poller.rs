@@ -10,6 +10,7 @@ use tracing::{debug, error, info, warn};
 use crate::account::AccountRuntime;
 use crate::backoff::{backoff_delay, login_backoff};
 use crate::config::{AccountConfig, Disposal, ImapAction, Pop3Action};
+use crate::graph::source::{GraphMailbox, GraphSource};
 use crate::health::State;
 use crate::imap::flagged_wait::FlaggedWait;
 use crate::imap::idle::{idle_wait, logout, wait_for_change, Woken};
@@ -64,6 +65,10 @@ pub async fn connect_and_pass(
             report
         }
         Disposal::Pop3(action) => pop3_pass(rt, *action, store, cancel).await,
+        Disposal::Graph(action) => {
+            let mut mailbox = GraphMailbox::for_account(rt, action)?;
+            run_pass(GraphSource::new(&mut mailbox), &context(rt, store, cancel)).await
+        }
     }
 }
 
@@ -153,6 +158,9 @@ pub async fn run_account(rt: AccountRuntime, store: Store, cancel: CancellationT
                 imap_session(&rt, action, &store, &cancel, &mut failures, &mut wait).await
             }
             Disposal::Pop3(_) => poll_session(&rt, &store, &cancel, &mut failures).await,
+            Disposal::Graph(action) => {
+                graph_session(&rt, action, &store, &cancel, &mut failures).await
+            }
         };
         let e = match result {
             Ok(()) => {
@@ -244,6 +252,32 @@ async fn poll_session(
         rt.health.set(State::Waiting);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Polls a Graph mailbox every `poll_interval`. The mailbox (its folder ids and the delta
+/// state) is kept between passes, so a pass that finds nothing costs one request; a failure
+/// starts a new session, which lists the whole folder again.
+async fn graph_session(
+    rt: &AccountRuntime,
+    action: &crate::config::GraphAction,
+    store: &Store,
+    cancel: &CancellationToken,
+    failures: &mut u32,
+) -> Result<(), SourceError> {
+    rt.health.set_expected(expected_interval(rt, false));
+    let mut mailbox = GraphMailbox::for_account(rt, action)?;
+    loop {
+        rt.health.set(State::Polling);
+        let context = context(rt, store, Some(cancel));
+        let report = run_pass(GraphSource::new(&mut mailbox), &context).await?;
+        *failures = 0;
+        after_pass(rt, &report);
+        rt.health.set(State::Waiting);
+        tokio::select! {
+            _ = tokio::time::sleep(rt.poll_interval) => {}
             _ = cancel.cancelled() => return Ok(()),
         }
     }

@@ -361,6 +361,8 @@ mod tests {
 
     fn config(encryption: Encryption) -> SmtpConfig {
         SmtpConfig {
+            protocol: crate::config::SmtpProtocol::Smtp,
+            save_to_sent_items: true,
             host: "localhost".into(),
             port: None,
             encryption,

@@ -24,14 +24,14 @@ use crate::delivery::{OutboxSender, SenderSettings};
 use crate::health::{AccountHealth, Health, State};
 use crate::lease::Leases;
 use crate::poller;
-use crate::smtp::SmtpTransport;
 use crate::store::Store;
+use crate::transport::Transport;
 
 /// Everything a config needs at run time, built (and checked) before anything is changed: a
 /// reload whose plan fails is rejected and the running config stays.
 pub struct Plan {
     pub accounts: Vec<AccountRuntime>,
-    pub smtp: Option<(SmtpConfig, SmtpTransport)>,
+    pub smtp: Option<(SmtpConfig, Transport)>,
     /// Shared by `accounts`; a running supervisor keeps the budget of its first plan.
     pub budget: MemoryBudget,
 }
@@ -53,8 +53,7 @@ pub fn plan(config: &Config) -> Result<Plan, String> {
         None => None,
         Some(smtp) => Some((
             smtp.clone(),
-            SmtpTransport::for_config(smtp, &config.store.path)
-                .map_err(|e| format!("[smtp]: {e}"))?,
+            Transport::for_config(smtp, &config.store.path).map_err(|e| format!("[smtp]: {e}"))?,
         )),
     };
     Ok(Plan {
@@ -331,7 +330,7 @@ async fn supervise_account(
 
 async fn supervise_sender(
     store: Store,
-    transport: SmtpTransport,
+    transport: Transport,
     settings: SenderSettings,
     cancel: CancellationToken,
 ) {

@@ -29,8 +29,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::{AlertLanguage, Config};
 use crate::health::{Health, State};
-use crate::smtp::{Deliver, SmtpTransport};
+use crate::smtp::Deliver;
 use crate::store::{AlertFacts, AlertMessage, AlertRecord, Channel, Store};
+use crate::transport::Transport;
 use condition::{parse_time, Condition, HeldMail, Kind, Observed, SecretExpiry, StuckReplies};
 use judge::{judge, OpenAlert, Sight, Step};
 use text::{About, Moment};
@@ -439,13 +440,13 @@ async fn send_now(
     messages: &[AlertMessage],
 ) -> Vec<Result<String, String>> {
     let mut results = Vec::new();
-    let mut smtp: Option<SmtpTransport> = None;
+    let mut smtp: Option<Transport> = None;
     for m in messages {
         let result = match m.channel {
             Channel::Mail => {
                 if smtp.is_none() {
                     smtp = match &config.smtp {
-                        Some(s) => SmtpTransport::for_config(s, &config.store.path).ok(),
+                        Some(s) => Transport::for_config(s, &config.store.path).ok(),
                         None => None,
                     };
                 }

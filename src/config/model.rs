@@ -266,6 +266,9 @@ pub enum Encryption {
 pub enum Protocol {
     Imap,
     Pop3,
+    /// Microsoft 365 through Microsoft Graph (HTTPS, app-only OAuth 2.0): for tenants where
+    /// IMAP, POP3 and SMTP AUTH are off, and for shared mailboxes. See docs/oauth2.md.
+    Graph,
 }
 
 impl Protocol {
@@ -276,6 +279,8 @@ impl Protocol {
             (Protocol::Imap, _) => 143,
             (Protocol::Pop3, Encryption::Ssl) => 995,
             (Protocol::Pop3, _) => 110,
+            // Graph is HTTPS at `graph_url`; host, port and encryption are not used.
+            (Protocol::Graph, _) => 443,
         }
     }
 }
@@ -286,6 +291,7 @@ impl From<Protocol> for MailProtocol {
         match p {
             Protocol::Imap => MailProtocol::Imap,
             Protocol::Pop3 => MailProtocol::Pop3,
+            Protocol::Graph => MailProtocol::Graph,
         }
     }
 }
@@ -316,12 +322,23 @@ pub enum Pop3Action {
     Keep,
 }
 
+/// What happens to a mail in a Graph mailbox once its ticket is durable: as for IMAP, no "keep".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphAction {
+    /// `to` is a display-name path ("Erledigt", "Posteingang/Shop"), resolved to a folder id at
+    /// the first pass; nothing is created.
+    Move { to: String },
+    /// `DELETE` of the message: a soft delete, recoverable for the tenant's retention time.
+    Delete,
+}
+
 /// The configured `action` resolved for the account's protocol: the IMAP code only ever sees an
 /// [`ImapAction`], so a POP3 "keep" cannot reach it, and the other way round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposal {
     Imap(ImapAction),
     Pop3(Pop3Action),
+    Graph(GraphAction),
 }
 
 /// Where a password comes from; exactly one per account and for SMTP.
@@ -335,6 +352,11 @@ pub struct PasswordSource {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
+    /// `smtp` (the default) or `graph`: replies sent with Graph's sendMail, as MIME.
+    #[serde(default)]
+    pub protocol: SmtpProtocol,
+    /// The SMTP server; not used with `protocol = "graph"`.
+    #[serde(default)]
     pub host: String,
     pub port: Option<u16>,
     #[serde(default)]
@@ -351,9 +373,23 @@ pub struct SmtpConfig {
     #[serde(default)]
     pub auth: AuthMethod,
     pub oauth2: Option<OAuth2Config>,
+    /// Graph: whether sent replies are kept in the sending mailbox's Sent Items, so the staff
+    /// see them (Microsoft's default too).
+    #[serde(default = "yes")]
+    pub save_to_sent_items: bool,
     /// Filled in by validation from whichever password source is set.
     #[serde(skip)]
     pub resolved_password: Option<Secret>,
+}
+
+/// How `[smtp]` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpProtocol {
+    #[default]
+    Smtp,
+    /// Microsoft Graph's sendMail, from the account's own mailbox or `[smtp] user`.
+    Graph,
 }
 
 /// The usual SMTP port for an encryption mode (submissions, submission, SMTP).
@@ -397,10 +433,13 @@ pub struct AccountConfig {
     #[serde(default = "yes")]
     pub active: bool,
     pub protocol: Protocol,
+    /// IMAP and POP3; a Graph mailbox is at `[account.oauth2] graph_url` instead.
+    #[serde(default)]
     pub host: String,
     pub port: Option<u16>,
     #[serde(default)]
     pub encryption: Encryption,
+    /// The login name; for Graph the mailbox (UPN or address, shared mailboxes included).
     pub user: String,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
@@ -553,6 +592,14 @@ impl AccountConfig {
             (Protocol::Pop3, Action::Move) => {
                 Err("POP3 cannot move: POP3 has no folders; use \"delete\" or \"keep\"")
             }
+            (Protocol::Graph, Action::Move) => match &self.move_to {
+                Some(to) => Ok(Disposal::Graph(GraphAction::Move { to: to.clone() })),
+                None => Err("required when action = \"move\": without it nothing would be moved"),
+            },
+            (Protocol::Graph, Action::Delete) => Ok(Disposal::Graph(GraphAction::Delete)),
+            (Protocol::Graph, Action::Keep) => Err(
+                "Graph accounts \"move\" or \"delete\"; \"keep\" would leave every mail in the folder for ever",
+            ),
         }
     }
     /// The resolved password; validation guarantees it is set on a loaded config.

@@ -50,6 +50,8 @@ pub enum MailProtocol {
     Imap,
     Pop3,
     Smtp,
+    /// Microsoft Graph (a `protocol = "graph"` mailbox, or `[smtp]` sending through sendMail).
+    Graph,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -65,6 +67,9 @@ pub struct OAuth2Config {
     pub client_secret_env: Option<String>,
     pub token_url: Option<String>,
     pub device_authorization_url: Option<String>,
+    /// Microsoft Graph's base URL for `protocol = "graph"`; default [`GRAPH_URL`]. `http` only
+    /// on loopback, as the OAuth endpoints.
+    pub graph_url: Option<String>,
     /// Space-separated; default per provider, grant and protocol (see [`OAuth2Config::scopes`]).
     pub scope: Option<String>,
     /// Where the refresh token lives; default `<store dir>/oauth2/<account>.token`.
@@ -103,6 +108,12 @@ fn toml_date<'de, D: serde::Deserializer<'de>>(
 
 const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
 
+/// Microsoft Graph v1.0, where a `protocol = "graph"` mailbox lives.
+pub const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+
+/// What an app-only Graph token asks for: every application permission granted to the app.
+const GRAPH_APP_SCOPE: &str = "https://graph.microsoft.com/.default";
+
 impl OAuth2Config {
     /// Microsoft's tenant for delegated sign-in when none is given: any work or school account.
     fn tenant_or_default(&self) -> &str {
@@ -133,12 +144,32 @@ impl OAuth2Config {
         .map(|default| self.device_authorization_url.clone().unwrap_or(default))
     }
 
+    /// The Graph base URL without a trailing slash: `graph_url`, else [`GRAPH_URL`].
+    pub fn graph_url(&self) -> String {
+        self.graph_url
+            .as_deref()
+            .unwrap_or(GRAPH_URL)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// The scopes to ask for: `scope` if set, else the provider's for this grant and protocol.
     pub fn scopes(&self, protocol: MailProtocol) -> Vec<String> {
         if let Some(scope) = &self.scope {
             return scope.split_whitespace().map(str::to_string).collect();
         }
         let defaults: &[&str] = match (self.provider, self.grant, protocol) {
+            // Graph's app-only tokens, from Microsoft or a stand-in of it (the lab's).
+            (
+                Provider::Microsoft | Provider::Custom,
+                Grant::ClientCredentials,
+                MailProtocol::Graph,
+            ) => &[GRAPH_APP_SCOPE],
+            (Provider::Microsoft, Grant::RefreshToken, MailProtocol::Graph) => &[
+                "https://graph.microsoft.com/Mail.ReadWrite",
+                "https://graph.microsoft.com/Mail.Send",
+                "offline_access",
+            ],
             // App-only tokens carry the app roles granted to the app; ".default" asks for all.
             (Provider::Microsoft, Grant::ClientCredentials, _) => {
                 &["https://outlook.office365.com/.default"]

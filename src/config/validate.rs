@@ -13,6 +13,7 @@ use super::oauth::AuthMethod;
 use super::Severity;
 
 mod alerts;
+mod graph;
 mod oauth;
 mod rules;
 mod web;
@@ -419,7 +420,16 @@ pub fn check(
 
     if let Some(smtp) = &mut config.smtp {
         let at = Key::section("smtp");
-        c.non_empty(at.clone().field("host"), &smtp.host);
+        match smtp.protocol {
+            SmtpProtocol::Smtp => c.non_empty(at.clone().field("host"), &smtp.host),
+            SmtpProtocol::Graph => graph::check_smtp(&mut c, &at, smtp),
+        }
+        if smtp.protocol == SmtpProtocol::Smtp && !smtp.save_to_sent_items {
+            c.warning(
+                at.clone().field("save_to_sent_items"),
+                "ignored: only protocol = \"graph\" keeps copies of what it sends",
+            );
+        }
         let required = smtp.user.is_some() && smtp.auth == AuthMethod::Password;
         smtp.resolved_password = c.password(at.clone(), &smtp.password_source(), required);
         let place = oauth::Place {
@@ -430,7 +440,10 @@ pub fn check(
         };
         let passwords = smtp.password_source();
         oauth::check(&mut c, &place, smtp.auth, &mut smtp.oauth2, &passwords);
-        if smtp.auth == AuthMethod::Oauth2 && smtp.user.is_none() {
+        if smtp.auth == AuthMethod::Oauth2
+            && smtp.user.is_none()
+            && smtp.protocol == SmtpProtocol::Smtp
+        {
             c.error(
                 at.clone().field("user"),
                 "missing: auth = \"oauth2\" signs in as `user`, the mailbox the token is for",
@@ -508,7 +521,10 @@ pub fn check(
         if let Some(reply_to) = &account.reply_to {
             c.address(key("reply_to"), reply_to);
         }
-        c.non_empty(key("host"), &account.host);
+        match account.protocol {
+            Protocol::Graph => graph::check_account(&mut c, &at, account),
+            Protocol::Imap | Protocol::Pop3 => c.non_empty(key("host"), &account.host),
+        }
         c.non_empty(key("user"), &account.user);
         c.non_empty(key("folder"), &account.folder);
         let password_login = account.auth == AuthMethod::Password;
@@ -535,7 +551,7 @@ pub fn check(
         // The protocol/action rules live in one place, AccountConfig::disposal.
         if let Err(problem) = account.disposal() {
             let field = match (account.protocol, account.action, &account.move_to) {
-                (Protocol::Imap, Action::Move, None) => "move_to",
+                (Protocol::Imap | Protocol::Graph, Action::Move, None) => "move_to",
                 _ => "action",
             };
             c.error(key(field), problem);

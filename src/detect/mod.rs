@@ -117,7 +117,9 @@ pub trait Service: Copy {
 impl Service for Protocol {
     fn wire(self) -> Wire {
         match self {
-            Protocol::Imap => Wire::Imap,
+            // Never a candidate: detect probes mail servers, and a Graph mailbox has none to
+            // probe (it is at graph.microsoft.com for every tenant).
+            Protocol::Imap | Protocol::Graph => Wire::Imap,
             Protocol::Pop3 => Wire::Pop3,
         }
     }
@@ -125,6 +127,7 @@ impl Service for Protocol {
         match self {
             Protocol::Imap => "IMAP",
             Protocol::Pop3 => "POP3",
+            Protocol::Graph => "Microsoft Graph",
         }
     }
 }

@@ -138,6 +138,7 @@ pub fn account_snippet(d: &Detection, ca_file: Option<&Path>) -> Option<String> 
     let protocol = match best.protocol {
         Protocol::Imap => "imap",
         Protocol::Pop3 => "pop3",
+        Protocol::Graph => "graph",
     };
     let _ = writeln!(s, "protocol = \"{protocol}\"");
     server_keys(&mut s, best, user, ca_file);
@@ -151,7 +152,9 @@ pub fn account_snippet(d: &Detection, ca_file: Option<&Path>) -> Option<String> 
     s.push_str("ticket_type = \"question\"     # one of [tickets] types\n");
     s.push_str("ticket_status = \"open\"       # one of [tickets] statuses\n");
     match best.protocol {
-        Protocol::Imap => s.push_str("action = \"move\"\nmove_to = \"Archive\"\n"),
+        Protocol::Imap | Protocol::Graph => {
+            s.push_str("action = \"move\"\nmove_to = \"Archive\"\n")
+        }
         Protocol::Pop3 => s.push_str("action = \"delete\"\n"),
     }
     if let Some(oauth) = &d.oauth2 {

@@ -70,6 +70,7 @@ pub async fn fetch_steps(
     match account.protocol {
         Protocol::Imap => super::imap::steps(run, report).await,
         Protocol::Pop3 => super::pop3::steps(run, report).await,
+        Protocol::Graph => super::graph::fetch_steps(run, report).await,
     };
 }
 
@@ -176,6 +177,10 @@ pub(super) async fn send_step(
     report: &mut Report,
 ) -> Option<String> {
     let smtp = config.smtp.as_ref()?;
+    let via = match smtp.protocol {
+        crate::config::SmtpProtocol::Smtp => format!("{}:{}", smtp.host, smtp.port()),
+        crate::config::SmtpProtocol::Graph => "Microsoft Graph".to_string(),
+    };
     report
         .run("send test mail", async {
             let mut inner = Report::quiet(&report_name(mail));
@@ -184,15 +189,13 @@ pub(super) async fn send_step(
                 Some(reply) => Ok((
                     reply.clone(),
                     format!(
-                        "{:?} to {} via {}:{}: {reply}",
+                        "{:?} to {} via {via}: {reply}",
                         mail.subject,
                         mail.envelope
                             .to()
                             .first()
                             .map(|a| a.to_string())
                             .unwrap_or_default(),
-                        smtp.host,
-                        smtp.port()
                     ),
                 )),
                 None => {
@@ -202,11 +205,7 @@ pub(super) async fn send_step(
                         None => ("?".into(), "the mail was not accepted".into(), None),
                     };
                     Err(Fail {
-                        detail: format!(
-                            "SMTP step \"{step}\" failed ({}:{}): {detail}",
-                            smtp.host,
-                            smtp.port()
-                        ),
+                        detail: format!("SMTP step \"{step}\" failed ({via}): {detail}"),
                         hint: Some(match hint {
                             Some(h) => {
                                 format!("{h} (`mail2ticket test-send` shows every SMTP step)")
@@ -234,7 +233,7 @@ pub(super) fn arrival_detail(place: &str, then: &str, elapsed: Duration) -> Stri
 
 pub(super) fn not_arrived(account: &AccountConfig, wait: Duration, accepted: &str) -> Fail {
     let place = match account.protocol {
-        Protocol::Imap => format!("in {:?}", account.folder),
+        Protocol::Imap | Protocol::Graph => format!("in {:?}", account.folder),
         Protocol::Pop3 => "in the maildrop".into(),
     };
     Fail::hint(

@@ -79,7 +79,7 @@ pub(super) async fn steps(run: Run<'_>, report: &mut Report) -> Option<()> {
     let stream = open_steps(run, report).await?;
     let action = match account.disposal() {
         Ok(Disposal::Imap(action)) => action,
-        Ok(Disposal::Pop3(_)) | Err(_) => {
+        Ok(Disposal::Pop3(_) | Disposal::Graph(_)) | Err(_) => {
             report.fail_now(
                 "login",
                 Fail::hint(

@@ -11,6 +11,7 @@
 mod cert;
 mod fetch;
 mod forecast;
+mod graph;
 mod imap;
 mod net;
 mod pop3;

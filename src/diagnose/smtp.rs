@@ -46,6 +46,14 @@ pub async fn smtp_steps(
     mail: &TestMail,
     report: &mut Report,
 ) -> Option<String> {
+    if smtp.protocol == crate::config::SmtpProtocol::Graph {
+        let from = mail
+            .envelope
+            .from()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        return super::graph::send_steps(config, smtp, mail, &from, report).await;
+    }
     let token = match (smtp.auth, &smtp.oauth2) {
         (AuthMethod::Oauth2, Some(o)) => {
             let step = token_step(

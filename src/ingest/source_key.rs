@@ -1,5 +1,5 @@
 //! Which mail on which server a ticket came from. The store keeps the text form
-//! (`imap:<folder>:<uidvalidity>:<uid>`, `pop3:<uidl>`) in `processed.source_key`; that form is
+//! (`imap:<folder>:<uidvalidity>:<uid>`, `pop3:<uidl>`, `graph:<immutable id>`) in `processed.source_key`; that form is
 //! fixed, so stores written by every earlier version stay valid.
 
 use std::fmt;
@@ -16,6 +16,8 @@ pub enum SourceKey {
     },
     /// A mail in a POP3 maildrop, by its UIDL.
     Pop3 { uidl: String },
+    /// A mail in a Microsoft Graph mailbox, by its immutable id (it survives a move).
+    Graph { id: String },
 }
 
 impl SourceKey {
@@ -27,6 +29,9 @@ impl SourceKey {
 
     /// The start of the text form of every POP3 key.
     pub const POP3_PREFIX: &'static str = "pop3:";
+
+    /// The start of the text form of every Graph key.
+    pub const GRAPH_PREFIX: &'static str = "graph:";
 }
 
 impl fmt::Display for SourceKey {
@@ -38,12 +43,13 @@ impl fmt::Display for SourceKey {
                 uid,
             } => write!(f, "{}{uid}", SourceKey::imap_prefix(folder, *uidvalidity)),
             SourceKey::Pop3 { uidl } => write!(f, "{}{uidl}", SourceKey::POP3_PREFIX),
+            SourceKey::Graph { id } => write!(f, "{}{id}", SourceKey::GRAPH_PREFIX),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a source key (imap:<folder>:<uidvalidity>:<uid> or pop3:<uidl>)")]
+#[error("{0:?} is not a source key (imap:<folder>:<uidvalidity>:<uid>, pop3:<uidl> or graph:<id>)")]
 pub struct NotASourceKey(String);
 
 impl FromStr for SourceKey {
@@ -60,6 +66,12 @@ impl FromStr for SourceKey {
             return Ok(SourceKey::Pop3 {
                 uidl: uidl.to_string(),
             });
+        }
+        if let Some(id) = s.strip_prefix(SourceKey::GRAPH_PREFIX) {
+            if id.is_empty() {
+                return Err(bad());
+            }
+            return Ok(SourceKey::Graph { id: id.to_string() });
         }
         let rest = s.strip_prefix("imap:").ok_or_else(bad)?;
         let mut parts = rest.rsplitn(3, ':');
@@ -102,6 +114,7 @@ mod tests {
             "imap:Support/Kunden:4294967295:7",
             "imap:odd:name:12:34",
             "pop3:UID:with:colons",
+            "graph:AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A",
         ] {
             assert_eq!(text.parse::<SourceKey>().unwrap().to_string(), text);
         }

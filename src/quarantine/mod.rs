@@ -207,7 +207,8 @@ async fn release(
     conn: &mut Option<Result<Connection, Trouble>>,
 ) -> Result<Released, NotReleased> {
     let released = match &mail.key {
-        SourceKey::Pop3 { .. } => Released::Forgotten,
+        // Nothing marks these on the server: their quarantine is the store's alone.
+        SourceKey::Pop3 { .. } | SourceKey::Graph { .. } => Released::Forgotten,
         SourceKey::Imap { .. } => {
             let opened = match conn {
                 Some(opened) => opened,

@@ -52,6 +52,7 @@ impl fmt::Display for Trouble {
                 let now = match now {
                     Protocol::Imap => "IMAP",
                     Protocol::Pop3 => "POP3",
+                    Protocol::Graph => "Microsoft Graph",
                 };
                 write!(
                     f,
@@ -95,6 +96,8 @@ impl fmt::Display for Trouble {
 pub enum Connection {
     Imap(ImapFolder),
     Pop3(Pop3Client),
+    /// Graph has no session: a client of the mailbox.
+    Graph(crate::graph::GraphClient),
 }
 
 /// An IMAP connection and the folder it has selected.
@@ -131,6 +134,9 @@ impl Connection {
                     .map_err(|e| sign_in(e.to_string()))?;
                 Ok(Connection::Pop3(client))
             }
+            Protocol::Graph => crate::graph::source::client_for(&rt)
+                .map(Connection::Graph)
+                .map_err(|e| sign_in(e.to_string())),
         }
     }
 
@@ -139,6 +145,7 @@ impl Connection {
     pub async fn unmark(&mut self, mail: &QuarantinedMail) -> Result<Unmarked, Trouble> {
         match self {
             Connection::Pop3(_) => Err(other_protocol(mail, Protocol::Pop3)),
+            Connection::Graph(_) => Err(other_protocol(mail, Protocol::Graph)),
             Connection::Imap(imap) => {
                 let uid = imap.uid_of(mail).await?;
                 unmark(&mut imap.conn, uid)
@@ -172,6 +179,20 @@ impl Connection {
                     .ok_or(Trouble::Gone)?;
                 client.retr(msg).await.map_err(server)
             }
+            Connection::Graph(client) => {
+                let SourceKey::Graph { id } = &mail.key else {
+                    return Err(other_protocol(mail, Protocol::Graph));
+                };
+                let url = client.url(&format!(
+                    "{}/messages/{}/$value",
+                    client.user_path(),
+                    crate::graph::client::segment(id)
+                ));
+                client.get_bytes(&url).await.map_err(|e| match e.status() {
+                    Some(404) => Trouble::Gone,
+                    _ => Trouble::Server(e.to_string()),
+                })
+            }
         }
     }
 
@@ -182,6 +203,7 @@ impl Connection {
             Connection::Pop3(client) => {
                 let _ = client.quit().await;
             }
+            Connection::Graph(_) => {}
         }
     }
 }
@@ -237,7 +259,9 @@ fn account_of<'a>(
         })?;
     let fits = matches!(
         (&mail.key, account.protocol),
-        (SourceKey::Imap { .. }, Protocol::Imap) | (SourceKey::Pop3 { .. }, Protocol::Pop3)
+        (SourceKey::Imap { .. }, Protocol::Imap)
+            | (SourceKey::Pop3 { .. }, Protocol::Pop3)
+            | (SourceKey::Graph { .. }, Protocol::Graph)
     );
     if fits {
         Ok(account)

@@ -6,13 +6,14 @@ use crate::config::Protocol;
 use crate::ingest::outcome::Outcome;
 use crate::ingest::SourceKey;
 
-/// Logs under the protocol's target (`mail2ticket::imap` or `mail2ticket::pop3`), so a log
+/// Logs under the protocol's target (`mail2ticket::imap`, `mail2ticket::pop3`, `mail2ticket::graph`), so a log
 /// filter for one protocol sees its mails, whichever module of the shared pass speaks.
 macro_rules! log_as {
     ($protocol:expr, $level:ident, $($rest:tt)+) => {
         match $protocol {
             $crate::config::Protocol::Imap => tracing::$level!(target: "mail2ticket::imap", $($rest)+),
             $crate::config::Protocol::Pop3 => tracing::$level!(target: "mail2ticket::pop3", $($rest)+),
+            $crate::config::Protocol::Graph => tracing::$level!(target: "mail2ticket::graph", $($rest)+),
         }
     };
 }

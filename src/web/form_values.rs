@@ -64,6 +64,7 @@ pub fn protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Imap => "imap",
         Protocol::Pop3 => "pop3",
+        Protocol::Graph => "graph",
     }
 }
 

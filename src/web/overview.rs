@@ -99,6 +99,7 @@ fn row(
     let protocol = match account.protocol {
         Protocol::Imap => "IMAP",
         Protocol::Pop3 => "POP3",
+        Protocol::Graph => "Microsoft Graph",
     };
     let link = format!("/accounts/{}", urlencode(&account.name));
     html! {

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod cluster;
 pub mod daemon;
 pub mod diag;
+pub mod graph;
 pub mod http;
 pub mod mails;
 pub mod oauth;

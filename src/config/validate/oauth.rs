@@ -112,6 +112,7 @@ pub fn check(
     for (field, url) in [
         ("token_url", &o.token_url),
         ("device_authorization_url", &o.device_authorization_url),
+        ("graph_url", &o.graph_url),
     ] {
         if let Some(url) = url {
             if let Err(e) = endpoint_url(url) {
@@ -220,7 +221,7 @@ fn endpoint_url(url: &str) -> Result<(), String> {
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
         if !["127.0.0.1", "localhost", "[::1]"].contains(&host) {
             return Err(format!(
-                "{url:?} is plain HTTP to another machine, which would send the client secret unencrypted: use https://"
+                "{url:?} is plain HTTP to another machine, which would send the client secret or a token unencrypted: use https://"
             ));
         }
         rest

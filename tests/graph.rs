@@ -1,0 +1,461 @@
+//! Microsoft 365 mailboxes through Microsoft Graph, against the lab's stand-in for Graph
+//! (scripts/mail-lab.d/graph-server.py, written from Microsoft's v1.0 reference, its sources
+//! noted there) with tokens from the lab's OAuth provider; replies to customers outside the
+//! stand-in reach them through the lab's real Postfix and Dovecot.
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::wait_until;
+use common::graph::{GraphApp, GraphLab};
+use common::{mails, Daemon, Lab, TestConfig};
+use rand::Rng;
+
+const MOVE: &str = "action = \"move\"\nmove_to = \"Erledigt\"\n";
+
+/// A fresh mailbox of the stand-in with the folder "Erledigt", and an app for it.
+async fn mailbox(lab: &Lab, graph: &GraphLab, prefix: &str, roles: &[&str]) -> (String, GraphApp) {
+    let mailbox = lab.fresh_user(prefix);
+    graph.mailbox(&mailbox, &["Erledigt"]).await;
+    let app = GraphApp::register(
+        lab,
+        &format!("app-{prefix}-{}", rand::random::<u32>()),
+        roles,
+        300,
+    )
+    .await;
+    (mailbox, app)
+}
+
+const ALL_ROLES: &[&str] = &["Mail.ReadWrite", "Mail.Send"];
+
+fn varied(mailbox: &str, n: usize, tag: &str) -> Vec<Vec<u8>> {
+    (0..n).map(|i| mails::varied(i, mailbox, tag).raw).collect()
+}
+
+/// A daemon on `cfg` serving /metrics on a free port.
+fn start_daemon(cfg: &TestConfig, tag: &str) -> Daemon {
+    let http = common::http::free_port();
+    let text = std::fs::read_to_string(&cfg.path).unwrap().replacen(
+        "[daemon]\n",
+        &format!("[daemon]\nhttp_listen = \"127.0.0.1:{http}\"\n"),
+        1,
+    );
+    std::fs::write(&cfg.path, text).unwrap();
+    Daemon::start(&cfg.path, cfg.dir.path().join(format!("daemon-{tag}.log"))).with_http(http)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graph_mailbox_becomes_tickets_and_its_mails_move_only_after_commit() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gmove", ALL_ROLES).await;
+    let sent = varied(&mb, 45, "gmove");
+    let ids = graph.deliver(&mb, "Inbox", &sent).await;
+    let cfg = TestConfig::new(&[app.account(lab, &graph, "support", &mb, MOVE, "")], "");
+
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    assert_eq!(cfg.ticket_count().await, 45, "one ticket per mail");
+    assert!(
+        graph.ids(&mb, "Inbox").await.is_empty(),
+        "the inbox is empty"
+    );
+    let mut moved = graph.ids(&mb, "Erledigt").await;
+    let mut expected = ids.clone();
+    moved.sort();
+    expected.sort();
+    assert_eq!(
+        moved, expected,
+        "the same mails, by their immutable ids, in Erledigt"
+    );
+    // Byte-exact: the store keeps what Graph's $value gave, which is what was delivered.
+    let store = cfg.open_store().await;
+    let mut stored = Vec::new();
+    for t in cfg.tickets() {
+        stored.extend(
+            store
+                .raw_articles(t["number"].as_str().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let (mut stored, mut delivered) = (stored, sent.clone());
+    stored.sort();
+    delivered.sort();
+    assert_eq!(stored, delivered, "the raw mails, byte for byte");
+    let keys: Vec<(String,)> = sqlx::query_as("SELECT source_key FROM processed")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|(k,)| k.starts_with("graph:")), "{keys:?}");
+    assert_eq!(keys.len(), 45);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn action_delete_removes_the_mails_into_the_recoverable_items() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gdel", ALL_ROLES).await;
+    graph.deliver(&mb, "Inbox", &varied(&mb, 7, "gdel")).await;
+    let cfg = TestConfig::new(
+        &[app.account(lab, &graph, "support", &mb, "action = \"delete\"", "")],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(cfg.ticket_count().await, 7);
+    assert!(graph.ids(&mb, "Inbox").await.is_empty());
+    assert_eq!(graph.ids(&mb, "recoverableitemsdeletions").await.len(), 7);
+    assert!(graph.ids(&mb, "deleteditems").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_between_commit_and_move_loses_and_doubles_nothing() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gkill", ALL_ROLES).await;
+    let total = 1500;
+    let set: Vec<Vec<u8>> = (0..total)
+        .map(|i| {
+            mails::simple(
+                &mb,
+                &format!("Backlog {i}"),
+                &format!("gkill-{i}@customer.example.test"),
+                "",
+            )
+        })
+        .collect();
+    graph.deliver(&mb, "Inbox", &set).await;
+    let cfg = TestConfig::new(&[app.account(lab, &graph, "support", &mb, MOVE, "")], "");
+
+    // Killed just after progress (a batch committed) plus a random delay: between a commit and
+    // its move, or while the next batch is fetched or stored.
+    let mut kills_mid_backlog = 0;
+    let mut seen_committed_not_moved = 0;
+    for round in 0..20 {
+        let before = cfg.ticket_count().await;
+        let mut daemon = Daemon::start(
+            &cfg.path,
+            cfg.dir.path().join(format!("daemon-{round}.log")),
+        );
+        let progressed = wait_until(Duration::from_secs(60), || async {
+            cfg.ticket_count().await > before || graph_done(&graph, &mb).await
+        })
+        .await;
+        assert!(
+            progressed,
+            "no progress within 60 s; log:\n{}",
+            daemon.log_text()
+        );
+        let extra = rand::thread_rng().gen_range(0..60);
+        tokio::time::sleep(Duration::from_millis(extra)).await;
+        daemon.kill();
+        let left = graph.ids(&mb, "Inbox").await.len();
+        let tickets = cfg.ticket_count().await as usize;
+        if tickets + left > total {
+            seen_committed_not_moved += 1;
+        }
+        eprintln!(
+            "SIGKILL {extra} ms after progress: {tickets} tickets, {left} mails left in the inbox"
+        );
+        if left == 0 {
+            break;
+        }
+        kills_mid_backlog += 1;
+    }
+    assert!(
+        kills_mid_backlog >= 2,
+        "only {kills_mid_backlog} kills landed mid-backlog"
+    );
+    assert!(
+        seen_committed_not_moved >= 1,
+        "no kill landed between a commit and its move"
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+
+    assert_eq!(
+        cfg.ticket_count().await,
+        total as i64,
+        "one ticket per mail"
+    );
+    assert!(graph.ids(&mb, "Inbox").await.is_empty());
+    assert_eq!(
+        graph.ids(&mb, "Erledigt").await.len(),
+        total,
+        "every mail moved once"
+    );
+    let store = cfg.open_store().await;
+    let (articles, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT message_id) FROM articles")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (articles, distinct),
+        (total as i64, total as i64),
+        "no article twice"
+    );
+}
+
+async fn graph_done(graph: &GraphLab, mb: &str) -> bool {
+    graph.ids(mb, "Inbox").await.is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "greply", ALL_ROLES).await;
+    // The customer is a real mailbox of the lab: the reply reaches it through Postfix.
+    let customer = lab.fresh_user("gkunde");
+    let mail = format!(
+        "From: Kunde <{customer}>\r\nTo: {mb}\r\nSubject: Wo bleibt meine Bestellung?\r\n\
+         Message-ID: <order-4711@customer.example.test>\r\nDate: {}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nBitte helfen Sie mir.\r\n",
+        chrono::Utc::now().to_rfc2822()
+    );
+    graph.deliver(&mb, "Inbox", &[mail.into_bytes()]).await;
+    let smtp = format!(
+        "[smtp]\nprotocol = \"graph\"\nauth = \"oauth2\"\nca_file = \"{}\"\n\n[smtp.oauth2]\n{}",
+        lab.ca(),
+        app.oauth2_table(lab, &graph)
+    );
+    let cfg = TestConfig::new(
+        &[app.account(
+            lab,
+            &graph,
+            "support",
+            &mb,
+            MOVE,
+            "auto_reply = true\nsender_name = \"Shop Support\"\n",
+        )],
+        &smtp,
+    );
+    let mut daemon = start_daemon(&cfg, "reply");
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+    let arrived = lab
+        .wait_for_count(&customer, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        arrived,
+        1,
+        "the reply reached the customer; log:\n{}",
+        daemon.log_text()
+    );
+
+    let sent = graph.sent(&mb).await;
+    assert_eq!(sent.len(), 1, "one sendMail from the account's own mailbox");
+    let reply = String::from_utf8_lossy(&sent[0]).to_string();
+    let delivered = String::from_utf8_lossy(&lab.messages(&customer, "INBOX").await[0]).to_string();
+    for needle in [
+        "In-Reply-To: <order-4711@customer.example.test>",
+        "Auto-Submitted: auto-replied",
+        "Shop Support",
+    ] {
+        assert!(
+            reply.contains(needle),
+            "{needle:?} missing in what was sent:\n{reply}"
+        );
+        assert!(
+            delivered.contains(needle),
+            "{needle:?} missing in what arrived:\n{delivered}"
+        );
+    }
+    let outbox = cfg.open_store().await.outbox_rows().await.unwrap();
+    let message_id = reply
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .expect("a Message-ID")
+        .to_string();
+    assert!(
+        delivered.contains(&message_id),
+        "the same Message-ID arrived: {message_id}"
+    );
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].status, "sent");
+    // A copy in Sent Items, as save_to_sent_items defaults to.
+    assert_eq!(graph.ids(&mb, "sentitems").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_is_honoured_by_every_request_of_the_mailbox() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gthrottle", ALL_ROLES).await;
+    graph.deliver(&mb, "Inbox", &varied(&mb, 60, "gthr")).await;
+    // The first answers are 429 with Retry-After: 2: the listing, then items of batches.
+    graph.throttle(&mb, 3, 2).await;
+    let cfg = TestConfig::new(&[app.account(lab, &graph, "support", &mb, MOVE, "")], "");
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(cfg.ticket_count().await, 60);
+    assert!(graph.ids(&mb, "Inbox").await.is_empty());
+
+    let log = graph.log(&mb).await;
+    let throttled = log["throttled"].as_array().unwrap();
+    assert_eq!(throttled.len(), 3, "{log}");
+    let requests = log["requests"].as_array().unwrap();
+    for t in throttled {
+        let at = t["at"].as_f64().unwrap();
+        let wait = t["retry_after"].as_f64().unwrap();
+        let early: Vec<f64> = requests
+            .iter()
+            .filter_map(|r| r["at"].as_f64())
+            .filter(|r| *r > at + 0.001 && *r < at + wait - 0.05)
+            .collect();
+        assert!(
+            early.is_empty(),
+            "requests {early:?} came within Retry-After {wait} s of a 429 at {at}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_fetch_names_a_missing_permission_and_a_mailbox_outside_the_apps_scope() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gperm", &["Mail.Send"]).await;
+    let cfg = TestConfig::new(&[app.account(lab, &graph, "support", &mb, MOVE, "")], "");
+    let out = cfg.run(&["test-fetch", "support"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("permissions"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("lacks Mail.ReadWrite"), "{text}");
+    assert!(
+        text.contains("Application permissions: Mail.ReadWrite"),
+        "{text}"
+    );
+
+    let (other, scoped) = mailbox(lab, &graph, "gscope", ALL_ROLES).await;
+    graph.restrict(&scoped.client_id, &[&other]).await;
+    let cfg = TestConfig::new(&[scoped.account(lab, &graph, "support", &mb, MOVE, "")], "");
+    let out = cfg.run(&["test-fetch", "support"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ApplicationAccessPolicy"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_fetch_sends_a_test_mail_to_the_mailbox_itself_and_sees_it_arrive() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gtest", ALL_ROLES).await;
+    let cfg = TestConfig::new(&[app.account(lab, &graph, "support", &mb, MOVE, "")], "");
+    let out = cfg.run(&["test-fetch", "support"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", common::stderr(&out));
+    for step in [
+        "token",
+        "permissions",
+        "mailbox",
+        "folders",
+        "send test mail",
+        "test mail arrived",
+    ] {
+        assert!(text.contains(step), "no step {step:?}:\n{text}");
+    }
+    // The next pass disposes of the test mail without a ticket.
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(cfg.ticket_count().await, 0);
+    assert!(graph.ids(&mb, "Inbox").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_mailboxes_with_short_lived_tokens_lose_nothing_and_idle_passes_cost_one_request() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let app = GraphApp::register(
+        lab,
+        &format!("app-twenty-{}", rand::random::<u32>()),
+        ALL_ROLES,
+        3,
+    )
+    .await;
+    let mut mailboxes = Vec::new();
+    let mut accounts = Vec::new();
+    for i in 0..20 {
+        let mb = lab.fresh_user(&format!("g20-{i}"));
+        graph.mailbox(&mb, &["Erledigt"]).await;
+        graph
+            .deliver(&mb, "Inbox", &varied(&mb, 3, &format!("a{i}")))
+            .await;
+        accounts.push(app.account(lab, &graph, &format!("shop{i}"), &mb, MOVE, ""));
+        mailboxes.push(mb);
+    }
+    let cfg = TestConfig::new(&accounts, "");
+    let mut daemon = start_daemon(&cfg, "twenty");
+    daemon.wait_healthy(Duration::from_secs(60)).await;
+    let all = wait_until(Duration::from_secs(60), || async {
+        cfg.ticket_count().await == 60
+    })
+    .await;
+    assert!(all, "60 tickets; log:\n{}", daemon.log_text());
+
+    // An idle pass: one delta request per mailbox.
+    let names: Vec<String> = (0..20).map(|i| format!("shop{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let first = &mailboxes[0];
+    let before = graph.log(first).await["requests"].as_array().unwrap().len();
+    let passes_before = daemon.passes("shop0");
+    daemon.one_more_pass(&["shop0"]).await;
+    let after = graph.log(first).await["requests"].as_array().unwrap().len();
+    let passes = daemon.passes("shop0") - passes_before;
+    assert!(
+        (after - before) as u64 <= passes + 1,
+        "{} requests for {passes} idle passes",
+        after - before
+    );
+
+    // Tokens live 3 s: mails after several lifetimes still come in, in every mailbox.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (i, mb) in mailboxes.iter().enumerate() {
+        graph
+            .deliver(mb, "Inbox", &varied(mb, 2, &format!("b{i}")))
+            .await;
+    }
+    let all = wait_until(Duration::from_secs(60), || async {
+        cfg.ticket_count().await == 100
+    })
+    .await;
+    assert!(all, "100 tickets; log:\n{}", daemon.log_text());
+    daemon.one_more_pass(&name_refs).await;
+    for mb in &mailboxes {
+        assert!(graph.ids(mb, "Inbox").await.is_empty());
+        assert_eq!(graph.ids(mb, "Erledigt").await.len(), 5);
+    }
+    let stats = common::oauth::TokenProvider::of(lab).stats().await;
+    let grants = stats["grants"][&app.client_id]["client_credentials"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        grants >= 20,
+        "tokens renewed as they expired: {grants} grants"
+    );
+}
+
+#[test]
+fn check_config_names_graph_rules_by_key_and_line() {
+    let account = "name = \"support\"\nemail = \"support@shop.example\"\nprotocol = \"graph\"\n\
+                   user = \"support@shop.example\"\nfolder = \"Posteingang//Shop\"\n\
+                   ticket_type = \"q\"\nticket_status = \"o\"\naction = \"move\"\nmove_to = \"Erledigt\"\n";
+    let cfg = TestConfig::new(&[account.to_string()], "");
+    let out = cfg.run(&["check-config"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("account[1].auth: protocol = \"graph\" signs in as an app"),
+        "{err}"
+    );
+    assert!(
+        err.contains("account[1].folder: \"Posteingang//Shop\" has an empty folder name"),
+        "{err}"
+    );
+}
