@@ -25,7 +25,8 @@ fn example_with_passwords() -> std::process::Command {
     let mut cmd = common::mail2ticket_cmd(&cfg);
     cmd.env("MAIL2TICKET_SUPPORT_PASSWORD", "pw1")
         .env("MAIL2TICKET_RETURNS_PASSWORD", "pw2")
-        .env("MAIL2TICKET_SALES_CLIENT_SECRET", "secret3");
+        .env("MAIL2TICKET_SALES_CLIENT_SECRET", "secret3")
+        .env("MAIL2TICKET_SHOP_CLIENT_SECRET", "secret4");
     cmd
 }
 
@@ -37,7 +38,7 @@ fn example_config_passes_check_config() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stderr: {}", common::stderr(&out));
-    assert_eq!(stdout.trim(), "ok: 3 accounts (1 active)");
+    assert_eq!(stdout.trim(), "ok: 4 accounts (1 active)");
 }
 
 #[test]

@@ -441,6 +441,102 @@ async fn twenty_mailboxes_with_short_lived_tokens_lose_nothing_and_idle_passes_c
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mail_too_large_to_fetch_opens_a_ticket_of_its_header_and_stays() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "glarge", ALL_ROLES).await;
+    let big = mails::with_photo(
+        "Kunde <kunde@example.test>",
+        &mb,
+        "Fotos vom Schaden",
+        "big-1@customer.example.test",
+        300_000,
+    );
+    let small = mails::simple(&mb, "Kurze Frage", "small-1@customer.example.test", "");
+    graph.deliver(&mb, "Inbox", &[big, small]).await;
+    let cfg = TestConfig::new(
+        &[app.account(
+            lab,
+            &graph,
+            "support",
+            &mb,
+            MOVE,
+            "max_message_size = \"100KB\"\n",
+        )],
+        "",
+    );
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut subjects = cfg.ticket_subjects();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["Fotos vom Schaden", "Kurze Frage"],
+        "a ticket each"
+    );
+    assert_eq!(
+        graph.ids(&mb, "Inbox").await.len(),
+        1,
+        "the large mail stays"
+    );
+    assert_eq!(
+        graph.ids(&mb, "Erledigt").await.len(),
+        1,
+        "the small one moved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn folders_are_display_name_paths_also_under_a_german_inbox() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let mb = lab.fresh_user("gpath");
+    graph
+        .admin_mailbox(
+            &mb,
+            "Posteingang",
+            &["Posteingang/Shop", "Erledigt/Geprüft"],
+        )
+        .await;
+    let app = GraphApp::register(
+        lab,
+        &format!("app-gpath-{}", rand::random::<u32>()),
+        ALL_ROLES,
+        300,
+    )
+    .await;
+    graph
+        .deliver(&mb, "Posteingang/Shop", &varied(&mb, 4, "gpath"))
+        .await;
+    let account = app
+        .account(
+            lab,
+            &graph,
+            "support",
+            &mb,
+            "action = \"move\"\nmove_to = \"Erledigt/Geprüft\"",
+            "",
+        )
+        .replace("folder = \"Inbox\"", "folder = \"Posteingang/Shop\"");
+    let cfg = TestConfig::new(&[account], "");
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(cfg.ticket_count().await, 4);
+    assert!(graph.ids(&mb, "Posteingang/Shop").await.is_empty());
+    assert_eq!(graph.ids(&mb, "Erledigt/Geprüft").await.len(), 4);
+
+    // A folder that does not exist is named with the ones that do.
+    let wrong = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("Posteingang/Shop", "Posteingang/Shopp");
+    std::fs::write(&cfg.path, wrong).unwrap();
+    let out = cfg.run(&["test-fetch", "support"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success());
+    assert!(text.contains("\"Shopp\" is not among \"Shop\""), "{text}");
+}
+
 #[test]
 fn check_config_names_graph_rules_by_key_and_line() {
     let account = "name = \"support\"\nemail = \"support@shop.example\"\nprotocol = \"graph\"\n\

@@ -211,3 +211,72 @@ fn the_alert_webhook_url_never_reaches_the_trace_log() {
         "the webhook URL in the trace output:\n{all}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graph_never_logs_its_client_secret_or_tokens_at_trace() {
+    use common::graph::{GraphApp, GraphLab};
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let mailbox = lab.fresh_user("traced-graph");
+    graph.mailbox(&mailbox, &["Erledigt"]).await;
+    let customer = lab.fresh_user("traced-graph-customer");
+    let mail = format!(
+        "From: {customer}\r\nTo: {mailbox}\r\nSubject: traced\r\nMessage-ID: <traced-graph@example.test>\r\n\
+         Date: {}\r\n\r\nhello\r\n",
+        chrono::Utc::now().to_rfc2822()
+    );
+    graph.deliver(&mailbox, "Inbox", &[mail.into_bytes()]).await;
+    let app = GraphApp::register(
+        lab,
+        &format!("traced-app-{}", rand::random::<u32>()),
+        &["Mail.ReadWrite", "Mail.Send"],
+        300,
+    )
+    .await;
+    let smtp = format!(
+        "[smtp]\nprotocol = \"graph\"\nauth = \"oauth2\"\nca_file = \"{}\"\n\n[smtp.oauth2]\n{}",
+        lab.ca(),
+        app.oauth2_table(lab, &graph)
+    );
+    let cfg = TestConfig::new(
+        &[app.account(
+            lab,
+            &graph,
+            "support",
+            &mailbox,
+            "action = \"move\"\nmove_to = \"Erledigt\"",
+            "auto_reply = true\n",
+        )],
+        &smtp,
+    );
+    for args in [
+        &["run", "--once"][..],
+        &["test-fetch", "support"][..],
+        &["test-send", "support", "--to", &customer][..],
+    ] {
+        let out = traced(&cfg, args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {all}");
+        // RUST_LOG=trace took effect: the store's statements are traced, the HTTP and TLS
+        // libraries' lines held at debug.
+        assert!(
+            all.contains("TRACE") || all.contains("DEBUG"),
+            "{args:?}: no trace line:\n{all}"
+        );
+        assert!(
+            !all.contains(&app.secret),
+            "{args:?}: the client secret in the trace output:\n{all}"
+        );
+        // Every access token of the lab's provider for a Graph app is a JWT: its header
+        // `{"typ":"JWT",...` starts with these characters in base64url.
+        assert!(
+            !all.contains("eyJ0eXAiOiJKV1Qi") && !all.contains("Bearer "),
+            "{args:?}: a token in the trace output:\n{all}"
+        );
+    }
+    assert_eq!(cfg.ticket_count().await, 1);
+}

@@ -158,7 +158,7 @@ pub fn render(view: &FormView) -> Markup {
             (checkbox(view, "active", t.active))
             (text_field(view, "user", t.user, "text"))
             (password_field(view, t))
-            (select(view, "protocol", t.protocol, &[("pop3", "POP"), ("imap", "IMAP")]))
+            (select(view, "protocol", t.protocol, &[("pop3", "POP"), ("imap", "IMAP"), ("graph", "Microsoft 365 (Graph)")]))
             div.field {
                 label for="port" { (t.port) }
                 input #port name="port" type="text" inputmode="numeric" value=(v("port"))

@@ -72,6 +72,16 @@ impl GraphLab {
         .await;
     }
 
+    /// A new mailbox whose inbox is called `inbox_name` (a German mailbox: "Posteingang").
+    pub async fn admin_mailbox(&self, mailbox: &str, inbox_name: &str, folders: &[&str]) {
+        self.admin(
+            reqwest::Method::POST,
+            "/admin/mailbox",
+            Some(json!({"mailbox": mailbox, "inbox_name": inbox_name, "folders": folders})),
+        )
+        .await;
+    }
+
     /// Delivers `mails` into `folder`; their immutable ids.
     pub async fn deliver(&self, mailbox: &str, folder: &str, mails: &[Vec<u8>]) -> Vec<String> {
         let mimes: Vec<String> = mails.iter().map(|m| b64(m)).collect();
