@@ -4,7 +4,8 @@
 //! Throttling follows <https://learn.microsoft.com/en-us/graph/throttling> and the Outlook limits
 //! of <https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits>: a 429
 //! or 503 is waited out as its `Retry-After` says, and until then *every* request of the mailbox
-//! waits (the limit is per app and mailbox, so the next request would be throttled too); at most
+//! waits, the poller's and the reply sender's (the limit is per app and mailbox, so the next
+//! request would be throttled too); at most
 //! [`CONCURRENT_PER_MAILBOX`] requests of one mailbox run at a time. Inside a `$batch` each
 //! request is throttled on its own: the throttled ones are sent again once their wait is over.
 //!
@@ -116,12 +117,38 @@ impl ItemAnswer {
 }
 
 /// When the mailbox may be asked again, and how many requests run now.
-struct Gate {
+pub struct Gate {
     not_before: Mutex<Option<Instant>>,
     running: Semaphore,
 }
 
+/// The gates of the process, one per Graph base and mailbox. Microsoft's limits are per app and
+/// mailbox, so the account's poller and the reply sender (which sends from the same mailbox)
+/// must wait for each other's 429s: a process-wide table is the one place both reach, and it
+/// holds only what is in use (a gate is dropped with its last client).
+static GATES: Mutex<Vec<(String, std::sync::Weak<Gate>)>> = Mutex::new(Vec::new());
+
 impl Gate {
+    /// The gate of `mailbox` at `base`, shared with every other client of it in this process.
+    fn of(base: &str, mailbox: &str) -> Arc<Gate> {
+        let key = format!("{base} {}", mailbox.to_lowercase());
+        let mut gates = GATES.lock().expect("gates lock");
+        gates.retain(|(_, gate)| gate.strong_count() > 0);
+        if let Some(gate) = gates
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, g)| g.upgrade())
+        {
+            return gate;
+        }
+        let gate = Arc::new(Gate {
+            not_before: Mutex::new(None),
+            running: Semaphore::new(CONCURRENT_PER_MAILBOX),
+        });
+        gates.push((key, Arc::downgrade(&gate)));
+        gate
+    }
+
     async fn wait(&self) {
         loop {
             let until = *self.not_before.lock().expect("gate lock");
@@ -186,15 +213,13 @@ impl GraphClient {
         mailbox: &str,
         tokens: Arc<TokenSource>,
     ) -> GraphClient {
+        let base = base.trim_end_matches('/').to_string();
         GraphClient {
+            gate: Gate::of(&base, mailbox),
             http,
-            base: base.trim_end_matches('/').to_string(),
+            base,
             mailbox: mailbox.to_string(),
             tokens,
-            gate: Arc::new(Gate {
-                not_before: Mutex::new(None),
-                running: Semaphore::new(CONCURRENT_PER_MAILBOX),
-            }),
         }
     }
 
@@ -519,6 +544,20 @@ mod tests {
         assert_eq!(segment("support@shop.example"), "support%40shop.example");
         assert_eq!(segment("a/b?c#d"), "a%2Fb%3Fc%23d");
         assert_eq!(segment("AAkALgAA-_x="), "AAkALgAA-_x%3D");
+    }
+
+    #[test]
+    fn the_clients_of_one_mailbox_share_its_gate() {
+        let a = Gate::of("https://graph.example/v1.0", "Support@Shop.example");
+        let b = Gate::of("https://graph.example/v1.0", "support@shop.example");
+        let other = Gate::of("https://graph.example/v1.0", "returns@shop.example");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &other));
+        a.hold(Duration::from_secs(5));
+        assert!(
+            b.not_before.lock().unwrap().is_some(),
+            "a 429 seen by one holds the other"
+        );
     }
 
     #[test]
