@@ -148,7 +148,7 @@ fn appends_a_new_account_after_the_last_one() {
     // The example's last table is [account.oauth2]; the commented-out keys after it stay there.
     let edited = apply(EXAMPLE, &new_account("new")).unwrap();
     assert_eq!(edited.text, format!("{EXAMPLE}{added}"));
-    assert_eq!(edited.position, 3);
+    assert_eq!(edited.position, 4);
 
     // A table after the accounts stays after the new one, with the comments above its header.
     let smtp = "\n# Replies.\n[smtp]\nhost = \"mail.example.com\"\n";
@@ -231,9 +231,10 @@ fn creates_the_oauth2_subtable_when_needed() {
     .chain([set("auth", text("password")), set("password", text("pw"))])
     .collect();
     let edited = apply(EXAMPLE, &edit("sales", changes)).unwrap();
-    assert!(
-        !edited.text.contains("\n[account.oauth2]\n"),
-        "{}",
+    assert_eq!(
+        edited.text.matches("\n[account.oauth2]\n").count(),
+        1,
+        "only the Graph account's table is left:\n{}",
         edited.text
     );
     let doc: DocumentMut = edited.text.parse().unwrap();
