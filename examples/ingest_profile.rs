@@ -31,7 +31,7 @@ fn kind(raw: &[u8], p: &ParsedMail) -> &'static str {
         "with an attachment (PDF or logo)"
     } else if head.contains("multipart/alternative") {
         "multipart/alternative"
-    } else if !p.html.is_empty() {
+    } else if head.contains("text/html") {
         "HTML only"
     } else if head.contains("iso-8859-1") {
         "plain text, ISO-8859-1"

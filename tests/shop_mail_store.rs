@@ -456,3 +456,40 @@ async fn a_store_written_before_the_migrations_moved_per_backend_still_opens() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn an_html_body_is_kept_once_in_the_raw_mail_and_its_text_is_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let raw = b"From: Kunde <k@customer.test>\r\nTo: support@shop.test\r\nSubject: Rechnung\r\n\
+Message-ID: <html-1@customer.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+Die Rechnung ist falsch.\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+<p>Die <b>Rechnung</b> ist falsch.</p>\r\n--b--\r\n"
+        .to_vec();
+    let mail = Incoming {
+        source_key: key("imap:INBOX:1:7"),
+        parsed: parse(&raw),
+        raw: raw.clone(),
+        received_at: Utc::now(),
+        arrived: None,
+        extent: mail2ticket::ingest::Extent::Whole,
+    };
+    let outcome = store.store_batch(&rules("support"), &[mail]).await.unwrap();
+    let Outcome::NewTicket { number } = &outcome[0] else {
+        panic!("{outcome:?}")
+    };
+    let (text, html): (String, String) =
+        sqlx::query_as("SELECT text_body, html_body FROM articles")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(text.contains("Die Rechnung ist falsch."), "{text:?}");
+    assert_eq!(html, "", "the HTML is not copied out of the raw mail");
+    let stored = store.raw_articles(number).await.unwrap();
+    assert_eq!(
+        stored,
+        vec![raw],
+        "the raw mail, with its HTML, byte for byte"
+    );
+}

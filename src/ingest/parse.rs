@@ -47,8 +47,9 @@ pub struct ParsedMail {
     pub cc: String,
     pub subject: String,
     pub date: Option<DateTime<Utc>>,
+    /// The plain-text body, or the text rendering of an HTML-only mail. The HTML itself is not
+    /// copied out: it is in the raw mail, stored compressed (see docs/schema.md, `html_body`).
     pub text: String,
-    pub html: String,
     pub attachments: Vec<Attachment>,
     pub automation: AutomationHeaders,
     /// Why the mail is flagged as malformed, if it is.
@@ -66,7 +67,6 @@ pub fn parse_fetched(raw: &[u8], extent: Extent) -> ParsedMail {
     let mut parsed = parse(raw);
     if extent.is_header_only() {
         parsed.text.clear();
-        parsed.html.clear();
         parsed.attachments.clear();
     }
     parsed
@@ -153,7 +153,6 @@ fn replace_nul(parsed: &mut ParsedMail) {
         subject,
         date: _,
         text,
-        html,
         attachments,
         automation,
         parse_problem,
@@ -179,7 +178,6 @@ fn replace_nul(parsed: &mut ParsedMail) {
         cc,
         subject,
         text,
-        html,
     ] {
         fix(s);
     }
@@ -300,14 +298,6 @@ pub fn parse_or_panic(raw: &[u8]) -> ParsedMail {
             .date()
             .and_then(|d| Utc.timestamp_opt(d.to_timestamp(), 0).single()),
         text: msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
-        // mail-parser renders a text-only mail as HTML on request; store HTML only when the
-        // sender wrote some, so the article holds what was sent (and half the bytes).
-        html: match msg.html_part(0) {
-            Some(part) if part.is_text_html() => {
-                msg.body_html(0).map(|t| t.into_owned()).unwrap_or_default()
-            }
-            _ => String::new(),
-        },
         attachments,
         automation,
         parse_problem: None,
@@ -328,7 +318,6 @@ fn unparseable(raw: &[u8], problem: &str) -> ParsedMail {
         subject: UNPARSEABLE_SUBJECT.into(),
         date: None,
         text: String::from_utf8_lossy(raw).into_owned(),
-        html: String::new(),
         attachments: Vec::new(),
         automation: AutomationHeaders::default(),
         parse_problem: Some(problem.into()),
@@ -409,21 +398,20 @@ Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe\r\n";
     }
 
     #[test]
-    fn a_text_only_mail_has_no_invented_html() {
+    fn a_text_only_mail_keeps_its_text_and_an_alternative_its_plain_part() {
         let m = parse(b"From: a@example.test\r\nSubject: plain\r\n\r\nJust text.\r\n");
         assert_eq!(m.text.trim(), "Just text.");
-        assert_eq!(m.html, "");
         let alt = parse(b"From: a@example.test\r\nSubject: alt\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>rich</p>\r\n--b--\r\n");
-        assert!(alt.html.contains("<p>rich</p>"), "{:?}", alt.html);
         assert!(alt.text.contains("plain"));
+        assert!(!alt.text.contains("<p>"), "{:?}", alt.text);
     }
 
     #[test]
     fn html_only_mail_gets_a_text_rendering() {
         let raw = b"From: a@example.test\r\nSubject: html\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hallo <b>Welt</b></p>";
         let m = parse(raw);
-        assert!(m.html.contains("<b>Welt</b>"));
         assert!(m.text.contains("Hallo"), "{:?}", m.text);
+        assert!(!m.text.contains("<b>"), "{:?}", m.text);
     }
 
     #[test]
@@ -443,7 +431,7 @@ Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n";
             (m.subject.as_str(), m.from_email.as_str()),
             ("Foto", "k@customer.test")
         );
-        assert!(m.attachments.is_empty() && m.text.is_empty() && m.html.is_empty());
+        assert!(m.attachments.is_empty() && m.text.is_empty());
     }
 
     #[test]

@@ -170,7 +170,9 @@ async fn insert_articles(
             .push_bind(parsed.cc.as_str())
             .push_bind(parsed.subject.as_str())
             .push_bind(parsed.text.as_str())
-            .push_bind(parsed.html.as_str())
+            // The HTML is read from the raw mail (docs/schema.md); the column stays for older
+            // rows.
+            .push_bind("")
             // The bytes live in raw_mails (migration 0009); the column stays for older rows.
             .push_bind(NO_BYTES)
             .push_bind(p.mail.sha)
