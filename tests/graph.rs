@@ -542,7 +542,12 @@ fn check_config_names_graph_rules_by_key_and_line() {
     let account = "name = \"support\"\nemail = \"support@shop.example\"\nprotocol = \"graph\"\n\
                    user = \"support@shop.example\"\nfolder = \"Posteingang//Shop\"\n\
                    ticket_type = \"q\"\nticket_status = \"o\"\naction = \"move\"\nmove_to = \"Erledigt\"\n";
-    let cfg = TestConfig::new(&[account.to_string()], "");
+    let scoped = "name = \"returns\"\nemail = \"returns@shop.example\"\nprotocol = \"graph\"\n\
+                  user = \"returns@shop.example\"\nticket_type = \"q\"\nticket_status = \"o\"\n\
+                  action = \"delete\"\nauth = \"oauth2\"\n[account.oauth2]\nprovider = \"microsoft\"\n\
+                  tenant = \"contoso.onmicrosoft.com\"\ngrant = \"client_credentials\"\nclient_id = \"c\"\n\
+                  client_secret = \"TopSecret5\"\nscope = \"https://outlook.office365.com/.default\"\n";
+    let cfg = TestConfig::new(&[account.to_string(), scoped.to_string()], "");
     let out = cfg.run(&["check-config"]);
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(78), "{err}");
@@ -554,4 +559,9 @@ fn check_config_names_graph_rules_by_key_and_line() {
         err.contains("account[1].folder: \"Posteingang//Shop\" has an empty folder name"),
         "{err}"
     );
+    assert!(
+        err.contains("account[2].oauth2.scope: \"https://outlook.office365.com/.default\" names no Microsoft Graph scope"),
+        "{err}"
+    );
+    assert!(!err.contains("TopSecret5"), "{err}");
 }

@@ -11,7 +11,8 @@ pub fn check_account(c: &mut Checker, at: &Key, account: &AccountConfig) {
             key("auth"),
             "protocol = \"graph\" signs in as an app: set auth = \"oauth2\" and an \
              [account.oauth2] table with provider = \"microsoft\", tenant, grant = \
-             \"client_credentials\" and the app's client_id and secret (docs/oauth2.md)",
+             \"client_credentials\" and the client_id and secret of an app with the \
+             application permissions Mail.ReadWrite and Mail.Send (docs/oauth2.md)",
         );
     }
     for (field, set) in [
@@ -27,6 +28,11 @@ pub fn check_account(c: &mut Checker, at: &Key, account: &AccountConfig) {
         }
     }
     if let Some(o) = &account.oauth2 {
+        graph_scope(
+            c,
+            at.clone().table("oauth2").field("scope"),
+            o.scope.as_deref(),
+        );
         if o.grant == Grant::RefreshToken {
             c.warning(
                 at.clone().table("oauth2").field("grant"),
@@ -39,6 +45,22 @@ pub fn check_account(c: &mut Checker, at: &Key, account: &AccountConfig) {
     folder_path(c, key("folder"), &account.folder);
     if let (Action::Move, Some(to)) = (account.action, &account.move_to) {
         folder_path(c, key("move_to"), to);
+    }
+}
+
+/// A scope set by hand must be Graph's: a token for another resource (IMAP's
+/// `https://outlook.office365.com/.default`) is refused by every Graph request.
+fn graph_scope(c: &mut Checker, at: Key, scope: Option<&str>) {
+    if let Some(scope) = scope {
+        if !scope.contains("graph.microsoft.com") {
+            c.warning(
+                at,
+                format!(
+                    "{scope:?} names no Microsoft Graph scope: a Graph token needs \
+                     \"https://graph.microsoft.com/.default\" (leave scope out for it)"
+                ),
+            );
+        }
     }
 }
 
@@ -62,6 +84,13 @@ pub fn check_smtp(c: &mut Checker, at: &Key, smtp: &SmtpConfig) {
             key("auth"),
             "protocol = \"graph\" sends as an app: set auth = \"oauth2\" and an [smtp.oauth2] \
              table whose app has the application permission Mail.Send (docs/oauth2.md)",
+        );
+    }
+    if let Some(o) = &smtp.oauth2 {
+        graph_scope(
+            c,
+            at.clone().table("oauth2").field("scope"),
+            o.scope.as_deref(),
         );
     }
     for (field, set) in [
