@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 
-use super::fetch::{
-    self, arrival_detail, messages, not_arrived, prepare_test_mail, send_step, Run, POLL_EVERY,
-};
 use super::forecast::Outlook;
 use super::net::{self as dnet, Service};
+use super::steps::{
+    self, arrival_detail, messages, not_arrived, prepare_test_mail, send_step, Run, POLL_EVERY,
+};
 use super::token::REFUSED_TOKEN_HINT;
 use super::{Fail, Report};
 use crate::config::{AccountConfig, Disposal, ImapAction};
@@ -32,7 +32,7 @@ use crate::secret::Secret;
 /// "resolve host", "connect" and "TLS", by [`secure`].
 async fn open_steps(run: Run<'_>, report: &mut Report) -> Option<MailStream> {
     let (account, timeout) = (run.account, run.timeout);
-    fetch::open_steps(
+    steps::open_steps(
         Service::Imap,
         run,
         report,

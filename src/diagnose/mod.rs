@@ -12,11 +12,14 @@ mod cert;
 mod fetch;
 mod forecast;
 mod graph;
+mod graph_fetch;
 mod imap;
 mod net;
 mod pop3;
 mod send;
 mod smtp;
+mod steps;
+mod test_mail;
 mod token;
 
 use std::future::Future;

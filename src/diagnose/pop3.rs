@@ -7,12 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::fetch::{
+use super::forecast::Outlook;
+use super::net::{self as dnet, Service};
+use super::steps::{
     self, arrival_detail, is_test_mail, messages, not_arrived, prepare_test_mail, send_step, Run,
     POLL_EVERY,
 };
-use super::forecast::Outlook;
-use super::net::{self as dnet, Service};
 use super::token::REFUSED_TOKEN_HINT;
 use super::{Fail, Report};
 use crate::config::{AccountConfig, Disposal, Encryption, Pop3Action};
@@ -26,7 +26,7 @@ async fn open_steps(run: Run<'_>, report: &mut Report) -> Option<Pop3Client> {
     let host = account.host.as_str();
     let security = security(account.encryption);
     let timeouts = pop3_timeouts(timeout);
-    fetch::open_steps(
+    steps::open_steps(
         Service::Pop3,
         run,
         report,

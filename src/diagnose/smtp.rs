@@ -21,7 +21,7 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use lettre::transport::smtp::response::Response;
 
 use super::net::{self as dnet, Handshake, Service};
-use super::send::TestMail;
+use super::test_mail::TestMail;
 use super::token::{token_step, REFUSED_TOKEN_HINT};
 use super::{Fail, Report, GREETING_TIMEOUT};
 use crate::config::{AuthMethod, Config, Encryption, MailProtocol, SmtpConfig};

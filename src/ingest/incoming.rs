@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::extent::Extent;
 use super::parse::ParsedMail;
 use super::source_key::SourceKey;
 
@@ -19,22 +20,4 @@ pub struct Incoming {
     pub arrived: Option<DateTime<Utc>>,
     /// Whether `raw` is the whole mail or only its header.
     pub extent: Extent,
-}
-
-/// How much of a mail was fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Extent {
-    /// The whole mail: `raw` is every byte of it.
-    #[default]
-    Whole,
-    /// The mail is larger than the account's `max_message_size`: only its header was fetched
-    /// (`raw` is the header and the empty line after it), and the whole mail of `size` bytes
-    /// (as the server listed it) stays on the server until it may be fetched.
-    HeaderOnly { size: u64 },
-}
-
-impl Extent {
-    pub fn is_header_only(self) -> bool {
-        matches!(self, Extent::HeaderOnly { .. })
-    }
 }

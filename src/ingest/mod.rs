@@ -2,6 +2,7 @@
 
 pub mod bounce;
 pub mod customer;
+pub mod extent;
 pub mod incoming;
 pub mod mail_rules;
 pub mod order;
@@ -16,7 +17,8 @@ pub mod testmail;
 pub mod thread;
 pub mod ticket_rules;
 
-pub use incoming::{Extent, Incoming};
+pub use extent::Extent;
+pub use incoming::Incoming;
 pub use route::{route, Decision, Known};
 pub use source_key::SourceKey;
 pub use ticket_rules::TicketRules;

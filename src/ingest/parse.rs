@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 
-use super::incoming::Extent;
+use super::extent::Extent;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {

@@ -39,7 +39,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::incoming::{Extent, Incoming};
+use super::extent::Extent;
+use super::incoming::Incoming;
 use super::outcome::Outcome;
 use super::parse::ParsedMail;
 use super::same_message::MessageKey;
