@@ -13,6 +13,7 @@ use common::cluster::{
     assert_each_mail_stored_and_moved_once, assert_each_reply_sent_once, backlog, store_count,
     wait_until_inboxes_empty, Cluster,
 };
+use common::daemon::wait_until;
 use common::http::{healthz, wait_for};
 use common::proxy::stallable;
 use common::smtp::SwitchProxy;
@@ -79,12 +80,12 @@ async fn a_holder_cut_off_from_the_database_stops_before_the_other_takes_over() 
     cluster.start(1);
     let articles = || store_count(&store, "SELECT COUNT(*) FROM articles");
     let before = articles().await;
-    while articles().await == before {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let started = wait_until(TAKEOVER, || async { articles().await > before }).await;
+    assert!(started, "instance 0 stored nothing within {TAKEOVER:?}");
 
     path.stall();
     let cut_at = Instant::now();
+    let at_cut = articles().await;
     let left = lab.count(&user, "INBOX").await;
     assert!(left > 0, "cut off mid-backlog");
     // Watch both instances: the cut-off holder must have let go before the other takes over.
@@ -124,11 +125,16 @@ async fn a_holder_cut_off_from_the_database_stops_before_the_other_takes_over() 
     assert_eq!(health["held_accounts"], serde_json::json!([]), "{health}");
     assert_eq!(health["status"], "unhealthy", "{health}");
 
-    // The other instance works the backlog on; then the path comes back.
-    let during = articles().await;
-    while articles().await == during {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The other instance works the backlog on (it may have finished it already); then the path
+    // comes back.
+    let worked_on = wait_until(TAKEOVER, || async {
+        articles().await > at_cut || lab.count(&user, "INBOX").await == 0
+    })
+    .await;
+    assert!(
+        worked_on,
+        "instance 1 stored nothing within {TAKEOVER:?} of taking over"
+    );
     path.resume();
     let health = wait_for("instance 0 to reach its store again", TAKEOVER, || {
         let h = healthz(cluster.slots[0].http)?;
