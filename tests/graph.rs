@@ -282,6 +282,55 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn without_save_to_sent_items_a_reply_leaves_no_copy_in_the_mailbox() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gnosave", ALL_ROLES).await;
+    let customer = lab.fresh_user("gnosave-kunde");
+    let mail = format!(
+        "From: {customer}\r\nTo: {mb}\r\nSubject: Retoure\r\nMessage-ID: <retoure-1@customer.example.test>\r\n\
+         Date: {}\r\n\r\nBitte um Abholung.\r\n",
+        chrono::Utc::now().to_rfc2822()
+    );
+    graph.deliver(&mb, "Inbox", &[mail.into_bytes()]).await;
+    let smtp = format!(
+        "[smtp]\nprotocol = \"graph\"\nauth = \"oauth2\"\nsave_to_sent_items = false\nca_file = \"{}\"\n\n\
+         [smtp.oauth2]\n{}",
+        lab.ca(),
+        app.oauth2_table(lab, &graph)
+    );
+    let cfg = TestConfig::new(
+        &[app.account(lab, &graph, "support", &mb, MOVE, "auto_reply = true\n")],
+        &smtp,
+    );
+    let mut daemon = start_daemon(&cfg, "nosave");
+    daemon.wait_healthy(Duration::from_secs(30)).await;
+    let arrived = lab
+        .wait_for_count(&customer, "INBOX", 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        arrived,
+        1,
+        "the reply reached the customer; log:\n{}",
+        daemon.log_text()
+    );
+    let delivered = String::from_utf8_lossy(&lab.messages(&customer, "INBOX").await[0]).to_string();
+    assert!(
+        delivered.contains("In-Reply-To: <retoure-1@customer.example.test>"),
+        "{delivered}"
+    );
+    assert_eq!(graph.sent(&mb).await.len(), 1, "sent once");
+    assert!(
+        graph.ids(&mb, "sentitems").await.is_empty(),
+        "no copy in Sent Items"
+    );
+    assert!(
+        graph.ids(&mb, "drafts").await.is_empty(),
+        "no draft left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn throttling_is_honoured_by_every_request_of_the_mailbox() {
     let lab = Lab::get();
     let graph = GraphLab::of(lab);
