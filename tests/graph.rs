@@ -205,13 +205,25 @@ async fn graph_done(graph: &GraphLab, mb: &str) -> bool {
     graph.ids(mb, "Inbox").await.is_empty()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
-    let lab = Lab::get();
-    let graph = GraphLab::of(lab);
-    let (mb, app) = mailbox(lab, &graph, "greply", ALL_ROLES).await;
-    // The customer is a real mailbox of the lab: the reply reaches it through Postfix.
-    let customer = lab.fresh_user("gkunde");
+/// A customer's mail answered by an automatic reply through Graph: what the test reads of it.
+struct Replied {
+    mailbox: String,
+    cfg: TestConfig,
+    /// The reply as the customer's mailbox (a real one of the lab, behind Postfix) got it.
+    delivered: String,
+}
+
+/// A customer (a real mailbox of the lab) writes `<order-4711@customer.example.test>` to a
+/// Graph mailbox whose replies go through sendMail (`smtp_extra`: more `[smtp]` keys); waits
+/// until the reply has reached the customer.
+async fn reply_through_graph(
+    lab: &Lab,
+    graph: &GraphLab,
+    prefix: &str,
+    smtp_extra: &str,
+) -> Replied {
+    let (mb, app) = mailbox(lab, graph, prefix, ALL_ROLES).await;
+    let customer = lab.fresh_user(&format!("{prefix}-kunde"));
     let mail = format!(
         "From: Kunde <{customer}>\r\nTo: {mb}\r\nSubject: Wo bleibt meine Bestellung?\r\n\
          Message-ID: <order-4711@customer.example.test>\r\nDate: {}\r\nMIME-Version: 1.0\r\n\
@@ -219,23 +231,18 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
         chrono::Utc::now().to_rfc2822()
     );
     graph.deliver(&mb, "Inbox", &[mail.into_bytes()]).await;
-    let smtp = format!(
-        "[smtp]\nprotocol = \"graph\"\nauth = \"oauth2\"\nca_file = \"{}\"\n\n[smtp.oauth2]\n{}",
-        lab.ca(),
-        app.oauth2_table(lab, &graph)
-    );
     let cfg = TestConfig::new(
         &[app.account(
             lab,
-            &graph,
+            graph,
             "support",
             &mb,
             MOVE,
             "auto_reply = true\nsender_name = \"Shop Support\"\n",
         )],
-        &smtp,
+        &app.smtp_section(lab, graph, smtp_extra),
     );
-    let mut daemon = start_daemon(&cfg, "reply");
+    let mut daemon = start_daemon(&cfg, prefix);
     daemon.wait_healthy(Duration::from_secs(30)).await;
     let arrived = lab
         .wait_for_count(&customer, "INBOX", 1, Duration::from_secs(30))
@@ -246,11 +253,27 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
         "the reply reached the customer; log:\n{}",
         daemon.log_text()
     );
+    let delivered = String::from_utf8_lossy(&lab.messages(&customer, "INBOX").await[0]).to_string();
+    Replied {
+        mailbox: mb,
+        cfg,
+        delivered,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let Replied {
+        mailbox: mb,
+        cfg,
+        delivered,
+    } = reply_through_graph(lab, &graph, "greply", "").await;
 
     let sent = graph.sent(&mb).await;
     assert_eq!(sent.len(), 1, "one sendMail from the account's own mailbox");
     let reply = String::from_utf8_lossy(&sent[0]).to_string();
-    let delivered = String::from_utf8_lossy(&lab.messages(&customer, "INBOX").await[0]).to_string();
     for needle in [
         "In-Reply-To: <order-4711@customer.example.test>",
         "Auto-Submitted: auto-replied",
@@ -265,7 +288,6 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
             "{needle:?} missing in what arrived:\n{delivered}"
         );
     }
-    let outbox = cfg.open_store().await.outbox_rows().await.unwrap();
     let message_id = reply
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
@@ -275,6 +297,7 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
         delivered.contains(&message_id),
         "the same Message-ID arrived: {message_id}"
     );
+    let outbox = cfg.open_store().await.outbox_rows().await.unwrap();
     assert_eq!(outbox.len(), 1);
     assert_eq!(outbox[0].status, "sent");
     // A copy in Sent Items, as save_to_sent_items defaults to.
@@ -285,38 +308,13 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
 async fn without_save_to_sent_items_a_reply_leaves_no_copy_in_the_mailbox() {
     let lab = Lab::get();
     let graph = GraphLab::of(lab);
-    let (mb, app) = mailbox(lab, &graph, "gnosave", ALL_ROLES).await;
-    let customer = lab.fresh_user("gnosave-kunde");
-    let mail = format!(
-        "From: {customer}\r\nTo: {mb}\r\nSubject: Retoure\r\nMessage-ID: <retoure-1@customer.example.test>\r\n\
-         Date: {}\r\n\r\nBitte um Abholung.\r\n",
-        chrono::Utc::now().to_rfc2822()
-    );
-    graph.deliver(&mb, "Inbox", &[mail.into_bytes()]).await;
-    let smtp = format!(
-        "[smtp]\nprotocol = \"graph\"\nauth = \"oauth2\"\nsave_to_sent_items = false\nca_file = \"{}\"\n\n\
-         [smtp.oauth2]\n{}",
-        lab.ca(),
-        app.oauth2_table(lab, &graph)
-    );
-    let cfg = TestConfig::new(
-        &[app.account(lab, &graph, "support", &mb, MOVE, "auto_reply = true\n")],
-        &smtp,
-    );
-    let mut daemon = start_daemon(&cfg, "nosave");
-    daemon.wait_healthy(Duration::from_secs(30)).await;
-    let arrived = lab
-        .wait_for_count(&customer, "INBOX", 1, Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        arrived,
-        1,
-        "the reply reached the customer; log:\n{}",
-        daemon.log_text()
-    );
-    let delivered = String::from_utf8_lossy(&lab.messages(&customer, "INBOX").await[0]).to_string();
+    let Replied {
+        mailbox: mb,
+        delivered,
+        ..
+    } = reply_through_graph(lab, &graph, "gnosave", "save_to_sent_items = false\n").await;
     assert!(
-        delivered.contains("In-Reply-To: <retoure-1@customer.example.test>"),
+        delivered.contains("In-Reply-To: <order-4711@customer.example.test>"),
         "{delivered}"
     );
     assert_eq!(graph.sent(&mb).await.len(), 1, "sent once");

@@ -233,11 +233,7 @@ async fn graph_never_logs_its_client_secret_or_tokens_at_trace() {
         300,
     )
     .await;
-    let smtp = format!(
-        "[smtp]\nprotocol = \"graph\"\nauth = \"oauth2\"\nca_file = \"{}\"\n\n[smtp.oauth2]\n{}",
-        lab.ca(),
-        app.oauth2_table(lab, &graph)
-    );
+    let smtp = app.smtp_section(lab, &graph, "");
     let cfg = TestConfig::new(
         &[app.account(
             lab,

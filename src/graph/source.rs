@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::client::{segment, BatchItem, GraphClient, BATCH_LIMIT};
+use super::client::{segment, BatchItem, GraphClient, ItemAnswer, BATCH_LIMIT};
 use super::error::GraphError;
 use super::folders;
 use crate::account::AccountRuntime;
@@ -248,11 +248,44 @@ impl<'a> GraphSource<'a> {
         )
     }
 
+    /// The bytes `bytes_of` takes from the answer to `GET …/messages/{id}{suffix}`, for each of
+    /// `ids`, in `$batch`es; a mail gone meanwhile (404: moved or deleted by someone else) is
+    /// simply absent.
+    async fn get_each(
+        &mut self,
+        ids: &[String],
+        suffix: &str,
+        bytes_of: impl Fn(&ItemAnswer) -> Result<Vec<u8>, GraphError>,
+    ) -> Result<Fetched<String>, SourceError> {
+        let items = ids
+            .iter()
+            .map(|id| BatchItem {
+                method: "GET",
+                url: format!("{}{suffix}", self.message_path(id)),
+                body: None,
+            })
+            .collect();
+        let answers = self.batched(items).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, answer) in ids.iter().zip(answers) {
+            if answer.status == 404 {
+                self.mailbox.mails.remove(id);
+                continue;
+            }
+            if !answer.ok() {
+                return Err(answer.error(self.mailbox.client.mailbox()).into());
+            }
+            out.push(FetchedMail {
+                id: id.clone(),
+                raw: bytes_of(&answer)?,
+                arrived: self.mailbox.mails.get(id).and_then(|s| s.received),
+            });
+        }
+        Ok(out)
+    }
+
     /// `items` in batches of 20; the answers in order.
-    async fn batched(
-        &self,
-        items: Vec<BatchItem>,
-    ) -> Result<Vec<super::client::ItemAnswer>, GraphError> {
+    async fn batched(&self, items: Vec<BatchItem>) -> Result<Vec<ItemAnswer>, GraphError> {
         let mut answers = Vec::with_capacity(items.len());
         for chunk in items.chunks(BATCH_LIMIT) {
             answers.extend(self.mailbox.client.batch(chunk).await?);
@@ -292,61 +325,14 @@ impl Source for GraphSource<'_> {
     }
 
     async fn fetch(&mut self, ids: &[String]) -> Result<Fetched<String>, SourceError> {
-        let items = ids
-            .iter()
-            .map(|id| BatchItem {
-                method: "GET",
-                url: format!("{}/$value", self.message_path(id)),
-                body: None,
-            })
-            .collect();
-        let answers = self.batched(items).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, answer) in ids.iter().zip(answers) {
-            if answer.status == 404 {
-                // Gone meanwhile (moved or deleted by someone else): simply absent.
-                self.mailbox.mails.remove(id);
-                continue;
-            }
-            if !answer.ok() {
-                return Err(answer.error(self.mailbox.client.mailbox()).into());
-            }
-            let raw = answer.bytes()?;
-            let arrived = self.mailbox.mails.get(id).and_then(|s| s.received);
-            out.push(FetchedMail {
-                id: id.clone(),
-                raw,
-                arrived,
-            });
-        }
-        Ok(out)
+        self.get_each(ids, "/$value", ItemAnswer::bytes).await
     }
 
     async fn fetch_headers(&mut self, ids: &[String]) -> Result<Fetched<String>, SourceError> {
-        let items = ids
-            .iter()
-            .map(|id| BatchItem {
-                method: "GET",
-                url: format!("{}?$select=internetMessageHeaders", self.message_path(id)),
-                body: None,
-            })
-            .collect();
-        let answers = self.batched(items).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, answer) in ids.iter().zip(answers) {
-            if answer.status == 404 {
-                continue;
-            }
-            if !answer.ok() {
-                return Err(answer.error(self.mailbox.client.mailbox()).into());
-            }
-            out.push(FetchedMail {
-                id: id.clone(),
-                raw: header_block(&answer.body["internetMessageHeaders"]),
-                arrived: self.mailbox.mails.get(id).and_then(|s| s.received),
-            });
-        }
-        Ok(out)
+        self.get_each(ids, "?$select=internetMessageHeaders", |answer| {
+            Ok(header_block(&answer.body["internetMessageHeaders"]))
+        })
+        .await
     }
 
     fn fetches_headers(&self) -> bool {

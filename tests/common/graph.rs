@@ -218,6 +218,15 @@ impl GraphApp {
         )
     }
 
+    /// `[smtp]` sending through Graph's sendMail as this app; `extra` are more `[smtp]` keys.
+    pub fn smtp_section(&self, lab: &Lab, graph: &GraphLab, extra: &str) -> String {
+        format!(
+            "[smtp]\nprotocol = \"graph\"\nauth = \"oauth2\"\nca_file = \"{}\"\n{extra}\n[smtp.oauth2]\n{}",
+            lab.ca(),
+            self.oauth2_table(lab, graph)
+        )
+    }
+
     /// An `[[account]]` body for `mailbox` with `protocol = "graph"`; `disposal` is e.g.
     /// `action = "move"\nmove_to = "Erledigt"`.
     pub fn account(
