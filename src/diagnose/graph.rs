@@ -190,11 +190,7 @@ pub async fn send_steps(
                 format!(
                     "{:?} sent from {mailbox} to {}: {answer}{}",
                     mail.subject,
-                    mail.envelope
-                        .to()
-                        .first()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
+                    mail.recipient(),
                     if smtp.save_to_sent_items {
                         ", a copy kept in Sent Items"
                     } else {

@@ -135,11 +135,7 @@ pub(super) async fn send_step(
                     format!(
                         "{:?} to {} via {via}: {reply}",
                         mail.subject,
-                        mail.envelope
-                            .to()
-                            .first()
-                            .map(|a| a.to_string())
-                            .unwrap_or_default(),
+                        mail.recipient(),
                     ),
                 )),
                 None => {

@@ -34,6 +34,17 @@ impl Header for TestMarker {
     }
 }
 
+impl TestMail {
+    /// Who the test mail is for.
+    pub fn recipient(&self) -> String {
+        self.envelope
+            .to()
+            .first()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// From the account's address with its sender name, Reply-To its `reply_to` (else its own
 /// address), to `to`; subject `mail2ticket test <stamp>`.
 pub fn test_mail(account: &AccountConfig, to: &str, stamp: &str) -> Result<TestMail, Fail> {

@@ -6,7 +6,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::oauth::TokenProvider;
+use super::oauth::{urlencode as enc, TokenProvider};
 use super::Lab;
 
 pub struct GraphLab {
@@ -246,15 +246,4 @@ impl GraphApp {
             self.oauth2_table(lab, graph)
         )
     }
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
