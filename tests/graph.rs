@@ -535,6 +535,45 @@ async fn a_mail_too_large_to_fetch_opens_a_ticket_of_its_header_and_stays() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_large_mail_is_fetched_on_its_own_byte_for_byte() {
+    let lab = Lab::get();
+    let graph = GraphLab::of(lab);
+    let (mb, app) = mailbox(lab, &graph, "gbig", ALL_ROLES).await;
+    let big = mails::with_photo(
+        "Kunde <kunde@example.test>",
+        &mb,
+        "Fotos vom Schaden",
+        "big-2@customer.example.test",
+        2_500_000,
+    );
+    let mut set = varied(&mb, 3, "gbig");
+    set.push(big.clone());
+    graph.deliver(&mb, "Inbox", &set).await;
+    let cfg = TestConfig::new(&[app.account(lab, &graph, "support", &mb, MOVE, "")], "");
+    let out = cfg.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(cfg.ticket_count().await, 4);
+    let store = cfg.open_store().await;
+    let number = cfg
+        .tickets()
+        .into_iter()
+        .find(|t| t["subject"] == "Fotos vom Schaden")
+        .expect("the big mail's ticket")["number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(store.raw_articles(&number).await.unwrap(), vec![big]);
+    let log = graph.log(&mb).await;
+    let alone = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["in_batch"] == false && r["path"].as_str().unwrap_or("").ends_with("/$value"))
+        .count();
+    assert_eq!(alone, 1, "one $value outside a batch: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn folders_are_display_name_paths_also_under_a_german_inbox() {
     let lab = Lab::get();
     let graph = GraphLab::of(lab);

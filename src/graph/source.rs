@@ -38,6 +38,9 @@ use crate::store::ProcessedState;
 /// needs it to leave a mail larger than `max_message_size` unfetched.
 const SIZE_PROPERTY: &str = "Integer 0x0E08";
 
+/// Mails up to this size are fetched twenty to a `$batch`; larger ones one by one.
+const BATCHED_UP_TO: u64 = 1024 * 1024;
+
 /// Mails per page of a delta round (`Prefer: odata.maxpagesize`).
 const DELTA_PAGE: usize = 200;
 
@@ -325,7 +328,33 @@ impl Source for GraphSource<'_> {
     }
 
     async fn fetch(&mut self, ids: &[String]) -> Result<Fetched<String>, SourceError> {
-        self.get_each(ids, "/$value", ItemAnswer::bytes).await
+        // A large mail comes on its own: in a $batch its bytes would arrive as base64 inside one
+        // JSON answer with the others, held in memory three times over.
+        let (large, small): (Vec<String>, Vec<String>) = ids.iter().cloned().partition(|id| {
+            self.mailbox
+                .mails
+                .get(id)
+                .is_some_and(|seen| seen.size > BATCHED_UP_TO)
+        });
+        let mut out = self.get_each(&small, "/$value", ItemAnswer::bytes).await?;
+        for id in large {
+            let url = self
+                .mailbox
+                .client
+                .url(&format!("{}/$value", self.message_path(&id)));
+            match self.mailbox.client.get_bytes(&url).await {
+                Ok(raw) => out.push(FetchedMail {
+                    arrived: self.mailbox.mails.get(&id).and_then(|s| s.received),
+                    id,
+                    raw,
+                }),
+                Err(e) if e.status() == Some(404) => {
+                    self.mailbox.mails.remove(&id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
     }
 
     async fn fetch_headers(&mut self, ids: &[String]) -> Result<Fetched<String>, SourceError> {
