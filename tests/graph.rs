@@ -408,6 +408,12 @@ async fn test_fetch_sends_a_test_mail_to_the_mailbox_itself_and_sees_it_arrive()
     ] {
         assert!(text.contains(step), "no step {step:?}:\n{text}");
     }
+    // One token for all of it: the token step's, used by every Graph request after it.
+    let stats = common::oauth::TokenProvider::of(lab).stats().await;
+    assert_eq!(
+        stats["grants"][&app.client_id]["client_credentials"], 1,
+        "{stats}"
+    );
     // The next pass disposes of the test mail without a ticket.
     let out = cfg.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", common::stderr(&out));

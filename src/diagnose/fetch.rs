@@ -48,13 +48,13 @@ pub async fn fetch_steps(
         }
         _ => None,
     };
-    let token = token.as_ref();
     let run = Run {
         config,
         account,
         timeout,
         wait,
-        token,
+        token: token.as_ref().map(|(secret, _)| secret),
+        tokens: token.as_ref().map(|(_, source)| source),
     };
     match account.protocol {
         Protocol::Imap => super::imap::steps(run, report).await,

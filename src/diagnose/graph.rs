@@ -88,31 +88,17 @@ pub(super) fn graph_fail(e: GraphError) -> Fail {
     }
 }
 
-/// A client for `mailbox` with the tokens of `oauth2`.
+/// A client for `mailbox` at `oauth2`'s Graph, with the token source of the "token" step.
 pub(super) fn client(
-    config: &Config,
-    name: &str,
+    tokens: Arc<TokenSource>,
     oauth2: &OAuth2Config,
     ca_file: Option<&std::path::Path>,
     mailbox: &str,
     timeout: std::time::Duration,
 ) -> Result<GraphClient, Fail> {
-    let tokens = TokenSource::new(
-        name,
-        oauth2,
-        MailProtocol::Graph,
-        &config.store.path,
-        timeout,
-    )
-    .map_err(|e| Fail::new(e.to_string()))?;
     let tls = crate::tls::client_config(ca_file).map_err(|e| Fail::new(e.to_string()))?;
     let http = http_client(&tls, timeout).map_err(graph_fail)?;
-    Ok(GraphClient::new(
-        http,
-        &oauth2.graph_url(),
-        mailbox,
-        Arc::new(tokens),
-    ))
+    Ok(GraphClient::new(http, &oauth2.graph_url(), mailbox, tokens))
 }
 
 /// "mailbox": the inbox of `client`'s mailbox, which every app with a mail permission may read.
@@ -154,7 +140,7 @@ pub async fn send_steps(
         );
         return None;
     };
-    let token = super::token::token_step(
+    let (token, tokens) = super::token::token_step(
         report,
         "smtp",
         oauth2,
@@ -166,8 +152,7 @@ pub async fn send_steps(
     permissions_step(report, &token, &[roles::SEND]).await?;
     let mailbox = smtp.user.clone().unwrap_or_else(|| from.to_string());
     let client = match client(
-        config,
-        "smtp",
+        tokens,
         oauth2,
         smtp.ca_file.as_deref(),
         &mailbox,

@@ -13,7 +13,7 @@ use crate::graph::{folders, roles, GraphClient};
 
 /// The steps of test-fetch for a Graph account, after the token.
 pub(super) async fn steps(run: Run<'_>, report: &mut Report) -> Option<()> {
-    let (config, account) = (run.config, run.account);
+    let account = run.account;
     let Some(oauth2) = account.oauth2.as_ref() else {
         report.fail_now(
             "token",
@@ -24,11 +24,10 @@ pub(super) async fn steps(run: Run<'_>, report: &mut Report) -> Option<()> {
         );
         return None;
     };
-    let token = run.token?;
+    let (token, tokens) = (run.token?, run.tokens?);
     permissions_step(report, token, &[roles::READ_WRITE]).await?;
     let client = match client(
-        config,
-        &account.name,
+        tokens.clone(),
         oauth2,
         account.ca_file.as_deref(),
         &account.user,

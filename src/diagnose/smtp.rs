@@ -64,7 +64,7 @@ pub async fn smtp_steps(
                 &config.store.path,
                 smtp.timeout,
             );
-            Some(step.await?)
+            Some(step.await?.0)
         }
         _ => None,
     };

@@ -74,6 +74,8 @@ pub(super) struct Run<'a> {
     /// How long to wait for the test mail.
     pub wait: Duration,
     pub token: Option<&'a Secret>,
+    /// Where `token` came from: Graph's steps make their requests with it.
+    pub tokens: Option<&'a Arc<crate::oauth::TokenSource>>,
 }
 
 /// "1 message", "2 messages".

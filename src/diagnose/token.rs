@@ -2,6 +2,7 @@
 //! how long the token lives, or the provider's error code and description. Never the token.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Fail, Report};
@@ -9,7 +10,8 @@ use crate::config::{MailProtocol, OAuth2Config};
 use crate::oauth::{OAuthError, TokenSource};
 use crate::secret::Secret;
 
-/// Runs the step; `name` is the account's name or "smtp".
+/// Runs the step; `name` is the account's name or "smtp". Returns the token and its source,
+/// for steps that make more requests with it (Graph's).
 pub async fn token_step(
     report: &mut Report,
     name: &str,
@@ -17,7 +19,7 @@ pub async fn token_step(
     protocol: MailProtocol,
     store_path: &Path,
     timeout: Duration,
-) -> Option<Secret> {
+) -> Option<(Secret, Arc<TokenSource>)> {
     let step = if name == "smtp" {
         "SMTP token"
     } else {
@@ -26,6 +28,7 @@ pub async fn token_step(
     report
         .run(step, async {
             let source = TokenSource::new(name, oauth2, protocol, store_path, timeout)
+                .map(Arc::new)
                 .map_err(|e| fail(&e))?;
             let token = source.token().await.map_err(|e| fail(&e))?;
             let info = source.last().await;
@@ -39,7 +42,7 @@ pub async fn token_step(
                 ""
             };
             Ok((
-                token,
+                (token, source.clone()),
                 format!(
                     "{} grant at {}: {expiry}{rotated}",
                     oauth2.grant.as_str(),
