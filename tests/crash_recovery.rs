@@ -2,10 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{imap_account, mails, Lab, TestConfig};
-use rand::Rng;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
@@ -34,30 +31,11 @@ async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
         "",
     );
 
-    // Each run is killed just after it made progress (a batch committed), plus a small random
-    // delay, so the kills land mid-backlog whatever the machine's speed: between a commit and
-    // its move, or while the next batch is fetched or stored.
-    let mut kills_mid_backlog = 0;
-    for _ in 0..20 {
-        let before = tickets_stored(&cfg).await;
-        let mut daemon = common::Daemon::start(&cfg.path, cfg.dir.path().join("daemon.log"));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tickets_stored(&cfg).await == before && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let extra = rand::thread_rng().gen_range(0..40);
-        tokio::time::sleep(Duration::from_millis(extra)).await;
-        daemon.kill();
-        let left = lab.count(&user, "INBOX").await;
-        let tickets = tickets_stored(&cfg).await;
-        eprintln!(
-            "SIGKILL {extra} ms after progress: {tickets} tickets, {left} mails left in INBOX"
-        );
-        if left == 0 {
-            break;
-        }
-        kills_mid_backlog += 1;
-    }
+    let kills = common::daemon::kill_mid_backlog(&cfg, 20, 40, || async {
+        lab.count(&user, "INBOX").await as usize
+    })
+    .await;
+    let kills_mid_backlog = kills.iter().filter(|k| k.left > 0).count();
     assert!(
         kills_mid_backlog >= 2,
         "only {kills_mid_backlog} kills landed mid-backlog"
@@ -87,8 +65,4 @@ async fn sigkill_during_a_backlog_never_loses_or_doubles_a_mail() {
         total as u32,
         "each mail moved exactly once"
     );
-}
-
-async fn tickets_stored(cfg: &TestConfig) -> i64 {
-    cfg.ticket_count().await
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::daemon::wait_until;
 use common::graph::{GraphApp, GraphLab};
 use common::{mails, Daemon, Lab, TestConfig};
-use rand::Rng;
 
 const MOVE: &str = "action = \"move\"\nmove_to = \"Erledigt\"\n";
 
@@ -131,41 +130,16 @@ async fn sigkill_between_commit_and_move_loses_and_doubles_nothing() {
     graph.deliver(&mb, "Inbox", &set).await;
     let cfg = TestConfig::new(&[app.account(lab, &graph, "support", &mb, MOVE, "")], "");
 
-    // Killed just after progress (a batch committed) plus a random delay: between a commit and
-    // its move, or while the next batch is fetched or stored.
-    let mut kills_mid_backlog = 0;
-    let mut seen_committed_not_moved = 0;
-    for round in 0..20 {
-        let before = cfg.ticket_count().await;
-        let mut daemon = Daemon::start(
-            &cfg.path,
-            cfg.dir.path().join(format!("daemon-{round}.log")),
-        );
-        let progressed = wait_until(Duration::from_secs(60), || async {
-            cfg.ticket_count().await > before || graph_done(&graph, &mb).await
-        })
-        .await;
-        assert!(
-            progressed,
-            "no progress within 60 s; log:\n{}",
-            daemon.log_text()
-        );
-        let extra = rand::thread_rng().gen_range(0..60);
-        tokio::time::sleep(Duration::from_millis(extra)).await;
-        daemon.kill();
-        let left = graph.ids(&mb, "Inbox").await.len();
-        let tickets = cfg.ticket_count().await as usize;
-        if tickets + left > total {
-            seen_committed_not_moved += 1;
-        }
-        eprintln!(
-            "SIGKILL {extra} ms after progress: {tickets} tickets, {left} mails left in the inbox"
-        );
-        if left == 0 {
-            break;
-        }
-        kills_mid_backlog += 1;
-    }
+    let kills = common::daemon::kill_mid_backlog(&cfg, 20, 60, || async {
+        graph.ids(&mb, "Inbox").await.len()
+    })
+    .await;
+    let kills_mid_backlog = kills.iter().filter(|k| k.left > 0).count();
+    // Mails stored and still in the inbox: the kill came between a commit and its move.
+    let seen_committed_not_moved = kills
+        .iter()
+        .filter(|k| k.tickets as usize + k.left > total)
+        .count();
     assert!(
         kills_mid_backlog >= 2,
         "only {kills_mid_backlog} kills landed mid-backlog"
@@ -199,10 +173,6 @@ async fn sigkill_between_commit_and_move_loses_and_doubles_nothing() {
         (total as i64, total as i64),
         "no article twice"
     );
-}
-
-async fn graph_done(graph: &GraphLab, mb: &str) -> bool {
-    graph.ids(mb, "Inbox").await.is_empty()
 }
 
 /// A customer's mail answered by an automatic reply through Graph: what the test reads of it.

@@ -205,3 +205,65 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// What one SIGKILL of [`kill_mid_backlog`] left behind.
+#[derive(Debug, Clone, Copy)]
+pub struct Kill {
+    /// How long after the progress it waited for the daemon was killed.
+    pub after_ms: u64,
+    /// Tickets in the store then.
+    pub tickets: i64,
+    /// Mails still on the server then, as `left_on_server` counts them.
+    pub left: usize,
+}
+
+/// Starts a daemon on `cfg` again and again, each killed with SIGKILL 0..`max_extra_ms` ms after
+/// it made progress (a ticket stored, or nothing left on the server), so the kills land
+/// mid-backlog whatever the machine's speed: between a commit and its move, or while the next
+/// batch is fetched or stored. Stops once nothing is left on the server, or after `rounds`
+/// kills; panics if a daemon makes no progress within 60 s.
+pub async fn kill_mid_backlog<F, Fut>(
+    cfg: &super::TestConfig,
+    rounds: usize,
+    max_extra_ms: u64,
+    left_on_server: F,
+) -> Vec<Kill>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    use rand::Rng;
+    let mut kills = Vec::new();
+    for round in 0..rounds {
+        let before = cfg.ticket_count().await;
+        let log = cfg.dir.path().join(format!("daemon-{round}.log"));
+        let mut daemon = Daemon::start(&cfg.path, log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Polled often: the kill is to land close after the commit.
+        while cfg.ticket_count().await == before && left_on_server().await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no progress within 60 s; log:\n{}",
+                daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let after_ms = rand::thread_rng().gen_range(0..max_extra_ms);
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        daemon.kill();
+        let kill = Kill {
+            after_ms,
+            tickets: cfg.ticket_count().await,
+            left: left_on_server().await,
+        };
+        eprintln!(
+            "SIGKILL {after_ms} ms after progress: {} tickets, {} mails left on the server",
+            kill.tickets, kill.left
+        );
+        kills.push(kill);
+        if kill.left == 0 {
+            break;
+        }
+    }
+    kills
+}
