@@ -29,6 +29,10 @@ fn config_with(lab: &Lab, account: String, smtp: Option<LabSmtp>, user: &str) ->
 
 const MOVE_TO_ARCHIVE: &str = "action = \"move\"\nmove_to = \"Archive\"\n";
 
+/// Old mail (over 14 days) becomes a closed ticket; mails leave the server once stored.
+const DELETE_OLD_CLOSED: &str =
+    "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n";
+
 /// Success: every line is ✓, exit 0; then `run --once` disposes of the test mail without a
 /// ticket.
 async fn imap_success(encryption: &str, smtp: LabSmtp) {
@@ -202,7 +206,7 @@ async fn pop3_ssl_passes_every_step_and_the_test_mail_makes_no_ticket() {
 async fn inactive_accounts_can_be_tested_too() {
     let lab = Lab::get();
     let user = lab.fresh_user("diag-inactive");
-    let cfg = config_with(
+    let cfg = with_account(
         lab,
         imap_account(
             lab,
@@ -211,7 +215,6 @@ async fn inactive_accounts_can_be_tested_too() {
             "ssl",
             "action = \"delete\"\nactive = false\n",
         ),
-        Some(LabSmtp::Submission),
         &user,
     );
     let (out, report) = run_json(&cfg, &["test-fetch", "acct", "--wait", "30"]);
@@ -285,7 +288,7 @@ async fn the_forecast_tells_which_mails_get_the_old_mail_status_and_the_pass_agr
     let user = lab.fresh_user("diag-forecast-old");
     let customer = lab.fresh_user("diag-forecast-customer");
     old_and_new_mail(lab, &user, &customer).await;
-    let cfg = config_with(
+    let cfg = with_account(
         lab,
         imap_account(
             lab,
@@ -296,7 +299,6 @@ async fn the_forecast_tells_which_mails_get_the_old_mail_status_and_the_pass_agr
                 "{MOVE_TO_ARCHIVE}auto_reply = true\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n"
             ),
         ),
-        Some(LabSmtp::Submission),
         &user,
     );
     assert_eq!(
@@ -329,7 +331,7 @@ async fn without_old_mail_keys_the_forecast_says_old_mail_opens_tickets_and_name
     let user = lab.fresh_user("diag-forecast-plain");
     let customer = lab.fresh_user("diag-forecast-customer");
     old_and_new_mail(lab, &user, &customer).await;
-    let cfg = config_with(
+    let cfg = with_account(
         lab,
         imap_account(
             lab,
@@ -338,7 +340,6 @@ async fn without_old_mail_keys_the_forecast_says_old_mail_opens_tickets_and_name
             "ssl",
             &format!("{MOVE_TO_ARCHIVE}auto_reply = true\n"),
         ),
-        Some(LabSmtp::Submission),
         &user,
     );
     // Without old_mail_*, old is what the reply rule calls old: by the Date only, and a mail
@@ -364,16 +365,9 @@ async fn an_empty_folder_and_a_young_one_are_forecast_too() {
     let lab = Lab::get();
     let user = lab.fresh_user("diag-forecast-young");
     let customer = lab.fresh_user("diag-forecast-customer");
-    let cfg = config_with(
+    let cfg = with_account(
         lab,
-        imap_account(
-            lab,
-            "acct",
-            &user,
-            "none",
-            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
-        ),
-        Some(LabSmtp::Submission),
+        imap_account(lab, "acct", &user, "none", DELETE_OLD_CLOSED),
         &user,
     );
     assert_eq!(forecast(&cfg), "\"INBOX\" holds no mail yet");
@@ -397,7 +391,7 @@ async fn pop3_forecast_reads_the_dates_from_the_headers() {
     let user = lab.fresh_user("diag-forecast-pop3");
     let customer = lab.fresh_user("diag-forecast-customer");
     old_and_new_mail(lab, &user, &customer).await;
-    let cfg = config_with(
+    let cfg = with_account(
         lab,
         pop3_account(
             lab,
@@ -406,7 +400,6 @@ async fn pop3_forecast_reads_the_dates_from_the_headers() {
             "starttls",
             "action = \"keep\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
         ),
-        Some(LabSmtp::Submission),
         &user,
     );
     // POP3 has no INTERNALDATE: the mail without a Date counts as new, as in the pass.
@@ -432,35 +425,15 @@ async fn pop3_forecast_reads_the_dates_from_the_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pop3_without_top_the_forecast_gives_the_rule_without_numbers() {
-    use common::proxy::{line_proxy, ClientLine};
     let lab = Lab::get();
     let user = lab.fresh_user("diag-forecast-notop");
     let customer = lab.fresh_user("diag-forecast-customer");
     old_and_new_mail(lab, &user, &customer).await;
     // Dovecot behind a proxy that takes TOP out of CAPA.
-    let port = line_proxy(lab.port("MAIL_LAB_POP3_PORT"), || {
-        (
-            Box::new(|line: Vec<u8>| {
-                if line.eq_ignore_ascii_case(b"TOP\r\n") {
-                    vec![]
-                } else {
-                    vec![line]
-                }
-            }),
-            Box::new(|line| Box::pin(async move { ClientLine::Forward(line) })),
-        )
-    })
-    .await;
-    let cfg = config_with(
+    let port = common::proxy::pop3_without_top(lab.port("MAIL_LAB_POP3_PORT")).await;
+    let cfg = with_account(
         lab,
-        common::pop3_via(
-            lab,
-            "acct",
-            &user,
-            port,
-            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
-        ),
-        Some(LabSmtp::Submission),
+        common::pop3_via(lab, "acct", &user, port, DELETE_OLD_CLOSED),
         &user,
     );
     assert_eq!(
@@ -494,16 +467,9 @@ async fn ten_thousand_mails_are_counted_one_by_one_over_imap() {
     let lab = Lab::get();
     let user = lab.fresh_user("diag-forecast-10k");
     seed_backlog(lab, &user, 6_000, 4_000);
-    let cfg = config_with(
+    let cfg = with_account(
         lab,
-        imap_account(
-            lab,
-            "acct",
-            &user,
-            "ssl",
-            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
-        ),
-        Some(LabSmtp::Submission),
+        imap_account(lab, "acct", &user, "ssl", DELETE_OLD_CLOSED),
         &user,
     );
     assert_eq!(
@@ -520,16 +486,9 @@ async fn pop3_reads_the_headers_of_the_newest_2000_mails_only() {
     let user = lab.fresh_user("diag-forecast-pop3-many");
     // The 5 oldest by number are of last month; the newest 2,000 of today.
     seed_backlog(lab, &user, 5, 2_000);
-    let cfg = config_with(
+    let cfg = with_account(
         lab,
-        pop3_account(
-            lab,
-            "acct",
-            &user,
-            "ssl",
-            "action = \"delete\"\nold_mail_status = \"closed\"\nold_mail_age = \"14d\"\n",
-        ),
-        Some(LabSmtp::Submission),
+        pop3_account(lab, "acct", &user, "ssl", DELETE_OLD_CLOSED),
         &user,
     );
     assert_eq!(
@@ -819,12 +778,7 @@ async fn test_send_delivers_with_display_name_and_reply_to() {
     let extra = format!(
         "action = \"delete\"\nsender_name = \"Kundendienst Müller\"\nreply_to = \"{reply_to}\"\n"
     );
-    let cfg = config_with(
-        lab,
-        imap_account(lab, "acct", &user, "ssl", &extra),
-        Some(LabSmtp::Submission),
-        &user,
-    );
+    let cfg = with_account(lab, imap_account(lab, "acct", &user, "ssl", &extra), &user);
     let out = cfg.run(&["test-send", "acct", "--to", "customer@example.test"]);
     let stdout = text(&out);
     assert!(

@@ -417,22 +417,9 @@ async fn after_a_uidvalidity_change_a_mail_too_large_is_held_again_without_a_sec
 /// is stored whole as a new mail and leaves the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pop3_without_top_a_mail_too_large_waits_without_a_ticket_until_it_fits() {
-    use common::proxy::{line_proxy, ClientLine};
     let lab = Lab::get();
     let support = lab.fresh_user("large-notop");
-    let port = line_proxy(lab.port("MAIL_LAB_POP3_PORT"), || {
-        (
-            Box::new(|line: Vec<u8>| {
-                if line.eq_ignore_ascii_case(b"TOP\r\n") {
-                    vec![]
-                } else {
-                    vec![line]
-                }
-            }),
-            Box::new(|line| Box::pin(async move { ClientLine::Forward(line) })),
-        )
-    })
-    .await;
+    let port = common::proxy::pop3_without_top(lab.port("MAIL_LAB_POP3_PORT")).await;
     let cfg = TestConfig::new(
         &[common::pop3_via(
             lab,

@@ -235,6 +235,24 @@ pub async fn line_proxy(
     port
 }
 
+/// A proxy in front of the plain POP3 port `target` that takes TOP out of CAPA: a server that
+/// cannot give a mail's header alone. Returns its port.
+pub async fn pop3_without_top(target: u16) -> u16 {
+    line_proxy(target, || {
+        (
+            Box::new(|line: Vec<u8>| {
+                if line.eq_ignore_ascii_case(b"TOP\r\n") {
+                    vec![]
+                } else {
+                    vec![line]
+                }
+            }),
+            Box::new(|line| Box::pin(async move { ClientLine::Forward(line) })),
+        )
+    })
+    .await
+}
+
 /// A proxy in front of a plain POP3 port that imitates RFC 2449 LOGIN-DELAY (as Debian's Cyrus
 /// does): CAPA lists `LOGIN-DELAY <secs>`, and a PASS less than `secs` after the previous
 /// accepted one is answered `-ERR [LOGIN-DELAY] ...` without reaching the server.
