@@ -25,14 +25,6 @@ impl Transport {
             )?)),
         })
     }
-
-    /// Where mail goes, for messages.
-    pub fn server(&self) -> String {
-        match self {
-            Transport::Smtp(t) => t.server().to_string(),
-            Transport::Graph(g) => g.server(),
-        }
-    }
 }
 
 impl Deliver for Transport {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
-use super::error::{envelope, GraphError};
+use super::error::{envelope, envelope_of, GraphError};
 use crate::oauth::{OAuthError, TokenSource};
 use crate::secret::Secret;
 
@@ -106,11 +106,11 @@ impl ItemAnswer {
 
     /// The error this answer stands for.
     pub fn error(&self, mailbox: &str) -> GraphError {
-        let error = &self.body["error"];
+        let (code, message) = envelope_of(&self.body);
         GraphError::Api {
             status: self.status,
-            code: error["code"].as_str().unwrap_or("(no code)").to_string(),
-            message: error["message"].as_str().unwrap_or("").to_string(),
+            code,
+            message: message.unwrap_or_default(),
             mailbox: mailbox.to_string(),
         }
     }
@@ -225,10 +225,6 @@ impl GraphClient {
 
     pub fn mailbox(&self) -> &str {
         &self.mailbox
-    }
-
-    pub fn tokens(&self) -> &TokenSource {
-        &self.tokens
     }
 
     /// `/users/{mailbox}`, encoded: the start of every path of this mailbox.

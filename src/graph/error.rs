@@ -109,17 +109,22 @@ impl From<GraphError> for SourceError {
     }
 }
 
-/// Graph's error envelope: `{"error": {"code": ..., "message": ...}}`
-/// (<https://learn.microsoft.com/en-us/graph/errors>).
+/// Graph's error envelope in an answer's bytes: `{"error": {"code": ..., "message": ...}}`
+/// (<https://learn.microsoft.com/en-us/graph/errors>); an answer that is not one (a proxy's
+/// page) gives its first 200 bytes as the message.
 pub fn envelope(body: &[u8]) -> (String, String) {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let error = &value["error"];
-    let code = error["code"].as_str().unwrap_or("(no code)").to_string();
-    let message = error["message"]
-        .as_str()
-        .map(str::to_string)
+    let (code, message) = envelope_of(&value);
+    let message = message
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
     (code, message)
+}
+
+/// The code and message of an error envelope already parsed (a `$batch` item's body).
+pub fn envelope_of(value: &serde_json::Value) -> (String, Option<String>) {
+    let error = &value["error"];
+    let code = error["code"].as_str().unwrap_or("(no code)").to_string();
+    (code, error["message"].as_str().map(str::to_string))
 }
 
 #[cfg(test)]

@@ -88,12 +88,8 @@ impl GraphSender {
         format!("Microsoft Graph ({})", self.base)
     }
 
-    pub fn tokens(&self) -> &TokenSource {
-        &self.tokens
-    }
-
     /// The client of the mailbox a message is sent from.
-    pub fn client(&self, from: &str) -> GraphClient {
+    fn client(&self, from: &str) -> GraphClient {
         let mailbox = self.mailbox.clone().unwrap_or_else(|| from.to_string());
         let mut clients = self.clients.lock().expect("clients lock");
         clients
@@ -103,11 +99,6 @@ impl GraphSender {
             })
             .clone()
     }
-
-    /// Sends `message` as it is from `client`'s mailbox.
-    pub async fn send(&self, client: &GraphClient, message: &[u8]) -> Result<(), GraphError> {
-        send_mime(client, message, self.save_to_sent_items).await
-    }
 }
 
 /// Sends `message` as it is from `client`'s mailbox, keeping a copy in its Sent Items or not.
@@ -116,39 +107,37 @@ pub async fn send_mime(
     message: &[u8],
     save_to_sent_items: bool,
 ) -> Result<(), GraphError> {
-    {
-        let user = client.user_path();
-        if save_to_sent_items {
-            let url = client.url(&format!("{user}/sendMail"));
-            client
-                .send_json(reqwest::Method::POST, &url, Body::Mime(message.to_vec()))
-                .await?;
-            return Ok(());
-        }
-        let url = client.url(&format!("{user}/messages"));
-        let draft = client
+    let user = client.user_path();
+    if save_to_sent_items {
+        let url = client.url(&format!("{user}/sendMail"));
+        client
             .send_json(reqwest::Method::POST, &url, Body::Mime(message.to_vec()))
             .await?;
-        let id = draft["id"].as_str().ok_or_else(|| GraphError::Unexpected {
-            what: "creating a draft".into(),
-            detail: "no id".into(),
-        })?;
-        let url = client.url(&format!("{user}/messages/{}", segment(id)));
-        client
-            .send_json(
-                reqwest::Method::PATCH,
-                &url,
-                Body::Json(json!({
-                    "singleValueExtendedProperties": [{"id": DELETE_AFTER_SUBMIT, "value": "true"}]
-                })),
-            )
-            .await?;
-        let url = client.url(&format!("{user}/messages/{}/send", segment(id)));
-        client
-            .send_json(reqwest::Method::POST, &url, Body::None)
-            .await?;
-        Ok(())
+        return Ok(());
     }
+    let url = client.url(&format!("{user}/messages"));
+    let draft = client
+        .send_json(reqwest::Method::POST, &url, Body::Mime(message.to_vec()))
+        .await?;
+    let id = draft["id"].as_str().ok_or_else(|| GraphError::Unexpected {
+        what: "creating a draft".into(),
+        detail: "no id".into(),
+    })?;
+    let url = client.url(&format!("{user}/messages/{}", segment(id)));
+    client
+        .send_json(
+            reqwest::Method::PATCH,
+            &url,
+            Body::Json(json!({
+                "singleValueExtendedProperties": [{"id": DELETE_AFTER_SUBMIT, "value": "true"}]
+            })),
+        )
+        .await?;
+    let url = client.url(&format!("{user}/messages/{}/send", segment(id)));
+    client
+        .send_json(reqwest::Method::POST, &url, Body::None)
+        .await?;
+    Ok(())
 }
 
 /// Sorts a Graph failure for the outbox: what a retry can fix, what it cannot, and a refused
@@ -207,7 +196,7 @@ impl Deliver for GraphSender {
             )));
         }
         let client = self.client(envelope_from);
-        self.send(&client, message)
+        send_mime(&client, message, self.save_to_sent_items)
             .await
             .map_err(|e| classify(&self.server(), e))
     }

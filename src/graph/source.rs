@@ -105,10 +105,6 @@ impl GraphMailbox {
         }
     }
 
-    pub fn client(&self) -> &GraphClient {
-        &self.client
-    }
-
     /// The folder ids, resolved at the first pass.
     async fn folders(&mut self) -> Result<Folders, GraphError> {
         if let Some(f) = &self.folders {
