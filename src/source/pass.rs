@@ -39,7 +39,7 @@ use crate::ingest::outcome::{Outcome, Recorded, Skipped};
 use crate::ingest::parse::parse_fetched;
 use crate::ingest::Extent;
 use crate::store::{
-    Incoming, Prepared, ProcessedState, Store, StoreError, StoredAlone, TicketRules,
+    Backend, Incoming, Prepared, ProcessedState, Store, StoreError, StoredAlone, TicketRules,
     QUARANTINE_AFTER,
 };
 
@@ -124,7 +124,7 @@ pub async fn run_pass<S: Source>(
     let mut ready = match batches.first() {
         Some(first) => {
             let room = ctx.budget.reserve(bytes(first)).await;
-            Some(fetch_and_parse(&mut source, &ids(first), room).await?)
+            Some(fetch_and_parse(&mut source, &ids(first), room, ctx.store.backend()).await?)
         }
         None => None,
     };
@@ -163,7 +163,9 @@ pub async fn run_pass<S: Source>(
                     dispose_committed(&mut source, ctx, &durable, &mut report).await
                 };
                 let next = match early {
-                    Some((ids, room)) => Some(fetch_and_parse(&mut source, &ids, room).await),
+                    Some((ids, room)) => {
+                        Some(fetch_and_parse(&mut source, &ids, room, ctx.store.backend()).await)
+                    }
                     None => None,
                 };
                 (gone, next)
@@ -202,7 +204,7 @@ pub async fn run_pass<S: Source>(
             (Some(next), _) => Some(next?),
             (None, Some((ids, size))) => {
                 let room = ctx.budget.reserve(size).await;
-                Some(fetch_and_parse(&mut source, &ids, room).await?)
+                Some(fetch_and_parse(&mut source, &ids, room, ctx.store.backend()).await?)
             }
             (None, None) => None,
         };
@@ -328,7 +330,7 @@ async fn store_headers<S: Source>(
         let header_of = |key: &SourceKey| Extent::HeaderOnly {
             size: sizes.get(key).copied().unwrap_or(0),
         };
-        let batch = prepare(source, fetched, header_of, room).await?;
+        let batch = prepare(source, fetched, header_of, room, ctx.store.backend()).await?;
         let first_try = ctx
             .store
             .store_prepared(ctx.rules, &batch.incoming, &batch.prepared, &[])
@@ -440,9 +442,10 @@ async fn fetch_and_parse<S: Source>(
     source: &mut S,
     ids: &[S::Id],
     room: Reservation,
+    backend: Backend,
 ) -> Result<Ready<S::Id>, SourceError> {
     let fetched = source.fetch(ids).await?;
-    prepare(source, fetched, |_| Extent::Whole, room).await
+    prepare(source, fetched, |_| Extent::Whole, room, backend).await
 }
 
 /// Parses fetched mails (whole, or as `extent` says of each) and prepares them for storing, off
@@ -452,6 +455,7 @@ async fn prepare<S: Source>(
     fetched: Fetched<S::Id>,
     extent: impl Fn(&SourceKey) -> Extent,
     room: Reservation,
+    backend: Backend,
 ) -> Result<Ready<S::Id>, SourceError> {
     let keyed: Vec<(SourceKey, Extent, FetchedMail<S::Id>)> = fetched
         .into_iter()
@@ -480,7 +484,7 @@ async fn prepare<S: Source>(
             crate::ingest::order::store_order(incoming, |(_, m): &(S::Id, Incoming)| &m.parsed)
                 .into_iter()
                 .unzip();
-        let prepared = Prepared::of(&incoming);
+        let prepared = Prepared::of(&incoming, backend);
         Ready {
             ids,
             incoming,

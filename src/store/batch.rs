@@ -45,12 +45,12 @@ impl Store {
         rules: &TicketRules,
         mails: &[Incoming],
     ) -> Result<Vec<Outcome>, StoreError> {
-        self.store_prepared(rules, mails, &Prepared::of(mails), &[])
+        self.store_prepared(rules, mails, &Prepared::of(mails, self.backend), &[])
             .await
     }
 
     /// [`store_batch`](Self::store_batch) with the lock-free part already done (see
-    /// [`Prepared`]): `prepared` must be `Prepared::of(mails)`.
+    /// [`Prepared`]): `prepared` must be `Prepared::of(mails, self.backend())`.
     ///
     /// `disposed`: source keys of the account's mails that have left the server since the last
     /// write, recorded in the same transaction as [`mark_disposed`](Self::mark_disposed)
@@ -118,9 +118,11 @@ impl Store {
             .iter()
             .zip(&prepared.packed)
             .zip(&decisions)
-            .map(|((&mail, packed), decision)| Planned {
+            .enumerate()
+            .map(|(i, ((&mail, packed), decision))| Planned {
                 mail,
                 packed,
+                words: prepared.words.get(i).map(String::as_str),
                 decision,
             })
             .collect();

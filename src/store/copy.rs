@@ -8,7 +8,8 @@
 //! table is read back from the target and compared with what was read from the source: row
 //! counts and a checksum over every value of every row (raw mails included). The columns copied are
 //! those of the source, which has just been migrated to the same schema version as the target;
-//! a PostgreSQL target computes its generated column `articles.words` itself.
+//! a PostgreSQL target gets `articles.words`, which a SQLite store has no column for, built from
+//! each article's subject and text (see `word_vector`).
 
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row};
 
+use super::word_vector::words_column;
 use super::{Backend, SqlBuilder, Store, StoreError};
 
 /// A store's tables in an order their rows can be inserted in (each after the tables its
@@ -236,11 +238,16 @@ async fn copy_table(
 ) -> Result<u64, StoreError> {
     let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
     let select = format!("SELECT {} FROM {table}", names.join(", "));
-    let insert = format!("INSERT INTO {table} ({}) ", names.join(", "));
+    let words_of = match (table, target_backend) {
+        ("articles", Backend::Postgres) => Some(WordsOf::find(&names)?),
+        _ => None,
+    };
+    let words = if words_of.is_some() { ", words" } else { "" };
+    let insert = format!("INSERT INTO {table} ({}{words}) ", names.join(", "));
     let mut source = TableSum::default();
     {
         let mut rows = sqlx::query(&select).fetch(&mut **read);
-        let mut batch: Vec<Vec<Value>> = Vec::new();
+        let mut batch: Vec<(Vec<Value>, Option<String>)> = Vec::new();
         let mut bytes = 0;
         while let Some(row) = rows.try_next().await? {
             let mut values = decode(&row, columns)?;
@@ -257,7 +264,8 @@ async fn copy_table(
             }
             source.add(&values);
             bytes += values.iter().map(Value::size).sum::<usize>();
-            batch.push(values);
+            let words = words_of.as_ref().map(|w| w.of(&values));
+            batch.push((values, words));
             if batch.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
                 insert_batch(write, &insert, std::mem::take(&mut batch)).await?;
                 bytes = 0;
@@ -303,22 +311,55 @@ fn decode(
         .collect()
 }
 
+/// Where an article's subject and text are among the copied columns, for the words a
+/// PostgreSQL target stores beside them.
+struct WordsOf {
+    subject: usize,
+    text: usize,
+}
+
+impl WordsOf {
+    fn find(names: &[&str]) -> Result<WordsOf, StoreError> {
+        let at = |name: &str| {
+            names.iter().position(|n| *n == name).ok_or_else(|| {
+                StoreError::Copy(format!("the source's articles have no column {name}"))
+            })
+        };
+        Ok(WordsOf {
+            subject: at("subject")?,
+            text: at("text_body")?,
+        })
+    }
+
+    fn of(&self, values: &[Value]) -> String {
+        let text = |i: usize| match &values[i] {
+            Value::Text(Some(t)) => t.as_str(),
+            _ => "",
+        };
+        words_column(text(self.subject), text(self.text))
+    }
+}
+
+/// A batch of rows, each with its words when the target stores them (see [`WordsOf`]).
 async fn insert_batch(
     write: &mut sqlx::Transaction<'static, Any>,
     insert: &str,
-    batch: Vec<Vec<Value>>,
+    batch: Vec<(Vec<Value>, Option<String>)>,
 ) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
     }
     let mut q = SqlBuilder::new(Backend::of(write), insert);
-    q.push_values(batch, |mut row, values| {
+    q.push_values(batch, |mut row, (values, words)| {
         for value in values {
             row = match value {
                 Value::Integer(v) => row.push_bind(v),
                 Value::Text(v) => row.push_bind(v),
                 Value::Blob(v) => row.push_bind(v),
             };
+        }
+        if let Some(words) = words {
+            row.push_bind_as(words, "tsvector");
         }
     });
     q.build().execute(&mut **write).await?;

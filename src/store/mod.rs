@@ -33,6 +33,7 @@ mod raw;
 mod raw_codec;
 mod sql;
 mod too_large;
+mod word_vector;
 mod write;
 // Benchmarks and tests only (see the `synthetic` feature in Cargo.toml): no generator in the
 // daemon.

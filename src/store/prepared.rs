@@ -1,10 +1,13 @@
 //! The part of storing a batch that needs CPU but no lock: each mail's SHA-256, its raw bytes
-//! compressed for `raw_mails`, and the key that tells copies of one message apart. A pass
+//! compressed for `raw_mails`, the key that tells copies of one message apart and, for a
+//! PostgreSQL store, the words of its word search (see `word_vector`). A pass
 //! computes it on a blocking thread together with parsing, while the batch before is still being
 //! written, so SQLite's write transaction holds the lock only for writing.
 
 use super::batch::{sha256_hex, Incoming};
 use super::raw_codec::RawCodec;
+use super::word_vector::words_column;
+use super::Backend;
 use crate::ingest::same_message::{message_key, MessageKey};
 
 /// What [`Store::store_prepared`](super::Store::store_prepared) needs beside the mails
@@ -14,10 +17,13 @@ pub struct Prepared {
     pub(super) shas: Vec<String>,
     pub(super) packed: Vec<Vec<u8>>,
     pub(super) msg_keys: Vec<Option<MessageKey>>,
+    /// `articles.words` of each mail on PostgreSQL; empty for SQLite, whose FTS5 triggers index
+    /// the text themselves.
+    pub(super) words: Vec<String>,
 }
 
 impl Prepared {
-    pub fn of(mails: &[Incoming]) -> Prepared {
+    pub fn of(mails: &[Incoming], backend: Backend) -> Prepared {
         Prepared {
             shas: mails.iter().map(|m| sha256_hex(&m.raw)).collect(),
             packed: mails
@@ -28,6 +34,13 @@ impl Prepared {
                 .iter()
                 .map(|m| message_key(&m.parsed, &m.raw))
                 .collect(),
+            words: match backend {
+                Backend::Postgres => mails
+                    .iter()
+                    .map(|m| words_column(&m.parsed.subject, &m.parsed.text))
+                    .collect(),
+                Backend::Sqlite => Vec::new(),
+            },
         }
     }
 

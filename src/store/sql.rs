@@ -132,6 +132,21 @@ impl<'a> Values<'_, 'a> {
         self.sql.push_bind(value);
         self
     }
+
+    /// A value given in its text form for a column of `sql_type` (`CAST($n AS tsvector)`):
+    /// the `Any` driver binds text as text, which PostgreSQL does not convert by itself.
+    pub fn push_bind_as<T>(mut self, value: T, sql_type: &str) -> Self
+    where
+        T: 'a + Encode<'a, Any> + Type<Any>,
+    {
+        if !self.first {
+            self.sql.push(", ");
+        }
+        self.first = false;
+        self.sql.push("CAST(").push_bind(value).push(" AS ");
+        self.sql.push(sql_type).push(")");
+        self
+    }
 }
 
 /// Bound parameters per `IN (...)` list or multi-row insert, well below SQLite's limit.

@@ -21,6 +21,7 @@ use sqlx::{Any, Connection};
 use super::message_ids::insert_message_id_hashes;
 use super::processed::insert_processed;
 use super::raw_codec::RawCodec;
+use super::word_vector::words_column;
 use super::write::{insert_messages, insert_raw_mails};
 use super::{sha256_hex, Backend, SqlBuilder, Store, StoreError};
 use crate::ingest::same_message::key_of;
@@ -432,14 +433,23 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         });
         q.build().execute(&mut **tx).await?;
     }
+    // As ingestion writes them: PostgreSQL's word column with the row (see `word_vector`).
+    let backend = Backend::of(tx);
+    let words = match backend {
+        Backend::Postgres => ", words",
+        Backend::Sqlite => "",
+    };
     let mut q = SqlBuilder::new(
-        Backend::of(tx),
-        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, \
-         from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, \
-         size, parse_problem, is_followup, received_at, created_at) ",
+        backend,
+        format!(
+            "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, \
+             refs, from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, \
+             raw_sha256, size, parse_problem, is_followup, received_at, created_at{words}) "
+        ),
     );
     q.push_values(rows, |b, r| {
-        b.push_bind(r.article_id)
+        let b = b
+            .push_bind(r.article_id)
             .push_bind(r.ticket_id)
             .push_bind(r.account.as_str())
             .push_bind(source_key(r))
@@ -460,6 +470,9 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
             .push_bind(i64::from(r.followup))
             .push_bind(r.received_at.as_str())
             .push_bind(r.created_at.as_str());
+        if backend == Backend::Postgres {
+            b.push_bind_as(words_column(&r.subject, &r.body), "tsvector");
+        }
     });
     q.build().execute(&mut **tx).await?;
     insert_message_id_hashes(

@@ -34,6 +34,8 @@ pub(super) struct Planned<'a> {
     pub mail: Mail<'a>,
     /// The raw bytes as stored (see `RawCodec`).
     pub packed: &'a [u8],
+    /// `articles.words` on PostgreSQL (see `word_vector`); `None` on SQLite.
+    pub words: Option<&'a str>,
     pub decision: &'a Decision,
 }
 
@@ -147,17 +149,27 @@ async fn insert_articles(
     articles: &[(&Planned<'_>, &Article)],
     now: &str,
 ) -> Result<(), StoreError> {
+    // PostgreSQL's word column is written with the row (see `word_vector`); SQLite's FTS5
+    // triggers index the text themselves.
+    let backend = Backend::of(tx);
+    let words = match backend {
+        Backend::Postgres => ", words",
+        Backend::Sqlite => "",
+    };
     let mut q = SqlBuilder::new(
-        Backend::of(tx),
-        "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, refs, \
-         from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, raw_sha256, \
-         size, parse_problem, is_followup, is_bounce, reply_note, rule, too_large, completes, \
-         received_at, created_at) ",
+        backend,
+        format!(
+            "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, \
+             refs, from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, \
+             raw_sha256, size, parse_problem, is_followup, is_bounce, reply_note, rule, too_large, \
+             completes, received_at, created_at{words}) "
+        ),
     );
     q.push_values(articles, |b, (p, a)| {
         let mail = p.mail.incoming;
         let parsed = &mail.parsed;
-        b.push_bind(a.id)
+        let b = b
+            .push_bind(a.id)
             .push_bind(a.ticket.id)
             .push_bind(rules.account.as_str())
             .push_bind(mail.source_key.to_string())
@@ -192,6 +204,10 @@ async fn insert_articles(
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             )
             .push_bind(now);
+        if backend == Backend::Postgres {
+            // Missing words would be a bug: the column's NOT NULL then fails the batch.
+            b.push_bind_as(p.words, "tsvector");
+        }
     });
     q.build().execute(&mut **tx).await?;
     insert_message_id_hashes(
