@@ -8,6 +8,8 @@
 //!
 //! `--postgres URL_ENV`: into the PostgreSQL database whose URL is in that environment
 //! variable (an empty schema, or one this profile wrote before: its ids carry on).
+//!
+//! `RUST_LOG=sqlx::query=debug` logs every statement with its time (to stderr).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +44,10 @@ fn kind(raw: &[u8], p: &ParsedMail) -> &'static str {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(arg(&args, "--mails").expect("--mails DIR"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

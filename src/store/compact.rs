@@ -8,7 +8,7 @@
 //! stopped: what is converted is what it finds no longer in the old columns.
 
 use super::raw_codec::RawCodec;
-use super::write::{insert_attachment_content, insert_raw_mails};
+use super::write::{insert_attachment_contents, insert_raw_mails};
 use super::{sha256_hex, SqlBuilder, Store, StoreError};
 
 /// How far a conversion got. Row ids only grow, so a cursor is the last id looked at.
@@ -90,7 +90,7 @@ impl Store {
         for (id, data) in &attachments {
             next.attachment = *id;
             let sha = sha256_hex(data);
-            insert_attachment_content(&mut tx, &sha, data).await?;
+            insert_attachment_contents(&mut tx, &[(sha.as_str(), data)]).await?;
             sqlx::query("UPDATE attachments SET data = $1, content_sha256 = $2 WHERE id = $3")
                 .bind(Vec::<u8>::new())
                 .bind(&sha)

@@ -24,6 +24,8 @@ use crate::ingest::route::{Article, Decision, Mail, ReplyPlan};
 /// statement the 10,000-mail backlog took 3.6-3.9 s, with 500 3.3-3.5 s, and into a store of
 /// 100,000 articles 5.8-6.2 s against 5.0 s.
 const ARTICLE_CHUNK: usize = 500;
+/// Bytes of attachment contents per INSERT (one larger content goes alone).
+const CONTENT_CHUNK_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the `raw` and `data` columns of rows written since migration 0009 hold: the bytes are in
 /// `raw_mails` and `attachment_contents`.
@@ -219,10 +221,7 @@ async fn insert_articles(
     .await?;
     let packed: Vec<(i64, &[u8])> = articles.iter().map(|(p, a)| (a.id, p.packed)).collect();
     insert_raw_mails(tx, &packed).await?;
-    for (p, a) in articles {
-        insert_attachments(tx, a.id, &p.mail.incoming.parsed).await?;
-    }
-    Ok(())
+    insert_attachments(tx, articles).await
 }
 
 /// A follow-up updates its ticket's `updated_at`: one statement for every ticket followed up.
@@ -422,40 +421,83 @@ pub(super) async fn insert_raw_mails(
 /// distinct SHA-256 (the same logo in every mail is stored once).
 async fn insert_attachments(
     tx: &mut Transaction<'_, Any>,
-    article_id: i64,
-    parsed: &crate::ingest::parse::ParsedMail,
+    articles: &[(&Planned<'_>, &Article)],
 ) -> Result<(), StoreError> {
-    for att in &parsed.attachments {
-        let sha = sha256_hex(&att.data);
-        insert_attachment_content(tx, &sha, &att.data).await?;
-        sqlx::query(
-            "INSERT INTO attachments (article_id, filename, content_type, size, data, content_sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(article_id)
-        .bind(&att.filename)
-        .bind(&att.content_type)
-        .bind(att.data.len() as i64)
-        .bind(NO_BYTES)
-        .bind(&sha)
-        .execute(&mut **tx)
-        .await?;
+    // Statements per batch, not per attachment: on PostgreSQL each statement is a round trip.
+    let rows: Vec<(i64, &crate::ingest::parse::Attachment, String)> = articles
+        .iter()
+        .flat_map(|(p, a)| {
+            p.mail
+                .incoming
+                .parsed
+                .attachments
+                .iter()
+                .map(|att| (a.id, att, sha256_hex(&att.data)))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let contents: Vec<(&str, &[u8])> = rows
+        .iter()
+        .map(|(_, att, sha)| (sha.as_str(), att.data.as_slice()))
+        .collect();
+    insert_attachment_contents(tx, &contents).await?;
+    for chunk in rows.chunks(IN_CHUNK / 6) {
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "INSERT INTO attachments (article_id, filename, content_type, size, data, \
+             content_sha256) ",
+        );
+        q.push_values(chunk, |b, (article_id, att, sha)| {
+            b.push_bind(*article_id)
+                .push_bind(att.filename.as_str())
+                .push_bind(att.content_type.as_str())
+                .push_bind(att.data.len() as i64)
+                .push_bind(NO_BYTES)
+                .push_bind(sha.as_str());
+        });
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-/// Stores decoded attachment bytes unless the same content is stored already.
-pub(super) async fn insert_attachment_content(
+/// Stores decoded attachment bytes, each content once: one already stored, or twice in
+/// `contents`, is left as it is.
+pub(super) async fn insert_attachment_contents(
     tx: &mut Transaction<'_, Any>,
-    sha: &str,
-    data: &[u8],
+    contents: &[(&str, &[u8])],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO attachment_contents (sha256, data) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-    )
-    .bind(sha)
-    .bind(data)
-    .execute(&mut **tx)
-    .await?;
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<(&str, &[u8])> = contents
+        .iter()
+        .filter(|(sha, _)| seen.insert(*sha))
+        .copied()
+        .collect();
+    // Bounded by bytes too: attachments can be tens of megabytes.
+    let mut rest = unique.as_slice();
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take(IN_CHUNK / 2)
+            .take_while(|(_, data)| {
+                bytes += data.len();
+                bytes <= CONTENT_CHUNK_BYTES || bytes == data.len()
+            })
+            .count()
+            .max(1);
+        let (chunk, later) = rest.split_at(n);
+        let mut q = SqlBuilder::new(
+            Backend::of(tx),
+            "INSERT INTO attachment_contents (sha256, data) ",
+        );
+        q.push_values(chunk, |b, (sha, data)| {
+            b.push_bind(*sha).push_bind(*data);
+        });
+        q.push(" ON CONFLICT (sha256) DO NOTHING");
+        q.build().execute(&mut **tx).await?;
+        rest = later;
+    }
     Ok(())
 }
