@@ -272,7 +272,7 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
 ///   closed;
 /// - `tcp_user_timeout` (60 s): the same for a connection with data the client never
 ///   acknowledges (results sent to a client that is gone), which keepalive does not cover.
-///   PostgreSQL 12 or newer, as the store's schema needs anyway (generated columns, 0008).
+///   PostgreSQL 12 or newer (the store needs 14 anyway, see [`OLDEST_POSTGRES`]).
 ///
 /// They are `SET`s rather than the URL's `options`, so a URL written for libpq works as it is.
 /// Over a Unix socket PostgreSQL ignores the TCP settings (they read 0), as it should.
@@ -284,6 +284,33 @@ fn session_settings() -> String {
          SET tcp_keepalives_count = 3; SET tcp_user_timeout = 60000",
         bound::STATEMENT_TIMEOUT.as_millis()
     )
+}
+
+/// The oldest PostgreSQL the migrations run on (`server_version_num`): 0020 drops a generated
+/// column's expression (13), 0021 sets a column's compression (14).
+const OLDEST_POSTGRES: u32 = 140_000;
+
+/// Refuses a server older than [`OLDEST_POSTGRES`] before any migration runs, in words rather
+/// than as a migration's syntax error.
+async fn require_postgres_version(pool: &AnyPool, shown: &str) -> Result<(), StoreError> {
+    let (number, version): (String, String) =
+        sqlx::query_as("SELECT current_setting('server_version_num'), version()")
+            .fetch_one(pool)
+            .await?;
+    if postgres_too_old(&number) {
+        return Err(StoreError::Unsupported(format!(
+            "the ticket store {shown} runs {version}; mail2ticket needs PostgreSQL 14 or newer. \
+             Upgrade the server (pg_upgrade or a dump and restore), or keep the store in SQLite"
+        )));
+    }
+    Ok(())
+}
+
+fn postgres_too_old(server_version_num: &str) -> bool {
+    server_version_num
+        .trim()
+        .parse::<u32>()
+        .is_ok_and(|n| n < OLDEST_POSTGRES)
 }
 
 /// The PostgreSQL pool's options (the main pool and the leases' alike).
@@ -409,6 +436,9 @@ impl Store {
         backend: Backend,
         shown: String,
     ) -> Result<Store, StoreError> {
+        if backend == Backend::Postgres {
+            require_postgres_version(&pool, &shown).await?;
+        }
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
@@ -680,6 +710,17 @@ fn mask_secret(text: &str, url: &Secret) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgresql_older_than_14_is_refused_before_migrating() {
+        assert!(postgres_too_old("130015"));
+        assert!(postgres_too_old("120022"));
+        assert!(!postgres_too_old("140000"));
+        assert!(!postgres_too_old("150018"));
+        assert!(!postgres_too_old("180001"));
+        // A number that does not parse is left to the migrations to judge.
+        assert!(!postgres_too_old("unknown"));
+    }
 
     #[tokio::test]
     async fn two_openers_of_a_new_store_file_at_once_both_get_it_migrated() {

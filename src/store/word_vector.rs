@@ -35,7 +35,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write;
 
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
@@ -75,11 +74,12 @@ pub fn words_column(subject: &str, body: &str) -> String {
             out.push(c);
         }
         out.push_str("':");
+        let mut digits = itoa::Buffer::new();
         for (j, p) in positions.iter().enumerate() {
             if j > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{p}");
+            out.push_str(digits.format(*p));
         }
     }
     out
@@ -255,7 +255,7 @@ type Word<'t> = (Cow<'t, str>, Vec<u16>);
 /// PostgreSQL compares lexemes), each word's positions ascending.
 fn part(folded: &str) -> Vec<Word<'_>> {
     let mut words: Vec<Word> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
     let mut position: u16 = 0;
     for_each_word(folded, |word| {
         if word.len() >= WORD_BYTES_SKIPPED {

@@ -1,0 +1,2 @@
+-- PostgreSQL only (see migrations/postgres/0021): SQLite does not compress column values.
+SELECT 1;
