@@ -35,10 +35,7 @@ impl Prepared {
                 .map(|m| message_key(&m.parsed, &m.raw))
                 .collect(),
             words: match backend {
-                Backend::Postgres => mails
-                    .iter()
-                    .map(|m| words_column(&m.parsed.subject, &m.parsed.text))
-                    .collect(),
+                Backend::Postgres => mails.iter().map(words_of).collect(),
                 Backend::Sqlite => Vec::new(),
             },
         }
@@ -51,4 +48,19 @@ impl Prepared {
     pub fn is_empty(&self) -> bool {
         self.shas.is_empty()
     }
+}
+
+/// A mail's words for PostgreSQL's word search. A panic while building them (a bug) costs the
+/// article its words, not its batch: the batch is prepared on a blocking thread, where a panic
+/// would end every pass at the same mail.
+fn words_of(mail: &Incoming) -> String {
+    let build = || words_column(&mail.parsed.subject, &mail.parsed.text);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).unwrap_or_else(|_| {
+        tracing::error!(
+            source_key = %mail.source_key,
+            "building the search words of a mail failed (a bug): it is stored without them, \
+             so `tickets find` does not find it by its words"
+        );
+        String::new()
+    })
 }

@@ -354,6 +354,23 @@ fn concat<'a>(left: Vec<Word<'a>>, right: Vec<Word<'a>>) -> Vec<Word<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a sender writes, the words are built (no panic) and every word has
+        /// positions PostgreSQL accepts.
+        #[test]
+        fn any_text_gives_words_postgresql_accepts(subject in "\\PC{0,40}", body in "(\\PC|[ \n\t0-9e])*") {
+            let column = words_column(&subject, &body);
+            for entry in column.split(' ').filter(|e| !e.is_empty()) {
+                let (_, positions) = entry.rsplit_once("':").expect("'word':positions");
+                for p in positions.split(',') {
+                    let p: u32 = p.parse().expect("a number");
+                    prop_assert!((1..=16_383).contains(&p));
+                }
+            }
+        }
+    }
 
     #[test]
     fn folding_lowers_drops_latin_diacritics_and_breaks_at_punctuation() {
