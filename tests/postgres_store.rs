@@ -286,6 +286,13 @@ fn shop_config(lab: &Lab, on: TestStore) -> TestConfig {
     TestConfig::new_on(on, &[account], "")
 }
 
+/// A fresh PostgreSQL store of the shop's config.
+async fn shop_postgres() -> Store {
+    shop_config(Lab::get(), TestStore::Postgres)
+        .open_store()
+        .await
+}
+
 /// When the first mail of the word-search test came in; mail `i` came `i` hours later.
 fn words_base() -> chrono::DateTime<chrono::Utc> {
     "2026-01-01T00:00:00Z".parse().unwrap()
@@ -518,9 +525,7 @@ const FOLDED_UNLIKE_FTS5: &str = "ſẛςϐϑϕϖϰϱϵ\u{374}ͿǠǡ";
 async fn search_text_folds_each_latin_greek_and_cyrillic_letter_as_fts5_does() {
     use sqlx::Connection;
     let _server = SERVER.read().await;
-    let postgres = shop_config(Lab::get(), TestStore::Postgres)
-        .open_store()
-        .await;
+    let postgres = shop_postgres().await;
     let letters: Vec<char> = [0xc0..=0x24f, 0x370..=0x4ff, 0x1e00..=0x1eff]
         .into_iter()
         .flatten()
@@ -641,9 +646,7 @@ async fn words_unlike_postgresql(store: &Store) -> Vec<String> {
 #[tokio::test]
 async fn the_daemons_words_equal_postgresqls_for_every_character() {
     let _server = SERVER.read().await;
-    let store = shop_config(Lab::get(), TestStore::Postgres)
-        .open_store()
-        .await;
+    let store = shop_postgres().await;
     let rows: Vec<u32> = (0x00..=0xFF)
         .chain([0x104, 0x1D4, 0x1F3, 0x1F4, 0x1F5, 0x1F6, 0x1F9, 0x200])
         .collect();
@@ -705,9 +708,7 @@ async fn the_daemons_words_equal_postgresqls_for_every_character() {
 #[tokio::test]
 async fn the_daemons_words_keep_postgresqls_limits() {
     let _server = SERVER.read().await;
-    let store = shop_config(Lab::get(), TestStore::Postgres)
-        .open_store()
-        .await;
+    let store = shop_postgres().await;
     let many_words: String = (0..20_000).map(|i| format!("w{i} ")).collect();
     // 676 words of two letters, each ~49 times over 33,333 positions: past 16,383.
     let letters: Vec<char> = ('a'..='z').collect();
