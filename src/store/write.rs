@@ -474,7 +474,7 @@ pub(super) async fn insert_attachment_contents(
         .filter(|(sha, _)| seen.insert(*sha))
         .copied()
         .collect();
-    // Bounded by bytes too: attachments can be tens of megabytes.
+    // Bounded by bytes too: attachments can be tens of megabytes (a larger one goes alone).
     let mut rest = unique.as_slice();
     while !rest.is_empty() {
         let mut bytes = 0;
@@ -483,7 +483,7 @@ pub(super) async fn insert_attachment_contents(
             .take(IN_CHUNK / 2)
             .take_while(|(_, data)| {
                 bytes += data.len();
-                bytes <= CONTENT_CHUNK_BYTES || bytes == data.len()
+                bytes <= CONTENT_CHUNK_BYTES
             })
             .count()
             .max(1);
