@@ -27,12 +27,12 @@
 //!
 //! tests/postgres_store.rs compares this with the database on every code point of the Basic
 //! Multilingual Plane (and some rows beyond), at PostgreSQL's limits and on the real-shaped
-//! mails of tests/data; the 10,000 mixed mails of `scripts/bench` agreed as well (2026-12-07).
-//! They differ for characters newer than PostgreSQL 15's and glibc's Unicode tables (Unicode
-//! 15 and later) and for a few dozen Indic, Tai Tham and other marks that glibc and Unicode
-//! class differently (17 rows of 256 code points, listed in that test): a word with such a
-//! character, written by this version, is found only by a query that PostgreSQL folds and
-//! parses alike.
+//! mails of tests/data; the 10,000 mixed mails of `scripts/bench` agreed as well
+//! (BENCHMARKS.md, "PostgreSQL against SQLite"). They differ for characters newer than
+//! PostgreSQL 15's and glibc's Unicode tables (Unicode 15 and later) and for a few dozen Indic,
+//! Tai Tham and other marks that glibc and Unicode class differently (17 rows of 256 code
+//! points, listed in that test): a word with such a character, written by this version, is
+//! found only by a query that PostgreSQL folds and parses alike.
 //!
 //! Written by hand: no crate reproduces PostgreSQL's parser, and the point is to equal it.
 
