@@ -702,6 +702,48 @@ async fn the_daemons_words_equal_postgresqls_for_every_character() {
     assert_eq!(unlike, expected);
 }
 
+/// The write transactions plan without parallel workers: in a store of about 100,000 articles
+/// PostgreSQL planned a batch's lookup of 500 Message-IDs with a parallel sequential scan, 16-25
+/// ms per batch where the indexes take 1-2 ms (BENCHMARKS.md, "Growth"). A trigger notes the
+/// setting inside the batch's transaction; the searches, outside it, keep the server's.
+#[tokio::test]
+async fn write_transactions_plan_without_parallel_workers() {
+    let _server = SERVER.read().await;
+    let store = shop_postgres().await;
+    for statement in [
+        "CREATE TABLE seen_in_write (workers TEXT NOT NULL)",
+        "CREATE FUNCTION note_workers() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         INSERT INTO seen_in_write VALUES (current_setting('max_parallel_workers_per_gather')); \
+         RETURN NULL; END $$",
+        "CREATE TRIGGER note_workers AFTER INSERT ON messages \
+         FOR EACH STATEMENT EXECUTE FUNCTION note_workers()",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    let batch: Vec<Incoming> = (0..3)
+        .map(|i| utf8_mail(&format!("Bestellung {i}"), "Wo bleibt mein Paket?", i))
+        .collect();
+    store
+        .store_batch(&TicketRules::without_replies("shop"), &batch)
+        .await
+        .unwrap();
+
+    let seen: Vec<String> = sqlx::query_scalar("SELECT DISTINCT workers FROM seen_in_write")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(seen, ["0"], "inside the batch's write transaction");
+    let outside: String =
+        sqlx::query_scalar("SELECT current_setting('max_parallel_workers_per_gather')")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_ne!(
+        outside, "0",
+        "the server's default outside write transactions"
+    );
+}
+
 /// PostgreSQL's limits, kept as it keeps them: 255 positions per word in a part and 256 after
 /// `||`, no position past 16,383, words of 2,047 bytes or more left out, numbers in scientific
 /// notation, an empty subject or body.

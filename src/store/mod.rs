@@ -648,10 +648,20 @@ impl Store {
                 }
                 // Keyed by the schema too: two stores in one database (say, a test and a
                 // production schema) do not wait for each other.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(current_schema(), $1))")
-                    .bind(WRITE_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await?;
+                // And no parallel plans inside a write transaction (`SET LOCAL`, in the same
+                // round trip): a batch's lookup of 500 keys in a table of about 100,000 rows
+                // was planned as a parallel sequential scan, cheaper on paper than 500 index
+                // probes and 16-25 ms per batch in fact, where the index takes 1-2 ms. A store
+                // of 100,000 articles took a 10,000-mail backlog 0.7 s longer than one of
+                // 1,000,000 (BENCHMARKS.md, "Growth"). The searches, outside write
+                // transactions, keep parallel plans.
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(current_schema(), $1)), \
+                     set_config('max_parallel_workers_per_gather', '0', true)",
+                )
+                .bind(WRITE_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
                 Ok(tx)
             }
         }
