@@ -627,8 +627,18 @@ fn incoming(raw: Vec<u8>, i: usize) -> Incoming {
     }
 }
 
-/// The subjects of the articles whose words differ from what PostgreSQL computes of them.
-async fn words_unlike_postgresql(store: &Store) -> Vec<String> {
+/// The subjects of the articles whose words differ from what PostgreSQL computes of them. The
+/// store keeps each text compressed (migration 0022), which SQL cannot read: the mails' texts as
+/// parsed go back into `text_body` first, for PostgreSQL to compute from.
+async fn words_unlike_postgresql(store: &Store, mails: &[Incoming]) -> Vec<String> {
+    for mail in mails {
+        sqlx::query("UPDATE articles SET text_body = $1 WHERE source_key = $2")
+            .bind(&mail.parsed.text)
+            .bind(mail.source_key.to_string())
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
     sqlx::query_scalar(&format!(
         "SELECT subject FROM articles WHERE words IS DISTINCT FROM ({WORDS_AS_POSTGRESQL_COMPUTED_THEM}) \
          ORDER BY subject"
@@ -694,7 +704,7 @@ async fn the_daemons_words_equal_postgresqls_for_every_character() {
         .iter()
         .map(|row| format!("Zeile {row:03X}"))
         .collect();
-    let unlike: Vec<String> = words_unlike_postgresql(&store)
+    let unlike: Vec<String> = words_unlike_postgresql(&store, &mails)
         .await
         .iter()
         .map(|subject| subject.chars().take(9).collect())
@@ -796,7 +806,10 @@ async fn the_daemons_words_keep_postgresqls_limits() {
         positions, 1,
         "the words of the first 100,000 characters of a body of 20,000 words"
     );
-    assert_eq!(words_unlike_postgresql(&store).await, Vec::<String>::new());
+    assert_eq!(
+        words_unlike_postgresql(&store, &mails).await,
+        Vec::<String>::new()
+    );
 }
 
 /// A fresh database migrated up to the step before `migration`, holding one ticket with one

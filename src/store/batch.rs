@@ -122,6 +122,7 @@ impl Store {
             .map(|(i, ((&mail, packed), decision))| Planned {
                 mail,
                 packed,
+                text: &prepared.texts[i],
                 words: prepared.words.get(i).map(String::as_str),
                 decision,
             })

@@ -9,7 +9,8 @@
 //! counts and a checksum over every value of every row (raw mails included). The columns copied are
 //! those of the source, which has just been migrated to the same schema version as the target;
 //! a PostgreSQL target gets `articles.words`, which a SQLite store has no column for, built from
-//! each article's subject and text (see `word_vector`).
+//! each article's subject and text (see `word_vector`); a SQLite target indexes the words of the
+//! compressed texts, which its trigger cannot read (see `article_text`).
 
 use std::path::Path;
 
@@ -17,6 +18,7 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row};
 
+use super::article_text::{self, index_words};
 use super::word_vector::words_column;
 use super::{Backend, SqlBuilder, Store, StoreError};
 
@@ -238,16 +240,21 @@ async fn copy_table(
 ) -> Result<u64, StoreError> {
     let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
     let select = format!("SELECT {} FROM {table}", names.join(", "));
-    let words_of = match (table, target_backend) {
-        ("articles", Backend::Postgres) => Some(WordsOf::find(&names)?),
+    let article_text = match table {
+        "articles" => Some(ArticleText::find(&names)?),
         _ => None,
     };
-    let words = if words_of.is_some() { ", words" } else { "" };
+    let words = match (&article_text, target_backend) {
+        (Some(_), Backend::Postgres) => ", words",
+        _ => "",
+    };
     let insert = format!("INSERT INTO {table} ({}{words}) ", names.join(", "));
     let mut source = TableSum::default();
     {
         let mut rows = sqlx::query(&select).fetch(&mut **read);
         let mut batch: Vec<(Vec<Value>, Option<String>)> = Vec::new();
+        // (id, subject, text) of compressed texts for a SQLite target's full-text index.
+        let mut unindexed: Vec<(i64, String, String)> = Vec::new();
         let mut bytes = 0;
         while let Some(row) = rows.try_next().await? {
             let mut values = decode(&row, columns)?;
@@ -264,14 +271,32 @@ async fn copy_table(
             }
             source.add(&values);
             bytes += values.iter().map(Value::size).sum::<usize>();
-            let words = words_of.as_ref().map(|w| w.of(&values));
+            let mut words = None;
+            if let Some(article) = &article_text {
+                match target_backend {
+                    Backend::Postgres => {
+                        words = Some(words_column(
+                            article.subject(&values),
+                            &article.text(&values)?,
+                        ))
+                    }
+                    Backend::Sqlite if article.is_compressed(&values) => unindexed.push((
+                        article.id(&values),
+                        article.subject(&values).to_string(),
+                        article.text(&values)?,
+                    )),
+                    Backend::Sqlite => {}
+                }
+            }
             batch.push((values, words));
             if batch.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
                 insert_batch(write, &insert, std::mem::take(&mut batch)).await?;
+                index_copied_words(write, &mut unindexed).await?;
                 bytes = 0;
             }
         }
         insert_batch(write, &insert, batch).await?;
+        index_copied_words(write, &mut unindexed).await?;
     }
     let mut target = TableSum::default();
     let mut rows = sqlx::query(&select).fetch(&mut **write);
@@ -311,33 +336,82 @@ fn decode(
         .collect()
 }
 
-/// Where an article's subject and text are among the copied columns, for the words a
-/// PostgreSQL target stores beside them.
-struct WordsOf {
+/// Where an article's id, subject and text are among the copied columns: a PostgreSQL target
+/// stores the words beside them, a SQLite target indexes the words of compressed texts (see
+/// `article_text`), which its trigger cannot read.
+struct ArticleText {
+    id: usize,
     subject: usize,
-    text: usize,
+    text_body: usize,
+    text_zstd: usize,
 }
 
-impl WordsOf {
-    fn find(names: &[&str]) -> Result<WordsOf, StoreError> {
+impl ArticleText {
+    fn find(names: &[&str]) -> Result<ArticleText, StoreError> {
         let at = |name: &str| {
             names.iter().position(|n| *n == name).ok_or_else(|| {
                 StoreError::Copy(format!("the source's articles have no column {name}"))
             })
         };
-        Ok(WordsOf {
+        Ok(ArticleText {
+            id: at("id")?,
             subject: at("subject")?,
-            text: at("text_body")?,
+            text_body: at("text_body")?,
+            text_zstd: at("text_zstd")?,
         })
     }
 
-    fn of(&self, values: &[Value]) -> String {
-        let text = |i: usize| match &values[i] {
+    fn subject<'v>(&self, values: &'v [Value]) -> &'v str {
+        match &values[self.subject] {
             Value::Text(Some(t)) => t.as_str(),
             _ => "",
-        };
-        words_column(text(self.subject), text(self.text))
+        }
     }
+
+    fn is_compressed(&self, values: &[Value]) -> bool {
+        matches!(values[self.text_zstd], Value::Blob(Some(_)))
+    }
+
+    /// The article's text, decoded if compressed: a frame that does not decode stops the copy
+    /// (nothing is committed) rather than copying an article whose words cannot be found.
+    fn text(&self, values: &[Value]) -> Result<String, StoreError> {
+        let body = match &values[self.text_body] {
+            Value::Text(Some(t)) => t.clone(),
+            _ => String::new(),
+        };
+        let frame = match &values[self.text_zstd] {
+            Value::Blob(Some(frame)) => Some(frame.clone()),
+            _ => None,
+        };
+        article_text::of_row(body, frame).map_err(|cause| {
+            StoreError::Copy(format!(
+                "article {}'s stored text does not decode ({cause}): the source store is \
+                 damaged; nothing was committed",
+                self.id(values)
+            ))
+        })
+    }
+
+    fn id(&self, values: &[Value]) -> i64 {
+        match values[self.id] {
+            Value::Integer(Some(id)) => id,
+            _ => 0,
+        }
+    }
+}
+
+/// Indexes (and forgets) the words of the compressed texts copied so far (see [`ArticleText`]).
+async fn index_copied_words(
+    write: &mut sqlx::Transaction<'static, Any>,
+    unindexed: &mut Vec<(i64, String, String)>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(i64, &str, &str)> = unindexed
+        .iter()
+        .map(|(id, subject, text)| (*id, subject.as_str(), text.as_str()))
+        .collect();
+    index_words(write, &rows).await?;
+    unindexed.clear();
+    Ok(())
 }
 
 /// A batch of rows, each with its words when the target stores them (see [`WordsOf`]).

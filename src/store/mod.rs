@@ -13,6 +13,7 @@
 
 mod activity;
 mod alerts;
+mod article_text;
 mod batch;
 #[cfg(test)]
 mod batch_equivalence;

@@ -1,9 +1,10 @@
 //! The part of storing a batch that needs CPU but no lock: each mail's SHA-256, its raw bytes
-//! compressed for `raw_mails`, the key that tells copies of one message apart and, for a
+//! compressed for `raw_mails`, its text compressed for `articles.text_zstd`, the key that tells copies of one message apart and, for a
 //! PostgreSQL store, the words of its word search (see `word_vector`). A pass
 //! computes it on a blocking thread together with parsing, while the batch before is still being
 //! written, so SQLite's write transaction holds the lock only for writing.
 
+use super::article_text::pack;
 use super::batch::{sha256_hex, Incoming};
 use super::raw_codec::RawCodec;
 use super::word_vector::words_column;
@@ -16,6 +17,8 @@ use crate::ingest::same_message::{message_key, MessageKey};
 pub struct Prepared {
     pub(super) shas: Vec<String>,
     pub(super) packed: Vec<Vec<u8>>,
+    /// `articles.text_zstd` of each mail (see `article_text`).
+    pub(super) texts: Vec<Vec<u8>>,
     pub(super) msg_keys: Vec<Option<MessageKey>>,
     /// `articles.words` of each mail on PostgreSQL; empty for SQLite, whose FTS5 triggers index
     /// the text themselves.
@@ -30,6 +33,7 @@ impl Prepared {
                 .iter()
                 .map(|m| RawCodec::CURRENT.encode(&m.raw))
                 .collect(),
+            texts: mails.iter().map(|m| pack(&m.parsed.text)).collect(),
             msg_keys: mails
                 .iter()
                 .map(|m| message_key(&m.parsed, &m.raw))

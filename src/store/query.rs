@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{SqlBuilder, Store, StoreError};
+use super::{article_text, SqlBuilder, Store, StoreError};
 use crate::ingest::outcome::{Recorded, HEADER_ONLY};
 use crate::ingest::SourceKey;
 
@@ -273,7 +273,7 @@ impl Store {
         let articles = sqlx::query(
             "SELECT a.id, a.message_id, a.from_email, a.from_name, a.subject, a.text_body, \
              a.received_at, a.is_followup, a.parse_problem, a.reply_note, a.source_key, a.is_bounce, a.account, a.rule, \
-             a.too_large, a.completes \
+             a.too_large, a.completes, a.text_zstd \
              FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE t.number = $1 ORDER BY a.id",
         )
         .bind(number)
@@ -316,7 +316,7 @@ impl Store {
                 from: a.get(2),
                 from_name: a.get(3),
                 subject: a.get(4),
-                text: a.get(5),
+                text: text_of(id, a.get(5), a.get(16)),
                 received_at: a.get(6),
                 followup: a.get::<i64, _>(7) != 0,
                 malformed: Some(problem).filter(|p| !p.is_empty()),
@@ -342,4 +342,17 @@ impl Store {
             articles: details,
         }))
     }
+}
+
+/// An article's text as `tickets show` and the page show it. A compressed text that no longer
+/// decodes (the store was damaged after it was written) is named in its place: the rest of the
+/// ticket stays readable, and the verified mail is one command away.
+fn text_of(id: i64, text_body: String, text_zstd: Option<Vec<u8>>) -> String {
+    article_text::of_row(text_body, text_zstd).unwrap_or_else(|cause| {
+        tracing::error!(article = id, %cause, "an article's stored text does not decode");
+        format!(
+            "[The stored text of this article (id {id}) is damaged and cannot be shown ({cause}). \
+             `mail2ticket tickets show NUMBER --raw N` writes its mail as received, verified.]"
+        )
+    })
 }

@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Any, Connection};
 
+use super::article_text::{index_words, pack};
 use super::message_ids::insert_message_id_hashes;
 use super::processed::insert_processed;
 use super::raw_codec::RawCodec;
@@ -433,7 +434,8 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         });
         q.build().execute(&mut **tx).await?;
     }
-    // As ingestion writes them: PostgreSQL's word column with the row (see `word_vector`).
+    // As ingestion writes them: the text compressed, its words in SQLite's full-text index or
+    // PostgreSQL's word column (see `article_text`, `word_vector`).
     let backend = Backend::of(tx);
     let words = match backend {
         Backend::Postgres => ", words",
@@ -443,8 +445,9 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         backend,
         format!(
             "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, \
-             refs, from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, \
-             raw_sha256, size, parse_problem, is_followup, received_at, created_at{words}) "
+             refs, from_email, from_name, to_addrs, cc_addrs, subject, text_body, text_zstd, \
+             html_body, raw, raw_sha256, size, parse_problem, is_followup, received_at, \
+             created_at{words}) "
         ),
     );
     q.push_values(rows, |b, r| {
@@ -461,7 +464,8 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
             .push_bind(format!("{}@shop.example", r.account))
             .push_bind("")
             .push_bind(r.subject.as_str())
-            .push_bind(r.body.as_str())
+            .push_bind("")
+            .push_bind(pack(&r.body))
             .push_bind("")
             .push_bind(Vec::<u8>::new())
             .push_bind(r.sha.as_str())
@@ -475,6 +479,11 @@ async fn write_rows(tx: &mut sqlx::Transaction<'_, Any>, rows: &[Row]) -> Result
         }
     });
     q.build().execute(&mut **tx).await?;
+    let texts: Vec<(i64, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.article_id, r.subject.as_str(), r.body.as_str()))
+        .collect();
+    index_words(tx, &texts).await?;
     insert_message_id_hashes(
         tx,
         rows.iter().map(|r| (r.article_id, r.message_id.as_str())),

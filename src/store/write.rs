@@ -9,6 +9,7 @@
 
 use sqlx::{Any, Transaction};
 
+use super::article_text::index_words;
 use super::message_ids::insert_message_id_hashes;
 use super::processed::{give_way, insert_processed, record_disposed};
 use super::raw_codec::RawCodec;
@@ -17,10 +18,10 @@ use super::{sha256_hex, Backend, SqlBuilder, StoreError, TicketRules};
 use crate::ingest::customer::customer;
 use crate::ingest::route::{Article, Decision, Mail, ReplyPlan};
 
-/// Articles per multi-row INSERT: a whole batch (`BATCH_MAILS` in source::pass) at 26 bound
-/// values a row, 13,000 values, under PostgreSQL's 65,535 and SQLite's 32,766. One statement per
-/// batch also means one new segment of SQLite's full-text index per batch (FTS5 writes one at
-/// every statement that opens a savepoint), so less of the index's merging: with 100 rows a
+/// Articles per multi-row INSERT: a whole batch (`BATCH_MAILS` in source::pass) at 28 bound
+/// values a row, 14,000 values, under PostgreSQL's 65,535 and SQLite's 32,766. One statement per
+/// batch into SQLite's full-text index (`article_text::index_words`) also means one new segment
+/// of it per batch (FTS5 writes one at every statement that opens a savepoint), so less of the index's merging: with 100 rows a
 /// statement the 10,000-mail backlog took 3.6-3.9 s, with 500 3.3-3.5 s, and into a store of
 /// 100,000 articles 5.8-6.2 s against 5.0 s.
 const ARTICLE_CHUNK: usize = 500;
@@ -36,6 +37,8 @@ pub(super) struct Planned<'a> {
     pub mail: Mail<'a>,
     /// The raw bytes as stored (see `RawCodec`).
     pub packed: &'a [u8],
+    /// The text as stored (`articles.text_zstd`, see `article_text`).
+    pub text: &'a [u8],
     /// `articles.words` on PostgreSQL (see `word_vector`); `None` on SQLite.
     pub words: Option<&'a str>,
     pub decision: &'a Decision,
@@ -152,7 +155,8 @@ async fn insert_articles(
     now: &str,
 ) -> Result<(), StoreError> {
     // PostgreSQL's word column is written with the row (see `word_vector`); SQLite's FTS5
-    // triggers index the text themselves.
+    // index gets the words below, since it cannot read the compressed text (see
+    // `article_text`).
     let backend = Backend::of(tx);
     let words = match backend {
         Backend::Postgres => ", words",
@@ -162,9 +166,9 @@ async fn insert_articles(
         backend,
         format!(
             "INSERT INTO articles (id, ticket_id, account, source_key, message_id, in_reply_to, \
-             refs, from_email, from_name, to_addrs, cc_addrs, subject, text_body, html_body, raw, \
-             raw_sha256, size, parse_problem, is_followup, is_bounce, reply_note, rule, too_large, \
-             completes, received_at, created_at{words}) "
+             refs, from_email, from_name, to_addrs, cc_addrs, subject, text_body, text_zstd, \
+             html_body, raw, raw_sha256, size, parse_problem, is_followup, is_bounce, reply_note, \
+             rule, too_large, completes, received_at, created_at{words}) "
         ),
     );
     q.push_values(articles, |b, (p, a)| {
@@ -183,7 +187,9 @@ async fn insert_articles(
             .push_bind(parsed.to.as_str())
             .push_bind(parsed.cc.as_str())
             .push_bind(parsed.subject.as_str())
-            .push_bind(parsed.text.as_str())
+            // The text is in text_zstd (see `article_text`); the column stays for older rows.
+            .push_bind("")
+            .push_bind(p.text)
             // The HTML is read from the raw mail (docs/schema.md); the column stays for older
             // rows.
             .push_bind("")
@@ -212,6 +218,14 @@ async fn insert_articles(
         }
     });
     q.build().execute(&mut **tx).await?;
+    let texts: Vec<(i64, &str, &str)> = articles
+        .iter()
+        .map(|(p, a)| {
+            let parsed = &p.mail.incoming.parsed;
+            (a.id, parsed.subject.as_str(), parsed.text.as_str())
+        })
+        .collect();
+    index_words(tx, &texts).await?;
     insert_message_id_hashes(
         tx,
         articles
