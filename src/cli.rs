@@ -164,8 +164,9 @@ pub enum QuarantineCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Convert mail stored by versions before the compressed store (schema 0009): raw mail
-    /// compressed into its own table, attachments once per content. In short batches: safe to
+    /// Convert mail stored by earlier versions: raw mail compressed into its own table and
+    /// attachments once per content (before schema 0009), the articles' texts compressed
+    /// (before schema 0022). In short batches: safe to
     /// run beside the daemon, to interrupt, and to run again (it continues where it stopped)
     Compact {
         /// Mails per batch (one short write transaction each)
@@ -521,23 +522,24 @@ async fn store_compact(loaded: &Loaded, batch: u32) -> ExitCode {
         Err(code) => return code,
     };
     let mut cursor = CompactCursor::default();
-    let (mut mails, mut attachments, mut damaged) = (0u64, 0u64, 0u64);
+    let (mut mails, mut attachments, mut texts, mut damaged) = (0u64, 0u64, 0u64, 0u64);
     let finished = loop {
         match store.compact_step(&mut cursor, batch).await {
             Ok(step) => {
                 mails += step.mails;
                 attachments += step.attachments;
+                texts += step.texts;
                 damaged += step.damaged;
                 if step.finished {
                     break true;
                 }
-                if step.mails > 0 {
-                    eprintln!("{mails} raw mails compressed so far");
+                if step.mails > 0 || step.texts > 0 {
+                    eprintln!("{mails} raw mails and {texts} texts compressed so far");
                 }
             }
             Err(e) => {
                 eprintln!(
-                    "error: {e}\n{mails} raw mails were converted before it; \
+                    "error: {e}\n{mails} raw mails and {texts} texts were converted before it; \
                      run `mail2ticket store compact` again to continue"
                 );
                 break false;
@@ -548,7 +550,8 @@ async fn store_compact(loaded: &Loaded, batch: u32) -> ExitCode {
     if finished {
         println!(
             "ok: {mails} raw mails compressed, {attachments} attachments stored once per \
-             content; the space they freed in the file is reused by new mail"
+             content, {texts} article texts compressed; the space they freed in the file is \
+             reused by new mail"
         );
     }
     if damaged > 0 {

@@ -145,6 +145,41 @@ fn exported(cfg: &TestConfig, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// For the first word of five letters or more in each ticket's first text, the tickets
+/// `tickets find` finds by it.
+fn found_by_their_words(
+    cfg: &TestConfig,
+    shown: &[(serde_json::Value, Vec<Vec<u8>>)],
+) -> Vec<(String, Vec<String>)> {
+    let words: Vec<String> = shown
+        .iter()
+        .filter_map(|(ticket, _)| {
+            let text = ticket["articles"][0]["text"].as_str()?;
+            let word = text
+                .split(|c: char| !c.is_alphanumeric())
+                .find(|w| w.chars().count() >= 5)?;
+            Some(word.to_string())
+        })
+        .collect();
+    assert!(words.len() > 20, "words of {} tickets", words.len());
+    words
+        .into_iter()
+        .map(|word| {
+            let out = exported(cfg, &["tickets", "find", "--json", &word]);
+            let hits: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let mut numbers: Vec<String> = hits
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["number"].as_str().unwrap().to_string())
+                .collect();
+            numbers.sort();
+            assert!(!numbers.is_empty(), "{word} finds its own ticket");
+            (word, numbers)
+        })
+        .collect()
+}
+
 /// One number from the store, either backend.
 async fn sql_i64(cfg: &TestConfig, sql: &str) -> i64 {
     let store = cfg.open_store().await;
@@ -165,6 +200,7 @@ async fn a_store_written_before_compression_shows_the_same_before_and_after_comp
 
     let before = everything_shown(&cfg);
     assert_eq!(before.len(), 44, "the fixture's 44 tickets");
+    let found_before = found_by_their_words(&cfg, &before);
     let shown_raw: usize = before
         .iter()
         .flat_map(|(shown, bytes)| {
@@ -190,8 +226,23 @@ async fn a_store_written_before_compression_shows_the_same_before_and_after_comp
         said.contains("56 raw mails compressed, 10 attachments"),
         "{said}"
     );
+    assert!(said.contains("56 article texts compressed"), "{said}");
 
     assert_eq!(everything_shown(&cfg), before);
+    assert_eq!(
+        sql_i64(
+            &cfg,
+            "SELECT COUNT(*) FROM articles WHERE text_zstd IS NULL OR text_body <> ''"
+        )
+        .await,
+        0,
+        "every text compressed, none left readable in the old column"
+    );
+    assert_eq!(
+        found_by_their_words(&cfg, &before),
+        found_before,
+        "the word search finds the same tickets"
+    );
     assert_eq!(
         sql_i64(&cfg, "SELECT COUNT(*) FROM articles WHERE length(raw) > 0").await,
         0,

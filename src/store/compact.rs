@@ -1,12 +1,15 @@
-//! Converting a store written before migration 0009 (`mail2ticket store compact`): raw mail
-//! moved out of `articles` into `raw_mails`, compressed; decoded attachments moved into
-//! `attachment_contents`, once per distinct content.
+//! Converting a store written before migrations 0009 and 0022 (`mail2ticket store compact`): raw
+//! mail moved out of `articles` into `raw_mails`, compressed; decoded attachments moved into
+//! `attachment_contents`, once per distinct content; the articles' text compressed into
+//! `text_zstd` (see `article_text`).
 //!
-//! The migration itself only adds the tables (instant on a store of years); the conversion runs
+//! The migrations themselves only add tables and columns (instant on a store of years); the
+//! conversion runs
 //! in batches of one short transaction each, so it can run beside the daemon, be interrupted at
 //! any moment (a batch in flight rolls back, every committed one is done) and resume where it
 //! stopped: what is converted is what it finds no longer in the old columns.
 
+use super::article_text;
 use super::raw_codec::RawCodec;
 use super::write::{insert_attachment_contents, insert_raw_mails};
 use super::{sha256_hex, SqlBuilder, Store, StoreError};
@@ -16,6 +19,7 @@ use super::{sha256_hex, SqlBuilder, Store, StoreError};
 pub struct CompactCursor {
     article: i64,
     attachment: i64,
+    text: i64,
 }
 
 /// What one batch did.
@@ -25,6 +29,8 @@ pub struct CompactStep {
     pub mails: u64,
     /// Attachments moved to their content table.
     pub attachments: u64,
+    /// Article texts compressed.
+    pub texts: u64,
     /// Raw mails left where they are because they no longer match their SHA-256: compressing a
     /// damaged mail would hide the damage (`tickets show --raw` keeps reporting it).
     pub damaged: u64,
@@ -33,8 +39,8 @@ pub struct CompactStep {
 }
 
 impl Store {
-    /// Converts up to `limit` raw mails and `limit` attachments after `cursor`, in one
-    /// transaction, and moves the cursor past them.
+    /// Converts up to `limit` raw mails, `limit` attachments and `limit` texts after `cursor`,
+    /// in one transaction, and moves the cursor past them.
     pub async fn compact_step(
         &self,
         cursor: &mut CompactCursor,
@@ -99,9 +105,29 @@ impl Store {
                 .await?;
         }
         step.attachments = attachments.len() as u64;
+        // SQLite's full-text index keeps the words it took from `text_body` (its update trigger
+        // leaves rows with a compressed text alone), so nothing is indexed again.
+        let texts: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, text_body FROM articles WHERE id > $1 AND text_zstd IS NULL ORDER BY id LIMIT $2",
+        )
+        .bind(cursor.text)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, text) in &texts {
+            next.text = *id;
+            sqlx::query("UPDATE articles SET text_zstd = $1, text_body = '' WHERE id = $2")
+                .bind(article_text::pack(text))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        step.texts = texts.len() as u64;
         tx.commit().await?;
         *cursor = next;
-        step.finished = mails.len() < limit as usize && attachments.len() < limit as usize;
+        step.finished = [mails.len(), attachments.len(), texts.len()]
+            .iter()
+            .all(|&n| n < limit as usize);
         Ok(step)
     }
 }
