@@ -62,6 +62,40 @@ class Lab:
             subprocess.run([MAIL_LAB, "seed", user, folder] + files[i:i + 2500], check=True,
                            capture_output=True)
 
+    def dovecot_cpu(self):
+        """CPU seconds (user + system) this lab's Dovecot has used so far: its master, the
+        children it has reaped (the kernel adds their time to the master's) and the children
+        still running. The difference across a job is the server's share of the job's CPU."""
+        tick = os.sysconf("SC_CLK_TCK")
+        pidfile = os.path.join(os.environ["MAIL_LAB_DIR"], "dovecot", "run", "master.pid")
+        with open(pidfile) as f:
+            master = int(f.read().strip())
+
+        def stat(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                text = f.read()
+            # Fields after the command name, which may hold spaces: state, ppid, ...
+            return text[text.rindex(")") + 2:].split()
+
+        def own(fields):
+            return sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+
+        while True:
+            before = own(stat(master))
+            children = 0
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or int(pid) == master:
+                    continue
+                try:
+                    fields = stat(pid)
+                except OSError:
+                    continue
+                if int(fields[1]) == master:
+                    children += own(fields)
+            # A child reaped during the scan would be missed (or counted twice): scan again.
+            if own(stat(master)) == before:
+                return (before + children) / tick
+
     def imap(self, user):
         c = imaplib.IMAP4("127.0.0.1", self.port("IMAP"))
         c.login(user, self.password)
