@@ -267,9 +267,15 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
         delivered.contains(&message_id),
         "the same Message-ID arrived: {message_id}"
     );
-    let outbox = cfg.open_store().await.outbox_rows().await.unwrap();
-    assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].status, "sent");
+    // The customer can have the reply before the daemon has recorded it as sent: wait for that.
+    let store = cfg.open_store().await;
+    let recorded = wait_until(Duration::from_secs(30), || async {
+        let outbox = store.outbox_rows().await.unwrap();
+        outbox.len() == 1 && outbox[0].status == "sent"
+    })
+    .await;
+    let outbox = store.outbox_rows().await.unwrap();
+    assert!(recorded, "one reply, recorded as sent: {outbox:?}");
     // A copy in Sent Items, as save_to_sent_items defaults to.
     assert_eq!(graph.ids(&mb, "sentitems").await.len(), 1);
 }
