@@ -496,3 +496,46 @@ Die Rechnung ist falsch.\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\
         "the raw mail, with its HTML, byte for byte"
     );
 }
+
+/// A compressed text damaged after it was written (a bad disk, a hand edit) does not hide the
+/// ticket: `tickets show` names the damage in the article's place and says where the mail is.
+#[tokio::test]
+async fn a_damaged_stored_text_is_named_and_the_ticket_still_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mails = [
+        copy(
+            "support@shop.test",
+            "imap:INBOX:1:1",
+            "k@customer.test",
+            "a@customer.test",
+        ),
+        copy(
+            "support@shop.test",
+            "imap:INBOX:1:2",
+            "k@customer.test",
+            "b@customer.test",
+        ),
+    ];
+    let outcomes = store.store_batch(&rules("support"), &mails).await.unwrap();
+    let Outcome::NewTicket { number } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    sqlx::query("UPDATE articles SET text_zstd = $1 WHERE message_id = 'a@customer.test'")
+        .bind(b"not a zstd frame".to_vec())
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let shown = store.show_ticket(number).await.unwrap().unwrap();
+    let text = &shown.articles[0].text;
+    assert!(
+        text.contains("is damaged") && text.contains("--raw"),
+        "{text:?}"
+    );
+    assert_eq!(
+        store.raw_articles(number).await.unwrap(),
+        vec![mails[0].raw.clone()]
+    );
+    store.close().await;
+}
