@@ -105,23 +105,8 @@ impl Store {
                 .await?;
         }
         step.attachments = attachments.len() as u64;
-        // SQLite's full-text index keeps the words it took from `text_body` (its update trigger
-        // leaves rows with a compressed text alone), so nothing is indexed again.
-        let texts: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, text_body FROM articles WHERE id > $1 AND text_zstd IS NULL ORDER BY id LIMIT $2",
-        )
-        .bind(cursor.text)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, text) in &texts {
-            next.text = *id;
-            sqlx::query("UPDATE articles SET text_zstd = $1, text_body = '' WHERE id = $2")
-                .bind(article_text::pack(text))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let texts = compress_texts(&mut tx, cursor.text, limit).await?;
+        next.text = texts.last().copied().unwrap_or(cursor.text);
         step.texts = texts.len() as u64;
         tx.commit().await?;
         *cursor = next;
@@ -130,4 +115,30 @@ impl Store {
             .all(|&n| n < limit as usize);
         Ok(step)
     }
+}
+
+/// Compresses the texts of up to `limit` articles after id `after` that still have them in
+/// `text_body` (written before migration 0022); returns their ids in order. SQLite's full-text
+/// index keeps the words it took from `text_body` (its update trigger leaves rows with a
+/// compressed text alone), so nothing is indexed again; PostgreSQL's word column stays as it is.
+async fn compress_texts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<i64>, StoreError> {
+    let texts: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, text_body FROM articles WHERE id > $1 AND text_zstd IS NULL ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    for (id, text) in &texts {
+        sqlx::query("UPDATE articles SET text_zstd = $1, text_body = '' WHERE id = $2")
+            .bind(article_text::pack(text))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(texts.into_iter().map(|(id, _)| id).collect())
 }
