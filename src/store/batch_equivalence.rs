@@ -87,6 +87,8 @@ async fn dump(store: &Store) -> Vec<String> {
         "SELECT message_key || ' ' || ticket_id || ' ' || article_id FROM messages ORDER BY article_id",
         "SELECT article_id || ' ' || account || ' ' || source_key FROM message_copies ORDER BY id",
         "SELECT source_key || ' ' || outcome || ' ' || COALESCE(article_id, 0) FROM processed ORDER BY source_key",
+        // The words each article has in the full-text index: its token count per column.
+        "SELECT id || ' ' || hex(sz) FROM articles_fts_docsize ORDER BY id",
     ];
     let mut out = Vec::new();
     for q in queries {
