@@ -1,6 +1,7 @@
 //! The part of storing a batch that needs CPU but no lock: each mail's SHA-256, its raw bytes
-//! compressed for `raw_mails`, its text compressed for `articles.text_zstd`, the key that tells copies of one message apart and, for a
-//! PostgreSQL store, the words of its word search (see `word_vector`). A pass
+//! compressed for `raw_mails`, its text compressed for `articles.text_zstd`, the key that tells
+//! copies of one message apart and, for a PostgreSQL store, the words of its word search (see
+//! `word_vector`). A pass
 //! computes it on a blocking thread together with parsing, while the batch before is still being
 //! written, so SQLite's write transaction holds the lock only for writing.
 
@@ -20,8 +21,8 @@ pub struct Prepared {
     /// `articles.text_zstd` of each mail (see `article_text`).
     pub(super) texts: Vec<Vec<u8>>,
     pub(super) msg_keys: Vec<Option<MessageKey>>,
-    /// `articles.words` of each mail on PostgreSQL; empty for SQLite, whose FTS5 triggers index
-    /// the text themselves.
+    /// `articles.words` of each mail on PostgreSQL; empty for SQLite, whose full-text index
+    /// tokenizes the text itself (see `article_text::index_words`).
     pub(super) words: Vec<String>,
 }
 

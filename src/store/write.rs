@@ -21,9 +21,9 @@ use crate::ingest::route::{Article, Decision, Mail, ReplyPlan};
 /// Articles per multi-row INSERT: a whole batch (`BATCH_MAILS` in source::pass) at 28 bound
 /// values a row, 14,000 values, under PostgreSQL's 65,535 and SQLite's 32,766. One statement per
 /// batch into SQLite's full-text index (`article_text::index_words`) also means one new segment
-/// of it per batch (FTS5 writes one at every statement that opens a savepoint), so less of the index's merging: with 100 rows a
-/// statement the 10,000-mail backlog took 3.6-3.9 s, with 500 3.3-3.5 s, and into a store of
-/// 100,000 articles 5.8-6.2 s against 5.0 s.
+/// of it per batch (FTS5 writes one at every statement that opens a savepoint), so less of the
+/// index's merging: with 100 rows a statement the 10,000-mail backlog took 3.6-3.9 s, with 500
+/// 3.3-3.5 s, and into a store of 100,000 articles 5.8-6.2 s against 5.0 s.
 const ARTICLE_CHUNK: usize = 500;
 /// Bytes of attachment contents per INSERT (one larger content goes alone).
 const CONTENT_CHUNK_BYTES: usize = 16 * 1024 * 1024;
