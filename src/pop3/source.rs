@@ -136,6 +136,10 @@ impl Source for Pop3Source {
         self.client.offers_top()
     }
 
+    fn forgets_gone_keys(&self) -> bool {
+        self.action == Pop3Action::Keep
+    }
+
     /// DELE (with `action = "delete"`), pipelined where the server offers it: the mails go when
     /// QUIT commits, in [`Source::finish`]. Only mails the server accepted the DELE for count as
     /// marked; after a refused one the pass ends without QUIT, so none is deleted.

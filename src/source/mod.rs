@@ -134,8 +134,17 @@ pub trait Source {
         attempts: u32,
     ) -> impl Future<Output = Result<Quarantine, SourceError>> + Send;
 
+    /// Whether [`Source::finish`] forgets the keys no longer on the server (POP3 with `action =
+    /// "keep"`, whose record is then no larger than the maildrop): it is then given every key
+    /// the store holds under the listing's prefix, not only the listed ones.
+    fn forgets_gone_keys(&self) -> bool {
+        false
+    }
+
     /// Ends the pass (POP3: QUIT commits the deletions). `processed` is what the store knew at
-    /// the start. Returns what the pass is to write in the store's books.
+    /// the start: the listed mails' records and the mails held by their header, or every record
+    /// under the listing's prefix where the source forgets gone keys. Returns what the pass is to
+    /// write in the store's books.
     fn finish(
         self,
         processed: &HashMap<SourceKey, ProcessedState>,

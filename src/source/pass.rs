@@ -78,7 +78,18 @@ pub async fn run_pass<S: Source>(
         note_validity::<S>(ctx, validity).await?;
     }
     crate::metrics::backlog_seen(name, listing.mails.len());
-    let processed = ctx.store.processed(name, &listing.prefix).await?;
+    ctx.store.check_keys_readable(name, &listing.prefix).await?;
+    let processed = if source.forgets_gone_keys() {
+        // A record no larger than the maildrop, read whole: `finish` forgets what left it.
+        ctx.store.processed(name, &listing.prefix).await?
+    } else {
+        // The listed mails' records, and the mails held by their header (which may have left
+        // the server by other means: `note_gone_unfetched`); not the account's whole history.
+        let listed: Vec<SourceKey> = listing.mails.iter().map(|m| m.key.clone()).collect();
+        let mut processed = ctx.store.processed_listed(name, &listed).await?;
+        processed.extend(ctx.store.held_by_header(name, &listing.prefix).await?);
+        processed
+    };
 
     let mut committed = Vec::new();
     let mut new = Vec::new();
@@ -242,13 +253,12 @@ async fn note_validity<S: Source>(
             log_as!(S::PROTOCOL, warn, account = %name, folder, previous, uidvalidity,
                 "UIDVALIDITY changed: every mail is checked again; already stored ones are recognised by their bytes");
             let old = SourceKey::imap_prefix(folder, previous);
+            ctx.store.check_keys_readable(name, &old).await?;
             let held: Vec<SourceKey> = ctx
                 .store
-                .processed(name, &old)
+                .held_by_header(name, &old)
                 .await?
-                .into_iter()
-                .filter(|(_, p)| p.outcome == Recorded::HeaderOnly && !p.disposed)
-                .map(|(key, _)| key)
+                .into_keys()
                 .collect();
             if !held.is_empty() {
                 ctx.store.mark_disposed(name, &held).await?;
