@@ -61,6 +61,14 @@ fn just_above(prefix: &str) -> Option<String> {
     })
 }
 
+/// Which of the account's rows under a prefix [`Store::states_under`] reads.
+#[derive(Debug, Clone, Copy)]
+enum Rows {
+    All,
+    /// Held by their header and not gone: the partial index of migration 0023 answers.
+    HeldByHeader,
+}
+
 /// A `processed` row as read: source key (text), `disposed_at`, outcome (label).
 type StateRow = (String, Option<String>, String);
 
@@ -106,17 +114,7 @@ impl Store {
         account: &str,
         prefix: &str,
     ) -> Result<HashMap<SourceKey, ProcessedState>, StoreError> {
-        let rows: Vec<StateRow> = self
-            .bounded(
-                sqlx::query_as(
-                    "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 AND substr(source_key, 1, length($2)) = $2",
-                )
-                .bind(account)
-                .bind(prefix)
-                .fetch_all(&self.pool),
-            )
-            .await?;
-        parsed_states(account, rows)
+        self.states_under(account, prefix, Rows::All).await
     }
 
     /// Fails closed: a stored key under `prefix` that this version cannot read (written by a
@@ -223,19 +221,32 @@ impl Store {
         account: &str,
         prefix: &str,
     ) -> Result<HashMap<SourceKey, ProcessedState>, StoreError> {
-        let rows: Vec<StateRow> = self
+        self.states_under(account, prefix, Rows::HeldByHeader).await
+    }
+
+    async fn states_under(
+        &self,
+        account: &str,
+        prefix: &str,
+        rows: Rows,
+    ) -> Result<HashMap<SourceKey, ProcessedState>, StoreError> {
+        let held = match rows {
+            Rows::All => "",
+            Rows::HeldByHeader => " AND outcome = 'header-only' AND disposed_at IS NULL",
+        };
+        let sql = format!(
+            "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 \
+             AND substr(source_key, 1, length($2)) = $2{held}"
+        );
+        let found: Vec<StateRow> = self
             .bounded(
-                sqlx::query_as(
-                    "SELECT source_key, disposed_at, outcome FROM processed WHERE account = $1 \
-                     AND outcome = 'header-only' AND disposed_at IS NULL \
-                     AND substr(source_key, 1, length($2)) = $2",
-                )
-                .bind(account)
-                .bind(prefix)
-                .fetch_all(&self.pool),
+                sqlx::query_as(&sql)
+                    .bind(account)
+                    .bind(prefix)
+                    .fetch_all(&self.pool),
             )
             .await?;
-        parsed_states(account, rows)
+        parsed_states(account, found)
     }
 
     /// Records a mail that is deliberately not fetched (too large), so it is counted once.
