@@ -181,6 +181,9 @@ struct Replied {
     cfg: TestConfig,
     /// The reply as the customer's mailbox (a real one of the lab, behind Postfix) got it.
     delivered: String,
+    /// Still running: the customer can have the reply before the daemon has recorded it as
+    /// sent, and a daemon dropped here is killed inside that window.
+    daemon: Daemon,
 }
 
 /// A customer (a real mailbox of the lab) writes `<order-4711@customer.example.test>` to a
@@ -228,6 +231,7 @@ async fn reply_through_graph(
         mailbox: mb,
         cfg,
         delivered,
+        daemon,
     }
 }
 
@@ -239,6 +243,7 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
         mailbox: mb,
         cfg,
         delivered,
+        daemon,
     } = reply_through_graph(lab, &graph, "greply", "").await;
 
     let sent = graph.sent(&mb).await;
@@ -267,7 +272,8 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
         delivered.contains(&message_id),
         "the same Message-ID arrived: {message_id}"
     );
-    // The customer can have the reply before the daemon has recorded it as sent: wait for that.
+    // The customer can have the reply before the daemon has recorded it as sent: wait for that,
+    // with the daemon still running.
     let store = cfg.open_store().await;
     let recorded = wait_until(Duration::from_secs(30), || async {
         let outbox = store.outbox_rows().await.unwrap();
@@ -275,7 +281,11 @@ async fn a_reply_goes_out_through_sendmail_as_mime_with_its_headers_intact() {
     })
     .await;
     let outbox = store.outbox_rows().await.unwrap();
-    assert!(recorded, "one reply, recorded as sent: {outbox:?}");
+    assert!(
+        recorded,
+        "one reply, recorded as sent: {outbox:?}; log:\n{}",
+        daemon.log_text()
+    );
     // A copy in Sent Items, as save_to_sent_items defaults to.
     assert_eq!(graph.ids(&mb, "sentitems").await.len(), 1);
 }

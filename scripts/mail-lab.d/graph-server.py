@@ -1658,7 +1658,13 @@ def make_handler(server):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, fmt, *args):  # request lines only: no query, no header, no body
-            sys.stderr.write("graph-server: %s %s\n" % (self.command, self.path.split("?")[0]))
+            # When the answer went out, its status and how long the request took: a test that
+            # waits for an answer can be matched with this line.
+            code = args[1] if fmt.startswith('"%s"') and len(args) > 1 else "-"
+            took = time.monotonic() - getattr(self, "started", time.monotonic())
+            sys.stderr.write("graph-server: %s %s %s %s %.3fs\n" % (
+                time.strftime("%H:%M:%S", time.gmtime()), self.command,
+                self.path.split("?")[0], code, took))
 
         def read_body(self):
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -1706,6 +1712,7 @@ def make_handler(server):
                 self.close_connection = True
 
         def dispatch(self):
+            self.started = time.monotonic()
             body = self.read_body()
             target = self.path
             path, _, query_string = target.partition("?")
