@@ -11,7 +11,8 @@
 //!    (fsynced) before the SMTP conversation starts;
 //! 2. send, bounded by `send_deadline` (shorter than the lease);
 //! 3. commit the result: `sent`, `pending` with a later `next_attempt_at` (temporary failure), or
-//!    `failed` (permanent failure).
+//!    `failed` (permanent failure). A `sent` the store cannot commit at once is tried again
+//!    until the lease is about to end.
 //!
 //! The only window with a choice is between the server's final `250` and the commit of step 3:
 //! if the process dies there, the server has the mail but the row still says `sending`. When the
@@ -161,7 +162,7 @@ impl<D: Deliver> OutboxSender<D> {
                 debug!(released = entries.len() - i, "reply sender stopping");
                 break;
             }
-            match self.attempt(entry).await? {
+            match self.attempt(entry, lease_until).await? {
                 Verdict::Sent => round.sent += 1,
                 Verdict::Retry => round.retrying += 1,
                 Verdict::Failed => round.failed += 1,
@@ -178,7 +179,11 @@ impl<D: Deliver> OutboxSender<D> {
         Ok(round)
     }
 
-    async fn attempt(&self, entry: &OutboxEntry) -> Result<Verdict, StoreError> {
+    async fn attempt(
+        &self,
+        entry: &OutboxEntry,
+        lease_until: chrono::DateTime<Utc>,
+    ) -> Result<Verdict, StoreError> {
         let from = match self.settings.channel {
             Channel::Mail => envelope_from(&entry.message),
             // An HTTP POST has no envelope.
@@ -215,7 +220,7 @@ impl<D: Deliver> OutboxSender<D> {
         match result {
             Ok(()) => {
                 self.login_accepted();
-                self.store.mark_reply_sent(entry).await?;
+                self.record_sent(entry, lease_until).await?;
                 if entry.article_id.is_some() {
                     crate::metrics::reply_sent(&entry.account);
                 }
@@ -268,6 +273,37 @@ impl<D: Deliver> OutboxSender<D> {
                     "{what} not sent yet; will retry");
                 Ok(Verdict::Retry)
             }
+        }
+    }
+
+    /// Records a delivered entry as sent. The server has the message now: a store that cannot
+    /// record that at once (a busy or full disk, a PostgreSQL restart) is asked again until the
+    /// entry's lease is about to end. Given up at once, the entry would be claimed again when
+    /// its lease ends and the reply sent a second time.
+    async fn record_sent(
+        &self,
+        entry: &OutboxEntry,
+        lease_until: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut failures = 0;
+        loop {
+            let e = match self.store.mark_reply_sent(entry).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            failures += 1;
+            let wait = crate::backoff::backoff_delay(failures).min(Duration::from_secs(10));
+            let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            if next >= lease_until {
+                error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
+                    error = %e, "sent, but the store could not record it before the claim ended: \
+                    it will be sent again (same Message-ID)");
+                return Err(e);
+            }
+            warn!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
+                error = %e, retry_in_secs = wait.as_secs(),
+                "sent, but the store could not record it yet; trying again");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -456,6 +492,39 @@ mod tests {
             "{}",
             detail.articles[0].auto_reply
         );
+    }
+
+    #[tokio::test]
+    async fn a_send_the_store_cannot_record_at_once_is_recorded_later_and_not_sent_again() {
+        let (_d, store) = store().await;
+        store
+            .store_batch(&rules(), &[incoming(1, "k@c.test")])
+            .await
+            .unwrap();
+        // The store refuses to record a sent reply until the next-but-one second of the clock:
+        // the first record fails, the one after the first backoff (2 s and more) succeeds.
+        let until = Utc::now().timestamp() + 2;
+        sqlx::query(&format!(
+            "CREATE TRIGGER refuse_sent BEFORE UPDATE ON outbox WHEN NEW.status = 'sent' \
+             AND CAST(strftime('%s', 'now') AS INTEGER) < {until} \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let script = Arc::new(Script::default());
+        let sender = OutboxSender::new(store.clone(), script.clone(), settings());
+        let round = sender.send_due().await.unwrap();
+        assert_eq!(round.sent, 1, "recorded once the store took it");
+        assert!(
+            Utc::now().timestamp() >= until,
+            "the first record was refused"
+        );
+        let rows = store.outbox_rows().await.unwrap();
+        assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("sent", 1));
+        // Even a fresh start with every lease ignored finds nothing left to send.
+        assert_eq!(sender.round(true, None).await.unwrap().claimed, 0);
+        assert_eq!(script.delivered.lock().unwrap().len(), 1, "sent once");
     }
 
     #[tokio::test]
