@@ -189,24 +189,21 @@ impl Store {
         account: &str,
         keys: &[SourceKey],
     ) -> Result<HashMap<SourceKey, ProcessedState>, StoreError> {
-        // The keys by their text: a row found is one of them, nothing to parse back.
-        let by_text: HashMap<String, &SourceKey> =
-            keys.iter().map(|k| (k.to_string(), k)).collect();
-        let texts: Vec<&str> = by_text.keys().map(String::as_str).collect();
+        let by_text = KeysByText::new(keys.iter());
         let mut out = HashMap::new();
-        for chunk in texts.chunks(IN_CHUNK) {
+        for chunk in by_text.chunks() {
             let mut q = SqlBuilder::new(
                 self.backend,
                 "SELECT source_key, disposed_at, outcome FROM processed WHERE account = ",
             );
             q.push_bind(account).push(" AND source_key IN (");
-            q.push_list(chunk.iter().copied());
+            q.push_list(chunk);
             q.push(")");
             let rows: Vec<StateRow> = self
                 .bounded(q.build_query_as().fetch_all(&self.pool))
                 .await?;
             for (text, disposed_at, outcome) in rows {
-                if let Some(&key) = by_text.get(&text) {
+                if let Some(key) = by_text.key(&text) {
                     out.insert(key.clone(), state(disposed_at, &outcome));
                 }
             }
@@ -363,16 +360,41 @@ pub(super) struct RecordedKeys {
 /// without a ticket (by an earlier version, or a POP3 server without TOP), or held by a header
 /// whose article is not there, is in neither set: its mail is taken up as a new one, and its
 /// record gives way to the new one (see [`give_way`]).
+/// Keys looked up by their text, [`IN_CHUNK`] to a statement: a row found names one of them,
+/// and is matched to it without parsing its text back.
+struct KeysByText<'k> {
+    keys: HashMap<String, &'k SourceKey>,
+    texts: Vec<String>,
+}
+
+impl<'k> KeysByText<'k> {
+    fn new(keys: impl Iterator<Item = &'k SourceKey>) -> Self {
+        let keys: HashMap<String, &SourceKey> = keys.map(|k| (k.to_string(), k)).collect();
+        let texts = keys.keys().cloned().collect();
+        KeysByText { keys, texts }
+    }
+
+    /// The texts to bind, a statement's worth at a time.
+    fn chunks(&self) -> impl Iterator<Item = impl Iterator<Item = &str>> {
+        self.texts
+            .chunks(IN_CHUNK)
+            .map(|chunk| chunk.iter().map(String::as_str))
+    }
+
+    /// The key a row's text names.
+    fn key(&self, text: &str) -> Option<&'k SourceKey> {
+        self.keys.get(text).copied()
+    }
+}
+
 pub(super) async fn processed_among(
     tx: &mut Transaction<'_, Any>,
     account: &str,
     keys: &[&SourceKey],
 ) -> Result<RecordedKeys, StoreError> {
-    // The batch's own keys by their text: a row found is one of them, nothing to parse back.
-    let by_text: HashMap<String, &SourceKey> = keys.iter().map(|k| (k.to_string(), *k)).collect();
-    let texts: Vec<&str> = by_text.keys().map(String::as_str).collect();
+    let by_text = KeysByText::new(keys.iter().copied());
     let mut out = RecordedKeys::default();
-    for chunk in texts.chunks(IN_CHUNK) {
+    for chunk in by_text.chunks() {
         let mut q = SqlBuilder::new(
             Backend::of(tx),
             "SELECT p.source_key, p.outcome, a.id, t.id, t.number FROM processed p \
@@ -380,12 +402,12 @@ pub(super) async fn processed_among(
              LEFT JOIN tickets t ON t.id = a.ticket_id WHERE p.account = ",
         );
         q.push_bind(account).push(" AND p.source_key IN (");
-        q.push_list(chunk.iter().copied());
+        q.push_list(chunk);
         q.push(")");
         type Row = (String, String, Option<i64>, Option<i64>, Option<String>);
         let rows: Vec<Row> = q.build_query_as().fetch_all(&mut **tx).await?;
         for (text, outcome, article_id, ticket_id, number) in rows {
-            let Some(&key) = by_text.get(&text) else {
+            let Some(key) = by_text.key(&text) else {
                 continue;
             };
             match (
