@@ -297,7 +297,7 @@ impl<D: Deliver> OutboxSender<D> {
             if next >= lease_until {
                 error!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,
                     error = %e, "sent, but the store could not record it before the claim ended: \
-                    it will be sent again (same Message-ID)");
+                    it will be sent again when the claim has ended");
                 return Err(e);
             }
             warn!(account = %entry.account, to = %entry.recipient, message_id = %entry.message_id,

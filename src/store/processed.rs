@@ -356,10 +356,6 @@ pub(super) struct RecordedKeys {
     pub held: HashMap<SourceKey, Held>,
 }
 
-/// What `processed` records for these of the account's keys. A key recorded as too large
-/// without a ticket (by an earlier version, or a POP3 server without TOP), or held by a header
-/// whose article is not there, is in neither set: its mail is taken up as a new one, and its
-/// record gives way to the new one (see [`give_way`]).
 /// Keys looked up by their text, [`IN_CHUNK`] to a statement: a row found names one of them,
 /// and is matched to it without parsing its text back.
 struct KeysByText<'k> {
@@ -387,6 +383,10 @@ impl<'k> KeysByText<'k> {
     }
 }
 
+/// What `processed` records for these of the account's keys. A key recorded as too large
+/// without a ticket (by an earlier version, or a POP3 server without TOP), or held by a header
+/// whose article is not there, is in neither set: its mail is taken up as a new one, and its
+/// record gives way to the new one (see [`give_way`]).
 pub(super) async fn processed_among(
     tx: &mut Transaction<'_, Any>,
     account: &str,
