@@ -78,15 +78,17 @@ pub async fn run_pass<S: Source>(
         note_validity::<S>(ctx, validity).await?;
     }
     crate::metrics::backlog_seen(name, listing.mails.len());
-    ctx.store.check_keys_readable(name, &listing.prefix).await?;
     let processed = if source.forgets_gone_keys() {
-        // A record no larger than the maildrop, read whole: `finish` forgets what left it.
+        // A record no larger than the maildrop, read whole (and every key parsed, so it fails
+        // closed by itself): `finish` forgets what left it.
         ctx.store.processed(name, &listing.prefix).await?
     } else {
         // The listed mails' records, and the mails held by their header (which may have left
-        // the server by other means: `note_gone_unfetched`); not the account's whole history.
-        let listed: Vec<SourceKey> = listing.mails.iter().map(|m| m.key.clone()).collect();
-        let mut processed = ctx.store.processed_listed(name, &listed).await?;
+        // the server by other means: `note_gone_unfetched`); not the account's whole history,
+        // whose keys are only checked to be readable.
+        ctx.store.check_keys_readable(name, &listing.prefix).await?;
+        let listed = listing.mails.iter().map(|m| &m.key);
+        let mut processed = ctx.store.processed_listed(name, listed).await?;
         processed.extend(ctx.store.held_by_header(name, &listing.prefix).await?);
         processed
     };

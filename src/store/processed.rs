@@ -184,12 +184,12 @@ impl Store {
     /// now; a key without a row is not in the map. Only these keys are looked up, so what a pass
     /// holds in memory is as large as the mailbox, not as the account's history (which it read
     /// whole into a map before, every pass).
-    pub async fn processed_listed(
+    pub async fn processed_listed<'k>(
         &self,
         account: &str,
-        keys: &[SourceKey],
+        keys: impl Iterator<Item = &'k SourceKey>,
     ) -> Result<HashMap<SourceKey, ProcessedState>, StoreError> {
-        let by_text = KeysByText::new(keys.iter());
+        let by_text = KeysByText::new(keys);
         let mut out = HashMap::new();
         for chunk in by_text.chunks() {
             let mut q = SqlBuilder::new(
