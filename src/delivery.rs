@@ -466,13 +466,16 @@ mod tests {
         (dir, store)
     }
 
+    /// A store whose outbox holds the replies queued with the tickets of `mails`.
+    async fn queued(mails: &[Incoming]) -> (tempfile::TempDir, Store) {
+        let (dir, store) = store().await;
+        store.store_batch(&rules(), mails).await.unwrap();
+        (dir, store)
+    }
+
     #[tokio::test]
     async fn queued_with_the_ticket_sent_once_and_noted() {
-        let (_d, store) = store().await;
-        store
-            .store_batch(&rules(), &[incoming(1, "Kunde <k@c.test>")])
-            .await
-            .unwrap();
+        let (_d, store) = queued(&[incoming(1, "Kunde <k@c.test>")]).await;
         let s = store.outbox_summary().await.unwrap();
         assert_eq!((s.pending, s.sent), (1, 0));
         let script = Arc::new(Script::default());
@@ -496,11 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_the_store_cannot_record_at_once_is_recorded_later_and_not_sent_again() {
-        let (_d, store) = store().await;
-        store
-            .store_batch(&rules(), &[incoming(1, "k@c.test")])
-            .await
-            .unwrap();
+        let (_d, store) = queued(&[incoming(1, "k@c.test")]).await;
         // The store refuses to record a sent reply until the next-but-one second of the clock:
         // the first record fails, the one after the first backoff (2 s and more) succeeds.
         let until = Utc::now().timestamp() + 2;
@@ -529,18 +528,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_rejected_smtp_login_pauses_all_sending_for_ten_minutes() {
-        let (_d, store) = store().await;
-        store
-            .store_batch(
-                &rules(),
-                &[
-                    incoming(1, "a@c.test"),
-                    incoming(2, "b@c.test"),
-                    incoming(3, "d@c.test"),
-                ],
-            )
-            .await
-            .unwrap();
+        let (_d, store) = queued(&[
+            incoming(1, "a@c.test"),
+            incoming(2, "b@c.test"),
+            incoming(3, "d@c.test"),
+        ])
+        .await;
         let script = Arc::new(Script::default());
         *script.results.lock().unwrap() = vec![Err(SendError::LoginRejected {
             server: "s".into(),
@@ -566,14 +559,7 @@ mod tests {
 
     #[tokio::test]
     async fn temporary_failures_retry_with_identical_bytes_permanent_ones_stop() {
-        let (_d, store) = store().await;
-        store
-            .store_batch(
-                &rules(),
-                &[incoming(1, "a@c.test"), incoming(2, "b@c.test")],
-            )
-            .await
-            .unwrap();
+        let (_d, store) = queued(&[incoming(1, "a@c.test"), incoming(2, "b@c.test")]).await;
         let script = Arc::new(Script::default());
         *script.results.lock().unwrap() = vec![
             Err(SendError::Transient {
@@ -609,14 +595,8 @@ mod tests {
     /// on its side of now by far more than the test takes.
     #[tokio::test]
     async fn a_claimed_entry_of_a_crashed_sender_is_retried_after_its_lease() {
-        let (_d, store) = store().await;
-        store
-            .store_batch(
-                &rules(),
-                &[incoming(1, "running@c.test"), incoming(2, "ended@c.test")],
-            )
-            .await
-            .unwrap();
+        let (_d, store) =
+            queued(&[incoming(1, "running@c.test"), incoming(2, "ended@c.test")]).await;
         let now = Utc::now();
         let running = store
             .claim_due_replies(
@@ -667,11 +647,10 @@ mod tests {
 
     #[tokio::test]
     async fn senders_of_several_instances_on_one_store_send_each_reply_once() {
-        let (dir, store) = store().await;
         let mails: Vec<Incoming> = (0..60)
             .map(|n| incoming(n, &format!("k{n}@c.test")))
             .collect();
-        store.store_batch(&rules(), &mails).await.unwrap();
+        let (dir, store) = queued(&mails).await;
         // Three instances: each its own pool on the same file, all sending at once.
         let script = Arc::new(Script::default());
         let mut senders = Vec::new();
@@ -696,11 +675,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_start_does_not_wait_out_an_old_backoff() {
-        let (_d, store) = store().await;
-        store
-            .store_batch(&rules(), &[incoming(1, "a@c.test")])
-            .await
-            .unwrap();
+        let (_d, store) = queued(&[incoming(1, "a@c.test")]).await;
         let script = Arc::new(Script::default());
         *script.results.lock().unwrap() = vec![Err(SendError::Transient {
             server: "s".into(),
@@ -714,9 +689,8 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limit_counts_queued_replies_in_the_same_batch() {
-        let (_d, store) = store().await;
         let mails: Vec<_> = (1..=5).map(|n| incoming(n, "burst@c.test")).collect();
-        store.store_batch(&rules(), &mails).await.unwrap();
+        let (_d, store) = queued(&mails).await;
         let s = store.outbox_summary().await.unwrap();
         assert_eq!(s.pending, 2);
         let detail = store.show_ticket("10005").await.unwrap().unwrap();
